@@ -1,0 +1,1 @@
+//! SPIFFE value types (placeholder while the crate is written).

@@ -1,0 +1,1 @@
+//! Wire definitions (placeholder while the crate is written).
