@@ -1,0 +1,233 @@
+//! The embedded default backend: sled 0.34 (docs/adr/0002-sled-embedded-default.md).
+//!
+//! Layout under the log directory:
+//!
+//! ```text
+//! <dir>/sled/        the sled database: tree `records` (key: seq as u64 BE, value: the
+//!                    encoded record) and tree `snapshots` (key: seq BE, value: snapshot)
+//! <dir>/ack-head     the last acknowledged head (seq, hash), rewritten after every commit
+//! ```
+//!
+//! sled's own recovery stops at the first damaged log entry and serves what came before; the
+//! `ack-head` marker lets the log notice when that dropped records it had acknowledged. It is
+//! written after the flush, without its own fsync: it survives a killed process (page cache),
+//! and after a power loss it can only lag, which weakens detection but never raises a false
+//! alarm.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{DecodeError, LogError};
+use crate::record::{Digest32, Record};
+use crate::snapshot::Snapshot;
+use crate::store::{Store, StoredRecord, SNAPSHOTS_RETAINED};
+
+const MARKER_MAGIC: &[u8; 4] = b"TSAH";
+const MARKER_LEN: usize = 4 + 8 + 32 + 8;
+
+/// Records and snapshots in a sled database under one directory.
+#[derive(Debug)]
+pub struct SledStore {
+    dir: PathBuf,
+    db: sled::Db,
+    records: sled::Tree,
+    snapshots: sled::Tree,
+    marker: Mutex<File>,
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        let fail = |what: &str, e: &dyn std::fmt::Display| LogError::Storage {
+            path: dir.clone(),
+            message: format!("{what}: {e}"),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| fail("cannot create the log directory", &e))?;
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| {
+                fail(
+                    "sled cannot open the database (is another process using it?)",
+                    &e,
+                )
+            })?;
+        let records = db
+            .open_tree("records")
+            .map_err(|e| fail("cannot open tree `records`", &e))?;
+        let snapshots = db
+            .open_tree("snapshots")
+            .map_err(|e| fail("cannot open tree `snapshots`", &e))?;
+        let marker = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("ack-head"))
+            .map_err(|e| fail("cannot open the ack-head marker", &e))?;
+        Ok(Self {
+            dir,
+            db,
+            records,
+            snapshots,
+            marker: Mutex::new(marker),
+        })
+    }
+
+    /// The raw sled tree of records: for tests that simulate damage a sled checksum cannot see.
+    pub fn raw_records(&self) -> &sled::Tree {
+        &self.records
+    }
+
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> LogError {
+        LogError::Storage {
+            path: self.dir.clone(),
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    fn write_marker(&self, seq: u64, hash: &Digest32) -> Result<(), LogError> {
+        let mut buf = Vec::with_capacity(MARKER_LEN);
+        buf.extend_from_slice(MARKER_MAGIC);
+        buf.extend_from_slice(&seq.to_be_bytes());
+        buf.extend_from_slice(&hash.0);
+        buf.extend_from_slice(&marker_check(seq, hash));
+        let file = self.marker.lock().unwrap_or_else(PoisonError::into_inner);
+        file.write_all_at(&buf, 0)
+            .map_err(|e| self.err("cannot write the ack-head marker", e))
+    }
+}
+
+fn marker_check(seq: u64, hash: &Digest32) -> [u8; 8] {
+    let mut h = Sha256::new();
+    h.update(MARKER_MAGIC);
+    h.update(seq.to_be_bytes());
+    h.update(hash.0);
+    let d = h.finalize();
+    let mut out = [0; 8];
+    out.copy_from_slice(&d[..8]);
+    out
+}
+
+fn decode_key(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+impl Store for SledStore {
+    fn location(&self) -> &Path {
+        &self.dir
+    }
+
+    fn write(&self, records: &[Record]) -> Result<(), LogError> {
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        let mut batch = sled::Batch::default();
+        for r in records {
+            batch.insert(&r.seq.to_be_bytes(), r.encode());
+        }
+        self.records
+            .apply_batch(batch)
+            .map_err(|e| self.err("sled write failed", e))?;
+        self.db
+            .flush()
+            .map_err(|e| self.err("sled flush (fsync) failed", e))?;
+        self.write_marker(last.seq, &last.hash)
+    }
+
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<Record>, LogError> {
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for item in self.records.range(from.to_be_bytes()..).take(limit) {
+            let (key, value) = item.map_err(|e| self.err("sled read failed", e))?;
+            let seq = decode_key(&key).unwrap_or(0);
+            let record = Record::decode(&value).map_err(|fault| LogError::Corrupt {
+                path: self.dir.clone(),
+                seq,
+                fault: crate::error::ChainFault::Undecodable(fault),
+            })?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    fn scan(&self, from: u64, visit: &mut dyn FnMut(StoredRecord) -> bool) -> Result<(), LogError> {
+        for item in self.records.range(from.to_be_bytes()..) {
+            let (key, value) = item.map_err(|e| self.err("sled read failed", e))?;
+            let stored = match decode_key(&key) {
+                Some(seq) => (seq, Record::decode(&value)),
+                None => (0, Err(DecodeError::Truncated)),
+            };
+            if !visit(stored) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn acknowledged_head(&self) -> Result<Option<(u64, Digest32)>, LogError> {
+        let mut buf = [0u8; MARKER_LEN];
+        let file = self.marker.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = file
+            .read_at(&mut buf, 0)
+            .map_err(|e| self.err("cannot read the ack-head marker", e))?;
+        if n < MARKER_LEN || &buf[..4] != MARKER_MAGIC {
+            // Absent (new log) or torn by a power loss: no claim either way.
+            return Ok(None);
+        }
+        let mut seq = [0; 8];
+        seq.copy_from_slice(&buf[4..12]);
+        let mut hash = [0; 32];
+        hash.copy_from_slice(&buf[12..44]);
+        let (seq, hash) = (u64::from_be_bytes(seq), Digest32(hash));
+        if buf[44..52] != marker_check(seq, &hash) {
+            return Ok(None);
+        }
+        Ok(Some((seq, hash)))
+    }
+
+    fn put_snapshot(&self, snapshot: &Snapshot) -> Result<(), LogError> {
+        self.snapshots
+            .insert(snapshot.seq.to_be_bytes(), snapshot.encode())
+            .map_err(|e| self.err("cannot store snapshot", e))?;
+        let count = self.snapshots.len();
+        for item in self
+            .snapshots
+            .iter()
+            .keys()
+            .take(count.saturating_sub(SNAPSHOTS_RETAINED))
+        {
+            let key = item.map_err(|e| self.err("cannot list snapshots", e))?;
+            self.snapshots
+                .remove(key)
+                .map_err(|e| self.err("cannot delete an old snapshot", e))?;
+        }
+        self.db
+            .flush()
+            .map_err(|e| self.err("sled flush (fsync) failed", e))?;
+        Ok(())
+    }
+
+    fn latest_snapshot(&self) -> Result<Option<Snapshot>, LogError> {
+        let Some((key, value)) = self
+            .snapshots
+            .last()
+            .map_err(|e| self.err("cannot read snapshots", e))?
+        else {
+            return Ok(None);
+        };
+        let seq = decode_key(&key).unwrap_or(0);
+        Snapshot::decode(&value)
+            .map(Some)
+            .map_err(|e| LogError::SnapshotMismatch {
+                seq,
+                reason: format!("stored snapshot is undecodable: {e}"),
+            })
+    }
+}

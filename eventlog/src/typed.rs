@@ -1,0 +1,226 @@
+//! Typed events over the byte log: serde + bincode 2 payloads inside the versioned envelope.
+//!
+//! Each aggregate has one event enum implementing [`Event`]. Stored variants are never changed
+//! or reordered (bincode writes the variant index); new facts get new variants, and a payload
+//! written under an older schema version is turned into today's type in one place,
+//! [`Event::upcast`].
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::LogError;
+use crate::log::{AppendCondition, AppendReceipt, EventLog};
+use crate::record::{NewRecord, Record};
+
+/// The bincode configuration of every payload. Part of the stored format: never change it.
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// An event type stored in the log.
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Schema version written with new events.
+    const SCHEMA_VERSION: u32;
+
+    /// The variant's name, recorded as the record's kind (`EntryCreated`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// Decodes a payload written under an older schema version. The default knows none.
+    fn upcast(kind: &str, schema_version: u32, payload: &[u8]) -> Result<Self, CodecError> {
+        let _ = payload;
+        Err(CodecError::UnsupportedVersion {
+            kind: kind.to_owned(),
+            found: schema_version,
+            current: Self::SCHEMA_VERSION,
+        })
+    }
+}
+
+/// Encoding or decoding an event failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// serde/bincode could not encode the event (a bug in the event type).
+    #[error("cannot encode event {kind}: {message}")]
+    Encode {
+        /// The event's kind.
+        kind: String,
+        /// bincode's message.
+        message: String,
+    },
+    /// A stored payload does not decode as the event type.
+    #[error("record seq {seq} ({kind}, schema v{schema_version}) does not decode: {message}")]
+    Decode {
+        /// The record's seq.
+        seq: u64,
+        /// The record's kind.
+        kind: String,
+        /// The record's schema version.
+        schema_version: u32,
+        /// bincode's message.
+        message: String,
+    },
+    /// The payload's schema version is newer than this build, or older than any upcaster.
+    #[error(
+        "event {kind} has schema v{found}; this build reads v{current} and has no upcaster for it"
+    )]
+    UnsupportedVersion {
+        /// The record's kind.
+        kind: String,
+        /// The stored version.
+        found: u32,
+        /// The version this build writes.
+        current: u32,
+    },
+}
+
+/// Encodes `event` into a record for the log.
+pub fn encode<E: Event>(event: &E) -> Result<NewRecord, CodecError> {
+    let payload =
+        bincode::serde::encode_to_vec(event, config()).map_err(|e| CodecError::Encode {
+            kind: event.kind().to_owned(),
+            message: e.to_string(),
+        })?;
+    Ok(NewRecord {
+        kind: event.kind().to_owned(),
+        schema_version: E::SCHEMA_VERSION,
+        payload,
+    })
+}
+
+/// Decodes the event in `record`, upcasting older schema versions.
+pub fn decode<E: Event>(record: &Record) -> Result<E, CodecError> {
+    if record.schema_version != E::SCHEMA_VERSION {
+        return E::upcast(&record.kind, record.schema_version, &record.payload);
+    }
+    decode_payload(
+        record.seq,
+        &record.kind,
+        record.schema_version,
+        &record.payload,
+    )
+}
+
+/// Decodes a payload of the current schema version exactly: trailing bytes are an error.
+pub fn decode_payload<T: DeserializeOwned>(
+    seq: u64,
+    kind: &str,
+    schema_version: u32,
+    payload: &[u8],
+) -> Result<T, CodecError> {
+    let fail = |message: String| CodecError::Decode {
+        seq,
+        kind: kind.to_owned(),
+        schema_version,
+        message,
+    };
+    let (value, used) =
+        bincode::serde::decode_from_slice(payload, config()).map_err(|e| fail(e.to_string()))?;
+    if used != payload.len() {
+        return Err(fail(format!("{} trailing bytes", payload.len() - used)));
+    }
+    Ok(value)
+}
+
+/// Encodes folded state for a snapshot with the same codec as events.
+pub fn encode_state<S: Serialize>(state: &S) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(state, config()).map_err(|e| CodecError::Encode {
+        kind: "snapshot".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Decodes folded state from a snapshot taken at `seq`.
+pub fn decode_state<S: DeserializeOwned>(seq: u64, data: &[u8]) -> Result<S, CodecError> {
+    decode_payload(seq, "snapshot", 0, data)
+}
+
+/// Appending or replaying typed events failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TypedError {
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// An event did not encode or decode.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// A log of `E` events over any [`EventLog`].
+#[derive(Debug)]
+pub struct TypedLog<E> {
+    log: Arc<dyn EventLog>,
+    _events: std::marker::PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for TypedLog<E> {
+    fn clone(&self) -> Self {
+        Self {
+            log: self.log.clone(),
+            _events: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<E: Event> TypedLog<E> {
+    /// Typed access to `log`.
+    pub fn new(log: Arc<dyn EventLog>) -> Self {
+        Self {
+            log,
+            _events: std::marker::PhantomData,
+        }
+    }
+
+    /// The untyped log.
+    pub fn raw(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
+    /// Appends `events` as one batch; returns once durable.
+    pub async fn append(
+        &self,
+        events: &[E],
+        condition: AppendCondition,
+    ) -> Result<AppendReceipt, TypedError> {
+        let batch = events.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        Ok(self.log.append(batch, condition).await?)
+    }
+
+    /// Folds every committed event after `after_seq` into `apply`, in order, and returns the
+    /// seq of the last one folded (`after_seq` if none). With a snapshot taken at seq N, pass
+    /// N: replay = snapshot + tail.
+    pub async fn replay(
+        &self,
+        after_seq: u64,
+        mut apply: impl FnMut(u64, E),
+    ) -> Result<u64, TypedError> {
+        const CHUNK: usize = 8_192;
+        let mut last = after_seq;
+        loop {
+            let records = self.log.read(last + 1, CHUNK).await?;
+            if records.is_empty() {
+                return Ok(last);
+            }
+            for r in &records {
+                apply(r.seq, decode(r)?);
+                last = r.seq;
+            }
+        }
+    }
+
+    /// Committed events from `from_seq` on, then live ones, each with its record's seq.
+    pub fn subscribe(
+        &self,
+        from_seq: u64,
+    ) -> futures::stream::BoxStream<'static, Result<(u64, E), TypedError>> {
+        self.log
+            .subscribe(from_seq)
+            .map(|item| {
+                let record = item?;
+                Ok((record.seq, decode(&record)?))
+            })
+            .boxed()
+    }
+}
