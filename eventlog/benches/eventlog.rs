@@ -11,7 +11,12 @@
 //! size for a smoke run.
 
 // A benchmark measures wall time by definition; the library ban on clocks does not apply.
-#![allow(clippy::disallowed_methods, clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -22,16 +27,25 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tessera_eventlog::typed::{decode_state, encode, encode_state};
 use tessera_eventlog::{
-    AppendCondition, Event, EventLog, LocalLog, LogLimits, SystemClock, TypedLog,
+    AppendCondition, Event, EventLog, LocalLog, LogLimits, OpenCheck, SystemClock, TypedLog,
 };
 
 const ROUNDS: usize = 5;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum BenchEvent {
-    Registered { id: u64, name: String, selectors: Vec<String> },
-    Updated { id: u64, revision: u64 },
-    Removed { id: u64 },
+    Registered {
+        id: u64,
+        name: String,
+        selectors: Vec<String>,
+    },
+    Updated {
+        id: u64,
+        revision: u64,
+    },
+    Removed {
+        id: u64,
+    },
 }
 
 impl Event for BenchEvent {
@@ -50,9 +64,15 @@ fn sample(i: u64) -> BenchEvent {
         0..=5 => BenchEvent::Registered {
             id: i,
             name: format!("spiffe://example.org/workload/{i}"),
-            selectors: vec![format!("unix:uid:{}", 1000 + i % 100), "unix:gid:1000".into()],
+            selectors: vec![
+                format!("unix:uid:{}", 1000 + i % 100),
+                "unix:gid:1000".into(),
+            ],
         },
-        6..=8 => BenchEvent::Updated { id: i / 2, revision: i },
+        6..=8 => BenchEvent::Updated {
+            id: i / 2,
+            revision: i,
+        },
         _ => BenchEvent::Removed { id: i / 3 },
     }
 }
@@ -119,7 +139,9 @@ async fn append_throughput(appenders: usize, total: u64) -> f64 {
         let payloads = payloads.clone();
         tasks.push(tokio::spawn(async move {
             for p in payloads.iter() {
-                log.append(vec![p.clone()], AppendCondition::Any).await.unwrap();
+                log.append(vec![p.clone()], AppendCondition::Any)
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -149,26 +171,35 @@ async fn build_log(dir: &std::path::Path, events: u64) -> (u64, BTreeMap<u64, u6
             i += 1;
         }
         if i == snapshot_at {
-            log.save_snapshot(snapshot_at, encode_state(&state).unwrap()).await.unwrap();
+            log.save_snapshot(snapshot_at, encode_state(&state).unwrap())
+                .await
+                .unwrap();
         }
     }
     log.close();
     (snapshot_at, state)
 }
 
-async fn replay(dir: &std::path::Path, use_snapshot: bool) -> (Duration, usize) {
+async fn replay(dir: &std::path::Path, use_snapshot: bool, check: OpenCheck) -> (Duration, usize) {
     let start = Instant::now();
-    let log = Arc::new(LocalLog::open(
-        Arc::new(tessera_eventlog::store::sled::SledStore::open(dir).unwrap()),
-        Arc::new(SystemClock),
-        LogLimits::default(),
-    ).unwrap());
+    let limits = LogLimits {
+        open_check: check,
+        ..LogLimits::default()
+    };
+    let store = Arc::new(tessera_eventlog::store::sled::SledStore::open(dir).unwrap());
+    let log = Arc::new(LocalLog::open(store, Arc::new(SystemClock), limits).unwrap());
     let typed = TypedLog::<BenchEvent>::new(log.clone());
     let (mut state, after) = match (use_snapshot, log.latest_snapshot().await.unwrap()) {
-        (true, Some(s)) => (decode_state::<BTreeMap<u64, u64>>(s.seq, &s.data).unwrap(), s.seq),
+        (true, Some(s)) => (
+            decode_state::<BTreeMap<u64, u64>>(s.seq, &s.data).unwrap(),
+            s.seq,
+        ),
         _ => (BTreeMap::new(), 0),
     };
-    typed.replay(after, |_, e| fold(&mut state, e)).await.unwrap();
+    typed
+        .replay(after, |_, e| fold(&mut state, e))
+        .await
+        .unwrap();
     let took = start.elapsed();
     log.close();
     (took, state.len())
@@ -190,7 +221,10 @@ async fn subscribe_latency(trials: usize) -> Vec<Duration> {
     let payload = encode(&sample(1)).unwrap();
     let mut lat = Vec::with_capacity(trials);
     for _ in 0..trials {
-        let receipt = log.append(vec![payload.clone()], AppendCondition::Any).await.unwrap();
+        let receipt = log
+            .append(vec![payload.clone()], AppendCondition::Any)
+            .await
+            .unwrap();
         let returned = Instant::now();
         let (seq, seen) = seen_rx.recv().await.unwrap();
         assert_eq!(seq, receipt.first_seq);
@@ -205,19 +239,36 @@ async fn subscribe_latency(trials: usize) -> Vec<Duration> {
 
 fn main() {
     let quick = std::env::var("TESSERA_BENCH_QUICK").is_ok();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let root = bench_root();
-    println!("tessera-eventlog bench (dir: {}, medians of {ROUNDS} runs)", root.path().display());
+    println!(
+        "tessera-eventlog bench (dir: {}, medians of {ROUNDS} runs)",
+        root.path().display()
+    );
 
     let fsync: Vec<f64> = (0..ROUNDS)
-        .map(|_| fdatasync_rate(root.path(), Duration::from_millis(if quick { 100 } else { 1000 })))
+        .map(|_| {
+            fdatasync_rate(
+                root.path(),
+                Duration::from_millis(if quick { 100 } else { 1000 }),
+            )
+        })
         .collect();
     let fsync = median(fsync);
     println!("bare fdatasync (64 B write + fdatasync):  {fsync:>10.0} /s");
 
     for appenders in [1usize, 8, 64] {
-        let total = if quick { 640 } else { (appenders as u64 * 2_000).max(4_000).min(256_000) };
-        let rates: Vec<f64> = (0..ROUNDS).map(|_| rt.block_on(append_throughput(appenders, total))).collect();
+        let total = if quick {
+            640
+        } else {
+            (appenders as u64 * 2_000).max(4_000).min(256_000)
+        };
+        let rates: Vec<f64> = (0..ROUNDS)
+            .map(|_| rt.block_on(append_throughput(appenders, total)))
+            .collect();
         let rate = median(rates);
         println!(
             "append, {appenders:>2} appenders (1 event each): {rate:>10.0} events/s  ({:.2}x the fdatasync rate)",
@@ -229,24 +280,47 @@ fn main() {
     let dir = root.path().join("replay");
     let build_start = Instant::now();
     let (snap_at, _) = rt.block_on(build_log(&dir, events));
-    println!("built a {events}-event log in {:.2} s (batches of 10,000)", build_start.elapsed().as_secs_f64());
-    let mut full = Vec::new();
-    let mut from_snap = Vec::new();
-    let mut sizes = (0, 0);
-    for _ in 0..3 {
-        let (t, n) = rt.block_on(replay(&dir, false));
-        full.push(t.as_secs_f64());
-        sizes.0 = n;
-        let (t, n) = rt.block_on(replay(&dir, true));
-        from_snap.push(t.as_secs_f64());
-        sizes.1 = n;
-    }
-    assert_eq!(sizes.0, sizes.1, "snapshot + tail must fold to the same state");
-    println!("replay {events} events from the start (open + verify + decode + fold): {:.3} s", median(full));
     println!(
-        "replay from a snapshot at seq {snap_at} (open + verify + snapshot + {} tail events): {:.3} s",
-        events - snap_at,
-        median(from_snap)
+        "built a {events}-event log in {:.2} s (batches of 10,000)",
+        build_start.elapsed().as_secs_f64()
+    );
+    let cases = [
+        (
+            "from the start, full chain check at open",
+            false,
+            OpenCheck::FullChain,
+        ),
+        (
+            "from the snapshot, full chain check at open",
+            true,
+            OpenCheck::FullChain,
+        ),
+        (
+            "from the snapshot, chain checked from the snapshot",
+            true,
+            OpenCheck::FromLatestSnapshot,
+        ),
+    ];
+    let mut states = Vec::new();
+    for (name, use_snapshot, check) in cases {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let (t, n) = rt.block_on(replay(&dir, use_snapshot, check));
+            times.push(t.as_secs_f64());
+            states.push(n);
+        }
+        println!(
+            "replay {events} events {name} (open + decode + fold): {:.3} s",
+            median(times)
+        );
+    }
+    assert!(
+        states.windows(2).all(|w| w[0] == w[1]),
+        "snapshot + tail must fold to the same state"
+    );
+    println!(
+        "(snapshot at seq {snap_at}: {} tail events)",
+        events - snap_at
     );
 
     let trials = if quick { 100 } else { 2_000 };

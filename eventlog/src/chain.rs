@@ -9,9 +9,28 @@ use crate::store::Store;
 /// hash matches its contents and that each `prev_hash` is the previous record's hash; then
 /// that the store holds every record the log acknowledged. Stops at the first fault.
 pub(crate) fn walk(store: &dyn Store) -> Result<VerifyReport, LogError> {
-    let mut head = Head::EMPTY;
+    walk_from(store, Head::EMPTY)
+}
+
+/// Like [`walk`], but trusts the chain up to `anchor` (a record whose hash is known, e.g. from
+/// a snapshot) and checks only what follows it.
+pub(crate) fn walk_from(store: &dyn Store, anchor: Head) -> Result<VerifyReport, LogError> {
+    if anchor.seq > 0 && !matches_hash_at(store, anchor.seq, &anchor.hash)? {
+        return Ok(VerifyReport {
+            records_checked: 0,
+            head: anchor,
+            fault: Some(BadRecord {
+                seq: anchor.seq,
+                fault: ChainFault::Tampered {
+                    stored: "(record at the snapshot's seq)".into(),
+                    computed: format!("the snapshot's hash {}", anchor.hash),
+                },
+            }),
+        });
+    }
+    let mut head = anchor;
     let mut fault: Option<BadRecord> = None;
-    store.scan(1, &mut |(key, decoded)| {
+    store.scan(anchor.seq + 1, &mut |(key, decoded)| {
         let expected = head.seq + 1;
         let bad = match decoded {
             Err(e) => Some(ChainFault::Undecodable(e)),
@@ -73,7 +92,7 @@ pub(crate) fn walk(store: &dyn Store) -> Result<VerifyReport, LogError> {
         }
     }
     Ok(VerifyReport {
-        records_checked: head.seq,
+        records_checked: head.seq - anchor.seq,
         head,
         fault,
     })
@@ -83,5 +102,5 @@ fn matches_hash_at(store: &dyn Store, seq: u64, hash: &Digest32) -> Result<bool,
     Ok(store
         .read(seq, 1)?
         .first()
-        .is_some_and(|r| r.seq == seq && r.hash == *hash))
+        .is_some_and(|r| r.seq == seq && r.hash == *hash && r.is_intact()))
 }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ChainFault, DecodeError, LogError};
-pub use local::{LocalLog, LogLimits};
+pub use local::{LocalLog, LogLimits, OpenCheck};
 pub use log::{
     AppendCondition, AppendReceipt, BadRecord, EventLog, Head, Subscription, VerifyReport,
 };

@@ -41,9 +41,8 @@ pub struct LogLimits {
     pub queue_depth: usize,
     /// Records a subscription reads from the store at a time.
     pub subscription_chunk: usize,
-    /// Walk the whole chain when opening, refusing a damaged log. Off only for tools that
-    /// must open a damaged log to inspect it.
-    pub verify_on_open: bool,
+    /// How much of the chain to check when opening; a damaged log refuses to open.
+    pub open_check: OpenCheck,
 }
 
 impl Default for LogLimits {
@@ -53,9 +52,23 @@ impl Default for LogLimits {
             max_group_records: 20_000,
             queue_depth: 4_096,
             subscription_chunk: 1_024,
-            verify_on_open: true,
+            open_check: OpenCheck::FullChain,
         }
     }
+}
+
+/// How much of the chain [`LocalLog::open`] verifies before serving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenCheck {
+    /// Every record from seq 1 (the default): any damage anywhere refuses the open. Costs a
+    /// SHA-256 per record.
+    FullChain,
+    /// Only the records after the latest snapshot, whose hash anchors the check: start-up
+    /// time independent of log length. Older records are covered by `verify()`, which an
+    /// operator or a background task runs.
+    FromLatestSnapshot,
+    /// Nothing: for tools that must open a damaged log to inspect it.
+    Off,
 }
 
 struct Request {
@@ -102,8 +115,19 @@ impl LocalLog {
         clock: Arc<dyn Clock>,
         limits: LogLimits,
     ) -> Result<Self, LogError> {
-        let head = if limits.verify_on_open {
-            let report = chain::walk(store.as_ref())?;
+        let anchor = match limits.open_check {
+            OpenCheck::FullChain => Some(Head::EMPTY),
+            OpenCheck::FromLatestSnapshot => Some(match store.latest_snapshot()? {
+                Some(s) => Head {
+                    seq: s.seq,
+                    hash: s.hash,
+                },
+                None => Head::EMPTY,
+            }),
+            OpenCheck::Off => None,
+        };
+        let head = if let Some(anchor) = anchor {
+            let report = chain::walk_from(store.as_ref(), anchor)?;
             if let Some(bad) = report.fault {
                 return Err(LogError::Corrupt {
                     path: store.location().to_path_buf(),
@@ -183,8 +207,7 @@ impl Drop for Inner {
 }
 
 fn last_head(store: &dyn Store) -> Result<Head, LogError> {
-    // Without the walk, find the highest seq by scanning keys only in the store's order; the
-    // cost is the same scan, so this path exists for damaged logs rather than for speed.
+    // Without the walk: the highest decodable record, wherever it is.
     let mut head = Head::EMPTY;
     store.scan(1, &mut |(_, decoded)| {
         if let Ok(r) = decoded {

@@ -431,3 +431,38 @@ async fn typed_subscription_decodes_events_in_order() {
         (2, deposit("a", 2))
     );
 }
+
+#[tokio::test]
+async fn open_check_from_snapshot_covers_the_tail_and_verify_covers_the_rest() {
+    let store = Arc::new(MemoryStore::new("anchored"));
+    let log = LocalLog::open(store.clone(), clock(), LogLimits::default()).unwrap();
+    log.append((1..=20).map(rec).collect(), AppendCondition::Any)
+        .await
+        .unwrap();
+    log.save_snapshot(10, b"state@10".to_vec()).await.unwrap();
+    log.close();
+    let anchored = LogLimits {
+        open_check: tessera_eventlog::OpenCheck::FromLatestSnapshot,
+        ..LogLimits::default()
+    };
+
+    // Damage before the snapshot: the anchored open does not read it, verify() finds it.
+    store.tamper(3, |r| r.payload = b"x".to_vec());
+    let log = LocalLog::open(store.clone(), clock(), anchored.clone()).unwrap();
+    assert_eq!(log.head().seq, 20);
+    assert_eq!(log.verify().await.unwrap().fault.unwrap().seq, 3);
+    log.close();
+    let err = LocalLog::open(store.clone(), clock(), LogLimits::default()).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { seq: 3, .. }), "{err}");
+
+    // Damage after the snapshot: the anchored open refuses too.
+    store.tamper(15, |r| r.payload = b"y".to_vec());
+    let err = LocalLog::open(store.clone(), clock(), anchored.clone()).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { seq: 15, .. }), "{err}");
+
+    // A snapshot whose record was rewritten is not trusted as an anchor.
+    store.tamper(15, |r| r.payload = 15u64.to_be_bytes().to_vec());
+    store.tamper(10, |r| r.payload = b"z".to_vec());
+    let err = LocalLog::open(store, clock(), anchored).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { seq: 10, .. }), "{err}");
+}
