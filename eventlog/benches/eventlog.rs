@@ -264,7 +264,7 @@ fn main() {
         let total = if quick {
             640
         } else {
-            (appenders as u64 * 2_000).max(4_000).min(256_000)
+            (appenders as u64 * 2_000).clamp(4_000, 256_000)
         };
         let rates: Vec<f64> = (0..ROUNDS)
             .map(|_| rt.block_on(append_throughput(appenders, total)))

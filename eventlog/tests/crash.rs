@@ -7,6 +7,8 @@
 //! at a varying moment, reopens the log and checks every acknowledged seq is there. Rounds
 //! default to 12 (`TESSERA_CRASH_ROUNDS` raises it for soak runs).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;

@@ -5,6 +5,8 @@
 //! The files were made once with `cargo test -p tessera-eventlog --test golden -- --ignored
 //! make_golden_files` and are never regenerated: a new schema version gets a new file.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
 #[path = "support/ledger.rs"]
 #[allow(dead_code)]
 mod ledger;

@@ -1,6 +1,8 @@
 //! Black-box tests of the log: appends, group commit, subscriptions, verification, damage,
 //! snapshots — against both backends where the behaviour is the backend's.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
 #[path = "support/ledger.rs"]
 #[allow(dead_code)]
 mod ledger;
