@@ -1,0 +1,13 @@
+//! Tessera's domain logic: commands, events, pure aggregates (`decide`/`apply`) and the ractor
+//! actors that persist and serve them.
+//!
+//! Owns: the server's events ([`server::events`]), its aggregates (registry, nodes, tokens,
+//! authority) and actors, and later the agent's cache and rotator.
+//!
+//! Must not: see a socket or a protobuf type (that is `api/` and `agent/`), open a database
+//! (it persists through `tessera_eventlog::EventLog`), or read the clock or randomness other
+//! than through the injected `Clock` and random source.
+
+pub mod attestation;
+pub mod server;
+pub mod random;

@@ -1,0 +1,287 @@
+//! The actor around one pure [`Aggregate`]: decide → persist → apply → reply, one command at
+//! a time, so a reply is only ever given for durable events.
+//!
+//! Supervisor: [`Server`](crate::server::supervisor). Emits the aggregate's own events; each
+//! aggregate is the only writer of its event variants, so its state is the fold of its own
+//! appends and needs no subscription.
+//!
+//! Mailbox: ractor mailboxes are unbounded, so the bound is enforced at the door: an
+//! [`AggregateHandle`] admits at most `max_in_flight` requests (waiting or running); beyond
+//! that, callers get [`CommandError::Overloaded`] at once (the API maps it to
+//! `ResourceExhausted`). Every call has a timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tessera_eventlog::{AppendCondition, Clock, TypedLog};
+use tokio::sync::Semaphore;
+
+use crate::random::RandomSource;
+use crate::server::aggregate::{Aggregate, Context};
+use crate::server::events::ServerEvent;
+
+/// Messages of an aggregate actor.
+pub enum AggregateMsg<A: Aggregate> {
+    /// Decide, persist, apply, reply.
+    Command(A::Command, RpcReplyPort<Result<A::Reply, CommandError<A::Error>>>),
+    /// Run a read against the current state (the closure sends its own answer).
+    Read(Box<dyn FnOnce(&A) + Send>),
+}
+
+/// What the actor starts from.
+pub struct AggregateArgs<A: Aggregate> {
+    /// The server's log.
+    pub log: TypedLog<ServerEvent>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Randomness for ids.
+    pub random: Arc<dyn RandomSource>,
+    /// State already folded by the caller (start-up replays once for all aggregates); `None`
+    /// makes the actor replay the log itself (restart after a crash).
+    pub initial: Option<A>,
+    /// Applies configuration to a freshly loaded state.
+    pub configure: Arc<dyn Fn(&mut A) + Send + Sync>,
+}
+
+/// The running actor's state.
+pub struct AggregateState<A: Aggregate> {
+    aggregate: A,
+    log: TypedLog<ServerEvent>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn RandomSource>,
+}
+
+/// The actor (no fields: everything lives in its state).
+#[derive(Debug)]
+pub struct AggregateActor<A>(std::marker::PhantomData<fn() -> A>);
+
+impl<A> Default for AggregateActor<A> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+/// Why a command or read did not produce a reply.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error + 'static> {
+    /// The aggregate refused the command.
+    #[error(transparent)]
+    Rejected(E),
+    /// Too many requests are waiting for this actor.
+    #[error("{actor} has {limit} requests in flight (its limit); retry later")]
+    Overloaded {
+        /// The actor.
+        actor: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// The actor is down, timed out, or could not persist: retryable.
+    #[error("{actor} unavailable: {reason}")]
+    Unavailable {
+        /// The actor.
+        actor: &'static str,
+        /// What happened.
+        reason: String,
+    },
+}
+
+impl<A: Aggregate> Actor for AggregateActor<A> {
+    type Msg = AggregateMsg<A>;
+    type State = AggregateState<A>;
+    type Arguments = AggregateArgs<A>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: AggregateArgs<A>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut aggregate = match args.initial {
+            Some(a) => a,
+            None => {
+                let mut a = A::default();
+                args.log.replay(0, |_, e| a.apply(&e)).await?;
+                a
+            }
+        };
+        (args.configure)(&mut aggregate);
+        Ok(AggregateState {
+            aggregate,
+            log: args.log,
+            clock: args.clock,
+            random: args.random,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AggregateMsg::Read(read) => read(&state.aggregate),
+            AggregateMsg::Command(command, reply) => {
+                let mut random = [0u8; 16];
+                state.random.fill(&mut random);
+                let ctx = Context {
+                    now: unix_secs(state.clock.as_ref()),
+                    random,
+                };
+                let decision = match state.aggregate.decide(command, &ctx) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = reply.send(Err(CommandError::Rejected(e)));
+                        return Ok(());
+                    }
+                };
+                if !decision.events.is_empty() {
+                    if let Err(e) = state.log.append(&decision.events, AppendCondition::Any).await {
+                        let _ = reply.send(Err(CommandError::Unavailable {
+                            actor: A::NAME,
+                            reason: format!("could not persist: {e}"),
+                        }));
+                        // The log is fail-stop after a write error: stop, let the supervisor
+                        // decide (a restart replays what is durable).
+                        return Err(format!("{}: append failed: {e}", A::NAME).into());
+                    }
+                    for e in &decision.events {
+                        state.aggregate.apply(e);
+                    }
+                }
+                let _ = reply.send(Ok(decision.reply));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<A: Aggregate> std::fmt::Debug for AggregateMsg<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AggregateMsg::Command(c, _) => f.debug_tuple("Command").field(c).finish(),
+            AggregateMsg::Read(_) => f.write_str("Read"),
+        }
+    }
+}
+
+impl<A: Aggregate> std::fmt::Debug for AggregateArgs<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateArgs")
+            .field("actor", &A::NAME)
+            .field("initial", &self.initial.is_some())
+            .finish()
+    }
+}
+
+impl<A: Aggregate> std::fmt::Debug for AggregateState<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateState").field("actor", &A::NAME).finish()
+    }
+}
+
+/// Unix seconds from a clock.
+pub fn unix_secs(clock: &dyn Clock) -> i64 {
+    clock.now_unix_nanos().div_euclid(1_000_000_000)
+}
+
+/// A bounded, timed door to an aggregate actor.
+pub struct AggregateHandle<A: Aggregate> {
+    actor: ActorRef<AggregateMsg<A>>,
+    in_flight: Arc<Semaphore>,
+    limit: usize,
+    timeout: Duration,
+}
+
+impl<A: Aggregate> Clone for AggregateHandle<A> {
+    fn clone(&self) -> Self {
+        Self {
+            actor: self.actor.clone(),
+            in_flight: self.in_flight.clone(),
+            limit: self.limit,
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl<A: Aggregate> std::fmt::Debug for AggregateHandle<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateHandle")
+            .field("actor", &A::NAME)
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl<A: Aggregate> AggregateHandle<A> {
+    /// Wraps a spawned actor with an admission bound and a call timeout.
+    pub fn new(actor: ActorRef<AggregateMsg<A>>, max_in_flight: usize, timeout: Duration) -> Self {
+        Self {
+            actor,
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            limit: max_in_flight.max(1),
+            timeout,
+        }
+    }
+
+    /// The actor.
+    pub fn actor(&self) -> &ActorRef<AggregateMsg<A>> {
+        &self.actor
+    }
+
+    /// Requests waiting or running.
+    pub fn in_flight(&self) -> usize {
+        self.limit - self.in_flight.available_permits()
+    }
+
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, CommandError<A::Error>> {
+        self.in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| CommandError::Overloaded {
+                actor: A::NAME,
+                limit: self.limit,
+            })
+    }
+
+    fn unavailable(&self, reason: impl std::fmt::Display) -> CommandError<A::Error> {
+        CommandError::Unavailable {
+            actor: A::NAME,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Sends a command and waits for its durable outcome.
+    pub async fn command(&self, command: A::Command) -> Result<A::Reply, CommandError<A::Error>> {
+        let _permit = self.admit()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let port = RpcReplyPort::from(tx);
+        self.actor
+            .send_message(AggregateMsg::Command(command, port))
+            .map_err(|e| self.unavailable(e))?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(self.unavailable("the actor stopped before replying")),
+            Err(_) => Err(self.unavailable(format!("no reply within {:?}", self.timeout))),
+        }
+    }
+
+    /// Runs `read` against the current state.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&A) -> R + Send + 'static,
+    ) -> Result<R, CommandError<A::Error>> {
+        let _permit = self.admit()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.actor
+            .send_message(AggregateMsg::Read(Box::new(move |a| {
+                let _ = tx.send(read(a));
+            })))
+            .map_err(|e| self.unavailable(e))?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(self.unavailable("the actor stopped before replying")),
+            Err(_) => Err(self.unavailable(format!("no reply within {:?}", self.timeout))),
+        }
+    }
+}

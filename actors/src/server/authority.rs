@@ -1,0 +1,307 @@
+//! The Authority: the trust domain's X.509 CAs and JWT signing keys, their rotation, the trust
+//! bundle derived from them, and signing with them.
+//!
+//! ```text
+//!   AuthorityActor (actor.rs) ── Tick: rotation::plan → build (ca.rs, upstream.rs, off-thread)
+//!        │                        → decide → persist → apply → Signer::install
+//!        ├── Authority (this file, decide.rs, apply.rs): pure aggregate of slots + bundle
+//!        └── Signer (signer.rs): bounded, off-thread signing of X.509-SVIDs and JWT-SVIDs
+//! ```
+//!
+//! The aggregate is pure: CA slots (prepared → active → old → retired) and JWT key slots,
+//! folded from `CaPrepared`/`CaActivated`/`CaRetired` and the `JwtKey*` events, and the trust
+//! bundle they imply: the trust anchors of every CA not yet retired and every JWT key not yet
+//! retired (with its expiry), whose sequence number goes up by one on every change of content.
+//! Rotation timing is the pure [`rotation::plan`]. Private keys never enter it: records carry
+//! the key manager's `key_ref`.
+
+pub mod actor;
+mod apply;
+pub mod ca;
+mod csr;
+mod decide;
+pub mod rotation;
+pub mod signer;
+#[cfg(test)]
+pub(crate) mod test_support;
+#[cfg(test)]
+mod tests;
+pub mod upstream;
+mod x509;
+
+use serde::{Deserialize, Serialize};
+use tessera_identity::{Bundle, TrustDomain};
+
+pub use self::actor::{
+    AuthorityActor, AuthorityArgs, AuthorityCallError, AuthorityHandle, AuthorityMsg,
+    AuthoritySettings, AuthorityStatus, SettingsError, SlotSummary, TickError, TickReport,
+};
+pub use self::ca::{build_ca, build_jwt_key, CaBuildError, CaSettings, PreparedCa, PreparedJwtKey};
+pub use self::rotation::{plan, Fraction, RotationAction, RotationSettings};
+pub use self::signer::{
+    Admission, AgentSvidRequest, IssuedX509Svid, JwtSvid, JwtSvidRequest, SignError, Signer,
+    SignerSettings, SigningCa, SigningJwtKey, SvidRejection, X509SvidRequest,
+};
+pub use self::upstream::{UpstreamDisk, UpstreamError};
+pub use self::x509::{SubjectName, NOT_BEFORE_CUSHION_SECS};
+use crate::server::aggregate::{Aggregate, Context, Decision};
+use crate::server::events::{CaRecord, JwtKeyRecord, ServerEvent};
+
+/// Where a CA or JWT key is in its life. Retired ones are dropped from the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SlotStatus {
+    /// Prepared: published in the bundle, not yet signing.
+    Prepared,
+    /// The one that signs.
+    Active,
+    /// Superseded: no longer signs, stays in the bundle until it expires.
+    Old,
+}
+
+impl SlotStatus {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Prepared => "prepared",
+            Self::Active => "active",
+            Self::Old => "old",
+        }
+    }
+}
+
+/// An X.509 CA and where it is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaSlot {
+    /// The CA, as recorded.
+    pub record: CaRecord,
+    /// Its status.
+    pub status: SlotStatus,
+}
+
+/// A JWT signing key and where it is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwtSlot {
+    /// The key, as recorded.
+    pub record: JwtKeyRecord,
+    /// Its status.
+    pub status: SlotStatus,
+}
+
+/// Commands of the authority aggregate. Building CAs and keys (I/O) happens before, in the
+/// actor; these only record and move what was built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthorityCommand {
+    /// Record a newly built X.509 CA in the prepared slot.
+    RecordPreparedCa(CaRecord),
+    /// Make the prepared CA the one that signs (the active one becomes old).
+    ActivateCa {
+        /// Its authority ID.
+        authority_id: String,
+    },
+    /// Drop a prepared or old CA from the state and the bundle.
+    RetireCa {
+        /// Its authority ID.
+        authority_id: String,
+    },
+    /// Record a newly built JWT key in the prepared slot.
+    RecordPreparedJwtKey(JwtKeyRecord),
+    /// Make the prepared JWT key the one that signs.
+    ActivateJwtKey {
+        /// Its kid.
+        kid: String,
+    },
+    /// Drop a prepared or old JWT key from the state and the bundle.
+    RetireJwtKey {
+        /// Its kid.
+        kid: String,
+    },
+}
+
+/// What a command did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthorityReply {
+    /// It emitted an event.
+    Recorded,
+    /// It asked for what already holds (activating the active one).
+    Unchanged,
+}
+
+/// Why the authority refused a command.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthorityError {
+    /// A record's ID is already in use by a CA or key of the state.
+    #[error("{kind} {id} is already recorded; a new one needs a new ID")]
+    Duplicate {
+        /// `X.509 CA` or `JWT key`.
+        kind: &'static str,
+        /// The ID.
+        id: String,
+    },
+    /// A new one was prepared while another is still prepared.
+    #[error("{kind} {prepared} is already prepared; activate or retire it before preparing {id}")]
+    AlreadyPrepared {
+        /// `X.509 CA` or `JWT key`.
+        kind: &'static str,
+        /// The one prepared.
+        prepared: String,
+        /// The one refused.
+        id: String,
+    },
+    /// A record is not acceptable.
+    #[error("{kind} {id} cannot be recorded: {reason}")]
+    InvalidRecord {
+        /// `X.509 CA` or `JWT key`.
+        kind: &'static str,
+        /// Its ID (at most 64 characters of it).
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No CA or key with this ID in the state (never recorded, or retired).
+    #[error("no {kind} {id}: it was never prepared or is already retired")]
+    Unknown {
+        /// `X.509 CA` or `JWT key`.
+        kind: &'static str,
+        /// The ID.
+        id: String,
+    },
+    /// Only a prepared one can be activated.
+    #[error("{kind} {id} is {status}; only a prepared one can be activated")]
+    NotPrepared {
+        /// `X.509 CA` or `JWT key`.
+        kind: &'static str,
+        /// The ID.
+        id: String,
+        /// Its status.
+        status: &'static str,
+    },
+    /// The active one cannot be retired.
+    #[error("{kind} {id} is the active one and cannot be retired; prepare and activate a new one first")]
+    RetireActive {
+        /// `X.509 CA` or `JWT key`.
+        kind: &'static str,
+        /// The ID.
+        id: String,
+    },
+}
+
+const CA: &str = "X.509 CA";
+const JWT_KEY: &str = "JWT key";
+
+/// The authority's folded state: CA and JWT key slots, and the trust bundle they imply.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Authority {
+    cas: Vec<CaSlot>,
+    jwt_keys: Vec<JwtSlot>,
+    bundle_sequence: u64,
+    /// Config, not state: set by [`Authority::configure`] after construction or load.
+    #[serde(skip)]
+    trust_domain: Option<TrustDomain>,
+    /// Derived from the slots; rebuilt on configure and on every change.
+    #[serde(skip)]
+    bundle: Option<Bundle>,
+}
+
+impl PartialEq for Authority {
+    /// Equal folded state (slots and sequence); the trust domain and cached bundle follow.
+    fn eq(&self, other: &Self) -> bool {
+        self.cas == other.cas
+            && self.jwt_keys == other.jwt_keys
+            && self.bundle_sequence == other.bundle_sequence
+    }
+}
+
+impl Authority {
+    /// Gives the aggregate its trust domain (after construction or snapshot load), so it can
+    /// build the bundle.
+    pub fn configure(&mut self, trust_domain: TrustDomain) {
+        self.trust_domain = Some(trust_domain);
+        self.rebuild_bundle();
+    }
+
+    /// The trust domain, once configured.
+    pub fn trust_domain(&self) -> Option<&TrustDomain> {
+        self.trust_domain.as_ref()
+    }
+
+    /// Every CA not retired, in the order they were prepared.
+    pub fn cas(&self) -> &[CaSlot] {
+        &self.cas
+    }
+
+    /// Every JWT key not retired, in the order they were prepared.
+    pub fn jwt_keys(&self) -> &[JwtSlot] {
+        &self.jwt_keys
+    }
+
+    /// The CA with this authority ID.
+    pub fn ca(&self, authority_id: &str) -> Option<&CaSlot> {
+        self.cas
+            .iter()
+            .find(|s| s.record.authority_id == authority_id)
+    }
+
+    /// The JWT key with this kid.
+    pub fn jwt_key(&self, kid: &str) -> Option<&JwtSlot> {
+        self.jwt_keys.iter().find(|s| s.record.kid == kid)
+    }
+
+    /// The CA that signs, if any.
+    pub fn active_ca(&self) -> Option<&CaRecord> {
+        find(&self.cas, SlotStatus::Active, |s| (&s.record, s.status))
+    }
+
+    /// The CA prepared to sign next, if any.
+    pub fn prepared_ca(&self) -> Option<&CaRecord> {
+        find(&self.cas, SlotStatus::Prepared, |s| (&s.record, s.status))
+    }
+
+    /// The JWT key that signs, if any.
+    pub fn active_jwt_key(&self) -> Option<&JwtKeyRecord> {
+        find(&self.jwt_keys, SlotStatus::Active, |s| (&s.record, s.status))
+    }
+
+    /// The JWT key prepared to sign next, if any.
+    pub fn prepared_jwt_key(&self) -> Option<&JwtKeyRecord> {
+        find(&self.jwt_keys, SlotStatus::Prepared, |s| {
+            (&s.record, s.status)
+        })
+    }
+
+    /// The trust bundle: `None` until [`Authority::configure`] was called.
+    pub fn bundle(&self) -> Option<&Bundle> {
+        self.bundle.as_ref()
+    }
+
+    /// The bundle's sequence number: how many times its content changed.
+    pub fn bundle_sequence(&self) -> u64 {
+        self.bundle_sequence
+    }
+}
+
+fn find<'a, S, R>(
+    slots: &'a [S],
+    status: SlotStatus,
+    view: impl Fn(&'a S) -> (&'a R, SlotStatus),
+) -> Option<&'a R> {
+    slots.iter().map(view).find(|(_, s)| *s == status).map(|(r, _)| r)
+}
+
+impl Aggregate for Authority {
+    type Command = AuthorityCommand;
+    type Reply = AuthorityReply;
+    type Error = AuthorityError;
+    const NAME: &'static str = "authority";
+
+    fn decide(
+        &self,
+        command: AuthorityCommand,
+        _ctx: &Context,
+    ) -> Result<Decision<AuthorityReply>, AuthorityError> {
+        self.decide_command(command)
+    }
+
+    fn apply(&mut self, event: &ServerEvent) {
+        self.apply_event(event);
+    }
+}

@@ -1,0 +1,111 @@
+//! [`AuthoritySettings`]: the authority's configuration, with SPIRE's defaults.
+
+use std::time::Duration;
+
+use tessera_identity::TrustDomain;
+
+use crate::server::authority::ca::CaSettings;
+use crate::server::authority::rotation::RotationSettings;
+use crate::server::authority::signer::SignerSettings;
+use crate::server::keys::KeyType;
+
+/// The authority's configuration (not state: never logged).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthoritySettings {
+    /// The server's trust domain.
+    pub trust_domain: TrustDomain,
+    /// How X.509 CAs are made (TTL 24 h, `ec-p256`, self-signed unless upstream is set).
+    pub ca: CaSettings,
+    /// JWT signing key lifetime (SPIRE: the CA TTL, 24 h).
+    pub jwt_key_ttl: Duration,
+    /// JWT signing key type (default `ec-p256`: ES256).
+    pub jwt_key_type: KeyType,
+    /// Rotation timing (prepare at 1/2, activate at 5/6 of the lifetime).
+    pub rotation: RotationSettings,
+    /// Signing defaults and limits.
+    pub signer: SignerSettings,
+    /// How often rotation runs on its own (default 10 s); `None`: only when sent `Tick`
+    /// (tests, simulation).
+    pub tick_interval: Option<Duration>,
+    /// Timeout of every call to the actor (default 30 s).
+    pub call_timeout: Duration,
+    /// Calls to the actor waiting or running at once through a handle (default 1 024).
+    pub max_in_flight: usize,
+}
+
+impl AuthoritySettings {
+    /// SPIRE's defaults for `trust_domain`.
+    pub fn new(trust_domain: TrustDomain) -> Self {
+        Self {
+            trust_domain,
+            ca: CaSettings::default(),
+            jwt_key_ttl: Duration::from_secs(24 * 3600),
+            jwt_key_type: KeyType::EcP256,
+            rotation: RotationSettings::default(),
+            signer: SignerSettings::default(),
+            tick_interval: Some(Duration::from_secs(10)),
+            call_timeout: Duration::from_secs(30),
+            max_in_flight: 1024,
+        }
+    }
+
+    /// Checks what cannot work, naming the setting and the fix.
+    ///
+    /// # Errors
+    /// A [`SettingsError`].
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let err = |m: String| Err(SettingsError(m));
+        for (name, key_type) in [("ca_key_type", self.ca.key_type), ("jwt_key_type", self.jwt_key_type)] {
+            if !key_type.can_generate() {
+                return err(format!(
+                    "{name} = \"{key_type}\": this build cannot generate RSA keys (ring has no RSA \
+                     key generation); use \"ec-p256\" (default) or \"ec-p384\""
+                ));
+            }
+        }
+        for (name, ttl) in [("ca_ttl", self.ca.ttl), ("jwt_key_ttl", self.jwt_key_ttl)] {
+            if ttl < Duration::from_secs(60) {
+                return err(format!("{name} = {ttl:?}: must be at least one minute"));
+            }
+        }
+        if let Err(m) = self.rotation.validate() {
+            return err(m);
+        }
+        if self.signer.x509_svid_ttl.is_zero() || self.signer.jwt_svid_ttl.is_zero() {
+            return err("default SVID TTLs must be positive".into());
+        }
+        if self.tick_interval.is_some_and(|d| d.is_zero()) {
+            return err("tick_interval must be positive (or unset to tick only on request)".into());
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("authority config: {0}")]
+pub struct SettingsError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_spire_like() {
+        let s = AuthoritySettings::new(TrustDomain::new("example.org").unwrap());
+        assert_eq!(s.validate(), Ok(()));
+        assert_eq!(s.ca.ttl, Duration::from_secs(86_400));
+        assert_eq!(s.jwt_key_ttl, s.ca.ttl);
+        assert_eq!(s.signer.x509_svid_ttl, Duration::from_secs(3600));
+        assert_eq!(s.signer.jwt_svid_ttl, Duration::from_secs(300));
+        assert_eq!(s.ca.key_type, KeyType::EcP256);
+    }
+
+    #[test]
+    fn rsa_generation_is_refused_with_the_fix() {
+        let mut s = AuthoritySettings::new(TrustDomain::new("example.org").unwrap());
+        s.ca.key_type = KeyType::Rsa2048;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("ca_key_type = \"rsa-2048\"") && e.contains("\"ec-p256\""), "{e}");
+    }
+}

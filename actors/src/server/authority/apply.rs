@@ -1,0 +1,136 @@
+//! `apply` for the authority: folds committed events into the slots, and keeps the bundle and
+//! its sequence number in step. Total: an event that does not fit the state (which `decide`
+//! would not have emitted) changes nothing rather than panic.
+
+use tessera_identity::{Bundle, JwtAuthority, PublicKey, X509Authority};
+
+use super::{Authority, CaSlot, JwtSlot, SlotStatus};
+use crate::server::events::ServerEvent;
+
+/// What the bundle holds, independent of the trust domain: compared before and after an
+/// event to decide whether the sequence number moves.
+#[derive(PartialEq, Eq)]
+struct Content {
+    x509: Vec<Vec<u8>>,
+    jwt: Vec<(String, Vec<u8>, i64)>,
+}
+
+impl Authority {
+    pub(super) fn apply_event(&mut self, event: &ServerEvent) {
+        let before = self.content();
+        match event {
+            ServerEvent::CaPrepared(record) => {
+                if self.ca(&record.authority_id).is_none() {
+                    self.cas.push(CaSlot {
+                        record: record.clone(),
+                        status: SlotStatus::Prepared,
+                    });
+                }
+            }
+            ServerEvent::CaActivated { authority_id } => {
+                if self.ca(authority_id).is_some() {
+                    for slot in &mut self.cas {
+                        slot.status = next_status(
+                            slot.status,
+                            slot.record.authority_id == *authority_id,
+                        );
+                    }
+                }
+            }
+            ServerEvent::CaRetired { authority_id } => {
+                self.cas.retain(|s| s.record.authority_id != *authority_id);
+            }
+            ServerEvent::JwtKeyPrepared(record) => {
+                if self.jwt_key(&record.kid).is_none() {
+                    self.jwt_keys.push(JwtSlot {
+                        record: record.clone(),
+                        status: SlotStatus::Prepared,
+                    });
+                }
+            }
+            ServerEvent::JwtKeyActivated { kid } => {
+                if self.jwt_key(kid).is_some() {
+                    for slot in &mut self.jwt_keys {
+                        slot.status = next_status(slot.status, slot.record.kid == *kid);
+                    }
+                }
+            }
+            ServerEvent::JwtKeyRetired { kid } => {
+                self.jwt_keys.retain(|s| s.record.kid != *kid);
+            }
+            _ => return,
+        }
+        if self.content() != before {
+            self.bundle_sequence += 1;
+        }
+        self.rebuild_bundle();
+    }
+
+    fn content(&self) -> Content {
+        let mut x509: Vec<Vec<u8>> = Vec::new();
+        for der in self.cas.iter().flat_map(|s| &s.record.trust_anchors) {
+            if !x509.contains(der) {
+                x509.push(der.clone());
+            }
+        }
+        let jwt = self
+            .jwt_keys
+            .iter()
+            .map(|s| {
+                (
+                    s.record.kid.clone(),
+                    s.record.public_key_der.clone(),
+                    s.record.not_after,
+                )
+            })
+            .collect();
+        Content { x509, jwt }
+    }
+
+    /// Rebuilds the bundle from the slots (when the trust domain is known). Records that do
+    /// not convert were refused by `decide`; should one come from elsewhere, it is left out
+    /// of the bundle and reported rather than poisoning it.
+    pub(super) fn rebuild_bundle(&mut self) {
+        let Some(td) = self.trust_domain.clone() else {
+            return;
+        };
+        let content = self.content();
+        let mut bundle = Bundle::new(td);
+        bundle.set_sequence_number(self.bundle_sequence);
+        for der in content.x509 {
+            match X509Authority::from_der(der) {
+                Ok(a) => {
+                    bundle.add_x509_authority(a);
+                }
+                Err(e) => tracing::error!(error = %e, "authority: trust anchor left out of the bundle"),
+            }
+        }
+        for (kid, spki, not_after) in content.jwt {
+            let added = PublicKey::from_spki_der(&spki)
+                .map_err(|e| e.to_string())
+                .and_then(|public_key| {
+                    bundle
+                        .add_jwt_authority(JwtAuthority {
+                            key_id: kid.clone(),
+                            public_key,
+                            expires_at: Some(not_after),
+                        })
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = added {
+                tracing::error!(kid = %kid, error = %e, "authority: JWT key left out of the bundle");
+            }
+        }
+        self.bundle = Some(bundle);
+    }
+}
+
+/// The status of a slot when `target` (is_target) is activated: the target becomes active,
+/// the previously active one old, the rest unchanged.
+fn next_status(status: SlotStatus, is_target: bool) -> SlotStatus {
+    match (is_target, status) {
+        (true, _) => SlotStatus::Active,
+        (false, SlotStatus::Active) => SlotStatus::Old,
+        (false, other) => other,
+    }
+}

@@ -1,0 +1,200 @@
+//! `decide` for the authority: checks a command against the slots and says which event it
+//! means. Pure.
+
+use tessera_identity::{PublicKey, X509Authority, MAX_KEY_ID_LEN};
+use x509_parser::parse_x509_certificate;
+
+use super::{
+    Authority, AuthorityCommand, AuthorityError, AuthorityReply, SlotStatus, CA, JWT_KEY,
+};
+use crate::server::aggregate::Decision;
+use crate::server::events::{CaRecord, JwtKeyRecord, ServerEvent};
+
+/// Longest authority ID or key reference accepted, in bytes.
+const MAX_ID_LEN: usize = 256;
+
+impl Authority {
+    pub(super) fn decide_command(
+        &self,
+        command: AuthorityCommand,
+    ) -> Result<Decision<AuthorityReply>, AuthorityError> {
+        match command {
+            AuthorityCommand::RecordPreparedCa(record) => self.decide_prepare_ca(record),
+            AuthorityCommand::ActivateCa { authority_id } => {
+                let status = self.ca(&authority_id).map(|s| s.status);
+                activate(CA, authority_id, status, |authority_id| {
+                    ServerEvent::CaActivated { authority_id }
+                })
+            }
+            AuthorityCommand::RetireCa { authority_id } => {
+                let status = self.ca(&authority_id).map(|s| s.status);
+                retire(CA, authority_id, status, |authority_id| {
+                    ServerEvent::CaRetired { authority_id }
+                })
+            }
+            AuthorityCommand::RecordPreparedJwtKey(record) => self.decide_prepare_jwt(record),
+            AuthorityCommand::ActivateJwtKey { kid } => {
+                let status = self.jwt_key(&kid).map(|s| s.status);
+                activate(JWT_KEY, kid, status, |kid| ServerEvent::JwtKeyActivated {
+                    kid,
+                })
+            }
+            AuthorityCommand::RetireJwtKey { kid } => {
+                let status = self.jwt_key(&kid).map(|s| s.status);
+                retire(JWT_KEY, kid, status, |kid| ServerEvent::JwtKeyRetired { kid })
+            }
+        }
+    }
+
+    fn decide_prepare_ca(&self, record: CaRecord) -> Result<Decision<AuthorityReply>, AuthorityError> {
+        let id = record.authority_id.clone();
+        let invalid = |reason: String| AuthorityError::InvalidRecord {
+            kind: CA,
+            id: shown(&id),
+            reason,
+        };
+        check_id(&id).map_err(|r| invalid(format!("its authority ID {r}")))?;
+        check_id(&record.key_ref).map_err(|r| invalid(format!("its key reference {r}")))?;
+        check_validity(record.not_before, record.not_after).map_err(invalid)?;
+        check_ca_cert(&record.cert_der).map_err(|r| invalid(format!("its certificate {r}")))?;
+        for (i, der) in record.upstream_chain.iter().enumerate() {
+            check_ca_cert(der).map_err(|r| invalid(format!("upstream chain certificate {i} {r}")))?;
+        }
+        if record.trust_anchors.is_empty() {
+            return Err(invalid("it has no trust anchor".into()));
+        }
+        for (i, der) in record.trust_anchors.iter().enumerate() {
+            X509Authority::from_der(der.clone())
+                .map_err(|e| invalid(format!("trust anchor {i}: {e}")))?;
+        }
+        if self.ca(&id).is_some() {
+            return Err(AuthorityError::Duplicate { kind: CA, id });
+        }
+        if let Some(prepared) = self.prepared_ca() {
+            return Err(AuthorityError::AlreadyPrepared {
+                kind: CA,
+                prepared: prepared.authority_id.clone(),
+                id,
+            });
+        }
+        Ok(Decision {
+            events: vec![ServerEvent::CaPrepared(record)],
+            reply: AuthorityReply::Recorded,
+        })
+    }
+
+    fn decide_prepare_jwt(
+        &self,
+        record: JwtKeyRecord,
+    ) -> Result<Decision<AuthorityReply>, AuthorityError> {
+        let kid = record.kid.clone();
+        let invalid = |reason: String| AuthorityError::InvalidRecord {
+            kind: JWT_KEY,
+            id: shown(&kid),
+            reason,
+        };
+        if kid.is_empty() || kid.len() > MAX_KEY_ID_LEN || kid.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "its kid must be 1 to {MAX_KEY_ID_LEN} bytes without control characters"
+            )));
+        }
+        check_id(&record.key_ref).map_err(|r| invalid(format!("its key reference {r}")))?;
+        check_validity(record.not_before, record.not_after).map_err(invalid)?;
+        PublicKey::from_spki_der(&record.public_key_der)
+            .map_err(|e| invalid(format!("its public key: {e}")))?;
+        if self.jwt_key(&kid).is_some() {
+            return Err(AuthorityError::Duplicate {
+                kind: JWT_KEY,
+                id: kid,
+            });
+        }
+        if let Some(prepared) = self.prepared_jwt_key() {
+            return Err(AuthorityError::AlreadyPrepared {
+                kind: JWT_KEY,
+                prepared: prepared.kid.clone(),
+                id: kid,
+            });
+        }
+        Ok(Decision {
+            events: vec![ServerEvent::JwtKeyPrepared(record)],
+            reply: AuthorityReply::Recorded,
+        })
+    }
+}
+
+fn activate(
+    kind: &'static str,
+    id: String,
+    status: Option<SlotStatus>,
+    event: impl FnOnce(String) -> ServerEvent,
+) -> Result<Decision<AuthorityReply>, AuthorityError> {
+    match status {
+        None => Err(AuthorityError::Unknown { kind, id }),
+        Some(SlotStatus::Active) => Ok(Decision::no_change(AuthorityReply::Unchanged)),
+        Some(SlotStatus::Old) => Err(AuthorityError::NotPrepared {
+            kind,
+            id,
+            status: SlotStatus::Old.name(),
+        }),
+        Some(SlotStatus::Prepared) => Ok(Decision {
+            events: vec![event(id)],
+            reply: AuthorityReply::Recorded,
+        }),
+    }
+}
+
+fn retire(
+    kind: &'static str,
+    id: String,
+    status: Option<SlotStatus>,
+    event: impl FnOnce(String) -> ServerEvent,
+) -> Result<Decision<AuthorityReply>, AuthorityError> {
+    match status {
+        None => Err(AuthorityError::Unknown { kind, id }),
+        Some(SlotStatus::Active) => Err(AuthorityError::RetireActive { kind, id }),
+        Some(SlotStatus::Prepared | SlotStatus::Old) => Ok(Decision {
+            events: vec![event(id)],
+            reply: AuthorityReply::Recorded,
+        }),
+    }
+}
+
+fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("is empty".into());
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(format!("is longer than {MAX_ID_LEN} bytes"));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("has control characters".into());
+    }
+    Ok(())
+}
+
+fn check_validity(not_before: i64, not_after: i64) -> Result<(), String> {
+    if not_before >= not_after {
+        return Err(format!(
+            "its validity is empty (not_before {not_before} is not before not_after {not_after})"
+        ));
+    }
+    Ok(())
+}
+
+/// A CA certificate: one well-formed certificate with basicConstraints CA:true.
+fn check_ca_cert(der: &[u8]) -> Result<(), String> {
+    match parse_x509_certificate(der) {
+        Ok(([], cert)) => match cert.basic_constraints() {
+            Ok(Some(bc)) if bc.value.ca => Ok(()),
+            Ok(_) => Err("is not a CA certificate (basicConstraints CA:true missing)".into()),
+            Err(e) => Err(format!("has bad basicConstraints: {e}")),
+        },
+        Ok((rest, _)) => Err(format!("has {} bytes of trailing data", rest.len())),
+        Err(e) => Err(format!("does not parse: {e}")),
+    }
+}
+
+/// At most 64 characters of an ID, for messages.
+fn shown(id: &str) -> String {
+    id.chars().take(64).collect()
+}

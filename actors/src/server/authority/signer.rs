@@ -1,0 +1,621 @@
+//! [`Signer`]: signs X.509-SVIDs (from CSRs) and JWT-SVIDs with the active CA and JWT key,
+//! off the actor threads, under a global bound.
+//!
+//! Bounds, so that a reconnect storm queues instead of eating memory: every request is first
+//! *admitted* against `max_queued` items (CSRs or JWTs) waiting or signing, else it fails at
+//! once with [`SignError::Overloaded`]; admitted work runs on tokio's blocking pool at most
+//! `max_concurrent_jobs` jobs at a time, in chunks of [`CHUNK`] CSRs. The authority actor
+//! installs the CA and key to sign with ([`Signer::install_ca`]); cloning a `Signer` shares
+//! its bounds and what is installed.
+
+mod error;
+mod jwt;
+mod x509;
+
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use tessera_eventlog::Clock;
+use tessera_identity::{SpiffeId, TrustDomain};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use self::error::{SignError, SvidRejection};
+use self::x509::{check_dns_names, sign_chunk, Job};
+use super::x509::{now_secs, random_serial, secs, SubjectName, NOT_BEFORE_CUSHION_SECS};
+use crate::random::RandomSource;
+use crate::server::events::{CaRecord, JwtKeyRecord};
+use crate::server::keys::SigningKeyPair;
+
+/// CSRs signed per blocking job: big batches spread over the pool, small ones pay one hop.
+pub const CHUNK: usize = 16;
+
+/// Signing limits and defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignerSettings {
+    /// X509-SVID lifetime when the request gives none (SPIRE's `default_x509_svid_ttl`, 1 h).
+    pub x509_svid_ttl: Duration,
+    /// Agent X509-SVID lifetime when the request gives none (SPIRE: the X509-SVID TTL, 1 h).
+    pub agent_svid_ttl: Duration,
+    /// JWT-SVID lifetime when the request gives none (SPIRE's `default_jwt_svid_ttl`, 5 min).
+    pub jwt_svid_ttl: Duration,
+    /// Signing jobs running at once (default: the number of CPUs).
+    pub max_concurrent_jobs: usize,
+    /// CSRs and JWTs admitted (queued or signing) at once (default 10 000).
+    pub max_queued: usize,
+    /// CSRs in one batch (default 1 000).
+    pub max_batch: usize,
+    /// Largest CSR, in bytes (default 16 KiB).
+    pub max_csr_bytes: usize,
+    /// DNS names in one X509-SVID (default 64).
+    pub max_dns_names: usize,
+    /// Audiences in one JWT-SVID (default 32).
+    pub max_audiences: usize,
+    /// Longest audience, in bytes (default 1 024).
+    pub max_audience_len: usize,
+    /// X509-SVID subject (default `C=US, O=SPIRE`; CN is the first DNS name, if any).
+    pub svid_subject: SubjectName,
+}
+
+impl Default for SignerSettings {
+    fn default() -> Self {
+        Self {
+            x509_svid_ttl: Duration::from_secs(3600),
+            agent_svid_ttl: Duration::from_secs(3600),
+            jwt_svid_ttl: Duration::from_secs(300),
+            max_concurrent_jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_queued: 10_000,
+            max_batch: 1_000,
+            max_csr_bytes: 16 * 1024,
+            max_dns_names: 64,
+            max_audiences: 32,
+            max_audience_len: 1024,
+            svid_subject: SubjectName::spire_svid(),
+        }
+    }
+}
+
+/// One workload X509-SVID to sign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct X509SvidRequest {
+    /// The workload's PKCS#10 CSR, DER; only its public key is used.
+    pub csr_der: Vec<u8>,
+    /// The SPIFFE ID to put in the SVID (from the registration entry, not the CSR).
+    pub spiffe_id: SpiffeId,
+    /// DNS names to put in the SVID; the first one is also the subject CN.
+    pub dns_names: Vec<String>,
+    /// Requested lifetime; `None` or zero: the default. Capped at the CA's expiry.
+    pub ttl: Option<Duration>,
+}
+
+/// An agent X509-SVID to sign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentSvidRequest {
+    /// The agent's PKCS#10 CSR, DER.
+    pub csr_der: Vec<u8>,
+    /// The agent's SPIFFE ID.
+    pub agent_id: SpiffeId,
+    /// Requested lifetime; `None` or zero: the default.
+    pub ttl: Option<Duration>,
+}
+
+/// A JWT-SVID to mint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwtSvidRequest {
+    /// The subject.
+    pub spiffe_id: SpiffeId,
+    /// The audiences (empty strings are dropped; at least one must remain).
+    pub audience: Vec<String>,
+    /// Requested lifetime; `None` or zero: the default. Capped at the key's expiry.
+    pub ttl: Option<Duration>,
+}
+
+/// A signed X509-SVID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedX509Svid {
+    /// Its SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// The leaf, then intermediates up to (excluding) the trust anchor, DER.
+    pub cert_chain: Vec<Vec<u8>>,
+    /// Serial number, hex.
+    pub serial_hex: String,
+    /// Validity, Unix seconds.
+    pub not_before: i64,
+    /// Validity, Unix seconds.
+    pub not_after: i64,
+    /// The CA that signed it.
+    pub authority_id: String,
+}
+
+/// A signed JWT-SVID. `Debug` hides the token: it is a bearer credential.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JwtSvid {
+    /// The compact JWS.
+    pub token: String,
+    /// `sub`.
+    pub spiffe_id: SpiffeId,
+    /// `aud`.
+    pub audience: Vec<String>,
+    /// The signing key's ID.
+    pub kid: String,
+    /// `iat`, Unix seconds.
+    pub issued_at: i64,
+    /// `exp`, Unix seconds.
+    pub expires_at: i64,
+}
+
+impl fmt::Debug for JwtSvid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSvid")
+            .field("token", &"<redacted>")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("audience", &self.audience)
+            .field("kid", &self.kid)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// An X.509 CA ready to sign: its record and loaded key.
+#[derive(Debug, Clone)]
+pub struct SigningCa {
+    /// The CA.
+    pub record: CaRecord,
+    key: Arc<SigningKeyPair>,
+}
+
+impl SigningCa {
+    /// Pairs a CA record with its key.
+    pub fn new(record: CaRecord, key: Arc<SigningKeyPair>) -> Self {
+        Self { record, key }
+    }
+
+    /// Certificates after the leaf in an SVID chain: the CA itself unless it is a trust
+    /// anchor (self-signed), then its upstream chain.
+    fn chain_tail(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        let own = (!self.record.trust_anchors.contains(&self.record.cert_der))
+            .then(|| self.record.cert_der.clone());
+        own.into_iter().chain(self.record.upstream_chain.iter().cloned())
+    }
+}
+
+/// A JWT key ready to sign.
+#[derive(Debug, Clone)]
+pub struct SigningJwtKey {
+    /// The key's record.
+    pub record: JwtKeyRecord,
+    key: Arc<SigningKeyPair>,
+}
+
+impl SigningJwtKey {
+    /// Pairs a JWT key record with its key.
+    pub fn new(record: JwtKeyRecord, key: Arc<SigningKeyPair>) -> Self {
+        Self { record, key }
+    }
+}
+
+/// A reservation of queue room; released when dropped.
+#[derive(Debug)]
+pub struct Admission {
+    _permit: Option<OwnedSemaphorePermit>,
+    units: usize,
+}
+
+#[derive(Default)]
+struct Installed {
+    ca: Option<Arc<SigningCa>>,
+    jwt: Option<Arc<SigningJwtKey>>,
+}
+
+struct Inner {
+    trust_domain: TrustDomain,
+    settings: SignerSettings,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn RandomSource>,
+    queue: Arc<Semaphore>,
+    workers: Arc<Semaphore>,
+    installed: RwLock<Installed>,
+}
+
+/// A cloneable handle that signs SVIDs with the installed CA and JWT key.
+#[derive(Clone)]
+pub struct Signer {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("trust_domain", &self.inner.trust_domain)
+            .field("active_ca", &self.active_authority_id())
+            .field("active_kid", &self.active_kid())
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
+impl Signer {
+    /// A signer for `trust_domain` with nothing installed yet.
+    pub fn new(
+        trust_domain: TrustDomain,
+        settings: SignerSettings,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn RandomSource>,
+    ) -> Self {
+        let queue = Arc::new(Semaphore::new(settings.max_queued.clamp(1, Semaphore::MAX_PERMITS)));
+        let workers = Arc::new(Semaphore::new(settings.max_concurrent_jobs.clamp(1, 1024)));
+        Self {
+            inner: Arc::new(Inner {
+                trust_domain,
+                settings,
+                clock,
+                random,
+                queue,
+                workers,
+                installed: RwLock::new(Installed::default()),
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &SignerSettings {
+        &self.inner.settings
+    }
+
+    /// Makes `ca` the CA that signs (`None`: none).
+    pub fn install_ca(&self, ca: Option<SigningCa>) {
+        self.write().ca = ca.map(Arc::new);
+    }
+
+    /// Makes `key` the JWT key that signs (`None`: none).
+    pub fn install_jwt_key(&self, key: Option<SigningJwtKey>) {
+        self.write().jwt = key.map(Arc::new);
+    }
+
+    /// The authority ID of the installed CA.
+    pub fn active_authority_id(&self) -> Option<String> {
+        self.read().ca.as_ref().map(|c| c.record.authority_id.clone())
+    }
+
+    /// The kid of the installed JWT key.
+    pub fn active_kid(&self) -> Option<String> {
+        self.read().jwt.as_ref().map(|k| k.record.kid.clone())
+    }
+
+    /// Items admitted and not yet done.
+    pub fn queued(&self) -> usize {
+        self.limit().saturating_sub(self.inner.queue.available_permits())
+    }
+
+    fn limit(&self) -> usize {
+        self.inner.settings.max_queued.clamp(1, Semaphore::MAX_PERMITS)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Installed> {
+        self.inner.installed.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Installed> {
+        self.inner.installed.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reserves queue room for `units` items, or says the queue is full. Synchronous, so an
+    /// actor can admit in its handler and sign in a task.
+    ///
+    /// # Errors
+    /// [`SignError::Overloaded`] naming the limit.
+    pub fn admit(&self, units: usize) -> Result<Admission, SignError> {
+        if units == 0 {
+            return Ok(Admission {
+                _permit: None,
+                units,
+            });
+        }
+        let overloaded = || SignError::Overloaded {
+            requested: units,
+            limit: self.limit(),
+        };
+        let n = u32::try_from(units).map_err(|_| overloaded())?;
+        let permit = self
+            .inner
+            .queue
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| overloaded())?;
+        Ok(Admission {
+            _permit: Some(permit),
+            units,
+        })
+    }
+
+    /// [`Signer::admit`] for a batch of `len` CSRs, refusing one over `max_batch` first.
+    ///
+    /// # Errors
+    /// [`SignError::BatchTooLarge`] or [`SignError::Overloaded`].
+    pub fn admit_batch(&self, len: usize) -> Result<Admission, SignError> {
+        self.check_batch(len)?;
+        self.admit(len)
+    }
+
+    /// Signs workload X509-SVIDs: one result per request, in order.
+    ///
+    /// # Errors
+    /// A [`SignError`] for the batch as a whole (too large, queue full, no active CA).
+    pub async fn sign_x509_batch(
+        &self,
+        requests: Vec<X509SvidRequest>,
+    ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
+        let admission = self.admit_batch(requests.len())?;
+        self.sign_x509_admitted(admission, requests).await
+    }
+
+    /// [`Signer::sign_x509_batch`] with room already reserved by [`Signer::admit`].
+    ///
+    /// # Errors
+    /// As [`Signer::sign_x509_batch`].
+    pub async fn sign_x509_admitted(
+        &self,
+        admission: Admission,
+        requests: Vec<X509SvidRequest>,
+    ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
+        self.check_batch(requests.len())?;
+        let settings = &self.inner.settings;
+        let items = requests
+            .into_iter()
+            .map(|r| (r.csr_der, r.spiffe_id, r.dns_names, ttl_or(r.ttl, settings.x509_svid_ttl)))
+            .collect();
+        self.sign_items(admission, items).await
+    }
+
+    /// Signs an agent X509-SVID.
+    ///
+    /// # Errors
+    /// A [`SignError`], with [`SignError::Rejected`] for bad input.
+    pub async fn sign_agent_svid(&self, request: AgentSvidRequest) -> Result<IssuedX509Svid, SignError> {
+        let admission = self.admit(1)?;
+        self.sign_agent_admitted(admission, request).await
+    }
+
+    /// [`Signer::sign_agent_svid`] with room already reserved.
+    ///
+    /// # Errors
+    /// As [`Signer::sign_agent_svid`].
+    pub async fn sign_agent_admitted(
+        &self,
+        admission: Admission,
+        request: AgentSvidRequest,
+    ) -> Result<IssuedX509Svid, SignError> {
+        let ttl = ttl_or(request.ttl, self.inner.settings.agent_svid_ttl);
+        let item = (request.csr_der, request.agent_id, Vec::new(), ttl);
+        let mut results = self.sign_items(admission, vec![item]).await?;
+        match results.pop() {
+            Some(result) => result.map_err(SignError::Rejected),
+            None => Err(SignError::Internal {
+                reason: "the signing job returned no result".into(),
+            }),
+        }
+    }
+
+    /// Mints a JWT-SVID with the installed JWT key.
+    ///
+    /// # Errors
+    /// A [`SignError`], with [`SignError::Rejected`] for bad input.
+    pub async fn mint_jwt_svid(&self, request: JwtSvidRequest) -> Result<JwtSvid, SignError> {
+        let admission = self.admit(1)?;
+        self.mint_jwt_admitted(admission, request).await
+    }
+
+    /// [`Signer::mint_jwt_svid`] with room already reserved.
+    ///
+    /// # Errors
+    /// As [`Signer::mint_jwt_svid`].
+    pub async fn mint_jwt_admitted(
+        &self,
+        admission: Admission,
+        request: JwtSvidRequest,
+    ) -> Result<JwtSvid, SignError> {
+        let settings = &self.inner.settings;
+        self.check_id(&request.spiffe_id)?;
+        let audience = check_audience(request.audience, settings)?;
+        let key = self.read().jwt.clone().ok_or_else(|| SignError::NoActiveJwtKey {
+            reason: "none prepared yet".into(),
+        })?;
+        let now = now_secs(self.inner.clock.as_ref());
+        if key.record.not_after <= now {
+            return Err(SignError::NoActiveJwtKey {
+                reason: format!("key {} expired at {}", key.record.kid, key.record.not_after),
+            });
+        }
+        let exp = now
+            .saturating_add(secs(ttl_or(request.ttl, settings.jwt_svid_ttl)))
+            .min(key.record.not_after);
+        let spiffe_id = request.spiffe_id;
+        let token = self
+            .run(move || {
+                let _admission = admission;
+                jwt::mint(&key, &spiffe_id.to_string(), &audience, now, exp).map(|token| JwtSvid {
+                    token,
+                    spiffe_id,
+                    audience,
+                    kid: key.record.kid.clone(),
+                    issued_at: now,
+                    expires_at: exp,
+                })
+            })
+            .await?;
+        token.map_err(SignError::Rejected)
+    }
+
+    fn check_batch(&self, len: usize) -> Result<(), SignError> {
+        let max = self.inner.settings.max_batch;
+        if len > max {
+            return Err(SignError::BatchTooLarge { len, max });
+        }
+        Ok(())
+    }
+
+    fn check_id(&self, id: &SpiffeId) -> Result<(), SvidRejection> {
+        if !id.is_member_of(&self.inner.trust_domain) {
+            return Err(SvidRejection::ForeignSpiffeId {
+                spiffe_id: id.clone(),
+                trust_domain: self.inner.trust_domain.clone(),
+            });
+        }
+        if id.is_trust_domain_id() {
+            return Err(SvidRejection::RootSpiffeId {
+                spiffe_id: id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Validates, resolves (serial, validity) and signs items on the pool, in chunks.
+    async fn sign_items(
+        &self,
+        admission: Admission,
+        items: Vec<(Vec<u8>, SpiffeId, Vec<String>, Duration)>,
+    ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
+        let settings = &self.inner.settings;
+        let ca = self.read().ca.clone().ok_or_else(|| SignError::NoActiveCa {
+            reason: "none prepared yet".into(),
+        })?;
+        let now = now_secs(self.inner.clock.as_ref());
+        if ca.record.not_after <= now {
+            return Err(SignError::NoActiveCa {
+                reason: format!("CA {} expired at {}", ca.record.authority_id, ca.record.not_after),
+            });
+        }
+        let not_before = now
+            .saturating_sub(NOT_BEFORE_CUSHION_SECS)
+            .max(ca.record.not_before);
+
+        // Results in request order: refusals now, jobs by chunk.
+        let mut results: Vec<Option<Result<IssuedX509Svid, SvidRejection>>> = Vec::new();
+        let mut jobs: Vec<(usize, Job)> = Vec::new();
+        for (csr_der, spiffe_id, dns_names, ttl) in items {
+            let index = results.len();
+            let checked = self
+                .check_id(&spiffe_id)
+                .and_then(|()| check_dns_names(&dns_names, settings.max_dns_names));
+            match checked {
+                Err(e) => results.push(Some(Err(e))),
+                Ok(()) => {
+                    results.push(None);
+                    jobs.push((
+                        index,
+                        Job {
+                            csr_der,
+                            spiffe_id,
+                            dns_names,
+                            // Drawn here, in order, so a seeded run is reproducible.
+                            serial: random_serial(self.inner.random.as_ref()),
+                            not_before,
+                            not_after: now.saturating_add(secs(ttl)).min(ca.record.not_after),
+                        },
+                    ));
+                }
+            }
+        }
+
+        let mut chunks = Vec::new();
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let chunk: Vec<(usize, Job)> = jobs.by_ref().take(CHUNK).collect();
+            let (indexes, chunk): (Vec<usize>, Vec<Job>) = chunk.into_iter().unzip();
+            let ca = ca.clone();
+            let subject = settings.svid_subject.clone();
+            let max_csr = settings.max_csr_bytes;
+            chunks.push(async move {
+                let signed = self.run(move || sign_chunk(&ca, &subject, max_csr, chunk)).await;
+                (indexes, signed)
+            });
+        }
+        for (indexes, signed) in futures::future::join_all(chunks).await {
+            for (index, result) in indexes.into_iter().zip(signed?) {
+                if let Some(slot) = results.get_mut(index) {
+                    *slot = Some(result);
+                }
+            }
+        }
+        drop(admission);
+        results
+            .into_iter()
+            .map(|r| {
+                r.ok_or_else(|| SignError::Internal {
+                    reason: "a signing job returned too few results".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Runs `work` on the blocking pool once a worker slot is free.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, SignError> {
+        let permit = self
+            .inner
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| SignError::Internal {
+                reason: e.to_string(),
+            })?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| SignError::Internal {
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl Admission {
+    /// Items it reserves room for.
+    pub fn units(&self) -> usize {
+        self.units
+    }
+}
+
+fn ttl_or(ttl: Option<Duration>, default: Duration) -> Duration {
+    match ttl {
+        Some(t) if !t.is_zero() => t,
+        _ => default,
+    }
+}
+
+fn check_audience(audience: Vec<String>, settings: &SignerSettings) -> Result<Vec<String>, SvidRejection> {
+    let audience: Vec<String> = audience.into_iter().filter(|a| !a.is_empty()).collect();
+    if audience.is_empty() {
+        return Err(SvidRejection::NoAudience);
+    }
+    if audience.len() > settings.max_audiences {
+        return Err(SvidRejection::TooManyAudiences {
+            count: audience.len(),
+            max: settings.max_audiences,
+        });
+    }
+    for a in &audience {
+        let invalid = |reason: String| SvidRejection::InvalidAudience {
+            audience: a.chars().take(64).collect(),
+            reason,
+        };
+        if a.len() > settings.max_audience_len {
+            return Err(invalid(format!(
+                "it is longer than {} bytes (server config `max_audience_len`)",
+                settings.max_audience_len
+            )));
+        }
+        if a.chars().any(char::is_control) {
+            return Err(invalid("it has control characters".into()));
+        }
+    }
+    Ok(audience)
+}
+
+#[cfg(test)]
+mod tests;

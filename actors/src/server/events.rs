@@ -1,0 +1,188 @@
+//! The server's events: every fact the server's state is a fold of.
+//!
+//! One enum for the one totally ordered log. **Stored format** (bincode writes the variant
+//! index): never change or reorder a variant; a new fact gets a new variant at the end, and
+//! old payload versions are upcast in [`ServerEvent::upcast`]. The golden log in
+//! `actors/tests/golden/` must decode in every CI run.
+//!
+//! Secrets never appear here: join tokens as SHA-256 hashes, keys as public material and key
+//! manager references only.
+
+use serde::{Deserialize, Serialize};
+use tessera_eventlog::{CodecError, Event};
+use tessera_identity::{EntryId, RegistrationEntry, SelectorSet, SpiffeId};
+
+/// SHA-256 of a join token, hex. The token itself never enters the log.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TokenHash(pub String);
+
+/// An attested agent, as recorded when it attested.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestedAgent {
+    /// The agent's SPIFFE ID (`spiffe://<td>/spire/agent/<type>/...`).
+    pub id: SpiffeId,
+    /// Node attestor that vouched for it (`join_token`, `x509pop`).
+    pub attestation_type: String,
+    /// Selectors of the node, from the attestor.
+    pub selectors: SelectorSet,
+    /// Serial number (hex) of the agent's current X.509-SVID.
+    pub svid_serial: String,
+    /// When that SVID expires, Unix seconds.
+    pub svid_expires_at: i64,
+    /// When it attested, Unix seconds.
+    pub attested_at: i64,
+    /// Whether the attestor lets the agent attest again after eviction (x509pop: yes; join
+    /// token: no, the token is spent).
+    pub can_reattest: bool,
+}
+
+/// An X.509 CA the authority prepared: its certificate and where its key lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRecord {
+    /// Subject key identifier of the CA certificate, hex: the authority's ID.
+    pub authority_id: String,
+    /// The CA certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// Certificates above it up to (excluding) the trust anchor, DER, when an upstream
+    /// authority signed it; empty for a self-signed root.
+    pub upstream_chain: Vec<Vec<u8>>,
+    /// The roots workloads must trust for this CA: itself if self-signed, else the upstream
+    /// root(s).
+    pub trust_anchors: Vec<Vec<u8>>,
+    /// Validity, Unix seconds.
+    pub not_before: i64,
+    /// Validity, Unix seconds.
+    pub not_after: i64,
+    /// The key manager's name for its private key.
+    pub key_ref: String,
+}
+
+/// A JWT signing key the authority prepared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwtKeyRecord {
+    /// The key ID (`kid`).
+    pub kid: String,
+    /// The public key, SubjectPublicKeyInfo DER.
+    pub public_key_der: Vec<u8>,
+    /// Validity, Unix seconds.
+    pub not_before: i64,
+    /// Validity, Unix seconds.
+    pub not_after: i64,
+    /// The key manager's name for its private key.
+    pub key_ref: String,
+}
+
+/// Every fact of the server's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerEvent {
+    /// A registration entry was created.
+    EntryCreated(RegistrationEntry),
+    /// A registration entry was replaced by this one (same id, higher revision).
+    EntryUpdated(RegistrationEntry),
+    /// A registration entry was deleted.
+    EntryDeleted {
+        /// Its id.
+        id: EntryId,
+    },
+    /// A join token was generated; `alias`, if any, becomes a node-alias entry for the agent
+    /// that consumes it.
+    JoinTokenCreated {
+        /// Hash of the token.
+        token_hash: TokenHash,
+        /// Expiry, Unix seconds.
+        expires_at: i64,
+        /// `token generate --spiffeID`.
+        alias: Option<SpiffeId>,
+    },
+    /// A join token was used by an agent (it can never be used again).
+    JoinTokenConsumed {
+        /// Hash of the token.
+        token_hash: TokenHash,
+        /// The agent that used it.
+        agent_id: SpiffeId,
+    },
+    /// An expired, unused join token was dropped.
+    JoinTokenExpired {
+        /// Hash of the token.
+        token_hash: TokenHash,
+    },
+    /// An agent attested (first time, or again after eviction).
+    AgentAttested(AttestedAgent),
+    /// An agent renewed its X.509-SVID.
+    AgentSvidRenewed {
+        /// The agent.
+        agent_id: SpiffeId,
+        /// New SVID serial, hex.
+        svid_serial: String,
+        /// New expiry, Unix seconds.
+        svid_expires_at: i64,
+    },
+    /// An agent was evicted: its record is gone; it must attest again.
+    AgentEvicted {
+        /// The agent.
+        agent_id: SpiffeId,
+    },
+    /// An agent was banned: it cannot renew or attest until its record is deleted.
+    AgentBanned {
+        /// The agent.
+        agent_id: SpiffeId,
+    },
+    /// A new X.509 CA was prepared in the next slot; its trust anchor joins the bundle now.
+    CaPrepared(CaRecord),
+    /// The prepared X.509 CA became the one that signs.
+    CaActivated {
+        /// Its authority ID.
+        authority_id: String,
+    },
+    /// An X.509 CA expired and left the bundle.
+    CaRetired {
+        /// Its authority ID.
+        authority_id: String,
+    },
+    /// A new JWT key was prepared; its public key joins the bundle now.
+    JwtKeyPrepared(JwtKeyRecord),
+    /// The prepared JWT key became the one that signs.
+    JwtKeyActivated {
+        /// Its kid.
+        kid: String,
+    },
+    /// A JWT key expired and left the bundle.
+    JwtKeyRetired {
+        /// Its kid.
+        kid: String,
+    },
+}
+
+impl Event for ServerEvent {
+    const SCHEMA_VERSION: u32 = 1;
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ServerEvent::EntryCreated(_) => "EntryCreated",
+            ServerEvent::EntryUpdated(_) => "EntryUpdated",
+            ServerEvent::EntryDeleted { .. } => "EntryDeleted",
+            ServerEvent::JoinTokenCreated { .. } => "JoinTokenCreated",
+            ServerEvent::JoinTokenConsumed { .. } => "JoinTokenConsumed",
+            ServerEvent::JoinTokenExpired { .. } => "JoinTokenExpired",
+            ServerEvent::AgentAttested(_) => "AgentAttested",
+            ServerEvent::AgentSvidRenewed { .. } => "AgentSvidRenewed",
+            ServerEvent::AgentEvicted { .. } => "AgentEvicted",
+            ServerEvent::AgentBanned { .. } => "AgentBanned",
+            ServerEvent::CaPrepared(_) => "CaPrepared",
+            ServerEvent::CaActivated { .. } => "CaActivated",
+            ServerEvent::CaRetired { .. } => "CaRetired",
+            ServerEvent::JwtKeyPrepared(_) => "JwtKeyPrepared",
+            ServerEvent::JwtKeyActivated { .. } => "JwtKeyActivated",
+            ServerEvent::JwtKeyRetired { .. } => "JwtKeyRetired",
+        }
+    }
+
+    fn upcast(kind: &str, schema_version: u32, _payload: &[u8]) -> Result<Self, CodecError> {
+        // Schema 1 is the first; later versions add their upcasters here, in one place.
+        Err(CodecError::UnsupportedVersion {
+            kind: kind.to_owned(),
+            found: schema_version,
+            current: Self::SCHEMA_VERSION,
+        })
+    }
+}

@@ -1,0 +1,357 @@
+//! Starting and stopping the server's actors.
+//!
+//! ```text
+//! Server (this module: start-up, handles, stop)
+//!  ├─ Journal      follows the log, folds the whole state, stores snapshots
+//!  ├─ Registry     AggregateActor<Registry>
+//!  ├─ Nodes        AggregateActor<Nodes>
+//!  ├─ Tokens       AggregateActor<Tokens>
+//!  ├─ Authority    X.509 CA and JWT keys: rotation timer, signing (off-thread, bounded)
+//!  └─ SyncHub      per-agent authorised views, fan-out of changes
+//! ```
+//!
+//! Start-up replays once: the latest snapshot plus the tail of the log, folded into a
+//! [`ServerState`] that seeds every actor. Supervision is fail-stop: if any actor dies (a
+//! broken invariant, or the log refusing a write), [`Server::failed`] resolves and the process
+//! exits so that its own supervisor (systemd, Kubernetes) restarts it; replay then restores
+//! exactly what was acknowledged. Restarting one actor in place could not do better, since
+//! the log itself stops accepting appends after a write error.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorRef, SupervisionEvent};
+use tessera_eventlog::typed::decode_state;
+use tessera_eventlog::{Clock, EventLog, TypedLog};
+use tessera_identity::{EntryLimits, TrustDomain};
+use tokio::sync::watch;
+
+use crate::random::RandomSource;
+use crate::server::aggregate_actor::{AggregateActor, AggregateArgs, AggregateHandle};
+use crate::server::authority::{AuthorityActor, AuthorityArgs, AuthorityHandle, AuthoritySettings};
+use crate::server::keys::{KeyManager, MemoryKeyManager};
+use crate::server::events::ServerEvent;
+use crate::server::journal::{Journal, JournalArgs, JournalMsg};
+use crate::server::nodes::Nodes;
+use crate::server::registry::{Registry, RegistrySettings};
+use crate::server::state::ServerState;
+use crate::server::sync::SyncIndex;
+use crate::server::sync_hub::{SyncHub, SyncHubArgs, SyncHubHandle};
+use crate::server::tokens::Tokens;
+
+static INSTANCE: AtomicU64 = AtomicU64::new(0);
+
+/// The actors' configuration.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// The trust domain this server is the root of.
+    pub trust_domain: TrustDomain,
+    /// Bounds on entries.
+    pub entry_limits: EntryLimits,
+    /// Most entries the registry holds.
+    pub max_entries: usize,
+    /// Requests admitted per actor (waiting or running); beyond it, `Overloaded`.
+    pub max_in_flight: usize,
+    /// Timeout of every call into an actor.
+    pub call_timeout: Duration,
+    /// Records between snapshots (0: never).
+    pub snapshot_every: u64,
+    /// Updates buffered per agent sync stream before the stream is dropped.
+    pub sync_stream_buffer: usize,
+    /// How often idle sync streams get a checkpoint.
+    pub sync_heartbeat: Duration,
+    /// The authority's configuration (CA, JWT keys, rotation, signing).
+    pub authority: AuthoritySettings,
+    /// Where the authority keeps private keys.
+    pub key_manager: Arc<dyn KeyManager>,
+}
+
+impl ServerSettings {
+    /// Defaults for `trust_domain`.
+    pub fn new(trust_domain: TrustDomain) -> Self {
+        Self {
+            authority: AuthoritySettings::new(trust_domain.clone()),
+            key_manager: Arc::new(MemoryKeyManager::default()),
+            trust_domain,
+            entry_limits: EntryLimits::default(),
+            max_entries: 1_000_000,
+            max_in_flight: 10_000,
+            call_timeout: Duration::from_secs(30),
+            snapshot_every: 10_000,
+            sync_stream_buffer: 4_096,
+            sync_heartbeat: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Replaying the log failed.
+    #[error("cannot replay the event log: {0}")]
+    Replay(String),
+    /// An actor failed to start.
+    #[error("cannot start actor {actor}: {reason}")]
+    Spawn {
+        /// Which.
+        actor: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The running server's actors, by handle.
+#[derive(Clone, Debug)]
+pub struct Server {
+    /// Registration entries.
+    pub registry: AggregateHandle<Registry>,
+    /// Attested agents.
+    pub nodes: AggregateHandle<Nodes>,
+    /// Join tokens.
+    pub tokens: AggregateHandle<Tokens>,
+    /// X.509 CAs, JWT keys, signing.
+    pub authority: AuthorityHandle,
+    /// Per-agent views.
+    pub sync: SyncHubHandle,
+    /// The journal (snapshots).
+    pub journal: ActorRef<JournalMsg>,
+    /// The log.
+    pub log: TypedLog<ServerEvent>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Randomness.
+    pub random: Arc<dyn RandomSource>,
+    /// The settings it runs with.
+    pub settings: ServerSettings,
+    supervisor: ActorRef<()>,
+    failed: watch::Receiver<Option<String>>,
+}
+
+/// The supervising actor: it only watches its children.
+#[derive(Debug)]
+struct Supervisor;
+
+impl Actor for Supervisor {
+    type Msg = ();
+    type State = watch::Sender<Option<String>>;
+    type Arguments = watch::Sender<Option<String>>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<()>,
+        failed: Self::Arguments,
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        Ok(failed)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<()>,
+        event: SupervisionEvent,
+        failed: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        let reason = match &event {
+            SupervisionEvent::ActorFailed(cell, err) => Some(format!("actor {:?} failed: {err}", cell.get_name())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => Some(format!(
+                "actor {:?} stopped: {}",
+                cell.get_name(),
+                reason.as_deref().unwrap_or("no reason")
+            )),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            if failed.borrow().is_none() {
+                tracing::error!(%reason, "server actor down; stopping the server (fail-stop)");
+                failed.send_replace(Some(reason));
+                myself.stop(Some("child failed".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Server {
+    /// Replays the log and starts every actor.
+    pub async fn start(
+        settings: ServerSettings,
+        log: Arc<dyn EventLog>,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn RandomSource>,
+    ) -> Result<Server, StartError> {
+        let typed = TypedLog::<ServerEvent>::new(log.clone());
+        let (state, seq) = replay(&typed).await?;
+
+        // Actor names are global in ractor's registry; several servers may share a process
+        // (tests, the simulator), so each server's names carry its instance number.
+        let instance = INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let (failed_tx, failed) = watch::channel(None);
+        let (supervisor, _) = Actor::spawn(None, Supervisor, failed_tx)
+            .await
+            .map_err(|e| spawn_err("supervisor", e))?;
+        let cell: ActorCell = supervisor.get_cell();
+
+        let registry_settings = RegistrySettings {
+            trust_domain: settings.trust_domain.clone(),
+            limits: settings.entry_limits.clone(),
+            max_entries: settings.max_entries,
+        };
+        let registry = spawn_aggregate(
+            &settings,
+            &typed,
+            &clock,
+            &random,
+            state.registry.clone(),
+            Arc::new(move |r: &mut Registry| r.configure(registry_settings.clone())),
+            cell.clone(),
+            instance,
+        )
+        .await?;
+        let nodes = spawn_aggregate(&settings, &typed, &clock, &random, state.nodes.clone(), Arc::new(|_: &mut Nodes| {}), cell.clone(), instance).await?;
+        let tokens = spawn_aggregate(&settings, &typed, &clock, &random, state.tokens.clone(), Arc::new(|_: &mut Tokens| {}), cell.clone(), instance).await?;
+
+        let authority_args = AuthorityArgs::new(
+            typed.clone(),
+            clock.clone(),
+            random.clone(),
+            settings.key_manager.clone(),
+            settings.authority.clone(),
+            Some(state.authority.clone()),
+        );
+        let (signer, bundle) = (authority_args.signer().clone(), authority_args.bundle_receiver());
+        let (authority_ref, _) = Actor::spawn_linked(Some(format!("authority-{instance}")), AuthorityActor, authority_args, cell.clone())
+            .await
+            .map_err(|e| spawn_err("authority", e))?;
+        let authority = AuthorityHandle::connect(
+            authority_ref,
+            signer,
+            bundle,
+            settings.authority.max_in_flight,
+            settings.authority.call_timeout,
+        );
+
+        let index = SyncIndex::new(state.registry.clone(), state.nodes.clone());
+        let (hub, _) = Actor::spawn_linked(
+            Some(format!("sync-hub-{instance}")),
+            SyncHub,
+            SyncHubArgs {
+                log: typed.clone(),
+                index,
+                seq,
+                stream_buffer: settings.sync_stream_buffer,
+                heartbeat: settings.sync_heartbeat,
+            },
+            cell.clone(),
+        )
+        .await
+        .map_err(|e| spawn_err("sync-hub", e))?;
+        let (journal, _) = Actor::spawn_linked(
+            Some(format!("journal-{instance}")),
+            Journal,
+            JournalArgs {
+                log: typed.clone(),
+                state,
+                seq,
+                snapshot_every: settings.snapshot_every,
+            },
+            cell,
+        )
+        .await
+        .map_err(|e| spawn_err("journal", e))?;
+
+        Ok(Server {
+            registry,
+            nodes,
+            tokens,
+            authority,
+            sync: SyncHubHandle::new(hub, settings.max_in_flight, settings.call_timeout),
+            journal,
+            log: typed,
+            clock,
+            random,
+            settings,
+            supervisor,
+            failed,
+        })
+    }
+
+    /// Resolves with the reason once any actor has died (fail-stop).
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failed.clone();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                return "supervisor stopped".into();
+            }
+        }
+    }
+
+    /// Stores a snapshot of the current state now; returns its seq.
+    pub async fn snapshot_now(&self) -> Result<u64, String> {
+        ractor::call_t!(self.journal, JournalMsg::SnapshotNow, 60_000)
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Stops every actor.
+    pub async fn stop(&self) {
+        self.supervisor.stop_children(Some("server stopping".into()));
+        self.supervisor.stop(Some("server stopping".into()));
+    }
+}
+
+fn spawn_err(actor: &'static str, e: impl std::fmt::Display) -> StartError {
+    StartError::Spawn {
+        actor,
+        reason: e.to_string(),
+    }
+}
+
+/// Latest snapshot + tail of the log.
+async fn replay(log: &TypedLog<ServerEvent>) -> Result<(ServerState, u64), StartError> {
+    let (mut state, after) = match log.raw().latest_snapshot().await {
+        Ok(Some(snap)) => match decode_state::<ServerState>(snap.seq, &snap.data) {
+            Ok(state) => (state, snap.seq),
+            Err(e) => {
+                // A snapshot this build cannot read is only a lost shortcut.
+                tracing::warn!(error = %e, seq = snap.seq, "ignoring undecodable snapshot; replaying from the start");
+                (ServerState::default(), 0)
+            }
+        },
+        Ok(None) => (ServerState::default(), 0),
+        Err(e) => return Err(StartError::Replay(e.to_string())),
+    };
+    let seq = log
+        .replay(after, |_, e| state.apply(&e))
+        .await
+        .map_err(|e| StartError::Replay(e.to_string()))?;
+    Ok((state, seq))
+}
+
+async fn spawn_aggregate<A: crate::server::aggregate::Aggregate + Clone>(
+    settings: &ServerSettings,
+    log: &TypedLog<ServerEvent>,
+    clock: &Arc<dyn Clock>,
+    random: &Arc<dyn RandomSource>,
+    initial: A,
+    configure: Arc<dyn Fn(&mut A) + Send + Sync>,
+    supervisor: ActorCell,
+    instance: u64,
+) -> Result<AggregateHandle<A>, StartError> {
+    let (actor, _) = Actor::spawn_linked(
+        Some(format!("{}-{instance}", A::NAME)),
+        AggregateActor::<A>::default(),
+        AggregateArgs {
+            log: log.clone(),
+            clock: clock.clone(),
+            random: random.clone(),
+            initial: Some(initial),
+            configure,
+        },
+        supervisor,
+    )
+    .await
+    .map_err(|e| spawn_err(A::NAME, e))?;
+    Ok(AggregateHandle::new(actor, settings.max_in_flight, settings.call_timeout))
+}

@@ -1,0 +1,227 @@
+//! Which entries each agent may see, kept incrementally (DESIGN.md §4).
+//!
+//! An agent is authorised for the entries whose parent is its own SPIFFE ID, for the entries
+//! under each node alias it matches (an alias is an entry parented to
+//! `spiffe://<td>/spire/server` whose selectors are a subset of the agent's node selectors),
+//! and, recursively, for the entries under any SPIFFE ID it is authorised for.
+//!
+//! [`SyncIndex`] folds the registry and node events and, for each event, says which agents'
+//! views changed and how: a change to one entry touches only the agents it concerns.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use tessera_identity::{EntryId, RegistrationEntry, SpiffeId, SERVER_PATH};
+
+use crate::server::aggregate::Aggregate;
+use crate::server::events::ServerEvent;
+use crate::server::nodes::Nodes;
+use crate::server::registry::Registry;
+
+/// A change to one agent's view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewChange {
+    /// The entry is new to the agent, or changed.
+    Upsert(RegistrationEntry),
+    /// The entry left the agent's view.
+    Remove(EntryId),
+}
+
+/// One agent's authorised entries, and the SPIFFE IDs under which it may see children.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct View {
+    entries: BTreeSet<EntryId>,
+    reach: BTreeSet<SpiffeId>,
+}
+
+/// Registry + nodes + every agent's view.
+#[derive(Debug, Default)]
+pub struct SyncIndex {
+    registry: Registry,
+    nodes: Nodes,
+    views: HashMap<SpiffeId, View>,
+    /// SPIFFE ID → agents that reach it (whose view includes its children).
+    reached_by: HashMap<SpiffeId, BTreeSet<SpiffeId>>,
+}
+
+impl SyncIndex {
+    /// An index over already folded state (start-up).
+    pub fn new(registry: Registry, nodes: Nodes) -> Self {
+        let mut index = SyncIndex {
+            registry,
+            nodes,
+            views: HashMap::new(),
+            reached_by: HashMap::new(),
+        };
+        let agents: Vec<SpiffeId> = index.nodes.iter().map(|a| a.agent.id.clone()).collect();
+        for agent in agents {
+            let view = index.compute(&agent);
+            index.install(agent, view);
+        }
+        index
+    }
+
+    /// The registry as folded here.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The nodes as folded here.
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
+    }
+
+    /// The agent's authorised entries, in id order (empty for an unknown or banned agent).
+    pub fn entries_for(&self, agent: &SpiffeId) -> Vec<RegistrationEntry> {
+        self.views
+            .get(agent)
+            .map(|v| {
+                v.entries
+                    .iter()
+                    .filter_map(|id| self.registry.get(id).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `agent` may have SVIDs signed for `entry`.
+    pub fn is_authorised(&self, agent: &SpiffeId, entry: &EntryId) -> bool {
+        self.views.get(agent).is_some_and(|v| v.entries.contains(entry))
+    }
+
+    /// Folds one committed event and returns each affected agent's view changes.
+    pub fn apply(&mut self, event: &ServerEvent) -> BTreeMap<SpiffeId, Vec<ViewChange>> {
+        let affected = self.affected_by(event);
+        self.registry.apply(event);
+        self.nodes.apply(event);
+        let mut out = BTreeMap::new();
+        for agent in affected {
+            let before = self.views.get(&agent).cloned().unwrap_or_default();
+            let after = if self.nodes.selectors_of(&agent).is_some() {
+                self.compute(&agent)
+            } else {
+                View::default()
+            };
+            let mut changes: Vec<ViewChange> = before
+                .entries
+                .difference(&after.entries)
+                .map(|id| ViewChange::Remove(id.clone()))
+                .collect();
+            for id in &after.entries {
+                let changed_entry = match event {
+                    ServerEvent::EntryUpdated(e) => &e.id == id,
+                    _ => false,
+                };
+                if !before.entries.contains(id) || changed_entry {
+                    if let Some(e) = self.registry.get(id) {
+                        changes.push(ViewChange::Upsert(e.clone()));
+                    }
+                }
+            }
+            self.uninstall(&agent);
+            if self.nodes.selectors_of(&agent).is_some() {
+                self.install(agent.clone(), after);
+            }
+            if !changes.is_empty() {
+                out.insert(agent, changes);
+            }
+        }
+        out
+    }
+
+    /// Agents whose view `event` may change, computed before it is applied (and, for
+    /// additions, from what the event says).
+    fn affected_by(&self, event: &ServerEvent) -> BTreeSet<SpiffeId> {
+        let mut agents = BTreeSet::new();
+        let by_entry = |e: &RegistrationEntry, agents: &mut BTreeSet<SpiffeId>| {
+            if let Some(reachers) = self.reached_by.get(&e.parent_id) {
+                agents.extend(reachers.iter().cloned());
+            }
+            if e.is_node_alias() {
+                for a in self.nodes.iter() {
+                    if e.selectors.is_subset_of(&a.agent.selectors) {
+                        agents.insert(a.agent.id.clone());
+                    }
+                }
+            }
+            // An entry's own SPIFFE ID may be (or stop being) reachable through it.
+            if let Some(reachers) = self.reached_by.get(&e.spiffe_id) {
+                agents.extend(reachers.iter().cloned());
+            }
+        };
+        match event {
+            ServerEvent::EntryCreated(e) => by_entry(e, &mut agents),
+            ServerEvent::EntryUpdated(e) => {
+                by_entry(e, &mut agents);
+                if let Some(old) = self.registry.get(&e.id) {
+                    by_entry(old, &mut agents);
+                }
+            }
+            ServerEvent::EntryDeleted { id } => {
+                if let Some(old) = self.registry.get(id) {
+                    by_entry(old, &mut agents);
+                }
+            }
+            ServerEvent::AgentAttested(a) => {
+                agents.insert(a.id.clone());
+            }
+            ServerEvent::AgentEvicted { agent_id } | ServerEvent::AgentBanned { agent_id } => {
+                agents.insert(agent_id.clone());
+            }
+            _ => {}
+        }
+        agents
+    }
+
+    /// The agent's view from scratch: breadth-first over parent → children.
+    fn compute(&self, agent: &SpiffeId) -> View {
+        let mut view = View::default();
+        let Some(node_selectors) = self.nodes.selectors_of(agent) else {
+            return view;
+        };
+        let mut queue: VecDeque<SpiffeId> = VecDeque::new();
+        queue.push_back(agent.clone());
+        let Ok(server_id) = SpiffeId::from_path(agent.trust_domain(), SERVER_PATH) else {
+            return view;
+        };
+        for alias in self.registry.children_of(&server_id) {
+            if alias.selectors.is_subset_of(node_selectors) {
+                queue.push_back(alias.spiffe_id.clone());
+            }
+        }
+        while let Some(parent) = queue.pop_front() {
+            if !view.reach.insert(parent.clone()) {
+                continue;
+            }
+            for child in self.registry.children_of(&parent) {
+                view.entries.insert(child.id.clone());
+                if !view.reach.contains(&child.spiffe_id) {
+                    queue.push_back(child.spiffe_id.clone());
+                }
+            }
+        }
+        view
+    }
+
+    fn install(&mut self, agent: SpiffeId, view: View) {
+        for id in &view.reach {
+            self.reached_by.entry(id.clone()).or_default().insert(agent.clone());
+        }
+        self.views.insert(agent, view);
+    }
+
+    fn uninstall(&mut self, agent: &SpiffeId) {
+        if let Some(view) = self.views.remove(agent) {
+            for id in &view.reach {
+                if let Some(set) = self.reached_by.get_mut(id) {
+                    set.remove(agent);
+                    if set.is_empty() {
+                        self.reached_by.remove(id);
+                    }
+                }
+            }
+        }
+    }
+}
