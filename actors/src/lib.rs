@@ -8,6 +8,7 @@
 //! (it persists through `tessera_eventlog::EventLog`), or read the clock or randomness other
 //! than through the injected `Clock` and random source.
 
+pub mod agent;
 pub mod attestation;
-pub mod server;
 pub mod random;
+pub mod server;

@@ -194,6 +194,9 @@ mod tests {
     #[test]
     fn works_through_a_trait_object() {
         let source: std::sync::Arc<dyn RandomSource> = std::sync::Arc::new(SeededRandom::new(9));
-        assert_eq!(random_u64(source.as_ref()), random_u64(&SeededRandom::new(9)));
+        assert_eq!(
+            random_u64(source.as_ref()),
+            random_u64(&SeededRandom::new(9))
+        );
     }
 }

@@ -1,15 +1,16 @@
 //! The server side: events, aggregates and actors.
 
+pub mod agent_ops;
 pub mod aggregate;
 pub mod aggregate_actor;
 pub mod authority;
 pub mod events;
-pub mod keys;
 pub mod journal;
+pub mod keys;
 pub mod nodes;
 pub mod registry;
 pub mod state;
-pub mod sync;
 pub mod supervisor;
+pub mod sync;
 pub mod sync_hub;
 pub mod tokens;

@@ -57,7 +57,12 @@ async fn start(log: &Arc<LocalLog>, settings: ServerSettings) -> Server {
 }
 
 async fn create(server: &Server, items: Vec<NewEntry>) -> Vec<RegistrationEntry> {
-    match server.registry.command(RegistryCommand::Create(items)).await.unwrap() {
+    match server
+        .registry
+        .command(RegistryCommand::Create(items))
+        .await
+        .unwrap()
+    {
         RegistryReply::Created(results) => results.into_iter().map(|r| r.unwrap()).collect(),
         other => panic!("{other:?}"),
     }
@@ -73,10 +78,18 @@ async fn reply_comes_after_the_event_is_durable_and_restart_replays_it() {
     server.stop().await;
 
     let server = start(&log, settings()).await;
-    let count = server.registry.read(|r| r.count(&EntryFilter::default())).await.unwrap();
+    let count = server
+        .registry
+        .read(|r| r.count(&EntryFilter::default()))
+        .await
+        .unwrap();
     assert_eq!(count, 2);
     let id = created[0].id.clone();
-    let back = server.registry.read(move |r| r.get(&id).cloned()).await.unwrap();
+    let back = server
+        .registry
+        .read(move |r| r.get(&id).cloned())
+        .await
+        .unwrap();
     assert_eq!(back.as_ref(), Some(&created[0]));
     server.stop().await;
 }
@@ -97,7 +110,11 @@ async fn snapshot_then_tail_restores_the_same_state() {
     }
     create(&server, vec![entry("/b", 2)]).await;
     server.stop().await;
-    let snap = log.latest_snapshot().await.unwrap().expect("snapshot stored");
+    let snap = log
+        .latest_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot stored");
     assert_eq!(snap.seq, 1);
 
     let server = start(&log, s).await;
@@ -131,7 +148,11 @@ async fn sync_stream_gets_snapshot_then_live_changes_for_its_agent_only() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let (snapshot, mut updates) = server.sync.connect(SpiffeId::new(AGENT).unwrap()).await.unwrap();
+    let (snapshot, mut updates) = server
+        .sync
+        .connect(SpiffeId::new(AGENT).unwrap())
+        .await
+        .unwrap();
     assert_eq!(snapshot.entries, first);
     assert_eq!(snapshot.seq, log.head().seq);
 
@@ -146,7 +167,11 @@ async fn sync_stream_gets_snapshot_then_live_changes_for_its_agent_only() {
     let other = SpiffeId::new("spiffe://example.org/spire/agent/x509pop/n2").unwrap();
     let (snapshot, _) = server.sync.connect(other.clone()).await.unwrap();
     assert!(snapshot.entries.is_empty(), "an unknown agent sees nothing");
-    let authorised = server.sync.authorise(other, vec![first[0].id.clone()]).await.unwrap();
+    let authorised = server
+        .sync
+        .authorise(other, vec![first[0].id.clone()])
+        .await
+        .unwrap();
     assert!(authorised[0].is_err(), "and may sign nothing");
     server.stop().await;
 }
@@ -174,7 +199,10 @@ async fn admission_bound_gives_overloaded() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let err = server.registry.read(|r| r.len()).await.unwrap_err();
-    assert!(matches!(err, CommandError::Overloaded { limit: 1, .. }), "{err}");
+    assert!(
+        matches!(err, CommandError::Overloaded { limit: 1, .. }),
+        "{err}"
+    );
     release_tx.send(()).unwrap();
     blocked.await.unwrap().unwrap();
     server.stop().await;

@@ -16,7 +16,10 @@ pub fn agent_id(trust_domain: &TrustDomain, token: &str) -> Result<SpiffeId, Att
     if token.is_empty() || token.len() > MAX_TOKEN_LEN {
         return Err(AttestError::Malformed {
             attestor: NAME,
-            reason: format!("token length {} is outside 1..={MAX_TOKEN_LEN}", token.len()),
+            reason: format!(
+                "token length {} is outside 1..={MAX_TOKEN_LEN}",
+                token.len()
+            ),
         });
     }
     if !token

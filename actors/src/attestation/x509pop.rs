@@ -120,15 +120,22 @@ impl Verifier {
             webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
                 .map_err(|e| format!("x509pop CA bundle certificate #{i}: {e}"))?;
         }
-        Ok(Self { trust_domain, roots })
+        Ok(Self {
+            trust_domain,
+            roots,
+        })
     }
 
     /// Checks the chain in `payload` against the CA bundle at `now`.
     pub fn check_chain(&self, payload: &[u8], now: SystemTime) -> Result<Candidate, AttestError> {
         if payload.len() > MAX_PAYLOAD_LEN {
-            return Err(malformed(format!("payload of {} bytes exceeds {MAX_PAYLOAD_LEN}", payload.len())));
+            return Err(malformed(format!(
+                "payload of {} bytes exceeds {MAX_PAYLOAD_LEN}",
+                payload.len()
+            )));
         }
-        let payload: Payload = serde_json::from_slice(payload).map_err(|e| malformed(format!("payload is not x509pop JSON: {e}")))?;
+        let payload: Payload = serde_json::from_slice(payload)
+            .map_err(|e| malformed(format!("payload is not x509pop JSON: {e}")))?;
         if payload.certificates.is_empty() || payload.certificates.len() > MAX_CHAIN_LEN {
             return Err(malformed(format!(
                 "{} certificates; 1..={MAX_CHAIN_LEN} expected",
@@ -145,16 +152,26 @@ impl Verifier {
                     .map_err(|e| malformed(format!("certificate #{i} is not base64: {e}")))
             })
             .collect::<Result<_, _>>()?;
-        let (leaf_der, intermediates) = chain.split_first().ok_or_else(|| malformed("empty chain"))?;
+        let (leaf_der, intermediates) = chain
+            .split_first()
+            .ok_or_else(|| malformed("empty chain"))?;
 
-        let anchor_ders: Vec<CertificateDer<'_>> = self.roots.iter().map(|d| CertificateDer::from(d.as_slice())).collect();
+        let anchor_ders: Vec<CertificateDer<'_>> = self
+            .roots
+            .iter()
+            .map(|d| CertificateDer::from(d.as_slice()))
+            .collect();
         let anchors: Vec<_> = anchor_ders
             .iter()
             .filter_map(|d| webpki::anchor_from_trusted_cert(d).ok())
             .collect();
-        let inter: Vec<CertificateDer<'_>> = intermediates.iter().map(|d| CertificateDer::from(d.as_slice())).collect();
+        let inter: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|d| CertificateDer::from(d.as_slice()))
+            .collect();
         let leaf_cert = CertificateDer::from(leaf_der.as_slice());
-        let ee = webpki::EndEntityCert::try_from(&leaf_cert).map_err(|e| malformed(format!("leaf certificate: {e}")))?;
+        let ee = webpki::EndEntityCert::try_from(&leaf_cert)
+            .map_err(|e| malformed(format!("leaf certificate: {e}")))?;
         let time = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
         let path = ee
             .verify_for_usage(
@@ -166,16 +183,27 @@ impl Verifier {
                 None,
                 None,
             )
-            .map_err(|e| refused(format!("certificate chain does not verify to the configured CA bundle: {e}")))?;
+            .map_err(|e| {
+                refused(format!(
+                    "certificate chain does not verify to the configured CA bundle: {e}"
+                ))
+            })?;
 
-        let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|e| malformed(format!("leaf certificate: {e}")))?;
+        let (_, leaf) = X509Certificate::from_der(leaf_der)
+            .map_err(|e| malformed(format!("leaf certificate: {e}")))?;
         let mut selectors = SelectorSet::new();
         let mut add = |kind: &str, value: String| -> Result<(), AttestError> {
-            let s = Selector::new(NAME, &format!("{kind}:{value}")).map_err(|e| malformed(e.to_string()))?;
+            let s = Selector::new(NAME, &format!("{kind}:{value}"))
+                .map_err(|e| malformed(e.to_string()))?;
             selectors.insert(s);
             Ok(())
         };
-        if let Some(cn) = leaf.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()) {
+        if let Some(cn) = leaf
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+        {
             add("subject:cn", cn.to_owned())?;
         }
         add("serialnumber", leaf.raw_serial_as_string().replace(':', ""))?;
@@ -199,13 +227,24 @@ impl Verifier {
             {
                 Some("1.2.840.10045.3.1.7") => KeyAlg::EcP256,
                 Some("1.3.132.0.34") => KeyAlg::EcP384,
-                other => return Err(refused(format!("unsupported EC curve {other:?}; use P-256 or P-384"))),
+                other => {
+                    return Err(refused(format!(
+                        "unsupported EC curve {other:?}; use P-256 or P-384"
+                    )))
+                }
             },
             "1.2.840.113549.1.1.1" => KeyAlg::Rsa,
-            other => return Err(refused(format!("unsupported key algorithm {other}; use EC P-256/P-384 or RSA"))),
+            other => {
+                return Err(refused(format!(
+                    "unsupported key algorithm {other}; use EC P-256/P-384 or RSA"
+                )))
+            }
         };
-        let agent_id = SpiffeId::from_path(&self.trust_domain, &format!("/spire/agent/{NAME}/{}", sha1_hex(leaf_der)))
-            .map_err(|e| malformed(e.to_string()))?;
+        let agent_id = SpiffeId::from_path(
+            &self.trust_domain,
+            &format!("/spire/agent/{NAME}/{}", sha1_hex(leaf_der)),
+        )
+        .map_err(|e| malformed(e.to_string()))?;
         Ok(Candidate {
             node: AttestedNode {
                 agent_id,
@@ -223,7 +262,10 @@ impl Verifier {
             .iter()
             .find(|der| {
                 webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
-                    .map(|a| a.subject == anchor.subject && a.subject_public_key_info == anchor.subject_public_key_info)
+                    .map(|a| {
+                        a.subject == anchor.subject
+                            && a.subject_public_key_info == anchor.subject_public_key_info
+                    })
                     .unwrap_or(false)
             })
             .map(|der| sha1_hex(der))
@@ -231,7 +273,12 @@ impl Verifier {
     }
 
     /// Verifies the agent's signature over the challenge.
-    pub fn verify_response(&self, candidate: &Candidate, nonce: &[u8], signature: &[u8]) -> Result<AttestedNode, AttestError> {
+    pub fn verify_response(
+        &self,
+        candidate: &Candidate,
+        nonce: &[u8],
+        signature: &[u8],
+    ) -> Result<AttestedNode, AttestError> {
         let alg: &dyn ring::signature::VerificationAlgorithm = match candidate.spki_algorithm {
             KeyAlg::EcP256 => &ring::signature::ECDSA_P256_SHA256_ASN1,
             KeyAlg::EcP384 => &ring::signature::ECDSA_P384_SHA384_ASN1,
@@ -239,14 +286,19 @@ impl Verifier {
         };
         ring::signature::UnparsedPublicKey::new(alg, &candidate.public_key)
             .verify(&challenge_message(nonce), signature)
-            .map_err(|_| refused("the challenge signature does not verify with the certificate's key"))?;
+            .map_err(|_| {
+                refused("the challenge signature does not verify with the certificate's key")
+            })?;
         Ok(candidate.node.clone())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
     use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 
     use super::*;
@@ -280,8 +332,13 @@ mod tests {
 
     fn sign(key: &KeyPair, nonce: &[u8]) -> Vec<u8> {
         let rng = ring::rand::SystemRandom::new();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &key.serialize_der(), &rng).unwrap();
-        pair.sign(&rng, &challenge_message(nonce)).unwrap().as_ref().to_vec()
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &key.serialize_der(), &rng)
+                .unwrap();
+        pair.sign(&rng, &challenge_message(nonce))
+            .unwrap()
+            .as_ref()
+            .to_vec()
     }
 
     fn td() -> TrustDomain {
@@ -298,17 +355,37 @@ mod tests {
     fn possession_of_a_chained_key_attests_with_spire_style_id_and_selectors() {
         let p = pki("node-1.example.org");
         let v = Verifier::from_pem(td(), &p.root_pem).unwrap();
-        let candidate = v.check_chain(&Payload::new(&p.chain).to_bytes(), now()).unwrap();
+        let candidate = v
+            .check_chain(&Payload::new(&p.chain).to_bytes(), now())
+            .unwrap();
         let nonce = [7u8; NONCE_LEN];
-        let node = v.verify_response(&candidate, &nonce, &sign(&p.key, &nonce)).unwrap();
+        let node = v
+            .verify_response(&candidate, &nonce, &sign(&p.key, &nonce))
+            .unwrap();
         assert_eq!(
             node.agent_id.to_string(),
-            format!("spiffe://example.org/spire/agent/x509pop/{}", sha1_hex(&p.chain[0]))
+            format!(
+                "spiffe://example.org/spire/agent/x509pop/{}",
+                sha1_hex(&p.chain[0])
+            )
         );
         let selectors: Vec<String> = node.selectors.iter().map(|s| s.to_string()).collect();
-        assert!(selectors.contains(&"x509pop:subject:cn:node-1.example.org".to_string()), "{selectors:?}");
-        assert!(selectors.iter().any(|s| s.starts_with("x509pop:ca:fingerprint:")), "{selectors:?}");
-        assert!(selectors.iter().any(|s| s.starts_with("x509pop:serialnumber:")), "{selectors:?}");
+        assert!(
+            selectors.contains(&"x509pop:subject:cn:node-1.example.org".to_string()),
+            "{selectors:?}"
+        );
+        assert!(
+            selectors
+                .iter()
+                .any(|s| s.starts_with("x509pop:ca:fingerprint:")),
+            "{selectors:?}"
+        );
+        assert!(
+            selectors
+                .iter()
+                .any(|s| s.starts_with("x509pop:serialnumber:")),
+            "{selectors:?}"
+        );
         assert!(node.can_reattest);
     }
 
@@ -317,11 +394,19 @@ mod tests {
         let p = pki("node-1");
         let other = pki("node-2");
         let v = Verifier::from_pem(td(), &p.root_pem).unwrap();
-        let candidate = v.check_chain(&Payload::new(&p.chain).to_bytes(), now()).unwrap();
+        let candidate = v
+            .check_chain(&Payload::new(&p.chain).to_bytes(), now())
+            .unwrap();
         let nonce = [1u8; NONCE_LEN];
-        assert!(v.verify_response(&candidate, &nonce, &sign(&other.key, &nonce)).is_err());
-        assert!(v.verify_response(&candidate, &[2u8; NONCE_LEN], &sign(&p.key, &nonce)).is_err());
-        let err = v.check_chain(&Payload::new(&other.chain).to_bytes(), now()).unwrap_err();
+        assert!(v
+            .verify_response(&candidate, &nonce, &sign(&other.key, &nonce))
+            .is_err());
+        assert!(v
+            .verify_response(&candidate, &[2u8; NONCE_LEN], &sign(&p.key, &nonce))
+            .is_err());
+        let err = v
+            .check_chain(&Payload::new(&other.chain).to_bytes(), now())
+            .unwrap_err();
         assert!(matches!(err, AttestError::Refused { .. }), "{err}");
     }
 
@@ -329,10 +414,19 @@ mod tests {
     fn malformed_payloads_are_typed_errors_not_panics() {
         let p = pki("n");
         let v = Verifier::from_pem(td(), &p.root_pem).unwrap();
-        for bad in [&b""[..], b"{}", b"{\"certificates\":[]}", b"{\"certificates\":[\"!!\"]}", b"{\"certificates\":[\"AAAA\"]}", &[0xff; 10]] {
+        for bad in [
+            &b""[..],
+            b"{}",
+            b"{\"certificates\":[]}",
+            b"{\"certificates\":[\"!!\"]}",
+            b"{\"certificates\":[\"AAAA\"]}",
+            &[0xff; 10],
+        ] {
             assert!(v.check_chain(bad, now()).is_err(), "{bad:?}");
         }
-        assert!(v.check_chain(&vec![b' '; MAX_PAYLOAD_LEN + 1], now()).is_err());
+        assert!(v
+            .check_chain(&vec![b' '; MAX_PAYLOAD_LEN + 1], now())
+            .is_err());
         assert!(Verifier::from_pem(td(), "not pem").is_err());
     }
 }

@@ -24,7 +24,10 @@ use crate::server::events::ServerEvent;
 /// Messages of an aggregate actor.
 pub enum AggregateMsg<A: Aggregate> {
     /// Decide, persist, apply, reply.
-    Command(A::Command, RpcReplyPort<Result<A::Reply, CommandError<A::Error>>>),
+    Command(
+        A::Command,
+        RpcReplyPort<Result<A::Reply, CommandError<A::Error>>>,
+    ),
     /// Run a read against the current state (the closure sends its own answer).
     Read(Box<dyn FnOnce(&A) + Send>),
 }
@@ -136,7 +139,11 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
                     }
                 };
                 if !decision.events.is_empty() {
-                    if let Err(e) = state.log.append(&decision.events, AppendCondition::Any).await {
+                    if let Err(e) = state
+                        .log
+                        .append(&decision.events, AppendCondition::Any)
+                        .await
+                    {
                         let _ = reply.send(Err(CommandError::Unavailable {
                             actor: A::NAME,
                             reason: format!("could not persist: {e}"),
@@ -176,7 +183,9 @@ impl<A: Aggregate> std::fmt::Debug for AggregateArgs<A> {
 
 impl<A: Aggregate> std::fmt::Debug for AggregateState<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AggregateState").field("actor", &A::NAME).finish()
+        f.debug_struct("AggregateState")
+            .field("actor", &A::NAME)
+            .finish()
     }
 }
 

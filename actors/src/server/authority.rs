@@ -176,7 +176,9 @@ pub enum AuthorityError {
         status: &'static str,
     },
     /// The active one cannot be retired.
-    #[error("{kind} {id} is the active one and cannot be retired; prepare and activate a new one first")]
+    #[error(
+        "{kind} {id} is the active one and cannot be retired; prepare and activate a new one first"
+    )]
     RetireActive {
         /// `X.509 CA` or `JWT key`.
         kind: &'static str,
@@ -258,7 +260,9 @@ impl Authority {
 
     /// The JWT key that signs, if any.
     pub fn active_jwt_key(&self) -> Option<&JwtKeyRecord> {
-        find(&self.jwt_keys, SlotStatus::Active, |s| (&s.record, s.status))
+        find(&self.jwt_keys, SlotStatus::Active, |s| {
+            (&s.record, s.status)
+        })
     }
 
     /// The JWT key prepared to sign next, if any.
@@ -284,7 +288,11 @@ fn find<'a, S, R>(
     status: SlotStatus,
     view: impl Fn(&'a S) -> (&'a R, SlotStatus),
 ) -> Option<&'a R> {
-    slots.iter().map(view).find(|(_, s)| *s == status).map(|(r, _)| r)
+    slots
+        .iter()
+        .map(view)
+        .find(|(_, s)| *s == status)
+        .map(|(r, _)| r)
 }
 
 impl Aggregate for Authority {

@@ -70,7 +70,10 @@ impl Actor for Journal {
             while let Some(item) = records.next().await {
                 match item {
                     Ok((seq, event)) => {
-                        if myself.send_message(JournalMsg::Committed(seq, Box::new(event))).is_err() {
+                        if myself
+                            .send_message(JournalMsg::Committed(seq, Box::new(event)))
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -112,7 +115,9 @@ impl Actor for Journal {
                     state.state.apply(&event);
                     state.seq = seq;
                 }
-                if state.snapshot_every > 0 && state.seq - state.last_snapshot >= state.snapshot_every {
+                if state.snapshot_every > 0
+                    && state.seq - state.last_snapshot >= state.snapshot_every
+                {
                     if let Err(e) = state.snapshot().await {
                         // A missed snapshot only costs start-up time; keep going.
                         tracing::warn!(error = %e, seq = state.seq, "snapshot failed");

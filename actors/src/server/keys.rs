@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 pub(crate) use self::disk::decode_key_file;
 pub use self::disk::DiskKeyManager;
 pub use self::memory::MemoryKeyManager;
+/// Test keys (an RSA key ring cannot generate) for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) use self::signing_key::tests as test_keys;
 pub use self::signing_key::SigningKeyPair;
 
 /// Longest key name accepted, in bytes.
@@ -313,6 +316,8 @@ mod tests {
             key_ref: "k".into(),
             path: Some("/d/keys/k.pem".into()),
         };
-        assert!(e.to_string().starts_with("key \"k\" not found at /d/keys/k.pem; restore"));
+        assert!(e
+            .to_string()
+            .starts_with("key \"k\" not found at /d/keys/k.pem; restore"));
     }
 }

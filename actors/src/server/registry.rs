@@ -67,7 +67,9 @@ pub enum EntryRejection {
     #[error(transparent)]
     Invalid(#[from] EntryError),
     /// An entry with the same SPIFFE ID, parent ID and selectors exists (SPIRE's rule).
-    #[error("an entry with the same SPIFFE ID, parent ID and selectors already exists: {existing}")]
+    #[error(
+        "an entry with the same SPIFFE ID, parent ID and selectors already exists: {existing}"
+    )]
     AlreadyExists {
         /// The existing entry.
         existing: EntryId,
@@ -104,7 +106,11 @@ pub enum RegistryError {
 type EntryKey = (SpiffeId, SpiffeId, SelectorSet);
 
 fn key_of(e: &RegistrationEntry) -> EntryKey {
-    (e.spiffe_id.clone(), e.parent_id.clone(), e.selectors.clone())
+    (
+        e.spiffe_id.clone(),
+        e.parent_id.clone(),
+        e.selectors.clone(),
+    )
 }
 
 /// Registration entries, indexed.
@@ -183,10 +189,19 @@ impl Registry {
             self.remove(&old.id);
         }
         let id = e.id.clone();
-        self.by_parent.entry(e.parent_id.clone()).or_default().insert(id.clone());
-        self.by_spiffe_id.entry(e.spiffe_id.clone()).or_default().insert(id.clone());
+        self.by_parent
+            .entry(e.parent_id.clone())
+            .or_default()
+            .insert(id.clone());
+        self.by_spiffe_id
+            .entry(e.spiffe_id.clone())
+            .or_default()
+            .insert(id.clone());
         for s in e.selectors.iter() {
-            self.by_selector.entry(s.clone()).or_default().insert(id.clone());
+            self.by_selector
+                .entry(s.clone())
+                .or_default()
+                .insert(id.clone());
         }
         self.by_key.insert(key_of(&e), id.clone());
         self.entries.insert(id, e);
@@ -206,7 +221,11 @@ impl Registry {
     }
 }
 
-fn unindex<K: std::hash::Hash + Eq>(index: &mut HashMap<K, BTreeSet<EntryId>>, key: &K, id: &EntryId) {
+fn unindex<K: std::hash::Hash + Eq>(
+    index: &mut HashMap<K, BTreeSet<EntryId>>,
+    key: &K,
+    id: &EntryId,
+) {
     if let Some(set) = index.get_mut(key) {
         set.remove(id);
         if set.is_empty() {

@@ -30,9 +30,9 @@ use tokio::sync::watch;
 use crate::random::RandomSource;
 use crate::server::aggregate_actor::{AggregateActor, AggregateArgs, AggregateHandle};
 use crate::server::authority::{AuthorityActor, AuthorityArgs, AuthorityHandle, AuthoritySettings};
-use crate::server::keys::{KeyManager, MemoryKeyManager};
 use crate::server::events::ServerEvent;
 use crate::server::journal::{Journal, JournalArgs, JournalMsg};
+use crate::server::keys::{KeyManager, MemoryKeyManager};
 use crate::server::nodes::Nodes;
 use crate::server::registry::{Registry, RegistrySettings};
 use crate::server::state::ServerState;
@@ -152,7 +152,9 @@ impl Actor for Supervisor {
         failed: &mut Self::State,
     ) -> Result<(), ractor::ActorProcessingErr> {
         let reason = match &event {
-            SupervisionEvent::ActorFailed(cell, err) => Some(format!("actor {:?} failed: {err}", cell.get_name())),
+            SupervisionEvent::ActorFailed(cell, err) => {
+                Some(format!("actor {:?} failed: {err}", cell.get_name()))
+            }
             SupervisionEvent::ActorTerminated(cell, _, reason) => Some(format!(
                 "actor {:?} stopped: {}",
                 cell.get_name(),
@@ -207,8 +209,28 @@ impl Server {
             instance,
         )
         .await?;
-        let nodes = spawn_aggregate(&settings, &typed, &clock, &random, state.nodes.clone(), Arc::new(|_: &mut Nodes| {}), cell.clone(), instance).await?;
-        let tokens = spawn_aggregate(&settings, &typed, &clock, &random, state.tokens.clone(), Arc::new(|_: &mut Tokens| {}), cell.clone(), instance).await?;
+        let nodes = spawn_aggregate(
+            &settings,
+            &typed,
+            &clock,
+            &random,
+            state.nodes.clone(),
+            Arc::new(|_: &mut Nodes| {}),
+            cell.clone(),
+            instance,
+        )
+        .await?;
+        let tokens = spawn_aggregate(
+            &settings,
+            &typed,
+            &clock,
+            &random,
+            state.tokens.clone(),
+            Arc::new(|_: &mut Tokens| {}),
+            cell.clone(),
+            instance,
+        )
+        .await?;
 
         let authority_args = AuthorityArgs::new(
             typed.clone(),
@@ -218,10 +240,18 @@ impl Server {
             settings.authority.clone(),
             Some(state.authority.clone()),
         );
-        let (signer, bundle) = (authority_args.signer().clone(), authority_args.bundle_receiver());
-        let (authority_ref, _) = Actor::spawn_linked(Some(format!("authority-{instance}")), AuthorityActor, authority_args, cell.clone())
-            .await
-            .map_err(|e| spawn_err("authority", e))?;
+        let (signer, bundle) = (
+            authority_args.signer().clone(),
+            authority_args.bundle_receiver(),
+        );
+        let (authority_ref, _) = Actor::spawn_linked(
+            Some(format!("authority-{instance}")),
+            AuthorityActor,
+            authority_args,
+            cell.clone(),
+        )
+        .await
+        .map_err(|e| spawn_err("authority", e))?;
         let authority = AuthorityHandle::connect(
             authority_ref,
             signer,
@@ -290,13 +320,13 @@ impl Server {
 
     /// Stores a snapshot of the current state now; returns its seq.
     pub async fn snapshot_now(&self) -> Result<u64, String> {
-        ractor::call_t!(self.journal, JournalMsg::SnapshotNow, 60_000)
-            .map_err(|e| e.to_string())?
+        ractor::call_t!(self.journal, JournalMsg::SnapshotNow, 60_000).map_err(|e| e.to_string())?
     }
 
     /// Stops every actor.
     pub async fn stop(&self) {
-        self.supervisor.stop_children(Some("server stopping".into()));
+        self.supervisor
+            .stop_children(Some("server stopping".into()));
         self.supervisor.stop(Some("server stopping".into()));
     }
 }
@@ -353,5 +383,9 @@ async fn spawn_aggregate<A: crate::server::aggregate::Aggregate + Clone>(
     )
     .await
     .map_err(|e| spawn_err(A::NAME, e))?;
-    Ok(AggregateHandle::new(actor, settings.max_in_flight, settings.call_timeout))
+    Ok(AggregateHandle::new(
+        actor,
+        settings.max_in_flight,
+        settings.call_timeout,
+    ))
 }

@@ -88,7 +88,9 @@ impl SyncIndex {
 
     /// Whether `agent` may have SVIDs signed for `entry`.
     pub fn is_authorised(&self, agent: &SpiffeId, entry: &EntryId) -> bool {
-        self.views.get(agent).is_some_and(|v| v.entries.contains(entry))
+        self.views
+            .get(agent)
+            .is_some_and(|v| v.entries.contains(entry))
     }
 
     /// Folds one committed event and returns each affected agent's view changes.
@@ -207,7 +209,10 @@ impl SyncIndex {
 
     fn install(&mut self, agent: SpiffeId, view: View) {
         for id in &view.reach {
-            self.reached_by.entry(id.clone()).or_default().insert(agent.clone());
+            self.reached_by
+                .entry(id.clone())
+                .or_default()
+                .insert(agent.clone());
         }
         self.views.insert(agent, view);
     }

@@ -52,10 +52,17 @@ pub enum SyncHubMsg {
     /// A record committed to the log (from the follower task).
     Committed(u64, ServerEvent),
     /// An agent opens its stream.
-    Connect(SpiffeId, RpcReplyPort<(SyncSnapshot, mpsc::Receiver<SyncUpdate>)>),
+    Connect(
+        SpiffeId,
+        RpcReplyPort<(SyncSnapshot, mpsc::Receiver<SyncUpdate>)>,
+    ),
     /// Which of these entries the agent is authorised for (for signing): per id, the entry,
     /// or the id back if the agent may not have it.
-    Authorise(SpiffeId, Vec<EntryId>, RpcReplyPort<Vec<Result<RegistrationEntry, EntryId>>>),
+    Authorise(
+        SpiffeId,
+        Vec<EntryId>,
+        RpcReplyPort<Vec<Result<RegistrationEntry, EntryId>>>,
+    ),
     /// The agent's current authorised entries.
     EntriesFor(SpiffeId, RpcReplyPort<Vec<RegistrationEntry>>),
     /// The last seq folded.
@@ -94,7 +101,9 @@ pub struct SyncHubArgs {
 
 impl std::fmt::Debug for SyncHubArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyncHubArgs").field("seq", &self.seq).finish()
+        f.debug_struct("SyncHubArgs")
+            .field("seq", &self.seq)
+            .finish()
     }
 }
 
@@ -138,7 +147,10 @@ impl Actor for SyncHub {
             while let Some(item) = records.next().await {
                 match item {
                     Ok((seq, event)) => {
-                        if myself.send_message(SyncHubMsg::Committed(seq, event)).is_err() {
+                        if myself
+                            .send_message(SyncHubMsg::Committed(seq, event))
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -243,7 +255,11 @@ impl SyncHubState {
         let targets: Vec<SpiffeId> = if bundle_changed {
             self.streams.keys().cloned().collect()
         } else {
-            changes.keys().filter(|a| self.streams.contains_key(*a)).cloned().collect()
+            changes
+                .keys()
+                .filter(|a| self.streams.contains_key(*a))
+                .cloned()
+                .collect()
         };
         for agent in targets {
             let update = SyncUpdate {
@@ -317,12 +333,18 @@ impl SyncHubHandle {
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(_)) => Err(SyncHubError::Unavailable("stopped before replying".into())),
-            Err(_) => Err(SyncHubError::Unavailable(format!("no reply within {:?}", self.timeout))),
+            Err(_) => Err(SyncHubError::Unavailable(format!(
+                "no reply within {:?}",
+                self.timeout
+            ))),
         }
     }
 
     /// Opens an agent's stream: its snapshot, then its updates.
-    pub async fn connect(&self, agent: SpiffeId) -> Result<(SyncSnapshot, mpsc::Receiver<SyncUpdate>), SyncHubError> {
+    pub async fn connect(
+        &self,
+        agent: SpiffeId,
+    ) -> Result<(SyncSnapshot, mpsc::Receiver<SyncUpdate>), SyncHubError> {
         self.call(|port| SyncHubMsg::Connect(agent, port)).await
     }
 
@@ -332,11 +354,15 @@ impl SyncHubHandle {
         agent: SpiffeId,
         ids: Vec<EntryId>,
     ) -> Result<Vec<Result<RegistrationEntry, EntryId>>, SyncHubError> {
-        self.call(|port| SyncHubMsg::Authorise(agent, ids, port)).await
+        self.call(|port| SyncHubMsg::Authorise(agent, ids, port))
+            .await
     }
 
     /// The agent's authorised entries.
-    pub async fn entries_for(&self, agent: SpiffeId) -> Result<Vec<RegistrationEntry>, SyncHubError> {
+    pub async fn entries_for(
+        &self,
+        agent: SpiffeId,
+    ) -> Result<Vec<RegistrationEntry>, SyncHubError> {
         self.call(|port| SyncHubMsg::EntriesFor(agent, port)).await
     }
 

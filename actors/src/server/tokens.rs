@@ -127,7 +127,11 @@ impl Aggregate for Tokens {
     type Error = TokenError;
     const NAME: &'static str = "tokens";
 
-    fn decide(&self, command: TokenCommand, ctx: &Context) -> Result<Decision<TokenReply>, TokenError> {
+    fn decide(
+        &self,
+        command: TokenCommand,
+        ctx: &Context,
+    ) -> Result<Decision<TokenReply>, TokenError> {
         match command {
             TokenCommand::Create {
                 token_hash,

@@ -30,10 +30,8 @@ impl Authority {
             ServerEvent::CaActivated { authority_id } => {
                 if self.ca(authority_id).is_some() {
                     for slot in &mut self.cas {
-                        slot.status = next_status(
-                            slot.status,
-                            slot.record.authority_id == *authority_id,
-                        );
+                        slot.status =
+                            next_status(slot.status, slot.record.authority_id == *authority_id);
                     }
                 }
             }
@@ -102,7 +100,9 @@ impl Authority {
                 Ok(a) => {
                     bundle.add_x509_authority(a);
                 }
-                Err(e) => tracing::error!(error = %e, "authority: trust anchor left out of the bundle"),
+                Err(e) => {
+                    tracing::error!(error = %e, "authority: trust anchor left out of the bundle")
+                }
             }
         }
         for (kid, spki, not_after) in content.jwt {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyUsagePurpose, PublicKeyData};
+use sha2::{Digest, Sha256};
 use tessera_identity::TrustDomain;
 
 use super::upstream::{UpstreamDisk, UpstreamError};
@@ -110,7 +111,7 @@ pub fn build_ca(
         Some(u) => Some(u.load(now)?),
         None => None,
     };
-    let name = format!("x509-ca-{}", hex::encode(random_array::<8>(random)));
+    let name = format!("x509-ca-{now}-{}", hex::encode(random_array::<8>(random)));
     let key_ref = keys.generate(&name, settings.key_type)?;
     let built = keys
         .load(&key_ref)
@@ -156,9 +157,8 @@ pub fn build_ca(
                 }
                 Some(up) => {
                     params.use_authority_key_identifier_extension = true;
-                    let issuer =
-                        Issuer::from_ca_cert_der(&up.signing_cert.clone().into(), &up.key)
-                            .map_err(|e| cert_err(format!("upstream certificate: {e}")))?;
+                    let issuer = Issuer::from_ca_cert_der(&up.signing_cert.clone().into(), &up.key)
+                        .map_err(|e| cert_err(format!("upstream certificate: {e}")))?;
                     let cert = params
                         .signed_by(key.as_ref(), &issuer)
                         .map_err(|e| cert_err(e.to_string()))?;
@@ -184,8 +184,9 @@ pub fn build_ca(
     built
 }
 
-/// Builds a new JWT signing key valid for `ttl` from `now` (Unix seconds), with a random
-/// 32-character alphanumeric kid (as SPIRE's).
+/// Builds a new JWT signing key valid for `ttl` from `now` (Unix seconds). Its kid is 32 hex
+/// characters of the SHA-256 of its public key: opaque like SPIRE's random kids, and unique
+/// without depending on the injected random source.
 ///
 /// # Errors
 /// [`CaBuildError::Key`] if the key manager fails.
@@ -196,16 +197,8 @@ pub fn build_jwt_key(
     random: &dyn RandomSource,
     now: i64,
 ) -> Result<PreparedJwtKey, CaBuildError> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    // 62 * 4 = 248: bytes >= 248 are redrawn so every character is equally likely.
-    let mut kid = String::with_capacity(32);
-    while kid.len() < 32 {
-        let [b] = random_array::<1>(random);
-        if usize::from(b) < ALPHABET.len() * 4 {
-            kid.push(char::from(ALPHABET[usize::from(b) % ALPHABET.len()]));
-        }
-    }
-    let key_ref = keys.generate(&format!("jwt-key-{kid}"), key_type)?;
+    let name = format!("jwt-key-{now}-{}", hex::encode(random_array::<8>(random)));
+    let key_ref = keys.generate(&name, key_type)?;
     let key = match keys.load(&key_ref) {
         Ok(k) => Arc::new(k),
         Err(e) => {
@@ -213,10 +206,12 @@ pub fn build_jwt_key(
             return Err(e.into());
         }
     };
+    let public_key_der = key.subject_public_key_info();
+    let kid = hex::encode(&Sha256::digest(&public_key_der)[..16]);
     Ok(PreparedJwtKey {
         record: JwtKeyRecord {
             kid,
-            public_key_der: key.subject_public_key_info(),
+            public_key_der,
             not_before: now.saturating_sub(NOT_BEFORE_CUSHION_SECS),
             not_after: now.saturating_add(secs(ttl)),
             key_ref,

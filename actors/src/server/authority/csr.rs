@@ -69,7 +69,10 @@ pub(crate) fn parse_csr(der: &[u8], max_len: usize) -> Result<CsrKey, SvidReject
         Ok(PublicKey::Rsa { n, .. }) if n.len() * 8 >= MIN_RSA_BITS => &rcgen::PKCS_RSA_SHA256,
         Ok(PublicKey::Rsa { n, .. }) => {
             return Err(SvidRejection::UnsupportedKey {
-                reason: format!("an RSA key of {} bits (at least {MIN_RSA_BITS} needed)", n.len() * 8),
+                reason: format!(
+                    "an RSA key of {} bits (at least {MIN_RSA_BITS} needed)",
+                    n.len() * 8
+                ),
             })
         }
         Ok(PublicKey::Ec { curve, .. }) => {
@@ -106,10 +109,16 @@ mod tests {
 
     #[test]
     fn takes_the_public_key_of_a_good_csr() {
-        for alg in [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ECDSA_P384_SHA384] {
+        for alg in [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+        ] {
             let key = KeyPair::generate_for(alg).unwrap();
             let parsed = parse_csr(&csr_for(&key), 16 * 1024).unwrap();
-            assert_eq!(parsed.subject_public_key_info(), key.subject_public_key_info());
+            assert_eq!(
+                parsed.subject_public_key_info(),
+                key.subject_public_key_info()
+            );
         }
     }
 

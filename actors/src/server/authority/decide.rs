@@ -4,9 +4,7 @@
 use tessera_identity::{PublicKey, X509Authority, MAX_KEY_ID_LEN};
 use x509_parser::parse_x509_certificate;
 
-use super::{
-    Authority, AuthorityCommand, AuthorityError, AuthorityReply, SlotStatus, CA, JWT_KEY,
-};
+use super::{Authority, AuthorityCommand, AuthorityError, AuthorityReply, SlotStatus, CA, JWT_KEY};
 use crate::server::aggregate::Decision;
 use crate::server::events::{CaRecord, JwtKeyRecord, ServerEvent};
 
@@ -41,12 +39,17 @@ impl Authority {
             }
             AuthorityCommand::RetireJwtKey { kid } => {
                 let status = self.jwt_key(&kid).map(|s| s.status);
-                retire(JWT_KEY, kid, status, |kid| ServerEvent::JwtKeyRetired { kid })
+                retire(JWT_KEY, kid, status, |kid| ServerEvent::JwtKeyRetired {
+                    kid,
+                })
             }
         }
     }
 
-    fn decide_prepare_ca(&self, record: CaRecord) -> Result<Decision<AuthorityReply>, AuthorityError> {
+    fn decide_prepare_ca(
+        &self,
+        record: CaRecord,
+    ) -> Result<Decision<AuthorityReply>, AuthorityError> {
         let id = record.authority_id.clone();
         let invalid = |reason: String| AuthorityError::InvalidRecord {
             kind: CA,
@@ -58,7 +61,8 @@ impl Authority {
         check_validity(record.not_before, record.not_after).map_err(invalid)?;
         check_ca_cert(&record.cert_der).map_err(|r| invalid(format!("its certificate {r}")))?;
         for (i, der) in record.upstream_chain.iter().enumerate() {
-            check_ca_cert(der).map_err(|r| invalid(format!("upstream chain certificate {i} {r}")))?;
+            check_ca_cert(der)
+                .map_err(|r| invalid(format!("upstream chain certificate {i} {r}")))?;
         }
         if record.trust_anchors.is_empty() {
             return Err(invalid("it has no trust anchor".into()));

@@ -74,7 +74,10 @@ impl RotationSettings {
     /// # Errors
     /// A message naming the setting and the rule.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, f) in [("prepare_at", self.prepare_at), ("activate_at", self.activate_at)] {
+        for (name, f) in [
+            ("prepare_at", self.prepare_at),
+            ("activate_at", self.activate_at),
+        ] {
             if !f.is_proper() {
                 return Err(format!(
                     "rotation {name} = {}/{}: must be a fraction strictly between 0 and 1",
@@ -167,11 +170,15 @@ pub fn plan(
             Step::Activate(id) => RotationAction::ActivateCa { authority_id: id },
         })
         .collect();
-    actions.extend(steps(&jwt, now, settings, unusable).into_iter().map(|step| match step {
-        Step::Retire(kid) => RotationAction::RetireJwtKey { kid },
-        Step::Prepare { activate } => RotationAction::PrepareJwtKey { activate },
-        Step::Activate(kid) => RotationAction::ActivateJwtKey { kid },
-    }));
+    actions.extend(
+        steps(&jwt, now, settings, unusable)
+            .into_iter()
+            .map(|step| match step {
+                Step::Retire(kid) => RotationAction::RetireJwtKey { kid },
+                Step::Prepare { activate } => RotationAction::PrepareJwtKey { activate },
+                Step::Activate(kid) => RotationAction::ActivateJwtKey { kid },
+            }),
+    );
     actions
 }
 

@@ -10,6 +10,7 @@
 
 mod error;
 mod jwt;
+mod types;
 mod x509;
 
 use std::fmt;
@@ -21,179 +22,17 @@ use tessera_identity::{SpiffeId, TrustDomain};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use self::error::{SignError, SvidRejection};
+use self::jwt::check_audience;
+pub use self::types::{
+    AgentSvidRequest, IssuedX509Svid, JwtSvid, JwtSvidRequest, SignerSettings, SigningCa,
+    SigningJwtKey, X509SvidRequest,
+};
 use self::x509::{check_dns_names, sign_chunk, Job};
-use super::x509::{now_secs, random_serial, secs, SubjectName, NOT_BEFORE_CUSHION_SECS};
+use super::x509::{now_secs, random_serial, secs, NOT_BEFORE_CUSHION_SECS};
 use crate::random::RandomSource;
-use crate::server::events::{CaRecord, JwtKeyRecord};
-use crate::server::keys::SigningKeyPair;
 
 /// CSRs signed per blocking job: big batches spread over the pool, small ones pay one hop.
 pub const CHUNK: usize = 16;
-
-/// Signing limits and defaults.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignerSettings {
-    /// X509-SVID lifetime when the request gives none (SPIRE's `default_x509_svid_ttl`, 1 h).
-    pub x509_svid_ttl: Duration,
-    /// Agent X509-SVID lifetime when the request gives none (SPIRE: the X509-SVID TTL, 1 h).
-    pub agent_svid_ttl: Duration,
-    /// JWT-SVID lifetime when the request gives none (SPIRE's `default_jwt_svid_ttl`, 5 min).
-    pub jwt_svid_ttl: Duration,
-    /// Signing jobs running at once (default: the number of CPUs).
-    pub max_concurrent_jobs: usize,
-    /// CSRs and JWTs admitted (queued or signing) at once (default 10 000).
-    pub max_queued: usize,
-    /// CSRs in one batch (default 1 000).
-    pub max_batch: usize,
-    /// Largest CSR, in bytes (default 16 KiB).
-    pub max_csr_bytes: usize,
-    /// DNS names in one X509-SVID (default 64).
-    pub max_dns_names: usize,
-    /// Audiences in one JWT-SVID (default 32).
-    pub max_audiences: usize,
-    /// Longest audience, in bytes (default 1 024).
-    pub max_audience_len: usize,
-    /// X509-SVID subject (default `C=US, O=SPIRE`; CN is the first DNS name, if any).
-    pub svid_subject: SubjectName,
-}
-
-impl Default for SignerSettings {
-    fn default() -> Self {
-        Self {
-            x509_svid_ttl: Duration::from_secs(3600),
-            agent_svid_ttl: Duration::from_secs(3600),
-            jwt_svid_ttl: Duration::from_secs(300),
-            max_concurrent_jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            max_queued: 10_000,
-            max_batch: 1_000,
-            max_csr_bytes: 16 * 1024,
-            max_dns_names: 64,
-            max_audiences: 32,
-            max_audience_len: 1024,
-            svid_subject: SubjectName::spire_svid(),
-        }
-    }
-}
-
-/// One workload X509-SVID to sign.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct X509SvidRequest {
-    /// The workload's PKCS#10 CSR, DER; only its public key is used.
-    pub csr_der: Vec<u8>,
-    /// The SPIFFE ID to put in the SVID (from the registration entry, not the CSR).
-    pub spiffe_id: SpiffeId,
-    /// DNS names to put in the SVID; the first one is also the subject CN.
-    pub dns_names: Vec<String>,
-    /// Requested lifetime; `None` or zero: the default. Capped at the CA's expiry.
-    pub ttl: Option<Duration>,
-}
-
-/// An agent X509-SVID to sign.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgentSvidRequest {
-    /// The agent's PKCS#10 CSR, DER.
-    pub csr_der: Vec<u8>,
-    /// The agent's SPIFFE ID.
-    pub agent_id: SpiffeId,
-    /// Requested lifetime; `None` or zero: the default.
-    pub ttl: Option<Duration>,
-}
-
-/// A JWT-SVID to mint.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JwtSvidRequest {
-    /// The subject.
-    pub spiffe_id: SpiffeId,
-    /// The audiences (empty strings are dropped; at least one must remain).
-    pub audience: Vec<String>,
-    /// Requested lifetime; `None` or zero: the default. Capped at the key's expiry.
-    pub ttl: Option<Duration>,
-}
-
-/// A signed X509-SVID.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IssuedX509Svid {
-    /// Its SPIFFE ID.
-    pub spiffe_id: SpiffeId,
-    /// The leaf, then intermediates up to (excluding) the trust anchor, DER.
-    pub cert_chain: Vec<Vec<u8>>,
-    /// Serial number, hex.
-    pub serial_hex: String,
-    /// Validity, Unix seconds.
-    pub not_before: i64,
-    /// Validity, Unix seconds.
-    pub not_after: i64,
-    /// The CA that signed it.
-    pub authority_id: String,
-}
-
-/// A signed JWT-SVID. `Debug` hides the token: it is a bearer credential.
-#[derive(Clone, PartialEq, Eq)]
-pub struct JwtSvid {
-    /// The compact JWS.
-    pub token: String,
-    /// `sub`.
-    pub spiffe_id: SpiffeId,
-    /// `aud`.
-    pub audience: Vec<String>,
-    /// The signing key's ID.
-    pub kid: String,
-    /// `iat`, Unix seconds.
-    pub issued_at: i64,
-    /// `exp`, Unix seconds.
-    pub expires_at: i64,
-}
-
-impl fmt::Debug for JwtSvid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtSvid")
-            .field("token", &"<redacted>")
-            .field("spiffe_id", &self.spiffe_id)
-            .field("audience", &self.audience)
-            .field("kid", &self.kid)
-            .field("issued_at", &self.issued_at)
-            .field("expires_at", &self.expires_at)
-            .finish()
-    }
-}
-
-/// An X.509 CA ready to sign: its record and loaded key.
-#[derive(Debug, Clone)]
-pub struct SigningCa {
-    /// The CA.
-    pub record: CaRecord,
-    key: Arc<SigningKeyPair>,
-}
-
-impl SigningCa {
-    /// Pairs a CA record with its key.
-    pub fn new(record: CaRecord, key: Arc<SigningKeyPair>) -> Self {
-        Self { record, key }
-    }
-
-    /// Certificates after the leaf in an SVID chain: the CA itself unless it is a trust
-    /// anchor (self-signed), then its upstream chain.
-    fn chain_tail(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
-        let own = (!self.record.trust_anchors.contains(&self.record.cert_der))
-            .then(|| self.record.cert_der.clone());
-        own.into_iter().chain(self.record.upstream_chain.iter().cloned())
-    }
-}
-
-/// A JWT key ready to sign.
-#[derive(Debug, Clone)]
-pub struct SigningJwtKey {
-    /// The key's record.
-    pub record: JwtKeyRecord,
-    key: Arc<SigningKeyPair>,
-}
-
-impl SigningJwtKey {
-    /// Pairs a JWT key record with its key.
-    pub fn new(record: JwtKeyRecord, key: Arc<SigningKeyPair>) -> Self {
-        Self { record, key }
-    }
-}
 
 /// A reservation of queue room; released when dropped.
 #[derive(Debug)]
@@ -243,7 +82,9 @@ impl Signer {
         clock: Arc<dyn Clock>,
         random: Arc<dyn RandomSource>,
     ) -> Self {
-        let queue = Arc::new(Semaphore::new(settings.max_queued.clamp(1, Semaphore::MAX_PERMITS)));
+        let queue = Arc::new(Semaphore::new(
+            settings.max_queued.clamp(1, Semaphore::MAX_PERMITS),
+        ));
         let workers = Arc::new(Semaphore::new(settings.max_concurrent_jobs.clamp(1, 1024)));
         Self {
             inner: Arc::new(Inner {
@@ -275,7 +116,10 @@ impl Signer {
 
     /// The authority ID of the installed CA.
     pub fn active_authority_id(&self) -> Option<String> {
-        self.read().ca.as_ref().map(|c| c.record.authority_id.clone())
+        self.read()
+            .ca
+            .as_ref()
+            .map(|c| c.record.authority_id.clone())
     }
 
     /// The kid of the installed JWT key.
@@ -285,19 +129,29 @@ impl Signer {
 
     /// Items admitted and not yet done.
     pub fn queued(&self) -> usize {
-        self.limit().saturating_sub(self.inner.queue.available_permits())
+        self.limit()
+            .saturating_sub(self.inner.queue.available_permits())
     }
 
     fn limit(&self) -> usize {
-        self.inner.settings.max_queued.clamp(1, Semaphore::MAX_PERMITS)
+        self.inner
+            .settings
+            .max_queued
+            .clamp(1, Semaphore::MAX_PERMITS)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Installed> {
-        self.inner.installed.read().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .installed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Installed> {
-        self.inner.installed.write().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .installed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reserves queue room for `units` items, or says the queue is full. Synchronous, so an
@@ -363,7 +217,14 @@ impl Signer {
         let settings = &self.inner.settings;
         let items = requests
             .into_iter()
-            .map(|r| (r.csr_der, r.spiffe_id, r.dns_names, ttl_or(r.ttl, settings.x509_svid_ttl)))
+            .map(|r| {
+                (
+                    r.csr_der,
+                    r.spiffe_id,
+                    r.dns_names,
+                    ttl_or(r.ttl, settings.x509_svid_ttl),
+                )
+            })
             .collect();
         self.sign_items(admission, items).await
     }
@@ -372,7 +233,10 @@ impl Signer {
     ///
     /// # Errors
     /// A [`SignError`], with [`SignError::Rejected`] for bad input.
-    pub async fn sign_agent_svid(&self, request: AgentSvidRequest) -> Result<IssuedX509Svid, SignError> {
+    pub async fn sign_agent_svid(
+        &self,
+        request: AgentSvidRequest,
+    ) -> Result<IssuedX509Svid, SignError> {
         let admission = self.admit(1)?;
         self.sign_agent_admitted(admission, request).await
     }
@@ -418,9 +282,13 @@ impl Signer {
         let settings = &self.inner.settings;
         self.check_id(&request.spiffe_id)?;
         let audience = check_audience(request.audience, settings)?;
-        let key = self.read().jwt.clone().ok_or_else(|| SignError::NoActiveJwtKey {
-            reason: "none prepared yet".into(),
-        })?;
+        let key = self
+            .read()
+            .jwt
+            .clone()
+            .ok_or_else(|| SignError::NoActiveJwtKey {
+                reason: "none prepared yet".into(),
+            })?;
         let now = now_secs(self.inner.clock.as_ref());
         if key.record.not_after <= now {
             return Err(SignError::NoActiveJwtKey {
@@ -477,13 +345,20 @@ impl Signer {
         items: Vec<(Vec<u8>, SpiffeId, Vec<String>, Duration)>,
     ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
         let settings = &self.inner.settings;
-        let ca = self.read().ca.clone().ok_or_else(|| SignError::NoActiveCa {
-            reason: "none prepared yet".into(),
-        })?;
+        let ca = self
+            .read()
+            .ca
+            .clone()
+            .ok_or_else(|| SignError::NoActiveCa {
+                reason: "none prepared yet".into(),
+            })?;
         let now = now_secs(self.inner.clock.as_ref());
         if ca.record.not_after <= now {
             return Err(SignError::NoActiveCa {
-                reason: format!("CA {} expired at {}", ca.record.authority_id, ca.record.not_after),
+                reason: format!(
+                    "CA {} expired at {}",
+                    ca.record.authority_id, ca.record.not_after
+                ),
             });
         }
         let not_before = now
@@ -527,7 +402,9 @@ impl Signer {
             let subject = settings.svid_subject.clone();
             let max_csr = settings.max_csr_bytes;
             chunks.push(async move {
-                let signed = self.run(move || sign_chunk(&ca, &subject, max_csr, chunk)).await;
+                let signed = self
+                    .run(move || sign_chunk(&ca, &subject, max_csr, chunk))
+                    .await;
                 (indexes, signed)
             });
         }
@@ -586,35 +463,6 @@ fn ttl_or(ttl: Option<Duration>, default: Duration) -> Duration {
         Some(t) if !t.is_zero() => t,
         _ => default,
     }
-}
-
-fn check_audience(audience: Vec<String>, settings: &SignerSettings) -> Result<Vec<String>, SvidRejection> {
-    let audience: Vec<String> = audience.into_iter().filter(|a| !a.is_empty()).collect();
-    if audience.is_empty() {
-        return Err(SvidRejection::NoAudience);
-    }
-    if audience.len() > settings.max_audiences {
-        return Err(SvidRejection::TooManyAudiences {
-            count: audience.len(),
-            max: settings.max_audiences,
-        });
-    }
-    for a in &audience {
-        let invalid = |reason: String| SvidRejection::InvalidAudience {
-            audience: a.chars().take(64).collect(),
-            reason,
-        };
-        if a.len() > settings.max_audience_len {
-            return Err(invalid(format!(
-                "it is longer than {} bytes (server config `max_audience_len`)",
-                settings.max_audience_len
-            )));
-        }
-        if a.chars().any(char::is_control) {
-            return Err(invalid("it has control characters".into()));
-        }
-    }
-    Ok(audience)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use tessera_identity::{
 };
 
 use super::ca::{build_ca, build_jwt_key, CaSettings, PreparedCa, PreparedJwtKey};
-use super::signer::{SignerSettings, Signer, SigningCa, SigningJwtKey};
+use super::signer::{Signer, SignerSettings, SigningCa, SigningJwtKey};
 use super::upstream::UpstreamDisk;
 use super::Authority;
 use crate::random::SeededRandom;
@@ -49,6 +49,8 @@ pub(crate) fn ca_at(keys: &MemoryKeyManager, seed: u64, now: i64, ttl_secs: u64)
     build_ca(&td(), &settings, keys, &SeededRandom::new(seed), now).unwrap()
 }
 
+static NEXT_SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
+
 /// A JWT key built by the authority's own code.
 pub(crate) fn jwt_key_at(
     keys: &MemoryKeyManager,
@@ -60,7 +62,7 @@ pub(crate) fn jwt_key_at(
         Duration::from_secs(ttl_secs),
         key_type,
         keys,
-        &SeededRandom::new(now.unsigned_abs()),
+        &SeededRandom::new(NEXT_SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
         now,
     )
     .unwrap()
@@ -122,14 +124,19 @@ pub(crate) fn verify(
 
 /// Checks a JWT's signature against the bundle key named by its `kid`; returns header and
 /// claims.
-pub(crate) fn verify_jwt(token: &str, bundle: &Bundle) -> Result<(serde_json::Value, serde_json::Value), String> {
+pub(crate) fn verify_jwt(
+    token: &str,
+    bundle: &Bundle,
+) -> Result<(serde_json::Value, serde_json::Value), String> {
     let parts: Vec<&str> = token.split('.').collect();
     let [h, c, s] = parts.as_slice() else {
         return Err("not three parts".into());
     };
     let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).map_err(|e| e.to_string());
-    let header: serde_json::Value = serde_json::from_slice(&decode(h)?).map_err(|e| e.to_string())?;
-    let claims: serde_json::Value = serde_json::from_slice(&decode(c)?).map_err(|e| e.to_string())?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&decode(h)?).map_err(|e| e.to_string())?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&decode(c)?).map_err(|e| e.to_string())?;
     let sig = decode(s)?;
     let kid = header["kid"].as_str().ok_or("no kid")?;
     let authority = bundle.jwt_authority(kid).ok_or("kid not in bundle")?;
@@ -142,10 +149,16 @@ pub(crate) fn verify_jwt(token: &str, bundle: &Bundle) -> Result<(serde_json::Va
                 _ => return Err(format!("alg {alg} does not fit {curve:?}")),
             };
             let point = [&[0x04][..], x, y].concat();
-            UnparsedPublicKey::new(verifier, point).verify(input.as_bytes(), &sig).is_ok()
+            UnparsedPublicKey::new(verifier, point)
+                .verify(input.as_bytes(), &sig)
+                .is_ok()
         }
         (PublicKey::Rsa { n, e }, Some("RS256")) => RsaPublicKeyComponents { n, e }
-            .verify(&signature::RSA_PKCS1_2048_8192_SHA256, input.as_bytes(), &sig)
+            .verify(
+                &signature::RSA_PKCS1_2048_8192_SHA256,
+                input.as_bytes(),
+                &sig,
+            )
             .is_ok(),
         _ => return Err("unexpected key or alg".into()),
     };
@@ -205,10 +218,19 @@ impl UpstreamCa {
 }
 
 /// Writes `certs` (PEM, in order) and `key` as an UpstreamAuthority "disk" configuration.
-pub(crate) fn write_upstream(dir: &Path, certs: &[&UpstreamCa], key: &KeyPair, bundle: Option<&[&UpstreamCa]>) -> UpstreamDisk {
+pub(crate) fn write_upstream(
+    dir: &Path,
+    certs: &[&UpstreamCa],
+    key: &KeyPair,
+    bundle: Option<&[&UpstreamCa]>,
+) -> UpstreamDisk {
     let cert_file_path = dir.join("upstream.crt");
     let key_file_path = dir.join("upstream.key");
-    std::fs::write(&cert_file_path, certs.iter().map(|c| c.pem()).collect::<String>()).unwrap();
+    std::fs::write(
+        &cert_file_path,
+        certs.iter().map(|c| c.pem()).collect::<String>(),
+    )
+    .unwrap();
     std::fs::write(&key_file_path, key.serialize_pem()).unwrap();
     let bundle_file_path = bundle.map(|roots| {
         let path = dir.join("upstream-bundle.crt");

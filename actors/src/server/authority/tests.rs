@@ -58,7 +58,10 @@ fn a_prepared_ca_is_recorded_and_its_root_joins_the_bundle() {
 #[test]
 fn only_one_ca_can_be_prepared_at_a_time() {
     let keys = MemoryKeyManager::new();
-    let (a, b) = (ca_at(&keys, 1, T0, 600).record, ca_at(&keys, 2, T0, 600).record);
+    let (a, b) = (
+        ca_at(&keys, 1, T0, 600).record,
+        ca_at(&keys, 2, T0, 600).record,
+    );
     let state = given(&[prepared(&a)]);
     assert_eq!(
         when(&state, AuthorityCommand::RecordPreparedCa(b.clone())),
@@ -80,7 +83,10 @@ fn only_one_ca_can_be_prepared_at_a_time() {
 #[test]
 fn activation_makes_the_prepared_ca_active_and_the_active_one_old() {
     let keys = MemoryKeyManager::new();
-    let (a, b) = (ca_at(&keys, 1, T0, 600).record, ca_at(&keys, 2, T0 + 300, 600).record);
+    let (a, b) = (
+        ca_at(&keys, 1, T0, 600).record,
+        ca_at(&keys, 2, T0 + 300, 600).record,
+    );
     let state = given(&[prepared(&a)]);
     let events = when(
         &state,
@@ -104,14 +110,20 @@ fn activation_makes_the_prepared_ca_active_and_the_active_one_old() {
     assert_eq!(state.active_ca(), Some(&b));
     assert_eq!(state.ca(&a.authority_id).unwrap().status, SlotStatus::Old);
     // Both roots stay published; activation does not change the bundle.
-    assert_eq!(anchors(&state), vec![a.cert_der.clone(), b.cert_der.clone()]);
+    assert_eq!(
+        anchors(&state),
+        vec![a.cert_der.clone(), b.cert_der.clone()]
+    );
     assert_eq!(state.bundle_sequence(), sequence_before);
 }
 
 #[test]
 fn activating_twice_changes_nothing_and_unknown_or_old_ones_are_refused() {
     let keys = MemoryKeyManager::new();
-    let (a, b) = (ca_at(&keys, 1, T0, 600).record, ca_at(&keys, 2, T0, 600).record);
+    let (a, b) = (
+        ca_at(&keys, 1, T0, 600).record,
+        ca_at(&keys, 2, T0, 600).record,
+    );
     let state = given(&[prepared(&a), activated(&a), prepared(&b), activated(&b)]);
     let again = state
         .decide(
@@ -150,7 +162,10 @@ fn activating_twice_changes_nothing_and_unknown_or_old_ones_are_refused() {
 #[test]
 fn retiring_drops_the_root_from_the_bundle_but_never_the_active_ca() {
     let keys = MemoryKeyManager::new();
-    let (a, b) = (ca_at(&keys, 1, T0, 600).record, ca_at(&keys, 2, T0, 600).record);
+    let (a, b) = (
+        ca_at(&keys, 1, T0, 600).record,
+        ca_at(&keys, 2, T0, 600).record,
+    );
     let history = [prepared(&a), activated(&a), prepared(&b), activated(&b)];
     let state = given(&history);
     assert_eq!(
@@ -191,12 +206,48 @@ fn records_that_cannot_be_trusted_are_refused() {
     let keys = MemoryKeyManager::new();
     let good = ca_at(&keys, 1, T0, 600).record;
     let cases: Vec<(CaRecord, &str)> = vec![
-        (CaRecord { trust_anchors: vec![], ..good.clone() }, "no trust anchor"),
-        (CaRecord { cert_der: vec![1, 2, 3], ..good.clone() }, "does not parse"),
-        (CaRecord { not_after: good.not_before, ..good.clone() }, "validity is empty"),
-        (CaRecord { authority_id: String::new(), ..good.clone() }, "authority ID is empty"),
-        (CaRecord { key_ref: "a\nb".into(), ..good.clone() }, "control characters"),
-        (CaRecord { trust_anchors: vec![vec![0]], ..good.clone() }, "trust anchor 0"),
+        (
+            CaRecord {
+                trust_anchors: vec![],
+                ..good.clone()
+            },
+            "no trust anchor",
+        ),
+        (
+            CaRecord {
+                cert_der: vec![1, 2, 3],
+                ..good.clone()
+            },
+            "does not parse",
+        ),
+        (
+            CaRecord {
+                not_after: good.not_before,
+                ..good.clone()
+            },
+            "validity is empty",
+        ),
+        (
+            CaRecord {
+                authority_id: String::new(),
+                ..good.clone()
+            },
+            "authority ID is empty",
+        ),
+        (
+            CaRecord {
+                key_ref: "a\nb".into(),
+                ..good.clone()
+            },
+            "control characters",
+        ),
+        (
+            CaRecord {
+                trust_anchors: vec![vec![0]],
+                ..good.clone()
+            },
+            "trust anchor 0",
+        ),
     ];
     for (record, expected) in cases {
         match when(&given(&[]), AuthorityCommand::RecordPreparedCa(record)) {
@@ -211,7 +262,10 @@ fn records_that_cannot_be_trusted_are_refused() {
 #[test]
 fn upstream_signed_cas_share_one_anchor_and_the_sequence_moves_only_on_change() {
     let keys = MemoryKeyManager::new();
-    let (mut a, mut b) = (ca_at(&keys, 1, T0, 600).record, ca_at(&keys, 2, T0, 600).record);
+    let (mut a, mut b) = (
+        ca_at(&keys, 1, T0, 600).record,
+        ca_at(&keys, 2, T0, 600).record,
+    );
     // As if one upstream root signed both.
     let root = ca_at(&keys, 3, T0, 600).record.cert_der;
     a.trust_anchors = vec![root.clone()];
@@ -237,13 +291,21 @@ fn jwt_keys_live_the_same_life_and_carry_their_expiry_into_the_bundle() {
     let keys = MemoryKeyManager::new();
     let k1 = jwt_key_at(&keys, KeyType::EcP256, T0, 600).record;
     let k2 = jwt_key_at(&keys, KeyType::EcP384, T0 + 300, 600).record;
-    let events = when(&given(&[]), AuthorityCommand::RecordPreparedJwtKey(k1.clone())).unwrap();
+    let events = when(
+        &given(&[]),
+        AuthorityCommand::RecordPreparedJwtKey(k1.clone()),
+    )
+    .unwrap();
     assert_eq!(events, vec![ServerEvent::JwtKeyPrepared(k1.clone())]);
     let history = vec![
         ServerEvent::JwtKeyPrepared(k1.clone()),
-        ServerEvent::JwtKeyActivated { kid: k1.kid.clone() },
+        ServerEvent::JwtKeyActivated {
+            kid: k1.kid.clone(),
+        },
         ServerEvent::JwtKeyPrepared(k2.clone()),
-        ServerEvent::JwtKeyActivated { kid: k2.kid.clone() },
+        ServerEvent::JwtKeyActivated {
+            kid: k2.kid.clone(),
+        },
     ];
     let state = given(&history);
     assert_eq!(state.active_jwt_key(), Some(&k2));
@@ -255,10 +317,21 @@ fn jwt_keys_live_the_same_life_and_carry_their_expiry_into_the_bundle() {
     assert_eq!(state.bundle_sequence(), 2);
 
     assert!(matches!(
-        when(&state, AuthorityCommand::RetireJwtKey { kid: k2.kid.clone() }),
+        when(
+            &state,
+            AuthorityCommand::RetireJwtKey {
+                kid: k2.kid.clone()
+            }
+        ),
         Err(AuthorityError::RetireActive { .. })
     ));
-    let retire = when(&state, AuthorityCommand::RetireJwtKey { kid: k1.kid.clone() }).unwrap();
+    let retire = when(
+        &state,
+        AuthorityCommand::RetireJwtKey {
+            kid: k1.kid.clone(),
+        },
+    )
+    .unwrap();
     let mut all = history;
     all.extend(retire);
     let state = given(&all);
@@ -271,14 +344,29 @@ fn bad_jwt_records_are_refused() {
     let keys = MemoryKeyManager::new();
     let good = jwt_key_at(&keys, KeyType::EcP256, T0, 600).record;
     for record in [
-        JwtKeyRecord { kid: String::new(), ..good.clone() },
-        JwtKeyRecord { kid: "k".repeat(300), ..good.clone() },
-        JwtKeyRecord { public_key_der: vec![1, 2], ..good.clone() },
-        JwtKeyRecord { not_before: good.not_after, ..good.clone() },
+        JwtKeyRecord {
+            kid: String::new(),
+            ..good.clone()
+        },
+        JwtKeyRecord {
+            kid: "k".repeat(300),
+            ..good.clone()
+        },
+        JwtKeyRecord {
+            public_key_der: vec![1, 2],
+            ..good.clone()
+        },
+        JwtKeyRecord {
+            not_before: good.not_after,
+            ..good.clone()
+        },
     ] {
         assert!(matches!(
             when(&given(&[]), AuthorityCommand::RecordPreparedJwtKey(record)),
-            Err(AuthorityError::InvalidRecord { kind: "JWT key", .. })
+            Err(AuthorityError::InvalidRecord {
+                kind: "JWT key",
+                ..
+            })
         ));
     }
 }

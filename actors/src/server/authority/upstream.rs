@@ -158,8 +158,8 @@ impl UpstreamDisk {
 
         let key_bytes = read_file(&self.key_file_path)?;
         let shown = self.key_file_path.display().to_string();
-        let der = crate::server::keys::decode_key_file(&key_bytes, &shown)
-            .map_err(UpstreamError::Key)?;
+        let der =
+            crate::server::keys::decode_key_file(&key_bytes, &shown).map_err(UpstreamError::Key)?;
         let key = SigningKeyPair::from_pkcs8(&der, &shown).map_err(UpstreamError::Key)?;
         if key.spki_der() != first.spki_der {
             return Err(UpstreamError::KeyMismatch {
@@ -171,8 +171,11 @@ impl UpstreamDisk {
         let (chain, roots, not_after) = match &self.bundle_file_path {
             Some(bundle_path) => {
                 let roots = read_certs(bundle_path)?;
-                let chain: Vec<Vec<u8>> =
-                    certs.iter().filter(|c| !roots.contains(c)).cloned().collect();
+                let chain: Vec<Vec<u8>> = certs
+                    .iter()
+                    .filter(|c| !roots.contains(c))
+                    .cloned()
+                    .collect();
                 let not_after = chain_expiry(&chain, &certs, &infos);
                 (chain, roots, not_after)
             }
@@ -210,8 +213,8 @@ fn chain_expiry(chain: &[Vec<u8>], certs: &[Vec<u8>], infos: &[CertInfo]) -> i64
 
 fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, UpstreamError> {
     let bytes = read_file(path)?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| bad_certs(path, "not a PEM text file".into()))?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| bad_certs(path, "not a PEM text file".into()))?;
     let certs = X509Authority::parse_pem(text).map_err(|e| bad_certs(path, e.to_string()))?;
     Ok(certs.into_iter().map(|c| c.der().to_vec()).collect())
 }

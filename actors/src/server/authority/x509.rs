@@ -193,7 +193,9 @@ mod tests {
                 DnType::CustomDnType(DN_SERIAL_NUMBER.to_vec())
             ]
         );
-        let dn = SubjectName::spire_svid().to_dn(None, Some("web.example.org")).unwrap();
+        let dn = SubjectName::spire_svid()
+            .to_dn(None, Some("web.example.org"))
+            .unwrap();
         assert_eq!(
             dn.get(&DnType::CommonName),
             Some(&DnValue::Utf8String("web.example.org".into()))

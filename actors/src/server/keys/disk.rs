@@ -213,7 +213,10 @@ fn check_private(path: &Path, wanted: u32) -> Result<(), KeyError> {
     Ok(())
 }
 
-fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> KeyError + 'a {
+fn io_error<'a>(
+    operation: &'static str,
+    path: &'a Path,
+) -> impl Fn(std::io::Error) -> KeyError + 'a {
     move |e| KeyError::Io {
         operation,
         path: path.to_owned(),
@@ -221,7 +224,8 @@ fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl Fn(std::io::Err
     }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
     use crate::server::keys::signing_key::tests::{rsa_2048, RSA_2048_PEM};
@@ -282,8 +286,13 @@ mod tests {
         let path = km.path_of("k").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = km.load("k").unwrap_err();
-        assert!(matches!(err, KeyError::InsecurePermissions { mode: 0o644, .. }));
-        assert!(err.to_string().contains(&format!("chmod 600 {}", path.display())));
+        assert!(matches!(
+            err,
+            KeyError::InsecurePermissions { mode: 0o644, .. }
+        ));
+        assert!(err
+            .to_string()
+            .contains(&format!("chmod 600 {}", path.display())));
 
         fs::set_permissions(km.dir(), fs::Permissions::from_mode(0o755)).unwrap();
         let err = DiskKeyManager::open(tmp.path()).unwrap_err();
@@ -296,7 +305,10 @@ mod tests {
         let km = DiskKeyManager::open(tmp.path()).unwrap();
         let der = pem::parse(RSA_2048_PEM).unwrap().into_contents();
         km.import("upstream-rsa", &der).unwrap();
-        assert_eq!(km.load("upstream-rsa").unwrap().spki_der(), rsa_2048().spki_der());
+        assert_eq!(
+            km.load("upstream-rsa").unwrap().spki_der(),
+            rsa_2048().spki_der()
+        );
 
         let cert_block = pem::encode(&pem::Pem::new("CERTIFICATE", vec![1, 2, 3]));
         let err = decode_key_file(cert_block.as_bytes(), "/x.pem").unwrap_err();

@@ -283,7 +283,9 @@ pub(crate) mod tests {
     fn garbage_is_malformed_and_named() {
         let err = SigningKeyPair::from_pkcs8(b"nope", "/keys/x.pem").unwrap_err();
         assert!(matches!(err, KeyError::Malformed { .. }));
-        assert!(err.to_string().starts_with("/keys/x.pem is not a usable private key"));
+        assert!(err
+            .to_string()
+            .starts_with("/keys/x.pem is not a usable private key"));
     }
 
     #[test]

@@ -56,8 +56,14 @@ fn attest_then_renew_with_current_serial_only() {
             svid_expires_at: 8_000
         }]
     );
-    let n = given(&[ServerEvent::AgentAttested(agent(X, true)), d.events[0].clone()]);
-    assert!(matches!(n.decide(renew("01"), &ctx()), Err(NodeError::StaleSvid { .. })));
+    let n = given(&[
+        ServerEvent::AgentAttested(agent(X, true)),
+        d.events[0].clone(),
+    ]);
+    assert!(matches!(
+        n.decide(renew("01"), &ctx()),
+        Err(NodeError::StaleSvid { .. })
+    ));
     assert_eq!(n.get(&id(X)).unwrap().agent.svid_serial, "02");
 }
 
@@ -71,7 +77,11 @@ fn evicted_agent_must_reattest_and_join_token_agents_cannot() {
         n.decide(NodeCommand::Attested(agent(J, false)), &ctx()),
         Err(NodeError::AlreadyAttested(_))
     ));
-    assert!(n.decide(NodeCommand::Attested(agent(X, true)), &ctx()).is_ok(), "x509pop may re-attest");
+    assert!(
+        n.decide(NodeCommand::Attested(agent(X, true)), &ctx())
+            .is_ok(),
+        "x509pop may re-attest"
+    );
     let n = given(&[
         ServerEvent::AgentAttested(agent(X, true)),
         ServerEvent::AgentEvicted { agent_id: id(X) },
@@ -97,14 +107,25 @@ fn banned_agent_cannot_renew_or_attest_until_evicted() {
         ServerEvent::AgentAttested(agent(X, true)),
         ServerEvent::AgentBanned { agent_id: id(X) },
     ]);
-    assert!(n.selectors_of(&id(X)).is_none(), "banned agents get no authorisation");
-    assert!(matches!(n.decide(NodeCommand::Attested(agent(X, true)), &ctx()), Err(NodeError::Banned(_))));
-    assert!(matches!(n.decide(NodeCommand::Ban(id(X)), &ctx()), Err(NodeError::Banned(_))));
+    assert!(
+        n.selectors_of(&id(X)).is_none(),
+        "banned agents get no authorisation"
+    );
+    assert!(matches!(
+        n.decide(NodeCommand::Attested(agent(X, true)), &ctx()),
+        Err(NodeError::Banned(_))
+    ));
+    assert!(matches!(
+        n.decide(NodeCommand::Ban(id(X)), &ctx()),
+        Err(NodeError::Banned(_))
+    ));
     let d = n.decide(NodeCommand::Evict(id(X)), &ctx()).unwrap();
     let n = given(&[
         ServerEvent::AgentAttested(agent(X, true)),
         ServerEvent::AgentBanned { agent_id: id(X) },
         d.events[0].clone(),
     ]);
-    assert!(n.decide(NodeCommand::Attested(agent(X, true)), &ctx()).is_ok());
+    assert!(n
+        .decide(NodeCommand::Attested(agent(X, true)), &ctx())
+        .is_ok());
 }

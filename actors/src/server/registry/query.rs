@@ -60,8 +60,13 @@ fn set_matches<T: Ord + Clone>(entry: &[T], filter: &[T], how: MatchBehavior) ->
 impl EntryFilter {
     /// Whether `e` passes every filter.
     pub fn matches(&self, e: &RegistrationEntry) -> bool {
-        self.by_spiffe_id.as_ref().is_none_or(|id| &e.spiffe_id == id)
-            && self.by_parent_id.as_ref().is_none_or(|id| &e.parent_id == id)
+        self.by_spiffe_id
+            .as_ref()
+            .is_none_or(|id| &e.spiffe_id == id)
+            && self
+                .by_parent_id
+                .as_ref()
+                .is_none_or(|id| &e.parent_id == id)
             && self
                 .by_selectors
                 .as_ref()
@@ -77,7 +82,10 @@ impl EntryFilter {
 
 impl Registry {
     /// Candidates for `filter` from the narrowest index it allows, in id order.
-    fn candidates<'a>(&'a self, filter: &EntryFilter) -> Box<dyn Iterator<Item = &'a RegistrationEntry> + 'a> {
+    fn candidates<'a>(
+        &'a self,
+        filter: &EntryFilter,
+    ) -> Box<dyn Iterator<Item = &'a RegistrationEntry> + 'a> {
         let from_index = |ids: Option<&'a BTreeSet<EntryId>>| -> Box<dyn Iterator<Item = &'a RegistrationEntry> + 'a> {
             Box::new(ids.into_iter().flatten().filter_map(|id| self.entries.get(id)))
         };
@@ -87,7 +95,9 @@ impl Registry {
         if let Some(id) = &filter.by_parent_id {
             return from_index(self.by_parent.get(id));
         }
-        if let Some((selectors, MatchBehavior::Exact | MatchBehavior::Superset)) = &filter.by_selectors {
+        if let Some((selectors, MatchBehavior::Exact | MatchBehavior::Superset)) =
+            &filter.by_selectors
+        {
             // Every match holds the filter's first selector.
             if let Some(first) = selectors.iter().next() {
                 return from_index(self.by_selector.get(first));
@@ -97,7 +107,12 @@ impl Registry {
     }
 
     /// A page of entries passing `filter`, after `page_token`, at most `page_size` (0: all).
-    pub fn list(&self, filter: &EntryFilter, page_size: usize, page_token: Option<&EntryId>) -> EntryPage {
+    pub fn list(
+        &self,
+        filter: &EntryFilter,
+        page_size: usize,
+        page_token: Option<&EntryId>,
+    ) -> EntryPage {
         let mut entries = Vec::new();
         let mut next_page_token = None;
         for e in self.candidates(filter) {
@@ -118,6 +133,8 @@ impl Registry {
 
     /// How many entries pass `filter`.
     pub fn count(&self, filter: &EntryFilter) -> usize {
-        self.candidates(filter).filter(|e| filter.matches(e)).count()
+        self.candidates(filter)
+            .filter(|e| filter.matches(e))
+            .count()
     }
 }

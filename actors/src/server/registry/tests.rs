@@ -1,7 +1,9 @@
 //! Given/when/then tests of the registry: given these events, when this command, then these
 //! events (or these rejections).
 
-use tessera_identity::{EntryId, EntryLimits, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain};
+use tessera_identity::{
+    EntryId, EntryLimits, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain,
+};
 
 use super::*;
 use crate::server::aggregate::{Aggregate, Context};
@@ -58,8 +60,17 @@ fn given(events: &[ServerEvent]) -> Registry {
     r
 }
 
-fn created(r: &Registry, items: Vec<NewEntry>, seed: u8) -> (Vec<ServerEvent>, Vec<Result<RegistrationEntry, EntryRejection>>) {
-    let d = r.decide(RegistryCommand::Create(items), &ctx(seed)).unwrap();
+fn created(
+    r: &Registry,
+    items: Vec<NewEntry>,
+    seed: u8,
+) -> (
+    Vec<ServerEvent>,
+    Vec<Result<RegistrationEntry, EntryRejection>>,
+) {
+    let d = r
+        .decide(RegistryCommand::Create(items), &ctx(seed))
+        .unwrap();
     match d.reply {
         RegistryReply::Created(results) => (d.events, results),
         other => panic!("unexpected reply {other:?}"),
@@ -71,7 +82,15 @@ const AGENT: &str = "spiffe://example.org/spire/agent/join_token/abc";
 #[test]
 fn create_assigns_id_time_and_revision_and_emits_entry_created() {
     let r = given(&[]);
-    let (events, results) = created(&r, vec![new(entry("spiffe://example.org/web", AGENT, &["unix:uid:1000"]))], 1);
+    let (events, results) = created(
+        &r,
+        vec![new(entry(
+            "spiffe://example.org/web",
+            AGENT,
+            &["unix:uid:1000"],
+        ))],
+        1,
+    );
     let e = results[0].clone().unwrap();
     assert_eq!(e.created_at, 1_700_000_000);
     assert_eq!(e.revision, 0);
@@ -81,7 +100,15 @@ fn create_assigns_id_time_and_revision_and_emits_entry_created() {
 
 #[test]
 fn duplicate_of_existing_or_earlier_in_batch_is_rejected() {
-    let (events, _) = created(&given(&[]), vec![new(entry("spiffe://example.org/web", AGENT, &["unix:uid:1000"]))], 1);
+    let (events, _) = created(
+        &given(&[]),
+        vec![new(entry(
+            "spiffe://example.org/web",
+            AGENT,
+            &["unix:uid:1000"],
+        ))],
+        1,
+    );
     let r = given(&events);
     let (events2, results) = created(
         &r,
@@ -92,9 +119,15 @@ fn duplicate_of_existing_or_earlier_in_batch_is_rejected() {
         ],
         2,
     );
-    assert!(matches!(results[0], Err(EntryRejection::AlreadyExists { .. })));
+    assert!(matches!(
+        results[0],
+        Err(EntryRejection::AlreadyExists { .. })
+    ));
     assert!(results[1].is_ok());
-    assert!(matches!(results[2], Err(EntryRejection::AlreadyExists { .. })));
+    assert!(matches!(
+        results[2],
+        Err(EntryRejection::AlreadyExists { .. })
+    ));
     assert_eq!(events2.len(), 1, "only the accepted item becomes an event");
 }
 
@@ -106,7 +139,11 @@ fn invalid_entries_are_rejected_with_the_rule() {
         vec![
             new(entry("spiffe://other.org/web", AGENT, &["unix:uid:1"])),
             new(entry("spiffe://example.org/web", AGENT, &[])),
-            new(entry("spiffe://example.org/spire/agent/x", AGENT, &["unix:uid:1"])),
+            new(entry(
+                "spiffe://example.org/spire/agent/x",
+                AGENT,
+                &["unix:uid:1"],
+            )),
         ],
         1,
     );
@@ -130,11 +167,20 @@ fn caller_chosen_id_must_be_free() {
 #[test]
 fn registry_limit_is_enforced() {
     let items: Vec<_> = (0..7)
-        .map(|i| new(entry(&format!("spiffe://example.org/w{i}"), AGENT, &["unix:uid:1"])))
+        .map(|i| {
+            new(entry(
+                &format!("spiffe://example.org/w{i}"),
+                AGENT,
+                &["unix:uid:1"],
+            ))
+        })
         .collect();
     let (events, results) = created(&given(&[]), items, 1);
     assert_eq!(events.len(), 5);
-    assert!(matches!(results[5], Err(EntryRejection::RegistryFull { limit: 5 })));
+    assert!(matches!(
+        results[5],
+        Err(EntryRejection::RegistryFull { limit: 5 })
+    ));
 }
 
 #[test]
@@ -156,23 +202,47 @@ fn update_bumps_revision_keeps_created_at_and_checks_uniqueness() {
     let mut b2 = b.clone();
     b2.selectors = a.selectors.clone();
     b2.spiffe_id = a.spiffe_id.clone();
-    let d = r.decide(RegistryCommand::Update(vec![a2, b2]), &ctx(2)).unwrap();
-    let RegistryReply::Updated(results) = d.reply else { panic!() };
+    let d = r
+        .decide(RegistryCommand::Update(vec![a2, b2]), &ctx(2))
+        .unwrap();
+    let RegistryReply::Updated(results) = d.reply else {
+        panic!()
+    };
     let a2 = results[0].clone().unwrap();
-    assert_eq!((a2.revision, a2.created_at, a2.hint.as_str()), (1, a.created_at, "frontend"));
-    assert!(matches!(results[1], Err(EntryRejection::AlreadyExists { .. })));
+    assert_eq!(
+        (a2.revision, a2.created_at, a2.hint.as_str()),
+        (1, a.created_at, "frontend")
+    );
+    assert!(matches!(
+        results[1],
+        Err(EntryRejection::AlreadyExists { .. })
+    ));
     assert_eq!(d.events, vec![ServerEvent::EntryUpdated(a2)]);
 }
 
 #[test]
 fn delete_removes_from_every_index() {
-    let (events, results) = created(&given(&[]), vec![new(entry("spiffe://example.org/a", AGENT, &["unix:uid:1"]))], 1);
+    let (events, results) = created(
+        &given(&[]),
+        vec![new(entry("spiffe://example.org/a", AGENT, &["unix:uid:1"]))],
+        1,
+    );
     let mut r = given(&events);
     let a = results[0].clone().unwrap();
-    let d = r.decide(RegistryCommand::Delete(vec![a.id.clone(), a.id.clone()]), &ctx(2)).unwrap();
-    let RegistryReply::Deleted(results) = d.reply else { panic!() };
+    let d = r
+        .decide(
+            RegistryCommand::Delete(vec![a.id.clone(), a.id.clone()]),
+            &ctx(2),
+        )
+        .unwrap();
+    let RegistryReply::Deleted(results) = d.reply else {
+        panic!()
+    };
     assert!(results[0].is_ok());
-    assert!(matches!(results[1], Err(EntryRejection::NotFound { .. })), "no double delete");
+    assert!(
+        matches!(results[1], Err(EntryRejection::NotFound { .. })),
+        "no double delete"
+    );
     for e in &d.events {
         r.apply(e);
     }
@@ -184,7 +254,11 @@ fn delete_removes_from_every_index() {
     };
     assert_eq!(r.count(&f), 0);
     // The same entry can be created again.
-    let (_, results) = created(&r, vec![new(entry("spiffe://example.org/a", AGENT, &["unix:uid:1"]))], 3);
+    let (_, results) = created(
+        &r,
+        vec![new(entry("spiffe://example.org/a", AGENT, &["unix:uid:1"]))],
+        3,
+    );
     assert!(results[0].is_ok());
 }
 
@@ -194,8 +268,16 @@ fn filters_and_pagination_follow_spire() {
         &given(&[]),
         vec![
             new(entry("spiffe://example.org/a", AGENT, &["unix:uid:1"])),
-            new(entry("spiffe://example.org/b", AGENT, &["unix:uid:1", "unix:gid:1"])),
-            new(entry("spiffe://example.org/c", "spiffe://example.org/spire/server", &["x509pop:subject:cn:n"])),
+            new(entry(
+                "spiffe://example.org/b",
+                AGENT,
+                &["unix:uid:1", "unix:gid:1"],
+            )),
+            new(entry(
+                "spiffe://example.org/c",
+                "spiffe://example.org/spire/server",
+                &["x509pop:subject:cn:n"],
+            )),
         ],
         1,
     );
@@ -206,8 +288,20 @@ fn filters_and_pagination_follow_spire() {
     };
     assert_eq!(r.count(&sel(&["unix:uid:1"], MatchBehavior::Exact)), 1);
     assert_eq!(r.count(&sel(&["unix:uid:1"], MatchBehavior::Superset)), 2);
-    assert_eq!(r.count(&sel(&["unix:uid:1", "unix:gid:1", "unix:gid:2"], MatchBehavior::Subset)), 2);
-    assert_eq!(r.count(&sel(&["unix:gid:1", "x509pop:subject:cn:n"], MatchBehavior::Any)), 2);
+    assert_eq!(
+        r.count(&sel(
+            &["unix:uid:1", "unix:gid:1", "unix:gid:2"],
+            MatchBehavior::Subset
+        )),
+        2
+    );
+    assert_eq!(
+        r.count(&sel(
+            &["unix:gid:1", "x509pop:subject:cn:n"],
+            MatchBehavior::Any
+        )),
+        2
+    );
     let by_parent = EntryFilter {
         by_parent_id: Some(id(AGENT)),
         ..EntryFilter::default()
@@ -221,7 +315,12 @@ fn filters_and_pagination_follow_spire() {
     let p2 = r.list(&all, 2, Some(&token));
     assert_eq!(p2.entries.len(), 1);
     assert_eq!(p2.next_page_token, None);
-    let mut ids: Vec<_> = p1.entries.iter().chain(&p2.entries).map(|e| e.id.clone()).collect();
+    let mut ids: Vec<_> = p1
+        .entries
+        .iter()
+        .chain(&p2.entries)
+        .map(|e| e.id.clone())
+        .collect();
     let n = ids.len();
     ids.dedup();
     assert_eq!(ids.len(), n, "pages never repeat an entry");
@@ -242,5 +341,11 @@ fn snapshot_image_round_trips_with_indexes() {
     let back: Registry = tessera_eventlog::typed::decode_state(1, &bytes).unwrap();
     assert_eq!(back.len(), 2);
     assert_eq!(back.children_of(&id(AGENT)).count(), 2);
-    assert_eq!(back.count(&EntryFilter { by_spiffe_id: Some(id("spiffe://example.org/b")), ..Default::default() }), 1);
+    assert_eq!(
+        back.count(&EntryFilter {
+            by_spiffe_id: Some(id("spiffe://example.org/b")),
+            ..Default::default()
+        }),
+        1
+    );
 }

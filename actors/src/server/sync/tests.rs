@@ -72,14 +72,47 @@ fn direct_alias_and_descendant_entries_are_authorised() {
     let (index, _) = run(&[
         attested(A1, &["x509pop:subject:cn:web-1", "x509pop:ca:abc"]),
         attested(A2, &["x509pop:subject:cn:db-1", "x509pop:ca:abc"]),
-        ServerEvent::EntryCreated(entry("direct", "spiffe://example.org/w/direct", A1, &["unix:uid:1"])),
-        ServerEvent::EntryCreated(entry("alias", "spiffe://example.org/node/web", SERVER, &["x509pop:subject:cn:web-1"])),
-        ServerEvent::EntryCreated(entry("via-alias", "spiffe://example.org/w/web", "spiffe://example.org/node/web", &["unix:uid:2"])),
-        ServerEvent::EntryCreated(entry("nested", "spiffe://example.org/w/web/child", "spiffe://example.org/w/web", &["k8s:ns:x"])),
-        ServerEvent::EntryCreated(entry("all-nodes", "spiffe://example.org/node/all", SERVER, &["x509pop:ca:abc"])),
-        ServerEvent::EntryCreated(entry("everywhere", "spiffe://example.org/w/agentd", "spiffe://example.org/node/all", &["unix:uid:0"])),
+        ServerEvent::EntryCreated(entry(
+            "direct",
+            "spiffe://example.org/w/direct",
+            A1,
+            &["unix:uid:1"],
+        )),
+        ServerEvent::EntryCreated(entry(
+            "alias",
+            "spiffe://example.org/node/web",
+            SERVER,
+            &["x509pop:subject:cn:web-1"],
+        )),
+        ServerEvent::EntryCreated(entry(
+            "via-alias",
+            "spiffe://example.org/w/web",
+            "spiffe://example.org/node/web",
+            &["unix:uid:2"],
+        )),
+        ServerEvent::EntryCreated(entry(
+            "nested",
+            "spiffe://example.org/w/web/child",
+            "spiffe://example.org/w/web",
+            &["k8s:ns:x"],
+        )),
+        ServerEvent::EntryCreated(entry(
+            "all-nodes",
+            "spiffe://example.org/node/all",
+            SERVER,
+            &["x509pop:ca:abc"],
+        )),
+        ServerEvent::EntryCreated(entry(
+            "everywhere",
+            "spiffe://example.org/w/agentd",
+            "spiffe://example.org/node/all",
+            &["unix:uid:0"],
+        )),
     ]);
-    assert_eq!(ids(&index.entries_for(&id(A1))), vec!["direct", "everywhere", "nested", "via-alias"]);
+    assert_eq!(
+        ids(&index.entries_for(&id(A1))),
+        vec!["direct", "everywhere", "nested", "via-alias"]
+    );
     assert_eq!(ids(&index.entries_for(&id(A2))), vec!["everywhere"]);
     assert!(index.is_authorised(&id(A1), &EntryId::new("nested").unwrap()));
     assert!(!index.is_authorised(&id(A2), &EntryId::new("nested").unwrap()));
@@ -91,24 +124,39 @@ fn a_change_reaches_only_the_agents_it_concerns() {
         attested(A1, &["x509pop:subject:cn:web-1"]),
         attested(A2, &["x509pop:subject:cn:db-1"]),
         ServerEvent::EntryCreated(entry("e1", "spiffe://example.org/w/1", A1, &["unix:uid:1"])),
-        ServerEvent::EntryDeleted { id: EntryId::new("e1").unwrap() },
+        ServerEvent::EntryDeleted {
+            id: EntryId::new("e1").unwrap(),
+        },
     ]);
     let created = &changes[2];
     assert_eq!(created.keys().collect::<Vec<_>>(), vec![&id(A1)]);
     assert!(matches!(created[&id(A1)][..], [ViewChange::Upsert(_)]));
     let deleted = &changes[3];
-    assert_eq!(deleted[&id(A1)], vec![ViewChange::Remove(EntryId::new("e1").unwrap())]);
+    assert_eq!(
+        deleted[&id(A1)],
+        vec![ViewChange::Remove(EntryId::new("e1").unwrap())]
+    );
     assert!(!deleted.contains_key(&id(A2)));
 }
 
 #[test]
 fn alias_selector_change_moves_a_subtree_between_agents() {
-    let mut alias = entry("alias", "spiffe://example.org/node/x", SERVER, &["x509pop:subject:cn:web-1"]);
+    let mut alias = entry(
+        "alias",
+        "spiffe://example.org/node/x",
+        SERVER,
+        &["x509pop:subject:cn:web-1"],
+    );
     let (index, changes) = run(&[
         attested(A1, &["x509pop:subject:cn:web-1"]),
         attested(A2, &["x509pop:subject:cn:db-1"]),
         ServerEvent::EntryCreated(alias.clone()),
-        ServerEvent::EntryCreated(entry("w", "spiffe://example.org/w", "spiffe://example.org/node/x", &["unix:uid:1"])),
+        ServerEvent::EntryCreated(entry(
+            "w",
+            "spiffe://example.org/w",
+            "spiffe://example.org/node/x",
+            &["unix:uid:1"],
+        )),
         {
             alias.selectors = SelectorSet::parse_all(["x509pop:subject:cn:db-1"]).unwrap();
             alias.revision = 1;
@@ -118,7 +166,10 @@ fn alias_selector_change_moves_a_subtree_between_agents() {
     assert_eq!(ids(&index.entries_for(&id(A1))), Vec::<&str>::new());
     assert_eq!(ids(&index.entries_for(&id(A2))), vec!["w"]);
     let moved = &changes[4];
-    assert_eq!(moved[&id(A1)], vec![ViewChange::Remove(EntryId::new("w").unwrap())]);
+    assert_eq!(
+        moved[&id(A1)],
+        vec![ViewChange::Remove(EntryId::new("w").unwrap())]
+    );
     assert!(matches!(moved[&id(A2)][..], [ViewChange::Upsert(_)]));
 }
 
@@ -130,14 +181,21 @@ fn evicted_and_banned_agents_lose_everything() {
         ServerEvent::AgentBanned { agent_id: id(A1) },
     ]);
     assert!(index.entries_for(&id(A1)).is_empty());
-    assert_eq!(changes[2][&id(A1)], vec![ViewChange::Remove(EntryId::new("e1").unwrap())]);
+    assert_eq!(
+        changes[2][&id(A1)],
+        vec![ViewChange::Remove(EntryId::new("e1").unwrap())]
+    );
     let (index, _) = run(&[
         attested(A1, &["x509pop:subject:cn:web-1"]),
         ServerEvent::EntryCreated(entry("e1", "spiffe://example.org/w/1", A1, &["unix:uid:1"])),
         ServerEvent::AgentEvicted { agent_id: id(A1) },
         attested(A1, &["x509pop:subject:cn:web-1"]),
     ]);
-    assert_eq!(ids(&index.entries_for(&id(A1))), vec!["e1"], "re-attesting restores the view");
+    assert_eq!(
+        ids(&index.entries_for(&id(A1))),
+        vec!["e1"],
+        "re-attesting restores the view"
+    );
 }
 
 #[test]
@@ -145,8 +203,18 @@ fn cycles_in_parent_links_terminate() {
     let (index, _) = run(&[
         attested(A1, &["x509pop:subject:cn:web-1"]),
         ServerEvent::EntryCreated(entry("a", "spiffe://example.org/a", A1, &["unix:uid:1"])),
-        ServerEvent::EntryCreated(entry("b", "spiffe://example.org/b", "spiffe://example.org/a", &["unix:uid:1"])),
-        ServerEvent::EntryCreated(entry("c", "spiffe://example.org/a", "spiffe://example.org/b", &["unix:uid:2"])),
+        ServerEvent::EntryCreated(entry(
+            "b",
+            "spiffe://example.org/b",
+            "spiffe://example.org/a",
+            &["unix:uid:1"],
+        )),
+        ServerEvent::EntryCreated(entry(
+            "c",
+            "spiffe://example.org/a",
+            "spiffe://example.org/b",
+            &["unix:uid:2"],
+        )),
     ]);
     assert_eq!(ids(&index.entries_for(&id(A1))), vec!["a", "b", "c"]);
 }

@@ -49,7 +49,10 @@ fn token_is_stored_hashed_and_single_use() {
             alias: Some(SpiffeId::new("spiffe://example.org/node/a").unwrap()),
         }
     );
-    assert!(!format!("{ev:?}").contains("\"t1\""), "the token itself is not in the event");
+    assert!(
+        !format!("{ev:?}").contains("\"t1\""),
+        "the token itself is not in the event"
+    );
     let t = given(&[ev.clone()]);
     let consume = TokenCommand::Consume {
         token_hash: hash_token("t1"),
@@ -58,7 +61,10 @@ fn token_is_stored_hashed_and_single_use() {
     let d = t.decide(consume.clone(), &ctx(200)).unwrap();
     assert!(matches!(d.reply, TokenReply::Consumed { alias: Some(_) }));
     let t = given(&[ev, d.events[0].clone()]);
-    assert_eq!(t.decide(consume, &ctx(201)).unwrap_err(), TokenError::Unknown);
+    assert_eq!(
+        t.decide(consume, &ctx(201)).unwrap_err(),
+        TokenError::Unknown
+    );
 }
 
 #[test]
@@ -89,8 +95,14 @@ fn ttl_bounds_and_duplicates_are_typed_errors() {
         ttl_secs: ttl,
         alias: None,
     };
-    assert!(matches!(t.decide(mk(0), &ctx(0)), Err(TokenError::Ttl { .. })));
-    assert!(matches!(t.decide(mk(MAX_TOKEN_TTL_SECS + 1), &ctx(0)), Err(TokenError::Ttl { .. })));
+    assert!(matches!(
+        t.decide(mk(0), &ctx(0)),
+        Err(TokenError::Ttl { .. })
+    ));
+    assert!(matches!(
+        t.decide(mk(MAX_TOKEN_TTL_SECS + 1), &ctx(0)),
+        Err(TokenError::Ttl { .. })
+    ));
     let t = given(&t.decide(mk(5), &ctx(0)).unwrap().events);
     assert_eq!(t.decide(mk(5), &ctx(0)).unwrap_err(), TokenError::Duplicate);
 }

@@ -154,7 +154,10 @@ impl AuthorityHandle {
     ///
     /// # Errors
     /// As [`Signer::sign_agent_svid`].
-    pub async fn sign_agent_svid(&self, request: AgentSvidRequest) -> Result<IssuedX509Svid, SignError> {
+    pub async fn sign_agent_svid(
+        &self,
+        request: AgentSvidRequest,
+    ) -> Result<IssuedX509Svid, SignError> {
         self.signer.sign_agent_svid(request).await
     }
 

@@ -55,7 +55,10 @@ impl AuthoritySettings {
     /// A [`SettingsError`].
     pub fn validate(&self) -> Result<(), SettingsError> {
         let err = |m: String| Err(SettingsError(m));
-        for (name, key_type) in [("ca_key_type", self.ca.key_type), ("jwt_key_type", self.jwt_key_type)] {
+        for (name, key_type) in [
+            ("ca_key_type", self.ca.key_type),
+            ("jwt_key_type", self.jwt_key_type),
+        ] {
             if !key_type.can_generate() {
                 return err(format!(
                     "{name} = \"{key_type}\": this build cannot generate RSA keys (ring has no RSA \
@@ -106,6 +109,9 @@ mod tests {
         let mut s = AuthoritySettings::new(TrustDomain::new("example.org").unwrap());
         s.ca.key_type = KeyType::Rsa2048;
         let e = s.validate().unwrap_err().to_string();
-        assert!(e.contains("ca_key_type = \"rsa-2048\"") && e.contains("\"ec-p256\""), "{e}");
+        assert!(
+            e.contains("ca_key_type = \"rsa-2048\"") && e.contains("\"ec-p256\""),
+            "{e}"
+        );
     }
 }

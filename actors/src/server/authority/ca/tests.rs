@@ -6,7 +6,7 @@ use x509_parser::parse_x509_certificate;
 use super::*;
 use crate::random::SeededRandom;
 use crate::server::authority::test_support::{td, write_upstream, UpstreamCa, T0};
-use crate::server::keys::signing_key::tests::RSA_2048_PEM;
+use crate::server::keys::test_keys::RSA_2048_PEM;
 use crate::server::keys::MemoryKeyManager;
 
 fn settings(ttl: u64) -> CaSettings {
@@ -83,8 +83,12 @@ fn p384_cas_are_built_and_rsa_is_refused_without_leaving_a_key() {
 fn two_cas_have_distinct_ids_keys_and_subjects() {
     let keys = MemoryKeyManager::new();
     let random = SeededRandom::new(5);
-    let a = build_ca(&td(), &settings(600), &keys, &random, T0).unwrap().record;
-    let b = build_ca(&td(), &settings(600), &keys, &random, T0).unwrap().record;
+    let a = build_ca(&td(), &settings(600), &keys, &random, T0)
+        .unwrap()
+        .record;
+    let b = build_ca(&td(), &settings(600), &keys, &random, T0)
+        .unwrap()
+        .record;
     assert_ne!(a.authority_id, b.authority_id);
     assert_ne!(a.key_ref, b.key_ref);
     let subject = |der: &[u8]| parse_x509_certificate(der).unwrap().1.subject().to_string();
@@ -124,7 +128,9 @@ fn upstream_intermediate_is_carried_in_the_chain() {
         upstream: Some(upstream),
         ..settings(86_400)
     };
-    let r = build_ca(&td(), &s, &keys, &SeededRandom::new(1), T0).unwrap().record;
+    let r = build_ca(&td(), &s, &keys, &SeededRandom::new(1), T0)
+        .unwrap()
+        .record;
     assert_eq!(r.upstream_chain, vec![mid.der.clone()]);
     assert_eq!(r.trust_anchors, vec![root.der.clone()]);
     assert_eq!(r.not_after, T0 + 86_400);
@@ -135,7 +141,9 @@ fn upstream_intermediate_is_carried_in_the_chain() {
         upstream: Some(upstream),
         ..settings(86_400)
     };
-    let r = build_ca(&td(), &s, &keys, &SeededRandom::new(2), T0).unwrap().record;
+    let r = build_ca(&td(), &s, &keys, &SeededRandom::new(2), T0)
+        .unwrap()
+        .record;
     assert_eq!(r.upstream_chain, vec![mid.der.clone()]);
     assert_eq!(r.trust_anchors, vec![root.der.clone()]);
 }
@@ -151,7 +159,9 @@ fn an_rsa_upstream_key_can_sign() {
         ..settings(86_400)
     };
     let keys = MemoryKeyManager::new();
-    let r = build_ca(&td(), &s, &keys, &SeededRandom::new(1), T0).unwrap().record;
+    let r = build_ca(&td(), &s, &keys, &SeededRandom::new(1), T0)
+        .unwrap()
+        .record;
     let (_, cert) = parse_x509_certificate(&r.cert_der).unwrap();
     let (_, root_cert) = parse_x509_certificate(&root.der).unwrap();
     assert!(cert.verify_signature(Some(root_cert.public_key())).is_ok());
@@ -174,34 +184,72 @@ fn upstream_problems_are_named_with_their_fix() {
     };
 
     let e = fail(write_upstream(dir.path(), &[&root], &other.key, None));
-    assert!(matches!(e, CaBuildError::Upstream(UpstreamError::KeyMismatch { .. })), "{e}");
-    assert!(e.to_string().contains("point key_file_path at that certificate's key"));
+    assert!(
+        matches!(e, CaBuildError::Upstream(UpstreamError::KeyMismatch { .. })),
+        "{e}"
+    );
+    assert!(e
+        .to_string()
+        .contains("point key_file_path at that certificate's key"));
 
     let e = fail(write_upstream(dir.path(), &[&mid], &mid.key, None));
-    assert!(matches!(e, CaBuildError::Upstream(UpstreamError::NoRoot { .. })), "{e}");
+    assert!(
+        matches!(e, CaBuildError::Upstream(UpstreamError::NoRoot { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("set bundle_file_path"));
 
     let e = fail(write_upstream(dir.path(), &[&expired], &expired.key, None));
-    assert!(matches!(e, CaBuildError::Upstream(UpstreamError::OutsideValidity { .. })), "{e}");
+    assert!(
+        matches!(
+            e,
+            CaBuildError::Upstream(UpstreamError::OutsideValidity { .. })
+        ),
+        "{e}"
+    );
 
     let mut missing = write_upstream(dir.path(), &[&root], &root.key, None);
     missing.cert_file_path = dir.path().join("nope.crt");
     let e = fail(missing);
     assert!(e.to_string().contains("nope.crt"), "{e}");
 
-    assert!(keys.key_refs().is_empty(), "no key is left behind by a failed build");
+    assert!(
+        keys.key_refs().is_empty(),
+        "no key is left behind by a failed build"
+    );
 }
 
 #[test]
-fn jwt_keys_get_random_alphanumeric_kids() {
+fn jwt_kids_are_derived_from_the_public_key() {
     let keys = MemoryKeyManager::new();
-    let random = SeededRandom::new(3);
-    let a = build_jwt_key(Duration::from_secs(600), KeyType::EcP256, &keys, &random, T0).unwrap();
-    let b = build_jwt_key(Duration::from_secs(600), KeyType::EcP256, &keys, &random, T0).unwrap();
+    // The same seed twice (as after a restart of a seeded run): still distinct keys and kids.
+    let a = build_jwt_key(
+        Duration::from_secs(600),
+        KeyType::EcP256,
+        &keys,
+        &SeededRandom::new(3),
+        T0,
+    )
+    .unwrap();
+    let b = build_jwt_key(
+        Duration::from_secs(600),
+        KeyType::EcP256,
+        &keys,
+        &SeededRandom::new(3),
+        T0 + 1,
+    )
+    .unwrap();
     assert_eq!(a.record.kid.len(), 32);
-    assert!(a.record.kid.bytes().all(|c| c.is_ascii_alphanumeric()));
+    assert!(a.record.kid.bytes().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(
+        a.record.kid,
+        hex::encode(&Sha256::digest(a.key.spki_der())[..16])
+    );
     assert_ne!(a.record.kid, b.record.kid);
     assert_eq!(a.record.public_key_der, a.key.spki_der());
-    assert_eq!((a.record.not_before, a.record.not_after), (T0 - 10, T0 + 600));
+    assert_eq!(
+        (a.record.not_before, a.record.not_after),
+        (T0 - 10, T0 + 600)
+    );
     assert_eq!(keys.key_refs().len(), 2);
 }

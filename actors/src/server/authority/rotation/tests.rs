@@ -83,7 +83,12 @@ fn retire(id: &str) -> RotationAction {
 
 /// A running authority: CA "a" and JWT key "ka" active since T0.
 fn running() -> Vec<ServerEvent> {
-    vec![ca("a", T0), activated("a"), jwt("ka", T0), jwt_activated("ka")]
+    vec![
+        ca("a", T0),
+        activated("a"),
+        jwt("ka", T0),
+        jwt_activated("ka"),
+    ]
 }
 
 #[test]
@@ -117,7 +122,10 @@ fn at_half_life_the_next_ca_and_key_are_prepared_not_activated() {
 fn prepared_waits_until_five_sixths() {
     let mut events = running();
     events.push(ca("b", T0 + T / 2));
-    assert_eq!(ca_only(when_planned_at(&given(&events), T0 + 5 * T / 6 - 1)), vec![]);
+    assert_eq!(
+        ca_only(when_planned_at(&given(&events), T0 + 5 * T / 6 - 1)),
+        vec![]
+    );
 }
 
 #[test]
@@ -154,15 +162,24 @@ fn restart_between_prepare_and_activate_picks_up_where_it_stopped() {
     let mut events = running();
     events.push(ca("b", T0 + T / 2));
     let replayed = given(&events);
-    assert_eq!(replayed.prepared_ca().map(|r| r.authority_id.as_str()), Some("b"));
-    assert_eq!(ca_only(when_planned_at(&replayed, T0 + 5 * T / 6)), vec![activate("b")]);
+    assert_eq!(
+        replayed.prepared_ca().map(|r| r.authority_id.as_str()),
+        Some("b")
+    );
+    assert_eq!(
+        ca_only(when_planned_at(&replayed, T0 + 5 * T / 6)),
+        vec![activate("b")]
+    );
 }
 
 #[test]
 fn restart_after_the_first_prepare_activates_it() {
     // Crash between the first CaPrepared and its CaActivated.
     let state = given(&[ca("a", T0)]);
-    assert_eq!(ca_only(when_planned_at(&state, T0 + 1)), vec![activate("a")]);
+    assert_eq!(
+        ca_only(when_planned_at(&state, T0 + 1)),
+        vec![activate("a")]
+    );
 }
 
 #[test]
@@ -196,7 +213,12 @@ fn a_ca_whose_key_is_lost_is_replaced_but_kept_in_the_bundle() {
     let state = given(&running());
     let unusable = BTreeSet::from(["a".to_owned()]);
     assert_eq!(
-        ca_only(plan(&state, T0 + 10, &RotationSettings::default(), &unusable)),
+        ca_only(plan(
+            &state,
+            T0 + 10,
+            &RotationSettings::default(),
+            &unusable
+        )),
         vec![RotationAction::PrepareCa { activate: true }]
     );
     // A keyless prepared one is dropped (it never signed anything).
@@ -204,7 +226,12 @@ fn a_ca_whose_key_is_lost_is_replaced_but_kept_in_the_bundle() {
     events.push(ca("b", T0 + T / 2));
     let unusable = BTreeSet::from(["b".to_owned()]);
     assert_eq!(
-        ca_only(plan(&given(&events), T0 + T / 2 + 1, &RotationSettings::default(), &unusable)),
+        ca_only(plan(
+            &given(&events),
+            T0 + T / 2 + 1,
+            &RotationSettings::default(),
+            &unusable
+        )),
         vec![retire("b"), RotationAction::PrepareCa { activate: false }]
     );
 }

@@ -26,7 +26,9 @@ pub enum SvidRejection {
     #[error("CSR signature does not verify with the CSR's public key; sign the CSR with the key it carries")]
     CsrSignature,
     /// The CSR's key is of an unsupported kind or size.
-    #[error("CSR public key is {reason}; use an EC P-256 (recommended), EC P-384 or RSA >= 2048 key")]
+    #[error(
+        "CSR public key is {reason}; use an EC P-256 (recommended), EC P-384 or RSA >= 2048 key"
+    )]
     UnsupportedKey {
         /// What the key is.
         reason: String,
@@ -65,7 +67,9 @@ pub enum SvidRejection {
     #[error("JWT-SVID audience is empty; give at least one audience")]
     NoAudience,
     /// Too many audiences.
-    #[error("{count} JWT-SVID audiences given, over the limit of {max} (server config `max_audiences`)")]
+    #[error(
+        "{count} JWT-SVID audiences given, over the limit of {max} (server config `max_audiences`)"
+    )]
     TooManyAudiences {
         /// How many.
         count: usize,

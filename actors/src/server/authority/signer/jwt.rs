@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Serialize;
 
-use super::{SigningJwtKey, SvidRejection};
+use super::{SignerSettings, SigningJwtKey, SvidRejection};
 
 #[derive(Serialize)]
 struct Header<'a> {
@@ -37,7 +37,8 @@ pub(super) fn mint(
         typ: "JWT",
     })
     .map_err(|e| failed(e.to_string()))?;
-    let claims = serde_json::to_vec(&Claims { aud, exp, iat, sub }).map_err(|e| failed(e.to_string()))?;
+    let claims =
+        serde_json::to_vec(&Claims { aud, exp, iat, sub }).map_err(|e| failed(e.to_string()))?;
     let mut token = URL_SAFE_NO_PAD.encode(header);
     token.push('.');
     token.push_str(&URL_SAFE_NO_PAD.encode(claims));
@@ -48,4 +49,37 @@ pub(super) fn mint(
     token.push('.');
     token.push_str(&URL_SAFE_NO_PAD.encode(signature));
     Ok(token)
+}
+
+/// Drops empty audiences (as SPIRE does) and checks the rest against the limits.
+pub(super) fn check_audience(
+    audience: Vec<String>,
+    settings: &SignerSettings,
+) -> Result<Vec<String>, SvidRejection> {
+    let audience: Vec<String> = audience.into_iter().filter(|a| !a.is_empty()).collect();
+    if audience.is_empty() {
+        return Err(SvidRejection::NoAudience);
+    }
+    if audience.len() > settings.max_audiences {
+        return Err(SvidRejection::TooManyAudiences {
+            count: audience.len(),
+            max: settings.max_audiences,
+        });
+    }
+    for a in &audience {
+        let invalid = |reason: String| SvidRejection::InvalidAudience {
+            audience: a.chars().take(64).collect(),
+            reason,
+        };
+        if a.len() > settings.max_audience_len {
+            return Err(invalid(format!(
+                "it is longer than {} bytes (server config `max_audience_len`)",
+                settings.max_audience_len
+            )));
+        }
+        if a.chars().any(char::is_control) {
+            return Err(invalid("it has control characters".into()));
+        }
+    }
+    Ok(audience)
 }

@@ -13,7 +13,7 @@ use crate::server::authority::test_support::{
 };
 use crate::server::authority::{build_ca, CaSettings};
 use crate::server::events::ServerEvent;
-use crate::server::keys::{KeyType, MemoryKeyManager};
+use crate::server::keys::{KeyManager, KeyType, MemoryKeyManager};
 
 fn request(spiffe: &str, dns: &[&str]) -> X509SvidRequest {
     X509SvidRequest {
@@ -53,9 +53,16 @@ async fn batch_svids_verify_against_the_bundle_and_follow_the_template() {
         .await
         .unwrap();
     assert_eq!(results.len(), 2);
-    for (result, expected) in results.iter().zip(["spiffe://example.org/web", "spiffe://example.org/db"]) {
+    for (result, expected) in results
+        .iter()
+        .zip(["spiffe://example.org/web", "spiffe://example.org/db"])
+    {
         let svid = result.as_ref().unwrap();
-        assert_eq!(svid.cert_chain.len(), 1, "self-signed CA: the chain is the leaf only");
+        assert_eq!(
+            svid.cert_chain.len(),
+            1,
+            "self-signed CA: the chain is the leaf only"
+        );
         let verified = verify(&svid.cert_chain, &bundle, T0 + 61).unwrap();
         assert_eq!(verified.spiffe_id(), &id(expected));
         assert_eq!(svid.not_after, T0 + 60 + 3600);
@@ -75,12 +82,17 @@ async fn batch_svids_verify_against_the_bundle_and_follow_the_template() {
         ],
         "the CSR's own SANs are ignored"
     );
-    assert_eq!(leaf.subject().to_string(), "C=US, O=SPIRE, CN=web.example.org");
+    assert_eq!(
+        leaf.subject().to_string(),
+        "C=US, O=SPIRE, CN=web.example.org"
+    );
     let bc = leaf.basic_constraints().unwrap().unwrap();
     assert!(bc.critical && !bc.value.ca);
     let ku = leaf.key_usage().unwrap().unwrap();
     assert!(ku.critical);
-    assert!(ku.value.digital_signature() && ku.value.key_encipherment() && ku.value.key_agreement());
+    assert!(
+        ku.value.digital_signature() && ku.value.key_encipherment() && ku.value.key_agreement()
+    );
     assert!(!ku.value.key_cert_sign() && !ku.value.crl_sign());
     let eku = leaf.extended_key_usage().unwrap().unwrap().value;
     assert!(eku.server_auth && eku.client_auth);
@@ -114,9 +126,18 @@ async fn bad_items_are_refused_one_by_one() {
         .await
         .unwrap();
     assert_eq!(results[0], Err(SvidRejection::CsrSignature));
-    assert!(matches!(results[1], Err(SvidRejection::ForeignSpiffeId { .. })));
-    assert!(matches!(results[2], Err(SvidRejection::RootSpiffeId { .. })));
-    assert!(matches!(results[3], Err(SvidRejection::InvalidDnsName { .. })));
+    assert!(matches!(
+        results[1],
+        Err(SvidRejection::ForeignSpiffeId { .. })
+    ));
+    assert!(matches!(
+        results[2],
+        Err(SvidRejection::RootSpiffeId { .. })
+    ));
+    assert!(matches!(
+        results[3],
+        Err(SvidRejection::InvalidDnsName { .. })
+    ));
     assert!(results[4].is_ok());
 }
 
@@ -148,14 +169,18 @@ async fn no_or_expired_ca_is_unavailable() {
     let clock = clock_at(T0);
     let signer = signer_with(&clock, SignerSettings::default(), None, None);
     assert!(matches!(
-        signer.sign_x509_batch(vec![request("spiffe://example.org/a", &[])]).await,
+        signer
+            .sign_x509_batch(vec![request("spiffe://example.org/a", &[])])
+            .await,
         Err(SignError::NoActiveCa { .. })
     ));
     let ca = ca_at(&keys, 1, T0, 600);
     signer.install_ca(Some(SigningCa::new(ca.record.clone(), ca.key.clone())));
     clock.advance(Duration::from_secs(601));
     assert!(matches!(
-        signer.sign_x509_batch(vec![request("spiffe://example.org/a", &[])]).await,
+        signer
+            .sign_x509_batch(vec![request("spiffe://example.org/a", &[])])
+            .await,
         Err(SignError::NoActiveCa { .. })
     ));
     assert_eq!(signer.queued(), 0, "refused work gives its room back");
@@ -171,7 +196,14 @@ async fn svids_of_an_upstream_signed_ca_chain_to_the_upstream_root() {
         ..CaSettings::default()
     };
     let keys = MemoryKeyManager::new();
-    let ca = build_ca(&td(), &settings, &keys, &crate::random::SeededRandom::new(1), T0).unwrap();
+    let ca = build_ca(
+        &td(),
+        &settings,
+        &keys,
+        &crate::random::SeededRandom::new(1),
+        T0,
+    )
+    .unwrap();
     let clock = clock_at(T0 + 5);
     let signer = signer_with(&clock, SignerSettings::default(), Some(&ca), None);
     let svid = signer
@@ -217,7 +249,10 @@ async fn jwt_svids_verify_with_the_bundle_key_and_carry_the_claims() {
             .await
             .unwrap();
         let (header, claims) = verify_jwt(&svid.token, &bundle).unwrap();
-        assert_eq!(header, serde_json::json!({"alg": alg, "kid": key.record.kid, "typ": "JWT"}));
+        assert_eq!(
+            header,
+            serde_json::json!({"alg": alg, "kid": key.record.kid, "typ": "JWT"})
+        );
         assert_eq!(
             claims,
             serde_json::json!({
@@ -239,8 +274,11 @@ async fn jwt_svids_verify_with_the_bundle_key_and_carry_the_claims() {
 #[tokio::test]
 async fn jwt_expiry_is_capped_at_the_key_expiry_and_rs256_works() {
     let keys = MemoryKeyManager::new();
-    keys.import("rsa", crate::server::keys::signing_key::tests::rsa_2048().pkcs8_der())
-        .unwrap();
+    keys.import(
+        "rsa",
+        crate::server::keys::test_keys::rsa_2048().pkcs8_der(),
+    )
+    .unwrap();
     let key = std::sync::Arc::new(keys.load("rsa").unwrap());
     let record = crate::server::events::JwtKeyRecord {
         kid: "rsa-kid".into(),
@@ -263,7 +301,9 @@ async fn jwt_expiry_is_capped_at_the_key_expiry_and_rs256_works() {
     assert_eq!(svid.expires_at, T0 + 200);
     let bundle = bundle_of(vec![
         ServerEvent::JwtKeyPrepared(record),
-        ServerEvent::JwtKeyActivated { kid: "rsa-kid".into() },
+        ServerEvent::JwtKeyActivated {
+            kid: "rsa-kid".into(),
+        },
     ]);
     let (header, claims) = verify_jwt(&svid.token, &bundle).unwrap();
     assert_eq!(header["alg"], "RS256");
@@ -290,12 +330,17 @@ async fn jwt_requests_are_checked() {
         async move { signer.mint_jwt_svid(request).await }
     };
     assert_eq!(
-        mint(vec!["", ""], "spiffe://example.org/a").await.unwrap_err(),
+        mint(vec!["", ""], "spiffe://example.org/a")
+            .await
+            .unwrap_err(),
         SignError::Rejected(SvidRejection::NoAudience)
     );
     assert!(matches!(
         mint(vec!["a", "b", "c"], "spiffe://example.org/a").await,
-        Err(SignError::Rejected(SvidRejection::TooManyAudiences { count: 3, max: 2 }))
+        Err(SignError::Rejected(SvidRejection::TooManyAudiences {
+            count: 3,
+            max: 2
+        }))
     ));
     assert!(matches!(
         mint(vec!["a\u{7}"], "spiffe://example.org/a").await,
@@ -326,10 +371,19 @@ async fn a_full_queue_refuses_with_the_limit_named() {
     let held = signer.admit(2).unwrap();
     assert_eq!(signer.queued(), 2);
     let e = signer
-        .sign_x509_batch(vec![request("spiffe://example.org/a", &[]), request("spiffe://example.org/b", &[])])
+        .sign_x509_batch(vec![
+            request("spiffe://example.org/a", &[]),
+            request("spiffe://example.org/b", &[]),
+        ])
         .await
         .unwrap_err();
-    assert_eq!(e, SignError::Overloaded { requested: 2, limit: 3 });
+    assert_eq!(
+        e,
+        SignError::Overloaded {
+            requested: 2,
+            limit: 3
+        }
+    );
     assert!(e.to_string().contains("limit of 3"), "{e}");
     // One still fits.
     assert!(signer
@@ -344,7 +398,11 @@ async fn a_full_queue_refuses_with_the_limit_named() {
     assert_eq!(signer.queued(), 0);
     assert_eq!(
         signer
-            .sign_x509_batch((0..3).map(|i| request(&format!("spiffe://example.org/{i}"), &[])).collect())
+            .sign_x509_batch(
+                (0..3)
+                    .map(|i| request(&format!("spiffe://example.org/{i}"), &[]))
+                    .collect()
+            )
             .await
             .unwrap_err(),
         SignError::BatchTooLarge { len: 3, max: 2 }
@@ -368,11 +426,17 @@ async fn big_batches_keep_their_order_through_a_single_worker() {
             ..request(&format!("spiffe://example.org/w{i}"), &[])
         })
         .collect();
-    let (a, b) = tokio::join!(signer.sign_x509_batch(requests.clone()), signer.sign_x509_batch(requests));
+    let (a, b) = tokio::join!(
+        signer.sign_x509_batch(requests.clone()),
+        signer.sign_x509_batch(requests)
+    );
     for results in [a.unwrap(), b.unwrap()] {
         assert_eq!(results.len(), 2 * CHUNK + 3);
         for (i, r) in results.iter().enumerate() {
-            assert_eq!(r.as_ref().unwrap().spiffe_id, id(&format!("spiffe://example.org/w{i}")));
+            assert_eq!(
+                r.as_ref().unwrap().spiffe_id,
+                id(&format!("spiffe://example.org/w{i}"))
+            );
         }
     }
     assert_eq!(signer.queued(), 0);

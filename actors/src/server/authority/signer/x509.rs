@@ -26,7 +26,8 @@ pub(super) fn sign_chunk(
     max_csr_bytes: usize,
     jobs: Vec<Job>,
 ) -> Vec<Result<IssuedX509Svid, SvidRejection>> {
-    let issuer = match Issuer::from_ca_cert_der(&ca.record.cert_der.clone().into(), ca.key.as_ref()) {
+    let issuer = match Issuer::from_ca_cert_der(&ca.record.cert_der.clone().into(), ca.key.as_ref())
+    {
         Ok(issuer) => issuer,
         Err(e) => {
             let reason = format!("CA certificate {} unusable: {e}", ca.record.authority_id);
@@ -73,10 +74,11 @@ fn sign_one(
     params.use_authority_key_identifier_extension = true;
     let mut sans = vec![uri_san(&job.spiffe_id.to_string()).map_err(signing)?];
     for name in &job.dns_names {
-        let ia5 = Ia5String::try_from(name.as_str()).map_err(|_| SvidRejection::InvalidDnsName {
-            name: shown(name),
-            reason: "not ASCII",
-        })?;
+        let ia5 =
+            Ia5String::try_from(name.as_str()).map_err(|_| SvidRejection::InvalidDnsName {
+                name: shown(name),
+                reason: "not ASCII",
+            })?;
         sans.push(SanType::DnsName(ia5));
     }
     params.subject_alt_names = sans;
@@ -153,7 +155,15 @@ mod tests {
         assert_eq!(ok("web.example.org"), Ok(()));
         assert_eq!(ok("*.example.org"), Ok(()));
         assert_eq!(ok("localhost"), Ok(()));
-        for bad in ["", "a..b", "-a.b", "a b", "é.org", "a.*.org", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "a..b",
+            "-a.b",
+            "a b",
+            "é.org",
+            "a.*.org",
+            &"a".repeat(64),
+        ] {
             assert!(ok(bad).is_err(), "{bad:?}");
         }
         let many = vec!["a".to_owned(); 5];

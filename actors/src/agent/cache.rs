@@ -1,0 +1,140 @@
+//! The agent's cache: a fold of the sync stream plus the SVIDs signed for its entries. Pure;
+//! persisted by the agent process so a restarted agent serves at once.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tessera_identity::{Bundle, EntryId, RegistrationEntry, TrustDomain};
+
+use crate::agent::server_client::SyncMessage;
+use crate::agent::view::{HeldX509Svid, Identity, IdentitySnapshot};
+
+/// A stored SVID with its key (the cache file is 0600, under the agent's data dir).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSvid {
+    /// Chain, leaf first.
+    pub cert_chain: Vec<Vec<u8>>,
+    /// PKCS#8 DER key.
+    pub key_pkcs8: Vec<u8>,
+    /// Validity, Unix seconds.
+    pub not_before: i64,
+    /// Validity, Unix seconds.
+    pub not_after: i64,
+    /// The entry revision it was signed for: a changed entry needs a new SVID.
+    pub entry_revision: u64,
+}
+
+/// The cache.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cache {
+    /// The last cursor the stream confirmed (snapshot end or checkpoint).
+    pub cursor: u64,
+    /// Authorised entries by id.
+    pub entries: BTreeMap<EntryId, RegistrationEntry>,
+    /// Bundles by trust domain (the agent's own and federated ones).
+    pub bundles: BTreeMap<TrustDomain, Bundle>,
+    /// SVIDs by entry id.
+    pub svids: BTreeMap<EntryId, StoredSvid>,
+    /// Bumped on every change that workloads can see.
+    pub generation: u64,
+}
+
+impl Cache {
+    /// Folds one sync message; returns whether anything workloads see changed.
+    pub fn apply(&mut self, message: SyncMessage) -> bool {
+        let changed = match message {
+            SyncMessage::Snapshot {
+                seq,
+                entries,
+                bundles,
+            } => {
+                let entries: BTreeMap<_, _> =
+                    entries.into_iter().map(|e| (e.id.clone(), e)).collect();
+                let bundles: BTreeMap<_, _> = bundles
+                    .into_iter()
+                    .map(|b| (b.trust_domain().clone(), b))
+                    .collect();
+                self.cursor = seq;
+                self.svids.retain(|id, _| entries.contains_key(id));
+                let changed = entries != self.entries || bundles != self.bundles;
+                self.entries = entries;
+                self.bundles = bundles;
+                changed
+            }
+            SyncMessage::Resumed { .. } => false,
+            SyncMessage::Upsert { entry, .. } => {
+                let old = self.entries.insert(entry.id.clone(), entry.clone());
+                old.as_ref() != Some(&entry)
+            }
+            SyncMessage::Remove { id, .. } => {
+                self.svids.remove(&id);
+                self.entries.remove(&id).is_some()
+            }
+            SyncMessage::BundleUpdated { bundle, .. } => {
+                let old = self
+                    .bundles
+                    .insert(bundle.trust_domain().clone(), bundle.clone());
+                old.as_ref() != Some(&bundle)
+            }
+            SyncMessage::BundleRemoved { trust_domain, .. } => {
+                self.bundles.remove(&trust_domain).is_some()
+            }
+            SyncMessage::Checkpoint { seq } => {
+                self.cursor = self.cursor.max(seq);
+                false
+            }
+        };
+        if changed {
+            self.generation += 1;
+        }
+        changed
+    }
+
+    /// Stores a freshly signed SVID.
+    pub fn store_svid(&mut self, id: EntryId, svid: StoredSvid) {
+        if self.entries.contains_key(&id) {
+            self.svids.insert(id, svid);
+            self.generation += 1;
+        }
+    }
+
+    /// Entries that are workload entries (not node aliases).
+    pub fn workload_entries(&self) -> impl Iterator<Item = &RegistrationEntry> {
+        self.entries.values().filter(|e| !e.is_node_alias())
+    }
+
+    /// What workloads are served, for `trust_domain` (the agent's own).
+    pub fn snapshot(&self, trust_domain: &TrustDomain) -> IdentitySnapshot {
+        let identities = self
+            .workload_entries()
+            .map(|e| Identity {
+                entry: e.clone(),
+                svid: self
+                    .svids
+                    .get(&e.id)
+                    .filter(|s| s.entry_revision == e.revision)
+                    .map(|s| HeldX509Svid {
+                        cert_chain: s.cert_chain.clone(),
+                        key_pkcs8: Arc::new(zeroize::Zeroizing::new(s.key_pkcs8.clone())),
+                        not_before: s.not_before,
+                        not_after: s.not_after,
+                    }),
+            })
+            .collect();
+        IdentitySnapshot {
+            generation: self.generation,
+            identities,
+            bundle: self.bundles.get(trust_domain).cloned(),
+            federated: self
+                .bundles
+                .iter()
+                .filter(|(td, _)| *td != trust_domain)
+                .map(|(td, b)| (td.clone(), b.clone()))
+                .collect(),
+        }
+    }
+}

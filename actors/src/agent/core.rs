@@ -1,0 +1,361 @@
+//! AgentCore: the agent's actor. Folds the sync stream into the cache, schedules SVID
+//! rotation, asks the server to sign CSRs in batches (keys are made here, on the node, and
+//! never leave it), caches JWT-SVIDs, and publishes every change to the Workload API's
+//! streams through a `watch` channel.
+//!
+//! Supervisor: the agent process (fail-stop, like the server). Consumes [`SyncMessage`]s from
+//! the sync loop; emits identity snapshots (watch) and cache images (the `persist` hook).
+//!
+//! Mailbox: fed by one sync loop (at the server's rate), its own timers and signing tasks,
+//! and Workload API JWT requests, which are bounded by the Workload API's stream and call
+//! limits.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rcgen::{CertificateParams, KeyPair};
+use tessera_eventlog::Clock;
+use tessera_identity::{EntryId, SpiffeId, TrustDomain};
+use tokio::sync::watch;
+
+use crate::agent::cache::{Cache, StoredSvid};
+use crate::agent::rotation::{due, RotationSettings};
+use crate::agent::server_client::{ClientError, ServerClient, SignedX509, SyncMessage};
+use crate::agent::view::{HeldJwtSvid, IdentitySnapshot, JwtFetchError};
+use crate::server::aggregate_actor::unix_secs;
+
+/// Most JWT-SVIDs cached at once; beyond it expired and then oldest ones are dropped.
+pub const MAX_CACHED_JWTS: usize = 10_000;
+
+/// Messages of the agent core.
+pub enum AgentMsg {
+    /// A message from the sync stream.
+    Sync(SyncMessage),
+    /// Check for SVIDs due for renewal.
+    Rotate,
+    /// A signing round finished.
+    Signed(Vec<(EntryId, u64, Vec<u8>, Result<SignedX509, String>)>),
+    /// A signing round failed as a whole.
+    SignFailed(ClientError),
+    /// A JWT-SVID for an entry and audience.
+    FetchJwt(
+        EntryId,
+        Vec<String>,
+        RpcReplyPort<Result<HeldJwtSvid, JwtFetchError>>,
+    ),
+    /// A JWT-SVID was minted (from the mint task), for the cache.
+    JwtMinted(JwtKey, HeldJwtSvid, i64),
+    /// The cache cursor (for the sync loop's reconnects).
+    Cursor(RpcReplyPort<u64>),
+}
+
+impl std::fmt::Debug for AgentMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentMsg::Sync(m) => write!(f, "Sync({m:?})"),
+            AgentMsg::Rotate => f.write_str("Rotate"),
+            AgentMsg::Signed(r) => write!(f, "Signed({} results)", r.len()),
+            AgentMsg::SignFailed(e) => write!(f, "SignFailed({e})"),
+            AgentMsg::FetchJwt(id, aud, _) => write!(f, "FetchJwt({id}, {aud:?})"),
+            AgentMsg::JwtMinted(k, _, _) => write!(f, "JwtMinted({})", k.0),
+            AgentMsg::Cursor(_) => f.write_str("Cursor"),
+        }
+    }
+}
+
+/// Key of the JWT cache: SPIFFE ID and audience set.
+pub type JwtKey = (SpiffeId, BTreeSet<String>);
+
+/// Persists a cache image (the agent process writes it to its data dir).
+pub type PersistFn = Arc<dyn Fn(&Cache) + Send + Sync>;
+
+/// What the core starts from.
+pub struct AgentArgs {
+    /// The agent's trust domain.
+    pub trust_domain: TrustDomain,
+    /// The cache as persisted (or empty).
+    pub cache: Cache,
+    /// The server.
+    pub client: Arc<dyn ServerClient>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Rotation settings.
+    pub rotation: RotationSettings,
+    /// Where snapshots are published.
+    pub snapshots: watch::Sender<Arc<IdentitySnapshot>>,
+    /// Called after every cache change.
+    pub persist: Option<PersistFn>,
+}
+
+impl std::fmt::Debug for AgentArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentArgs")
+            .field("trust_domain", &self.trust_domain)
+            .finish()
+    }
+}
+
+/// The core's state.
+pub struct AgentState {
+    args: AgentArgs,
+    in_flight: HashSet<EntryId>,
+    timer: Option<ractor::concurrency::JoinHandle<Result<(), ractor::MessagingErr<AgentMsg>>>>,
+    jwts: HashMap<JwtKey, (HeldJwtSvid, i64)>,
+}
+
+impl std::fmt::Debug for AgentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentState")
+            .field("entries", &self.args.cache.entries.len())
+            .field("in_flight", &self.in_flight.len())
+            .finish()
+    }
+}
+
+/// The actor.
+#[derive(Debug, Default)]
+pub struct AgentCore;
+
+impl Actor for AgentCore {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        args: AgentArgs,
+    ) -> Result<AgentState, ActorProcessingErr> {
+        let snapshot = args.cache.snapshot(&args.trust_domain);
+        args.snapshots.send_replace(Arc::new(snapshot));
+        let _ = myself.send_message(AgentMsg::Rotate);
+        Ok(AgentState {
+            args,
+            in_flight: HashSet::new(),
+            timer: None,
+            jwts: HashMap::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.timer.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        message: AgentMsg,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AgentMsg::Sync(m) => {
+                let cursor_before = state.args.cache.cursor;
+                let changed = state.args.cache.apply(m);
+                if changed {
+                    state.publish();
+                    state.rotate(&myself);
+                } else if state.args.cache.cursor != cursor_before {
+                    state.persist();
+                }
+            }
+            AgentMsg::Rotate => state.rotate(&myself),
+            AgentMsg::Signed(results) => {
+                for (id, revision, key, outcome) in results {
+                    state.in_flight.remove(&id);
+                    match outcome {
+                        Ok(signed) => {
+                            let not_before = leaf_not_before(&signed.cert_chain)
+                                .unwrap_or_else(|| unix_secs(state.args.clock.as_ref()));
+                            state.args.cache.store_svid(
+                                id,
+                                StoredSvid {
+                                    cert_chain: signed.cert_chain,
+                                    key_pkcs8: key,
+                                    not_before,
+                                    not_after: signed.not_after,
+                                    entry_revision: revision,
+                                },
+                            );
+                        }
+                        Err(reason) => {
+                            tracing::warn!(entry = %id, %reason, "server refused to sign an SVID")
+                        }
+                    }
+                }
+                state.publish();
+                state.rotate(&myself);
+            }
+            AgentMsg::SignFailed(e) => {
+                tracing::warn!(error = %e, "SVID signing round failed; retrying in 5 s");
+                state.in_flight.clear();
+                state.schedule(&myself, Duration::from_secs(5));
+            }
+            AgentMsg::FetchJwt(id, audience, reply) => {
+                state.fetch_jwt(&myself, id, audience, reply)
+            }
+            AgentMsg::JwtMinted(key, jwt, refresh_at) => {
+                if state.jwts.len() >= MAX_CACHED_JWTS {
+                    let now = unix_secs(state.args.clock.as_ref());
+                    state.jwts.retain(|_, (j, _)| j.expires_at > now);
+                    if state.jwts.len() >= MAX_CACHED_JWTS {
+                        state.jwts.clear();
+                    }
+                }
+                state.jwts.insert(key, (jwt, refresh_at));
+            }
+            AgentMsg::Cursor(reply) => {
+                let _ = reply.send(state.args.cache.cursor);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn leaf_not_before(chain: &[Vec<u8>]) -> Option<i64> {
+    use x509_parser::prelude::FromDer;
+    let leaf = chain.first()?;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf).ok()?;
+    Some(cert.validity().not_before.timestamp())
+}
+
+impl AgentState {
+    fn publish(&mut self) {
+        let snapshot = self.args.cache.snapshot(&self.args.trust_domain);
+        self.args.snapshots.send_replace(Arc::new(snapshot));
+        self.persist();
+    }
+
+    fn persist(&self) {
+        if let Some(persist) = &self.args.persist {
+            persist(&self.args.cache);
+        }
+    }
+
+    fn schedule(&mut self, myself: &ActorRef<AgentMsg>, after: Duration) {
+        if let Some(t) = self.timer.take() {
+            t.abort();
+        }
+        self.timer = Some(myself.send_after(after, || AgentMsg::Rotate));
+    }
+
+    /// Starts a signing round for what is due (one round at a time), and schedules the next
+    /// check.
+    fn rotate(&mut self, myself: &ActorRef<AgentMsg>) {
+        let now = unix_secs(self.args.clock.as_ref());
+        let (due_now, next) = due(&self.args.cache, now, &self.args.rotation);
+        if let Some(next) = next {
+            self.schedule(
+                myself,
+                Duration::from_secs(u64::try_from(next - now).unwrap_or(0).max(1)),
+            );
+        }
+        if !self.in_flight.is_empty() {
+            return;
+        }
+        let batch: Vec<(EntryId, u64)> = due_now
+            .into_iter()
+            .take(self.args.rotation.batch.max(1))
+            .filter_map(|id| self.args.cache.entries.get(&id).map(|e| (id, e.revision)))
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        self.in_flight
+            .extend(batch.iter().map(|(id, _)| id.clone()));
+        let client = self.args.client.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            // Key generation is CPU work: off the runtime's worker threads.
+            let prepared = tokio::task::spawn_blocking(move || {
+                batch
+                    .into_iter()
+                    .filter_map(|(id, revision)| {
+                        let key = KeyPair::generate().ok()?;
+                        let csr = CertificateParams::new(Vec::<String>::new())
+                            .ok()?
+                            .serialize_request(&key)
+                            .ok()?;
+                        Some((id, revision, key.serialize_der(), csr.der().to_vec()))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            let requests = prepared
+                .iter()
+                .map(|(id, _, _, csr)| (id.clone(), csr.clone()))
+                .collect();
+            match client.sign_x509(requests).await {
+                Ok(outcomes) => {
+                    let results = prepared
+                        .into_iter()
+                        .zip(outcomes)
+                        .map(|((id, revision, key, _), outcome)| (id, revision, key, outcome))
+                        .collect();
+                    let _ = me.send_message(AgentMsg::Signed(results));
+                }
+                Err(e) => {
+                    let _ = me.send_message(AgentMsg::SignFailed(e));
+                }
+            }
+        });
+    }
+
+    fn fetch_jwt(
+        &mut self,
+        myself: &ActorRef<AgentMsg>,
+        id: EntryId,
+        audience: Vec<String>,
+        reply: RpcReplyPort<Result<HeldJwtSvid, JwtFetchError>>,
+    ) {
+        let Some(entry) = self
+            .args
+            .cache
+            .entries
+            .get(&id)
+            .filter(|e| !e.is_node_alias())
+        else {
+            let _ = reply.send(Err(JwtFetchError::UnknownEntry(id.as_str().to_owned())));
+            return;
+        };
+        let key: JwtKey = (entry.spiffe_id.clone(), audience.iter().cloned().collect());
+        let now = unix_secs(self.args.clock.as_ref());
+        if let Some((jwt, refresh_at)) = self.jwts.get(&key) {
+            if now < *refresh_at {
+                let _ = reply.send(Ok(jwt.clone()));
+                return;
+            }
+        }
+        let client = self.args.client.clone();
+        let me = myself.clone();
+        let (spiffe_id, hint) = (entry.spiffe_id.clone(), entry.hint.clone());
+        tokio::spawn(async move {
+            let outcome = client.mint_jwt(id, audience).await;
+            let answer = match outcome {
+                Ok(minted) => {
+                    let jwt = HeldJwtSvid {
+                        token: minted.token,
+                        spiffe_id,
+                        expires_at: minted.expires_at,
+                        hint,
+                    };
+                    let refresh_at = minted.issued_at + (minted.expires_at - minted.issued_at) / 2;
+                    let _ = me.send_message(AgentMsg::JwtMinted(key, jwt.clone(), refresh_at));
+                    Ok(jwt)
+                }
+                Err(ClientError::Rejected(m)) => Err(JwtFetchError::Invalid(m)),
+                Err(e) => Err(JwtFetchError::Unavailable(e.to_string())),
+            };
+            let _ = reply.send(answer);
+        });
+    }
+}

@@ -1,0 +1,188 @@
+//! What an attested agent may ask of the server, as domain operations: signing X.509-SVIDs
+//! and minting JWT-SVIDs for entries in its view. Shared by the gRPC agent API and the
+//! in-process client the simulator uses, so authorisation lives in one place.
+
+use std::time::Duration;
+
+use tessera_identity::{EntryId, RegistrationEntry, SpiffeId};
+
+use crate::server::authority::{
+    IssuedX509Svid, JwtSvid, JwtSvidRequest, SignError, X509SvidRequest,
+};
+use crate::server::supervisor::Server;
+use crate::server::sync_hub::SyncHubError;
+
+/// Why one item of a batch failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ItemError {
+    /// The entry id does not parse.
+    #[error("entry id {id:?}: {reason}")]
+    InvalidId {
+        /// The id as given.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The entry is not in the agent's view (or does not exist).
+    #[error("entry {entry} is not in the view of agent {agent}")]
+    NotAuthorised {
+        /// The entry.
+        entry: EntryId,
+        /// The agent.
+        agent: SpiffeId,
+    },
+    /// The signer refused the CSR or request.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Why a whole operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpsError {
+    /// Too much in flight: retry later.
+    #[error("{0}")]
+    Overloaded(String),
+    /// Retryable fault.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Bad request (a limit, a malformed field).
+    #[error("{0}")]
+    Invalid(String),
+    /// The agent may not do this.
+    #[error("{0}")]
+    Denied(String),
+}
+
+impl From<SyncHubError> for OpsError {
+    fn from(e: SyncHubError) -> Self {
+        match e {
+            SyncHubError::Overloaded { .. } => OpsError::Overloaded(e.to_string()),
+            SyncHubError::Unavailable(_) => OpsError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<SignError> for OpsError {
+    fn from(e: SignError) -> Self {
+        match e {
+            SignError::Overloaded { .. } => OpsError::Overloaded(e.to_string()),
+            SignError::Rejected(r) => OpsError::Invalid(r.to_string()),
+            other => OpsError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Signs CSRs for entries in `agent`'s view; one outcome per item, in order.
+pub async fn sign_x509_for_agent(
+    server: &Server,
+    agent: &SpiffeId,
+    items: Vec<(String, Vec<u8>)>,
+    max_batch: usize,
+) -> Result<Vec<Result<(RegistrationEntry, IssuedX509Svid), ItemError>>, OpsError> {
+    if items.is_empty() || items.len() > max_batch {
+        return Err(OpsError::Overloaded(format!(
+            "{} items to sign; 1..={max_batch} allowed per batch (server config `max_sign_batch`)",
+            items.len()
+        )));
+    }
+    let mut results: Vec<Option<Result<(RegistrationEntry, IssuedX509Svid), ItemError>>> =
+        vec![None; items.len()];
+    let mut wanted = Vec::new();
+    for (i, (id, _)) in items.iter().enumerate() {
+        match EntryId::new(id) {
+            Ok(id) => wanted.push((i, id)),
+            Err(e) => {
+                results[i] = Some(Err(ItemError::InvalidId {
+                    id: id.clone(),
+                    reason: e.to_string(),
+                }))
+            }
+        }
+    }
+    let authorised = server
+        .sync
+        .authorise(
+            agent.clone(),
+            wanted.iter().map(|(_, id)| id.clone()).collect(),
+        )
+        .await?;
+    let mut requests = Vec::new();
+    let mut slots = Vec::new();
+    for ((i, _), auth) in wanted.into_iter().zip(authorised) {
+        match auth {
+            Ok(entry) => {
+                requests.push(X509SvidRequest {
+                    csr_der: items[i].1.clone(),
+                    spiffe_id: entry.spiffe_id.clone(),
+                    dns_names: entry.dns_names.clone(),
+                    ttl: entry
+                        .x509_svid_ttl
+                        .map(|s| Duration::from_secs(u64::from(s))),
+                });
+                slots.push((i, entry));
+            }
+            Err(entry) => {
+                results[i] = Some(Err(ItemError::NotAuthorised {
+                    entry,
+                    agent: agent.clone(),
+                }))
+            }
+        }
+    }
+    if !requests.is_empty() {
+        let signed = server.authority.sign_x509_batch(requests).await?;
+        for ((i, entry), outcome) in slots.into_iter().zip(signed) {
+            results[i] = Some(
+                outcome
+                    .map(|svid| (entry, svid))
+                    .map_err(|e| ItemError::Rejected(e.to_string())),
+            );
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(ItemError::Rejected("no outcome".into()))))
+        .collect())
+}
+
+/// Mints a JWT-SVID for an entry in `agent`'s view. `ttl: None` uses the entry's
+/// `jwt_svid_ttl`, else the server default.
+pub async fn mint_jwt_for_agent(
+    server: &Server,
+    agent: &SpiffeId,
+    entry_id: &str,
+    audience: Vec<String>,
+    ttl: Option<Duration>,
+    max_audiences: usize,
+) -> Result<(RegistrationEntry, JwtSvid), OpsError> {
+    if audience.is_empty()
+        || audience.len() > max_audiences
+        || audience.iter().any(|a| a.is_empty() || a.len() > 512)
+    {
+        return Err(OpsError::Invalid(format!(
+            "audience must hold 1..={max_audiences} non-empty values of at most 512 bytes"
+        )));
+    }
+    let id = EntryId::new(entry_id).map_err(|e| OpsError::Invalid(format!("entry_id: {e}")))?;
+    let entry = server
+        .sync
+        .authorise(agent.clone(), vec![id.clone()])
+        .await?
+        .pop()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            OpsError::Denied(format!("entry {id} is not in the view of agent {agent}"))
+        })?;
+    let ttl = ttl.or(entry
+        .jwt_svid_ttl
+        .map(|s| Duration::from_secs(u64::from(s))));
+    let svid = server
+        .authority
+        .mint_jwt_svid(JwtSvidRequest {
+            spiffe_id: entry.spiffe_id.clone(),
+            audience,
+            ttl,
+        })
+        .await?;
+    Ok((entry, svid))
+}
