@@ -1,0 +1,97 @@
+//! The server's own X.509-SVID (`spiffe://<td>/spire/server`) for the agent API's TLS: issued
+//! by the authority at start, renewed at half its lifetime, and the live bundle kept in step
+//! with CA rotation, so agents with SVIDs from a new CA are accepted at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{CertificateParams, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
+use tessera_actors::server::authority::{AuthorityHandle, X509SvidRequest};
+use tessera_identity::{SpiffeId, SERVER_PATH};
+
+use super::tls::LiveTls;
+use super::{AgentApiDeps, AgentApiError};
+
+/// Issues the first server SVID, starts the renewal and bundle tasks, returns the live TLS
+/// material.
+pub async fn start(deps: &AgentApiDeps) -> Result<Arc<LiveTls>, AgentApiError> {
+    let authority = deps.authority.clone();
+    if authority.bundle().is_none() {
+        authority
+            .tick()
+            .await
+            .map_err(|e| AgentApiError::ServerSvid(format!("first CA rotation failed: {e}")))?;
+    }
+    let bundle = authority
+        .bundle()
+        .ok_or_else(|| AgentApiError::ServerSvid("the authority has no bundle after its first tick".into()))?;
+    let server_id = SpiffeId::from_path(&deps.server.settings.trust_domain, SERVER_PATH)
+        .map_err(|e| AgentApiError::ServerSvid(e.to_string()))?;
+    let live = Arc::new(LiveTls::new(bundle));
+    let (key, lifetime) = issue(&authority, &server_id).await?;
+    live.set_server_key(key);
+
+    let task_live = live.clone();
+    tokio::spawn(async move {
+        let mut bundles = authority.subscribe_bundle();
+        let mut renew_in = lifetime / 2;
+        loop {
+            tokio::select! {
+                changed = bundles.changed() => {
+                    if changed.is_err() {
+                        return; // The authority is gone; the server is stopping.
+                    }
+                    let current = bundles.borrow_and_update().clone();
+                    if let Some(b) = current {
+                        task_live.set_bundle(b);
+                    }
+                }
+                () = tokio::time::sleep(renew_in) => {
+                    match issue(&authority, &server_id).await {
+                        Ok((key, lifetime)) => {
+                            task_live.set_server_key(key);
+                            renew_in = lifetime / 2;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "server SVID renewal failed; retrying in 10 s");
+                            renew_in = Duration::from_secs(10);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(live)
+}
+
+/// A fresh key pair and an SVID for it; returns the TLS key and the SVID's lifetime.
+async fn issue(authority: &AuthorityHandle, server_id: &SpiffeId) -> Result<(Arc<CertifiedKey>, Duration), AgentApiError> {
+    let fail = |e: String| AgentApiError::ServerSvid(e);
+    let key = KeyPair::generate().map_err(|e| fail(e.to_string()))?;
+    let csr = CertificateParams::new(Vec::<String>::new())
+        .and_then(|p| p.serialize_request(&key))
+        .map_err(|e| fail(e.to_string()))?;
+    let mut results = authority
+        .sign_x509_batch(vec![X509SvidRequest {
+            csr_der: csr.der().to_vec(),
+            spiffe_id: server_id.clone(),
+            dns_names: vec![],
+            ttl: None,
+        }])
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let svid = results
+        .pop()
+        .ok_or_else(|| fail("the signer returned no result".into()))?
+        .map_err(|e| fail(e.to_string()))?;
+    let chain: Vec<CertificateDer<'static>> = svid.cert_chain.iter().map(|d| CertificateDer::from(d.clone())).collect();
+    let provider = rustls::crypto::ring::default_provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+        .map_err(|e| fail(e.to_string()))?;
+    let lifetime = Duration::from_secs(u64::try_from(svid.not_after - svid.not_before).unwrap_or(60).max(2));
+    Ok((Arc::new(CertifiedKey::new(chain, signing_key)), lifetime))
+}

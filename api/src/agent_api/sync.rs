@@ -1,0 +1,145 @@
+//! `SyncEvents`: the agent's view as a snapshot in size-bounded chunks (or `Resumed` when its
+//! cursor is current), then each change as it commits, with checkpoints the agent may persist
+//! as its cursor.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use prost::Message;
+use tessera_actors::server::sync::ViewChange;
+use tessera_actors::server::sync_hub::{SyncSnapshot, SyncUpdate};
+use tessera_identity::SpiffeId;
+use tessera_proto::spire::api::types;
+use tessera_proto::tessera::agent::v1::{
+    sync_response::Event, BundleUpdated, Checkpoint, EntryRemoved, EntryUpserted, Resumed, SnapshotBegin,
+    SnapshotChunk, SnapshotEnd, SyncRequest, SyncResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::{convert, AgentApiDeps};
+
+type Tx = mpsc::Sender<Result<SyncResponse, Status>>;
+
+fn msg(event: Event) -> Result<SyncResponse, Status> {
+    Ok(SyncResponse { event: Some(event) })
+}
+
+/// The stream for one agent.
+pub fn stream(
+    deps: AgentApiDeps,
+    agent: SpiffeId,
+    request: SyncRequest,
+    snapshot: SyncSnapshot,
+    mut updates: mpsc::Receiver<SyncUpdate>,
+) -> Pin<Box<dyn Stream<Item = Result<SyncResponse, Status>> + Send>> {
+    let (tx, rx) = mpsc::channel(16);
+    let server_max = deps.settings.max_sync_message_bytes;
+    let max_bytes = match request.max_message_bytes as usize {
+        0 => server_max,
+        n => n.min(server_max),
+    }
+    // Room for the envelope of a chunk around its entries.
+    .saturating_sub(1024)
+    .max(16 * 1024);
+    tokio::spawn(async move {
+        // Bundle changes come straight from the authority's watch (the authority publishes
+        // a bundle only once it has applied the event), not from the hub's fold of the log.
+        let mut bundles = deps.authority.subscribe_bundle();
+        bundles.borrow_and_update();
+        if send_start(&deps, &tx, request.cursor, &snapshot, max_bytes).await.is_err() {
+            return;
+        }
+        let mut seq = snapshot.seq;
+        loop {
+            tokio::select! {
+                update = updates.recv() => {
+                    let Some(update) = update else { break };
+                    seq = update.seq;
+                    if send_update(&tx, update).await.is_err() {
+                        return;
+                    }
+                }
+                changed = bundles.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let bundle = bundles.borrow_and_update().clone();
+                    if let Some(bundle) = bundle {
+                        let event = Event::BundleUpdated(BundleUpdated { seq, bundle: Some(convert::bundle(&bundle)) });
+                        if tx.send(msg(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        // The hub dropped this stream (it fell too far behind, or the agent lost its view):
+        // the agent reconnects with its cursor and gets a fresh snapshot.
+        let _ = tx
+            .send(Err(Status::unavailable(format!(
+                "sync stream of {agent} ended by the server; reconnect with your cursor"
+            ))))
+            .await;
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+async fn send_start(deps: &AgentApiDeps, tx: &Tx, cursor: u64, snapshot: &SyncSnapshot, max_bytes: usize) -> Result<(), ()> {
+    if cursor != 0 && cursor == snapshot.seq {
+        return tx.send(msg(Event::Resumed(Resumed { cursor }))).await.map_err(|_| ());
+    }
+    let bundles: Vec<types::Bundle> = deps.authority.bundle().iter().map(convert::bundle).collect();
+    tx.send(msg(Event::SnapshotBegin(SnapshotBegin {
+        seq: snapshot.seq,
+        entry_count: snapshot.entries.len() as u64,
+        bundle_count: bundles.len() as u64,
+    })))
+    .await
+    .map_err(|_| ())?;
+    let mut index = 0u32;
+    let mut chunk = SnapshotChunk {
+        index,
+        entries: Vec::new(),
+        bundles,
+    };
+    let mut size = chunk.encoded_len();
+    for e in &snapshot.entries {
+        let entry = crate::convert::entry_to_proto(e, None);
+        let len = entry.encoded_len() + 8;
+        if size + len > max_bytes && (!chunk.entries.is_empty() || !chunk.bundles.is_empty()) {
+            tx.send(msg(Event::SnapshotChunk(std::mem::take(&mut chunk)))).await.map_err(|_| ())?;
+            index += 1;
+            chunk.index = index;
+            size = 0;
+        }
+        size += len;
+        chunk.entries.push(entry);
+    }
+    tx.send(msg(Event::SnapshotChunk(chunk))).await.map_err(|_| ())?;
+    tx.send(msg(Event::SnapshotEnd(SnapshotEnd {
+        seq: snapshot.seq,
+        chunk_count: index + 1,
+    })))
+    .await
+    .map_err(|_| ())
+}
+
+async fn send_update(tx: &Tx, update: SyncUpdate) -> Result<(), ()> {
+    let seq = update.seq;
+    for change in update.changes {
+        let event = match change {
+            ViewChange::Upsert(e) => Event::EntryUpserted(EntryUpserted {
+                seq,
+                entry: Some(crate::convert::entry_to_proto(&e, None)),
+            }),
+            ViewChange::Remove(id) => Event::EntryRemoved(EntryRemoved {
+                seq,
+                entry_id: id.as_str().to_owned(),
+            }),
+        };
+        tx.send(msg(event)).await.map_err(|_| ())?;
+    }
+    tx.send(msg(Event::Checkpoint(Checkpoint { seq }))).await.map_err(|_| ())
+}
