@@ -53,17 +53,18 @@ async fn wait_for(
     what: &str,
     ok: impl Fn(&IdentitySnapshot) -> bool,
 ) -> Arc<IdentitySnapshot> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let current = rx.borrow_and_update().clone();
-        if ok(&current) {
-            return current;
+    let wait = async {
+        loop {
+            let current = rx.borrow_and_update().clone();
+            if ok(&current) {
+                return current;
+            }
+            rx.changed().await.unwrap();
         }
-        tokio::time::timeout_at(deadline, rx.changed())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .unwrap();
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,7 +36,7 @@ pub enum AgentMsg {
     /// Check for SVIDs due for renewal.
     Rotate,
     /// A signing round finished.
-    Signed(Vec<(EntryId, u64, Vec<u8>, Result<SignedX509, String>)>),
+    Signed(Vec<SignedItem>),
     /// A signing round failed as a whole.
     SignFailed(ClientError),
     /// A JWT-SVID for an entry and audience.
@@ -64,6 +64,9 @@ impl std::fmt::Debug for AgentMsg {
         }
     }
 }
+
+/// One outcome of a signing round: entry, the revision signed for, the key, the result.
+pub type SignedItem = (EntryId, u64, Vec<u8>, Result<SignedX509, String>);
 
 /// Key of the JWT cache: SPIFFE ID and audience set.
 pub type JwtKey = (SpiffeId, BTreeSet<String>);

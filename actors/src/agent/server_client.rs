@@ -6,6 +6,9 @@ use futures::stream::BoxStream;
 use tessera_identity::{Bundle, EntryId, RegistrationEntry, TrustDomain};
 
 /// One message of the sync stream, with snapshot chunks already assembled.
+// Transient messages, moved once from the stream into the cache: boxing would only add
+// allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SyncMessage {
     /// The agent's whole view at `seq`: replaces whatever it held.

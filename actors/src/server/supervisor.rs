@@ -198,39 +198,24 @@ impl Server {
             limits: settings.entry_limits.clone(),
             max_entries: settings.max_entries,
         };
+        let common = Common {
+            settings: &settings,
+            log: &typed,
+            clock: &clock,
+            random: &random,
+            supervisor: cell.clone(),
+            instance,
+        };
         let registry = spawn_aggregate(
-            &settings,
-            &typed,
-            &clock,
-            &random,
+            &common,
             state.registry.clone(),
             Arc::new(move |r: &mut Registry| r.configure(registry_settings.clone())),
-            cell.clone(),
-            instance,
         )
         .await?;
-        let nodes = spawn_aggregate(
-            &settings,
-            &typed,
-            &clock,
-            &random,
-            state.nodes.clone(),
-            Arc::new(|_: &mut Nodes| {}),
-            cell.clone(),
-            instance,
-        )
-        .await?;
-        let tokens = spawn_aggregate(
-            &settings,
-            &typed,
-            &clock,
-            &random,
-            state.tokens.clone(),
-            Arc::new(|_: &mut Tokens| {}),
-            cell.clone(),
-            instance,
-        )
-        .await?;
+        let nodes =
+            spawn_aggregate(&common, state.nodes.clone(), Arc::new(|_: &mut Nodes| {})).await?;
+        let tokens =
+            spawn_aggregate(&common, state.tokens.clone(), Arc::new(|_: &mut Tokens| {})).await?;
 
         let authority_args = AuthorityArgs::new(
             typed.clone(),
@@ -359,23 +344,37 @@ async fn replay(log: &TypedLog<ServerEvent>) -> Result<(ServerState, u64), Start
     Ok((state, seq))
 }
 
-async fn spawn_aggregate<A: crate::server::aggregate::Aggregate + Clone>(
-    settings: &ServerSettings,
-    log: &TypedLog<ServerEvent>,
-    clock: &Arc<dyn Clock>,
-    random: &Arc<dyn RandomSource>,
-    initial: A,
-    configure: Arc<dyn Fn(&mut A) + Send + Sync>,
+/// What every aggregate actor is spawned with.
+struct Common<'a> {
+    settings: &'a ServerSettings,
+    log: &'a TypedLog<ServerEvent>,
+    clock: &'a Arc<dyn Clock>,
+    random: &'a Arc<dyn RandomSource>,
     supervisor: ActorCell,
     instance: u64,
+}
+
+async fn spawn_aggregate<A: crate::server::aggregate::Aggregate + Clone>(
+    common: &Common<'_>,
+    initial: A,
+    configure: Arc<dyn Fn(&mut A) + Send + Sync>,
 ) -> Result<AggregateHandle<A>, StartError> {
+    let Common {
+        settings,
+        log,
+        clock,
+        random,
+        supervisor,
+        instance,
+    } = common;
+    let (settings, supervisor, instance) = (*settings, supervisor.clone(), *instance);
     let (actor, _) = Actor::spawn_linked(
         Some(format!("{}-{instance}", A::NAME)),
         AggregateActor::<A>::default(),
         AggregateArgs {
-            log: log.clone(),
-            clock: clock.clone(),
-            random: random.clone(),
+            log: (*log).clone(),
+            clock: (*clock).clone(),
+            random: (*random).clone(),
             initial: Some(initial),
             configure,
         },

@@ -21,6 +21,8 @@ use crate::server::nodes::Nodes;
 use crate::server::registry::Registry;
 
 /// A change to one agent's view.
+// Short-lived, moved into a stream message at once: not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ViewChange {
     /// The entry is new to the agent, or changed.

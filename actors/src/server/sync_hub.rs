@@ -50,7 +50,7 @@ pub struct SyncUpdate {
 /// Messages of the hub.
 pub enum SyncHubMsg {
     /// A record committed to the log (from the follower task).
-    Committed(u64, ServerEvent),
+    Committed(u64, Box<ServerEvent>),
     /// An agent opens its stream.
     Connect(
         SpiffeId,
@@ -148,7 +148,7 @@ impl Actor for SyncHub {
                 match item {
                     Ok((seq, event)) => {
                         if myself
-                            .send_message(SyncHubMsg::Committed(seq, event))
+                            .send_message(SyncHubMsg::Committed(seq, Box::new(event)))
                             .is_err()
                         {
                             return;

@@ -200,7 +200,8 @@ pub struct SlotSummary {
     pub not_before: i64,
     /// Validity, Unix seconds.
     pub not_after: i64,
-    /// Whether its private key is loaded (`false` for old ones, which no longer sign).
+    /// Whether its private key is loaded (old ones, which no longer sign, are not reloaded
+    /// after a restart).
     pub key_loaded: bool,
 }
 

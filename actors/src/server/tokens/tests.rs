@@ -53,7 +53,7 @@ fn token_is_stored_hashed_and_single_use() {
         !format!("{ev:?}").contains("\"t1\""),
         "the token itself is not in the event"
     );
-    let t = given(&[ev.clone()]);
+    let t = given(std::slice::from_ref(&ev));
     let consume = TokenCommand::Consume {
         token_hash: hash_token("t1"),
         agent_id: agent(),
