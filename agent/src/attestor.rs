@@ -1,0 +1,189 @@
+//! Workload attestation: from the credentials of a process calling the Workload API to the
+//! selectors that describe it. Each [`WorkloadAttestor`] contributes selectors of its own type
+//! (`unix:...`); [`Attestors`] runs all of them, bounded in time, and merges the result.
+//!
+//! A selector an attestor cannot observe is simply absent: missing selectors can only narrow
+//! what a workload is entitled to, never widen it.
+
+pub mod unix;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tessera_identity::{Selector, SelectorSet};
+
+/// Who is calling, as the kernel reports it for the socket (`SO_PEERCRED`): read once when
+/// the connection is accepted, so the caller cannot change it afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerCredentials {
+    /// Effective user id of the process that connected.
+    pub uid: u32,
+    /// Effective group id of the process that connected.
+    pub gid: u32,
+    /// Its process id, when the kernel gives one (absent or 0 for a process in another PID
+    /// namespace).
+    pub pid: Option<u32>,
+}
+
+impl PeerCredentials {
+    /// From tokio's `UCred`; a pid of 0 or below means "not visible here".
+    pub fn from_ucred(cred: &tokio::net::unix::UCred) -> Self {
+        Self {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid().and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0),
+        }
+    }
+}
+
+/// Why a workload could not be attested. The caller is answered `Unavailable` (it may
+/// retry); details go to the agent's log.
+#[derive(Debug, thiserror::Error)]
+pub enum AttestError {
+    /// An attestor did not finish within `limits.attestation_timeout`.
+    #[error("workload attestor {attestor:?} did not finish within {after:?} (limits.attestation_timeout)")]
+    Timeout {
+        /// The attestor.
+        attestor: &'static str,
+        /// The limit.
+        after: Duration,
+    },
+    /// The calling process exited (or its `/proc` entry vanished) during attestation.
+    #[error("workload attestor {attestor:?}: process {pid} is gone")]
+    ProcessGone {
+        /// The attestor.
+        attestor: &'static str,
+        /// The pid.
+        pid: u32,
+    },
+    /// A file the attestor reads could not be read.
+    #[error("workload attestor {attestor:?}: cannot read {path}: {source}")]
+    Io {
+        /// The attestor.
+        attestor: &'static str,
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The attestor's worker task failed (a bug).
+    #[error("workload attestor {attestor:?} failed: {reason}")]
+    Failed {
+        /// The attestor.
+        attestor: &'static str,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// Turns the credentials of a caller into selectors of one type.
+pub trait WorkloadAttestor: Send + Sync + std::fmt::Debug + 'static {
+    /// The selector type this attestor produces (`unix`).
+    fn name(&self) -> &'static str;
+
+    /// The selectors of the caller. Runs off the async threads where it reads files.
+    fn attest<'a>(&'a self, caller: &'a PeerCredentials) -> BoxFuture<'a, Result<Vec<Selector>, AttestError>>;
+}
+
+/// Every configured attestor, run together.
+#[derive(Debug, Clone)]
+pub struct Attestors {
+    attestors: Vec<Arc<dyn WorkloadAttestor>>,
+    timeout: Duration,
+}
+
+impl Attestors {
+    /// `attestors`, each bounded by `timeout`.
+    pub fn new(attestors: Vec<Arc<dyn WorkloadAttestor>>, timeout: Duration) -> Self {
+        Self { attestors, timeout }
+    }
+
+    /// The attestors configured.
+    pub fn attestors(&self) -> &[Arc<dyn WorkloadAttestor>] {
+        &self.attestors
+    }
+
+    /// The caller's selectors: the union of every attestor's. Fails if any attestor fails,
+    /// so that a caller is never served on a partial picture it did not ask for.
+    pub async fn attest(&self, caller: &PeerCredentials) -> Result<SelectorSet, AttestError> {
+        let runs = self.attestors.iter().map(|a| async move {
+            match tokio::time::timeout(self.timeout, a.attest(caller)).await {
+                Ok(result) => result,
+                Err(_) => Err(AttestError::Timeout {
+                    attestor: a.name(),
+                    after: self.timeout,
+                }),
+            }
+        });
+        let mut selectors = SelectorSet::new();
+        for result in futures::future::join_all(runs).await {
+            for s in result? {
+                selectors.insert(s);
+            }
+        }
+        Ok(selectors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fixed(&'static str, Vec<&'static str>);
+
+    impl WorkloadAttestor for Fixed {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+
+        fn attest<'a>(&'a self, _: &'a PeerCredentials) -> BoxFuture<'a, Result<Vec<Selector>, AttestError>> {
+            Box::pin(async move { Ok(self.1.iter().map(|s| Selector::parse(s).unwrap()).collect()) })
+        }
+    }
+
+    #[derive(Debug)]
+    struct Stuck;
+
+    impl WorkloadAttestor for Stuck {
+        fn name(&self) -> &'static str {
+            "stuck"
+        }
+
+        fn attest<'a>(&'a self, _: &'a PeerCredentials) -> BoxFuture<'a, Result<Vec<Selector>, AttestError>> {
+            Box::pin(futures::future::pending())
+        }
+    }
+
+    const CALLER: PeerCredentials = PeerCredentials {
+        uid: 1,
+        gid: 2,
+        pid: Some(3),
+    };
+
+    #[tokio::test]
+    async fn merges_selectors_of_every_attestor() {
+        let a = Attestors::new(
+            vec![
+                Arc::new(Fixed("a", vec!["a:x", "a:y"])),
+                Arc::new(Fixed("b", vec!["b:z", "a:x"])),
+            ],
+            Duration::from_secs(1),
+        );
+        let got = a.attest(&CALLER).await.unwrap();
+        let want = SelectorSet::parse_all(["a:x", "a:y", "b:z"]).unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_attestor_times_out_naming_itself() {
+        let a = Attestors::new(
+            vec![Arc::new(Fixed("a", vec!["a:x"])), Arc::new(Stuck)],
+            Duration::from_secs(2),
+        );
+        let err = a.attest(&CALLER).await.unwrap_err();
+        assert!(matches!(err, AttestError::Timeout { attestor: "stuck", .. }), "{err}");
+        assert!(err.to_string().contains("limits.attestation_timeout"));
+    }
+}

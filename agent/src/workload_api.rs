@@ -1,0 +1,147 @@
+//! The SPIFFE Workload API server, byte-compatible with the standard, on a Unix socket.
+//!
+//! [`serve`] takes an already-bound listener, the identity source, the attestors, settings and
+//! a shutdown future, so tests bind a temp socket and stop cleanly; [`run`] binds the
+//! configured socket ([`socket::bind`]) and serves until shutdown. On each call the caller's
+//! credentials come from the connection ([`incoming`]), the attestors turn them into
+//! selectors, and the caller gets the identities whose entry selectors are a subset of
+//! them. The standard's rules: a call without `workload.spiffe.io: true` is
+//! `InvalidArgument`; a caller with no identity gets `PermissionDenied`; streams send their
+//! first message at once and the full view again on every change ([`stream`]). The WIT-SVID
+//! RPCs answer `Unimplemented`. The gRPC health service is served on the same socket, for
+//! `tessera-agent healthcheck`. Error codes are chosen once, in [`error`].
+
+pub mod error;
+pub mod incoming;
+pub mod jwt;
+pub mod limits;
+pub mod metrics;
+mod render;
+mod service;
+pub mod socket;
+mod stream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_actors::agent::view::WorkloadSource;
+use tessera_eventlog::{Clock, SystemClock};
+use tessera_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use tokio::net::UnixListener;
+
+pub use self::error::ApiError;
+pub use self::limits::{Limits, StreamLimitError};
+pub use self::metrics::{Metrics, MetricsError};
+pub use self::service::SECURITY_HEADER;
+pub use self::socket::{SocketError, SocketGuard};
+use self::service::WorkloadService;
+use crate::attestor::unix::UnixAttestor;
+use crate::attestor::Attestors;
+use crate::config::AgentConfig;
+use crate::shutdown::Shutdown;
+
+/// Longest wait, after shutdown, for open connections to close.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the server needs besides the source and the attestors.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bounds on what workloads control.
+    pub limits: Limits,
+    /// Where "now" comes from (SVID and token expiry).
+    pub clock: Arc<dyn Clock>,
+    /// Where calls and streams are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Settings {
+    /// `limits`, the system clock and fresh metrics.
+    pub fn new(limits: Limits) -> Result<Self, MetricsError> {
+        Ok(Self {
+            limits,
+            clock: Arc::new(SystemClock),
+            metrics: Metrics::new()?,
+        })
+    }
+}
+
+/// Why the Workload API stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The socket could not be bound.
+    #[error("Workload API socket: {0}")]
+    Socket(#[from] SocketError),
+    /// Metrics could not be set up (a bug).
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The health and metrics listener could not be bound.
+    #[error("health_checks listener {addr}: {source}")]
+    HealthListener {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("Workload API server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The attestors `config` enables (today: `unix`).
+pub fn attestors(config: &AgentConfig) -> Attestors {
+    Attestors::new(vec![Arc::new(UnixAttestor::new(config.unix_attestor.clone()))], config.limits.attestation_timeout)
+}
+
+/// Serves the Workload API on `listener` from `source` until `shutdown` resolves; open streams
+/// end then, and connections get [`DRAIN_TIMEOUT`] to close.
+pub async fn serve(
+    listener: UnixListener,
+    source: Arc<dyn WorkloadSource>,
+    attestors: Attestors,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (trigger, stop) = Shutdown::new();
+    let limits = settings.limits.clone();
+    let service = WorkloadService::new(source, attestors, settings, stop.clone());
+    let (_health, health_service) = tonic_health::server::health_reporter();
+    let serving = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.max_requests_per_connection))
+        .add_service(health_service)
+        .add_service(SpiffeWorkloadApiServer::new(service).max_decoding_message_size(limits.max_request_bytes))
+        .serve_with_incoming_shutdown(incoming::incoming(listener), stop.wait());
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return Ok(result?),
+        () = shutdown => trigger.fire(),
+    }
+    match tokio::time::timeout(DRAIN_TIMEOUT, serving).await {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            tracing::warn!(after = ?DRAIN_TIMEOUT, "Workload API: connections still open at shutdown; closing them");
+            Ok(())
+        }
+    }
+}
+
+/// Binds `config.socket_path` and serves the Workload API from `source` with the configured
+/// attestors and limits until `shutdown`, with `/live`, `/ready` and `/metrics` on
+/// `config.health_addr` when enabled. The socket file is removed on return.
+pub async fn run(config: &AgentConfig, source: Arc<dyn WorkloadSource>, shutdown: Shutdown) -> Result<(), ServeError> {
+    let settings = Settings::new(config.limits.clone())?;
+    if let Some(addr) = config.health_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::HealthListener { addr, source })?;
+        let (metrics, source, stop) = (settings.metrics.clone(), source.clone(), shutdown.wait());
+        tokio::spawn(async move {
+            if let Err(e) = crate::health::serve(listener, metrics, source, stop).await {
+                tracing::warn!(error = %e, "health_checks listener stopped");
+            }
+        });
+    }
+    let (listener, _guard) = socket::bind(&config.socket_path).await?;
+    tracing::info!(socket = %config.socket_path.display(), "Workload API listening");
+    serve(listener, source, attestors(config), settings, shutdown.wait()).await
+}

@@ -1,0 +1,106 @@
+//! One open Workload API stream: the first message goes out at once; then the task watches
+//! the identity source and sends the caller's full view again whenever it changes (new or
+//! deleted entry, rotation, bundle change) or a part of it expires. Views equal to the last
+//! one sent are skipped. When the caller loses every identity it gets `PermissionDenied` and
+//! the stream ends; when the caller goes away (cancel, disconnect) or the agent stops, the
+//! task ends quietly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_actors::agent::view::IdentitySnapshot;
+use tessera_eventlog::Clock;
+use tessera_identity::SelectorSet;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::error::ApiError;
+use super::limits::StreamSlot;
+use super::metrics::OpenStream;
+use super::render::Rendered;
+use crate::shutdown::Shutdown;
+
+/// Builds the caller's message from a snapshot at a time.
+pub(crate) type Render<T> = fn(&IdentitySnapshot, &SelectorSet, i64) -> Result<Rendered<T>, ApiError>;
+
+/// What a stream task holds.
+pub(crate) struct StreamTask<T> {
+    pub(crate) selectors: SelectorSet,
+    pub(crate) source: watch::Receiver<Arc<IdentitySnapshot>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) slot: StreamSlot,
+    pub(crate) gauge: OpenStream,
+    pub(crate) render: Render<T>,
+}
+
+/// The current time in Unix seconds.
+pub(crate) fn unix_now(clock: &dyn Clock) -> i64 {
+    clock.now_unix_nanos().div_euclid(1_000_000_000)
+}
+
+impl<T: Clone + PartialEq + Send + Sync + 'static> StreamTask<T> {
+    /// Sends `first` at once and spawns the update loop; the returned stream is the response.
+    pub(crate) fn spawn(self, first: Rendered<T>) -> ReceiverStream<Result<T, Status>> {
+        // One message in flight: a slow reader holds the task at `send`, and a later change
+        // is folded into the next snapshot rather than queued.
+        let (tx, rx) = mpsc::channel(1);
+        let initial = first.message.clone();
+        // A fresh channel with capacity 1 always has room for the first message.
+        let _ = tx.try_send(Ok(initial));
+        tokio::spawn(self.run(tx, first));
+        ReceiverStream::new(rx)
+    }
+
+    async fn run(mut self, tx: mpsc::Sender<Result<T, Status>>, first: Rendered<T>) {
+        // The slot and the gauge are released when the task ends, however it ends.
+        let _held = (&self.slot, &self.gauge);
+        let mut last = first.message;
+        let mut expires = first.expires;
+        let stop = self.shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            let wake = expires.map(|at| Duration::from_secs(u64::try_from(at - unix_now(&*self.clock)).unwrap_or(0).max(1)));
+            tokio::select! {
+                () = tx.closed() => return,
+                () = &mut stop => return,
+                changed = self.source.changed() => {
+                    if changed.is_err() {
+                        let _ = tx.send(Err(ApiError::ShuttingDown.into())).await;
+                        return;
+                    }
+                }
+                () = sleep_or_forever(wake) => {}
+            }
+            let snapshot = self.source.borrow_and_update().clone();
+            match (self.render)(&snapshot, &self.selectors, unix_now(&*self.clock)) {
+                Ok(next) => {
+                    expires = next.expires;
+                    if next.message != last {
+                        tokio::select! {
+                            sent = tx.send(Ok(next.message.clone())) => if sent.is_err() { return },
+                            () = &mut stop => return,
+                        }
+                        last = next.message;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "Workload API stream ends");
+                    tokio::select! {
+                        _ = tx.send(Err(e.into())) => {}
+                        () = &mut stop => {}
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_or_forever(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}

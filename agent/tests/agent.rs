@@ -1,0 +1,13 @@
+//! Black-box tests of the agent: the real Workload API server on a temp Unix socket, with the
+//! real `unix` attestor, serving a test identity source fed with real certificates; checked
+//! with the generated client, the crates.io `spiffe` client and the `tessera-agent` binary.
+//! Every wait is bounded ([`support::WAIT`]).
+
+mod support;
+
+mod attestor;
+mod cli;
+mod interop;
+mod jwt;
+mod streams;
+mod x509;

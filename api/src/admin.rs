@@ -1,0 +1,126 @@
+//! The admin API: SPIRE's server services (Entry, Agent, Bundle, SVID) and Tessera's EventLog
+//! on a Unix socket, with gRPC health and reflection so `grpcurl -plaintext -unix` works.
+//!
+//! Each service translates RPCs into actor messages (`tessera_actors::server::supervisor`);
+//! conversions live in [`crate::convert`], error codes in [`crate::status`]. Who may call is
+//! decided by the socket's file permissions (directory 0770), as in SPIRE.
+
+mod agent;
+mod bundle;
+mod entry;
+mod eventlog;
+mod svid;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tessera_actors::server::supervisor::Server;
+use tessera_proto::spire::api::server::agent::v1::agent_server::AgentServer;
+use tessera_proto::spire::api::server::bundle::v1::bundle_server::BundleServer;
+use tessera_proto::spire::api::server::entry::v1::entry_server::EntryServer;
+use tessera_proto::spire::api::server::svid::v1::svid_server::SvidServer;
+use tessera_proto::tessera::eventlog::v1::event_log_server::EventLogServer;
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+pub use self::agent::AgentService;
+pub use self::bundle::BundleService;
+pub use self::entry::EntryService;
+pub use self::eventlog::EventLogService;
+pub use self::svid::SvidService;
+use crate::config::ApiLimits;
+use crate::convert::ConvertError;
+use crate::status::ApiError;
+
+/// What every admin service shares.
+#[derive(Debug)]
+pub struct AdminContext {
+    /// The server's actors.
+    pub server: Server,
+    /// The admin API's bounds.
+    pub limits: ApiLimits,
+    tail_streams: Arc<Semaphore>,
+}
+
+impl AdminContext {
+    /// A context over a started server.
+    pub fn new(server: Server, limits: ApiLimits) -> Arc<Self> {
+        Arc::new(Self {
+            tail_streams: Arc::new(Semaphore::new(limits.max_tail_streams.max(1))),
+            server,
+            limits,
+        })
+    }
+
+    /// The page size to use for a request's `page_size`: the default when 0, at most the
+    /// maximum (the API lets the server return fewer than asked).
+    pub fn page_size(&self, requested: i32) -> Result<usize, ApiError> {
+        match usize::try_from(requested) {
+            Ok(0) => Ok(self.limits.default_page_size),
+            Ok(n) => Ok(n.min(self.limits.max_page_size)),
+            Err(_) => Err(ConvertError::OutOfRange {
+                field: "page_size",
+                value: i64::from(requested),
+                rule: "must not be negative",
+            }
+            .into()),
+        }
+    }
+}
+
+/// Why the admin API stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Reflection could not be built from the descriptor set (a build problem).
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(String),
+    /// The transport failed.
+    #[error("admin API transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves. `health` is set to SERVING for
+/// every service once serving starts; the caller may flip it later (e.g. when the server
+/// fails).
+pub async fn serve(
+    listener: UnixListener,
+    ctx: Arc<AdminContext>,
+    health: HealthReporter,
+    health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let max = ctx.limits.max_request_bytes;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    health.set_serving::<EntryServer<EntryService>>().await;
+    health.set_serving::<AgentServer<AgentService>>().await;
+    health.set_serving::<BundleServer<BundleService>>().await;
+    health.set_serving::<SvidServer<SvidService>>().await;
+    health.set_serving::<EventLogServer<EventLogService>>().await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(EntryServer::new(EntryService::new(ctx.clone())).max_decoding_message_size(max))
+        .add_service(AgentServer::new(AgentService::new(ctx.clone())).max_decoding_message_size(max))
+        .add_service(BundleServer::new(BundleService::new(ctx.clone())).max_decoding_message_size(max))
+        .add_service(SvidServer::new(SvidService::new(ctx.clone())).max_decoding_message_size(max))
+        .add_service(EventLogServer::new(EventLogService::new(ctx)).max_decoding_message_size(max))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! `events tail|show|verify`: read and audit the event log.
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use tessera_proto::tessera::eventlog::v1::event_log_client::EventLogClient;
+use tessera_proto::tessera::eventlog::v1::{GetRequest, TailRequest, VerifyRequest};
+
+use super::common::{connect, json, line, rpc, CliError, ClientArgs, OutputFormat};
+use super::render::{record_json, record_pretty};
+
+/// `events ...`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Prints records from a seq on (all by default); with --follow, keeps printing new ones.
+    Tail(TailArgs),
+    /// Prints one record.
+    Show(ShowArgs),
+    /// Recomputes the hash chain and reports the first record that does not match.
+    Verify(VerifyArgs),
+}
+
+/// `events tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// First seq to print.
+    #[arg(long = "fromSeq", visible_alias = "from-seq", default_value_t = 1)]
+    pub from_seq: u64,
+    /// Only records of this kind (e.g. EntryCreated); repeatable.
+    #[arg(long = "kind")]
+    pub kinds: Vec<String>,
+    /// Stop after this many records (0: no limit).
+    #[arg(long = "limit", default_value_t = 0)]
+    pub limit: u64,
+    /// Keep the stream open and print records as they commit (until Ctrl-C).
+    #[arg(long = "follow")]
+    pub follow: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `events show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The record's seq.
+    #[arg(long = "seq")]
+    pub seq: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `events verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// First record to check (1: the start).
+    #[arg(long = "fromSeq", visible_alias = "from-seq", default_value_t = 1)]
+    pub from_seq: u64,
+    /// Last record to check (0: the head).
+    #[arg(long = "toSeq", visible_alias = "to-seq", default_value_t = 0)]
+    pub to_seq: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Runs an `events` verb.
+pub async fn run(cmd: EventsCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        EventsCommand::Tail(a) => tail(a, out).await,
+        EventsCommand::Show(a) => show(a, out).await,
+        EventsCommand::Verify(a) => verify(a, out).await,
+    }
+}
+
+async fn tail(a: TailArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    const VERB: &str = "events tail";
+    let mut client = EventLogClient::new(connect(VERB, &a.client.socket_path).await?);
+    let mut stream = client
+        .tail(TailRequest {
+            from_seq: a.from_seq,
+            kinds: a.kinds,
+            limit: a.limit,
+            follow: a.follow,
+        })
+        .await
+        .map_err(rpc(VERB))?
+        .into_inner();
+    while let Some(record) = stream.message().await.map_err(rpc(VERB))? {
+        match a.client.output {
+            // One JSON object per line, so a follower can be piped to `jq`.
+            OutputFormat::Json => line(out, record_json(&record)),
+            OutputFormat::Pretty => record_pretty(out, &record),
+        }
+        let _ = out.flush();
+    }
+    Ok(())
+}
+
+async fn show(a: ShowArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    const VERB: &str = "events show";
+    let mut client = EventLogClient::new(connect(VERB, &a.client.socket_path).await?);
+    let r = client.get(GetRequest { seq: a.seq }).await.map_err(rpc(VERB))?.into_inner();
+    match a.client.output {
+        OutputFormat::Json => json(out, &record_json(&r)),
+        OutputFormat::Pretty => {
+            let at = r.recorded_at.as_ref().map(|t| crate::timefmt::format_unix(t.seconds)).unwrap_or_default();
+            line(out, format!("Seq              : {}", r.seq));
+            line(out, format!("Recorded at      : {at}"));
+            line(out, format!("Kind             : {}", r.kind));
+            line(out, format!("Schema version   : {}", r.schema_version));
+            line(out, format!("Prev hash        : {}", hex::encode(&r.prev_hash)));
+            line(out, format!("Hash             : {}", hex::encode(&r.hash)));
+            line(out, format!("Payload          : {}", r.payload_json));
+        }
+    }
+    Ok(())
+}
+
+async fn verify(a: VerifyArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    const VERB: &str = "events verify";
+    let mut client = EventLogClient::new(connect(VERB, &a.client.socket_path).await?);
+    let r = client
+        .verify(VerifyRequest {
+            from_seq: a.from_seq,
+            to_seq: a.to_seq,
+        })
+        .await
+        .map_err(rpc(VERB))?
+        .into_inner();
+    match a.client.output {
+        OutputFormat::Json => json(
+            out,
+            &json!({
+                "ok": r.ok,
+                "records_checked": r.records_checked,
+                "first_bad_seq": r.first_bad_seq,
+                "reason": r.reason,
+                "last_good_hash": hex::encode(&r.last_good_hash),
+            }),
+        ),
+        OutputFormat::Pretty if r.ok => line(
+            out,
+            format!("OK: {} records verified; last hash {}", r.records_checked, hex::encode(&r.last_good_hash)),
+        ),
+        OutputFormat::Pretty => line(
+            out,
+            format!(
+                "FAILED at seq {}: {} ({} records before it verified; last good hash {})",
+                r.first_bad_seq,
+                r.reason,
+                r.records_checked,
+                hex::encode(&r.last_good_hash)
+            ),
+        ),
+    }
+    if r.ok {
+        Ok(())
+    } else {
+        Err(CliError::Failed {
+            verb: VERB,
+            message: format!("the hash chain breaks at seq {}", r.first_bad_seq),
+        })
+    }
+}

@@ -1,0 +1,529 @@
+//! The server's configuration: a TOML file (every key documented in `conf/server.toml`, with
+//! SPIRE's defaults), overridden by `run` flags, validated into [`Config`] before anything
+//! starts. A bad value fails start-up with a message naming the key (or flag), the value and
+//! the rule.
+
+pub mod duration;
+pub mod file;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_actors::server::authority::{AuthoritySettings, CaSettings, SubjectName, UpstreamDisk};
+use tessera_actors::server::keys::{KeyManager, KeyType};
+use tessera_actors::server::supervisor::ServerSettings;
+use tessera_eventlog::OpenCheck;
+use tessera_identity::{EntryLimits, TrustDomain};
+
+use self::file::FileConfig;
+
+/// Trust domain when neither the file nor `--trustDomain` gives one (SPIRE's example config).
+pub const DEFAULT_TRUST_DOMAIN: &str = "example.org";
+/// Data directory by default: relative to the working directory, as in SPIRE's example config.
+pub const DEFAULT_DATA_DIR: &str = "./.data";
+/// The admin socket by default (SPIRE's).
+pub const DEFAULT_SOCKET_PATH: &str = "/tmp/tessera-server/private/api.sock";
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or has an unknown key or a value of the wrong type.
+    #[error("config file {}: {message}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message (names the key, line and column).
+        message: String,
+    },
+    /// The authority's settings do not work together.
+    #[error(transparent)]
+    Authority(#[from] tessera_actors::server::authority::SettingsError),
+    /// A value breaks a rule.
+    #[error("{key} {value:?}: {reason}")]
+    Invalid {
+        /// The key (`server.trust_domain`) or flag (`--trustDomain`).
+        key: String,
+        /// The value given.
+        value: String,
+        /// The rule, and the fix.
+        reason: String,
+    },
+}
+
+/// Values given on the `run` command line; each replaces the file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--trustDomain`.
+    pub trust_domain: Option<String>,
+    /// `--dataDir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--socketPath`.
+    pub socket_path: Option<PathBuf>,
+    /// `--bindAddress`.
+    pub bind_address: Option<String>,
+    /// `--serverPort`.
+    pub bind_port: Option<u16>,
+    /// `--logLevel`.
+    pub log_level: Option<String>,
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation (default).
+    Info,
+    /// Problems only.
+    Warn,
+    /// Failures only.
+    Error,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive.
+    pub fn directive(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Where the authority keeps private keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyManagerKind {
+    /// PKCS#8 files, mode 0600, under `<data_dir>/keys`.
+    Disk,
+    /// Process memory: keys are lost at exit, so every start prepares a new CA and JWT key.
+    Memory,
+}
+
+/// The actors' bounds (the key manager is opened at start, so it is not config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorLimits {
+    /// Bounds on entries.
+    pub entry_limits: EntryLimits,
+    /// Most entries the registry holds.
+    pub max_entries: usize,
+    /// Requests admitted per actor.
+    pub max_in_flight: usize,
+    /// Timeout of every call into an actor.
+    pub call_timeout: Duration,
+    /// Records between snapshots.
+    pub snapshot_every: u64,
+    /// Updates buffered per agent sync stream.
+    pub sync_stream_buffer: usize,
+}
+
+/// Bounds of the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Most items in one batch RPC.
+    pub max_batch_size: usize,
+    /// Page size of list RPCs when the caller gives none.
+    pub default_page_size: usize,
+    /// Largest page of list RPCs.
+    pub max_page_size: usize,
+    /// Most `EventLog.Tail` streams open at once.
+    pub max_tail_streams: usize,
+    /// Most event kinds in one `EventLog.Tail` filter.
+    pub max_event_kinds: usize,
+    /// Most audiences of one JWT-SVID.
+    pub max_audiences: usize,
+    /// Largest admin request, bytes.
+    pub max_request_bytes: usize,
+    /// Join-token lifetime when the request gives none.
+    pub default_join_token_ttl: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        let l = file::LimitsSection::default();
+        Self {
+            max_batch_size: l.max_batch_size,
+            default_page_size: l.default_page_size,
+            max_page_size: l.max_page_size,
+            max_tail_streams: l.max_tail_streams,
+            max_event_kinds: l.max_event_kinds,
+            max_audiences: l.max_audiences,
+            max_request_bytes: l.max_request_bytes,
+            default_join_token_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// Where the log, snapshots and keys live.
+    pub data_dir: PathBuf,
+    /// The admin API's socket.
+    pub socket_path: PathBuf,
+    /// The agent API's address.
+    pub agent_api_addr: SocketAddr,
+    /// Log verbosity.
+    pub log_level: LogLevel,
+    /// The authority's settings (CA, JWT keys, rotation, signing).
+    pub authority: AuthoritySettings,
+    /// Where the authority keeps private keys.
+    pub key_manager: KeyManagerKind,
+    /// The actors' bounds.
+    pub actors: ActorLimits,
+    /// Admin API bounds.
+    pub api: ApiLimits,
+    /// How much of the log to verify when opening it.
+    pub open_check: OpenCheck,
+    /// `/live`, `/ready`, `/metrics`; `None`: off.
+    pub health_addr: Option<SocketAddr>,
+    /// CA bundle of the x509pop node attestor; `None`: x509pop is refused.
+    pub x509pop_ca_bundle_path: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads `path` (if any), applies `overrides` and validates the result.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match path {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                parse_file(path, &text)?
+            }
+        };
+        Self::from_file(file, overrides)
+    }
+
+    /// Validates an already parsed file with `overrides` applied.
+    pub fn from_file(file: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
+        let s = &file.server;
+        let (td_key, td_value) = pick("--trustDomain", "server.trust_domain", &o.trust_domain, &s.trust_domain);
+        let trust_domain = TrustDomain::new(&td_value).map_err(|e| ConfigError::Invalid {
+            key: td_key.into(),
+            value: td_value.clone(),
+            reason: strip_input(&e.to_string(), &td_value),
+        })?;
+        let data_dir = o.data_dir.clone().unwrap_or_else(|| s.data_dir.clone());
+        non_empty_path("server.data_dir", &data_dir)?;
+        let socket_path = o.socket_path.clone().unwrap_or_else(|| s.socket_path.clone());
+        non_empty_path("server.socket_path", &socket_path)?;
+        let (addr_key, addr_value) = pick("--bindAddress", "server.bind_address", &o.bind_address, &s.bind_address);
+        let bind_ip = parse_ip(addr_key, &addr_value)?;
+        let agent_api_addr = SocketAddr::new(bind_ip, o.bind_port.unwrap_or(s.bind_port));
+        let (level_key, level_value) = pick("--logLevel", "server.log_level", &o.log_level, &s.log_level);
+        let log_level = parse_log_level(level_key, &level_value)?;
+
+        let limits = &file.limits;
+        let (authority, key_manager) = authority(&file, &trust_domain)?;
+        positive("limits.max_entries", limits.max_entries)?;
+        positive("limits.max_in_flight", limits.max_in_flight)?;
+        positive("limits.sync_stream_buffer", limits.sync_stream_buffer)?;
+        positive("limits.max_batch_size", limits.max_batch_size)?;
+        positive("limits.default_page_size", limits.default_page_size)?;
+        positive("limits.max_page_size", limits.max_page_size)?;
+        positive("limits.max_tail_streams", limits.max_tail_streams)?;
+        positive("limits.max_event_kinds", limits.max_event_kinds)?;
+        positive("limits.max_audiences", limits.max_audiences)?;
+        if limits.max_request_bytes < 1024 {
+            return Err(invalid("limits.max_request_bytes", limits.max_request_bytes, "must be at least 1024"));
+        }
+        if limits.default_page_size > limits.max_page_size {
+            return Err(invalid(
+                "limits.default_page_size",
+                limits.default_page_size,
+                &format!("must not exceed limits.max_page_size ({})", limits.max_page_size),
+            ));
+        }
+        if limits.call_timeout.is_zero() {
+            return Err(invalid("limits.call_timeout", "0", "must be longer than zero (e.g. \"30s\")"));
+        }
+        check_entry_limits(&limits.entry)?;
+        let join_ttl = s.join_token_ttl;
+        if join_ttl.as_secs() == 0 || join_ttl.as_secs() > u64::from(tessera_actors::server::tokens::MAX_TOKEN_TTL_SECS) {
+            return Err(invalid(
+                "server.join_token_ttl",
+                duration::format_duration(join_ttl),
+                "must be between 1s and 720h (30 days)",
+            ));
+        }
+
+        let actors = ActorLimits {
+            entry_limits: limits.entry.clone(),
+            max_entries: limits.max_entries,
+            max_in_flight: limits.max_in_flight,
+            call_timeout: limits.call_timeout,
+            snapshot_every: file.log.snapshot_every,
+            sync_stream_buffer: limits.sync_stream_buffer,
+        };
+
+        let open_check = match file.log.open_check.as_str() {
+            "full_chain" => OpenCheck::FullChain,
+            "from_latest_snapshot" => OpenCheck::FromLatestSnapshot,
+            other => {
+                return Err(invalid(
+                    "log.open_check",
+                    other,
+                    "must be \"full_chain\" (verify every record at start) or \"from_latest_snapshot\"",
+                ))
+            }
+        };
+        let x509pop_ca_bundle_path = match &file.node_attestor.x509pop {
+            Some(x) => {
+                non_empty_path("node_attestor.x509pop.ca_bundle_path", &x.ca_bundle_path)?;
+                Some(x.ca_bundle_path.clone())
+            }
+            None => None,
+        };
+        let h = &file.health_checks;
+        let health_addr = if h.listener_enabled {
+            Some(SocketAddr::new(parse_ip("health_checks.bind_address", &h.bind_address)?, h.bind_port))
+        } else {
+            None
+        };
+        Ok(Config {
+            trust_domain,
+            data_dir,
+            socket_path,
+            agent_api_addr,
+            log_level,
+            authority,
+            key_manager,
+            actors,
+            api: ApiLimits {
+                max_batch_size: limits.max_batch_size,
+                default_page_size: limits.default_page_size,
+                max_page_size: limits.max_page_size,
+                max_tail_streams: limits.max_tail_streams,
+                max_event_kinds: limits.max_event_kinds,
+                max_audiences: limits.max_audiences,
+                max_request_bytes: limits.max_request_bytes,
+                default_join_token_ttl: join_ttl,
+            },
+            open_check,
+            health_addr,
+            x509pop_ca_bundle_path,
+        })
+    }
+
+    /// The event log's directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("log")
+    }
+
+    /// The actors' settings, with the key manager opened by the caller.
+    pub fn server_settings(&self, key_manager: Arc<dyn KeyManager>) -> ServerSettings {
+        let mut s = ServerSettings::new(self.trust_domain.clone());
+        s.entry_limits = self.actors.entry_limits.clone();
+        s.max_entries = self.actors.max_entries;
+        s.max_in_flight = self.actors.max_in_flight;
+        s.call_timeout = self.actors.call_timeout;
+        s.snapshot_every = self.actors.snapshot_every;
+        s.sync_stream_buffer = self.actors.sync_stream_buffer;
+        s.authority = self.authority.clone();
+        s.key_manager = key_manager;
+        s
+    }
+}
+
+/// Parses the TOML text of `path`.
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+fn authority(file: &FileConfig, td: &TrustDomain) -> Result<(AuthoritySettings, KeyManagerKind), ConfigError> {
+    let s = &file.server;
+    let l = &file.limits;
+    let ca_key_type = parse_key_type("server.ca_key_type", &s.ca_key_type)?;
+    let jwt_key_type = match &s.jwt_key_type {
+        Some(t) => parse_key_type("server.jwt_key_type", t)?,
+        None => ca_key_type,
+    };
+    for (key, value) in [("server.ca_key_type", ca_key_type), ("server.jwt_key_type", jwt_key_type)] {
+        if !value.can_generate() {
+            return Err(invalid(
+                key,
+                value,
+                "this build cannot generate RSA keys (ring has no RSA key generation); use \"ec-p256\" (default) or \"ec-p384\"",
+            ));
+        }
+    }
+    if s.ca_ttl < Duration::from_secs(60) {
+        return Err(invalid("server.ca_ttl", duration::format_duration(s.ca_ttl), "must be at least 1m"));
+    }
+    for (key, d) in [
+        ("server.default_x509_svid_ttl", s.default_x509_svid_ttl),
+        ("server.default_jwt_svid_ttl", s.default_jwt_svid_ttl),
+        ("server.rotation_check_interval", s.rotation_check_interval),
+    ] {
+        if d.as_secs() == 0 {
+            return Err(invalid(key, duration::format_duration(d), "must be at least 1s"));
+        }
+    }
+    if s.default_x509_svid_ttl >= s.ca_ttl {
+        return Err(invalid(
+            "server.default_x509_svid_ttl",
+            duration::format_duration(s.default_x509_svid_ttl),
+            &format!(
+                "must be shorter than server.ca_ttl ({}): an SVID cannot outlive the CA that signs it",
+                duration::format_duration(s.ca_ttl)
+            ),
+        ));
+    }
+    let key_manager = match file.key_manager.kind.as_str() {
+        "disk" => KeyManagerKind::Disk,
+        "memory" => KeyManagerKind::Memory,
+        other => return Err(invalid("key_manager.type", other, "must be \"disk\" or \"memory\"")),
+    };
+    let one = |key: &str, values: &[String]| -> Result<String, ConfigError> {
+        match values {
+            [] => Ok(String::new()),
+            [v] => Ok(v.clone()),
+            _ => Err(invalid(key, values.join(", "), "Tessera puts one value in the CA subject; give at most one")),
+        }
+    };
+    let subject = SubjectName {
+        country: one("server.ca_subject.country", &s.ca_subject.country)?,
+        organization: one("server.ca_subject.organization", &s.ca_subject.organization)?,
+        common_name: (!s.ca_subject.common_name.is_empty()).then(|| s.ca_subject.common_name.clone()),
+    };
+    let upstream = file.upstream_authority.as_ref().map(|u| UpstreamDisk {
+        cert_file_path: u.disk.cert_file_path.clone(),
+        key_file_path: u.disk.key_file_path.clone(),
+        bundle_file_path: u.disk.bundle_file_path.clone(),
+    });
+    if let Some(u) = &upstream {
+        non_empty_path("upstream_authority.disk.cert_file_path", &u.cert_file_path)?;
+        non_empty_path("upstream_authority.disk.key_file_path", &u.key_file_path)?;
+    }
+    for (key, v) in [
+        ("limits.max_signing_queue", l.max_signing_queue),
+        ("limits.max_signing_batch", l.max_signing_batch),
+        ("limits.max_csr_bytes", l.max_csr_bytes),
+        ("limits.max_svid_dns_names", l.max_svid_dns_names),
+    ] {
+        positive(key, v)?;
+    }
+    let mut a = AuthoritySettings::new(td.clone());
+    a.ca = CaSettings {
+        ttl: s.ca_ttl,
+        key_type: ca_key_type,
+        subject,
+        upstream,
+    };
+    // SPIRE: JWT signing keys live as long as CAs and rotate on the same schedule.
+    a.jwt_key_ttl = s.ca_ttl;
+    a.jwt_key_type = jwt_key_type;
+    a.signer.x509_svid_ttl = s.default_x509_svid_ttl;
+    a.signer.agent_svid_ttl = s.default_x509_svid_ttl;
+    a.signer.jwt_svid_ttl = s.default_jwt_svid_ttl;
+    a.signer.max_queued = l.max_signing_queue;
+    a.signer.max_batch = l.max_signing_batch;
+    if l.max_signing_jobs > 0 {
+        a.signer.max_concurrent_jobs = l.max_signing_jobs;
+    }
+    a.signer.max_csr_bytes = l.max_csr_bytes;
+    a.signer.max_dns_names = l.max_svid_dns_names;
+    a.signer.max_audiences = l.max_audiences;
+    a.tick_interval = Some(s.rotation_check_interval);
+    a.call_timeout = l.call_timeout;
+    a.validate()?;
+    Ok((a, key_manager))
+}
+
+fn pick<'a>(flag: &'a str, key: &'a str, flag_value: &Option<String>, file_value: &str) -> (&'a str, String) {
+    match flag_value {
+        Some(v) => (flag, v.clone()),
+        None => (key, file_value.to_owned()),
+    }
+}
+
+fn invalid(key: &str, value: impl ToString, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Identity errors start with the quoted input; the config error quotes it already.
+fn strip_input(message: &str, input: &str) -> String {
+    message
+        .strip_prefix(&format!("{input:?}: "))
+        .unwrap_or(message)
+        .to_owned()
+}
+
+fn positive(key: &str, v: usize) -> Result<(), ConfigError> {
+    if v == 0 {
+        return Err(invalid(key, v, "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn non_empty_path(key: &str, p: &Path) -> Result<(), ConfigError> {
+    if p.as_os_str().is_empty() {
+        return Err(invalid(key, "", "must not be empty"));
+    }
+    Ok(())
+}
+
+fn parse_ip(key: &str, value: &str) -> Result<IpAddr, ConfigError> {
+    let v = if value == "localhost" { "127.0.0.1" } else { value };
+    v.parse().map_err(|_| {
+        invalid(key, value, "must be an IP address such as \"0.0.0.0\", \"127.0.0.1\" or \"::\"")
+    })
+}
+
+fn parse_log_level(key: &str, value: &str) -> Result<LogLevel, ConfigError> {
+    Ok(match value.to_ascii_lowercase().as_str() {
+        "trace" => LogLevel::Trace,
+        "debug" => LogLevel::Debug,
+        "info" => LogLevel::Info,
+        "warn" | "warning" => LogLevel::Warn,
+        "error" => LogLevel::Error,
+        _ => return Err(invalid(key, value, "must be one of trace, debug, info, warn, error")),
+    })
+}
+
+fn parse_key_type(key: &str, value: &str) -> Result<KeyType, ConfigError> {
+    value
+        .parse::<KeyType>()
+        .map_err(|_| invalid(key, value, "must be \"ec-p256\" (default), \"ec-p384\", \"rsa-2048\" or \"rsa-4096\""))
+}
+
+fn check_entry_limits(l: &EntryLimits) -> Result<(), ConfigError> {
+    positive("limits.entry.max_selectors", l.max_selectors)?;
+    if l.min_svid_ttl_secs > l.max_x509_svid_ttl_secs || l.min_svid_ttl_secs > l.max_jwt_svid_ttl_secs {
+        return Err(invalid(
+            "limits.entry.min_svid_ttl_secs",
+            l.min_svid_ttl_secs,
+            "must not exceed limits.entry.max_x509_svid_ttl_secs or max_jwt_svid_ttl_secs",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,273 @@
+//! `tessera-server run`: config → data dir → event log → actors → admin API on the Unix
+//! socket → health/metrics endpoint → agent API; then wait for SIGINT/SIGTERM or an actor
+//! failure, and shut down in reverse order.
+//!
+//! Every server here takes an already-bound listener and a shutdown future (DESIGN.md §6), so
+//! tests drive the same functions with temp sockets and port 0.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_actors::random::OsRandom;
+use tessera_actors::server::keys::{DiskKeyManager, KeyError, KeyManager, MemoryKeyManager};
+use tessera_actors::server::supervisor::{Server, StartError};
+use tessera_eventlog::store::sled::SledStore;
+use tessera_eventlog::{Clock, LocalLog, LogError, LogLimits, SystemClock};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic_health::ServingStatus;
+
+use crate::admin::{self, AdminContext, ServeError};
+use crate::config::{Config, KeyManagerKind};
+use crate::metrics::{Metrics, MetricsError};
+use crate::uds::{self, SocketError};
+
+/// How long each server gets to finish its in-flight requests at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why `run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The data directory cannot be created.
+    #[error("data_dir {}: cannot create it: {source}", .path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The event log does not open (damaged, locked by another server, unreadable).
+    #[error("cannot open the event log: {0}")]
+    OpenLog(#[from] LogError),
+    /// The key manager's directory is unusable.
+    #[error("key manager: {0}")]
+    Keys(#[from] KeyError),
+    /// The actors did not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The admin socket cannot be bound.
+    #[error("admin socket {0}")]
+    Socket(#[from] SocketError),
+    /// A TCP listener cannot be bound.
+    #[error("cannot listen on {addr} for the {what}: {source}; choose another address or port")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The metrics registry could not be built.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The admin API stopped with an error.
+    #[error(transparent)]
+    Admin(#[from] ServeError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// An actor died; the process exits non-zero so that its supervisor restarts it.
+    #[error("server failed: {0}")]
+    Failed(String),
+    /// A background task panicked or was cancelled.
+    #[error("{what} task ended abnormally: {reason}")]
+    Task {
+        /// Which.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A shutdown signal every server can wait on; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ShutdownSignal(watch::Receiver<bool>);
+
+impl ShutdownSignal {
+    /// A trigger and its signal.
+    pub fn new() -> (watch::Sender<bool>, ShutdownSignal) {
+        let (tx, rx) = watch::channel(false);
+        (tx, ShutdownSignal(rx))
+    }
+
+    /// Resolves once shutdown is triggered (or the trigger is dropped).
+    pub fn wait(self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0;
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+/// Runs the server until a signal or a failure.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    prepare_data_dir(&config.data_dir)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let log = open_log(&config, clock.clone()).await?;
+    tracing::info!(dir = %config.log_dir().display(), head = log_head(&log), "event log open");
+    let key_manager: Arc<dyn KeyManager> = match config.key_manager {
+        KeyManagerKind::Disk => Arc::new(DiskKeyManager::open(&config.data_dir)?),
+        KeyManagerKind::Memory => Arc::new(MemoryKeyManager::default()),
+    };
+    let settings = config.server_settings(key_manager);
+    let server = Server::start(settings, log.clone(), clock, Arc::new(OsRandom::new())).await?;
+    tracing::info!(trust_domain = %config.trust_domain, "actors started");
+
+    let result = serve_all(&config, &server).await;
+    server.stop().await;
+    close_log(log).await;
+    tracing::info!("server stopped");
+    result
+}
+
+async fn serve_all(config: &Arc<Config>, server: &Server) -> Result<(), RunError> {
+    let (trigger, shutdown) = ShutdownSignal::new();
+    let (socket, _socket_guard) = uds::bind(&config.socket_path).await?;
+    let ctx = AdminContext::new(server.clone(), config.api.clone());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let mut admin_task = tokio::spawn(admin::serve(socket, ctx, health.clone(), health_service, shutdown.clone().wait()));
+    tracing::info!(path = %config.socket_path.display(), "admin API listening");
+
+    let metrics = Metrics::new(server.clone())?;
+    let metrics_task = match config.health_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|source| RunError::Bind {
+                what: "health and metrics endpoint",
+                addr,
+                source,
+            })?;
+            tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "health and metrics endpoint listening");
+            Some(tokio::spawn(crate::metrics::serve(listener, metrics.clone(), shutdown.clone().wait())))
+        }
+        None => None,
+    };
+
+    let agent_listener = TcpListener::bind(config.agent_api_addr).await.map_err(|source| RunError::Bind {
+        what: "agent API",
+        addr: config.agent_api_addr,
+        source,
+    })?;
+    let agent_task = start_agent_api(config.clone(), server.clone(), agent_listener, shutdown.clone());
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(RunError::Signals)?;
+    let outcome = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
+        _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
+        reason = server.failed() => {
+            tracing::error!(%reason, "an actor failed: shutting down");
+            metrics.set_failed();
+            health.set_service_status("", ServingStatus::NotServing).await;
+            Err(RunError::Failed(reason))
+        }
+        ended = &mut admin_task => Err(match ended {
+            Ok(Ok(())) => RunError::Task { what: "admin API", reason: "stopped on its own".into() },
+            Ok(Err(e)) => RunError::Admin(e),
+            Err(e) => RunError::Task { what: "admin API", reason: e.to_string() },
+        }),
+    };
+    let _ = trigger.send(true);
+    drain("admin API", admin_task).await;
+    if let Some(task) = metrics_task {
+        drain("metrics endpoint", task).await;
+    }
+    drain("agent API", agent_task).await;
+    outcome
+}
+
+/// Serves the agent API (`crate::agent_api`: TCP + TLS, attestation, sync, signing) on
+/// `listener` until `shutdown`.
+fn start_agent_api(
+    config: Arc<Config>,
+    server: Server,
+    listener: TcpListener,
+    shutdown: ShutdownSignal,
+) -> JoinHandle<Result<(), String>> {
+    tokio::spawn(async move {
+        let x509pop = x509pop_verifier(&config)?;
+        let deps = crate::agent_api::AgentApiDeps {
+            authority: server.authority.clone(),
+            server,
+            x509pop,
+            settings: crate::agent_api::AgentApiSettings::default(),
+        };
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "agent API listening");
+        crate::agent_api::serve(listener, deps, shutdown.wait())
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// The x509pop node attestor, when `[node_attestor.x509pop] ca_bundle_path` is configured.
+fn x509pop_verifier(config: &Config) -> Result<Option<tessera_actors::attestation::x509pop::Verifier>, String> {
+    let Some(path) = &config.x509pop_ca_bundle_path else {
+        return Ok(None);
+    };
+    let pem = std::fs::read_to_string(path).map_err(|e| format!("x509pop ca_bundle_path {}: {e}", path.display()))?;
+    tessera_actors::attestation::x509pop::Verifier::from_pem(config.trust_domain.clone(), &pem)
+        .map(Some)
+        .map_err(|e| format!("x509pop ca_bundle_path {}: {e}", path.display()))
+}
+
+/// Waits a bounded time for a server task to finish its in-flight work, then stops it.
+async fn drain<T: std::fmt::Debug>(what: &'static str, mut task: JoinHandle<T>) {
+    if task.is_finished() {
+        return;
+    }
+    match tokio::time::timeout(DRAIN_TIMEOUT, &mut task).await {
+        Ok(Ok(outcome)) => tracing::debug!(what, ?outcome, "stopped"),
+        Ok(Err(e)) => tracing::warn!(what, error = %e, "task ended abnormally"),
+        Err(_) => {
+            // Open streams (`events tail --follow`) never end on their own.
+            tracing::info!(what, "still busy after {DRAIN_TIMEOUT:?}: cancelling");
+            task.abort();
+        }
+    }
+}
+
+/// Creates the data directory (mode 0700: it holds keys and the log) if absent.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), RunError> {
+    let err = |source| RunError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Opens the sled log under `<data_dir>/log`, verifying as much of the chain as configured.
+pub async fn open_log(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<LocalLog>, RunError> {
+    let dir = config.log_dir();
+    let limits = LogLimits {
+        open_check: config.open_check,
+        ..LogLimits::default()
+    };
+    // Opening walks the chain: blocking work.
+    let log = tokio::task::spawn_blocking(move || {
+        let store = SledStore::open(&dir)?;
+        LocalLog::open(Arc::new(store), clock, limits)
+    })
+    .await
+    .map_err(|e| RunError::Task {
+        what: "log open",
+        reason: e.to_string(),
+    })??;
+    Ok(Arc::new(log))
+}
+
+fn log_head(log: &LocalLog) -> u64 {
+    tessera_eventlog::EventLog::head(log).seq
+}
+
+/// Closes the log: queued appends finish, the writer thread exits.
+async fn close_log(log: Arc<LocalLog>) {
+    let _ = tokio::task::spawn_blocking(move || log.close()).await;
+}

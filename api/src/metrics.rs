@@ -1,0 +1,192 @@
+//! HTTP `/live`, `/ready` and Prometheus `/metrics` (off by default; `[health_checks]`).
+//!
+//! Families (prefix `tessera_server_`): `entries`, `agents`, `join_tokens_pending`,
+//! `log_head_seq`, `actor_in_flight{actor}`, `signing_queued`, `bundle_sequence`,
+//! `x509_cas{status}`, `jwt_keys{status}`, `active_ca_not_after_seconds`.
+//!
+//! Gauges are read from the actors when scraped, so they are never stale and cost nothing
+//! between scrapes. `/live` answers 200 while the actors run; `/ready` answers 200 once the
+//! registry answers a read, 503 otherwise (overloaded, failed, stopping).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use tessera_actors::server::authority::SlotStatus;
+use tessera_actors::server::supervisor::Server;
+use tokio::net::TcpListener;
+
+/// What the endpoint reads.
+#[derive(Debug)]
+pub struct Metrics {
+    server: Server,
+    failed: AtomicBool,
+    registry: Registry,
+    entries: IntGauge,
+    agents: IntGauge,
+    tokens: IntGauge,
+    log_head: IntGauge,
+    in_flight: IntGaugeVec,
+    signing_queued: IntGauge,
+    bundle_sequence: IntGauge,
+    x509_cas: IntGaugeVec,
+    jwt_keys: IntGaugeVec,
+    active_ca_expiry: IntGauge,
+}
+
+/// Building the metric families failed (a duplicate or malformed name: a bug).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot register metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    /// Metrics over `server`.
+    pub fn new(server: Server) -> Result<Arc<Self>, MetricsError> {
+        let registry = Registry::new_custom(Some("tessera_server".into()), None)?;
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let entries = gauge("entries", "Registration entries held.")?;
+        let agents = gauge("agents", "Attested agents (banned included).")?;
+        let tokens = gauge("join_tokens_pending", "Join tokens generated and not yet used or expired.")?;
+        let log_head = gauge("log_head_seq", "Seq of the last committed record of the event log.")?;
+        let in_flight = IntGaugeVec::new(
+            Opts::new("actor_in_flight", "Requests waiting for or running in each actor (bounded by limits.max_in_flight)."),
+            &["actor"],
+        )?;
+        registry.register(Box::new(in_flight.clone()))?;
+        let signing_queued = gauge("signing_queued", "CSRs and JWTs admitted to the signer and not yet done (bounded by limits.max_signing_queue).")?;
+        let bundle_sequence = gauge("bundle_sequence", "Sequence number of the trust bundle; goes up on every rotation step.")?;
+        let active_ca_expiry = gauge("active_ca_not_after_seconds", "Expiry (Unix seconds) of the X.509 CA that signs; 0 when none.")?;
+        let x509_cas = IntGaugeVec::new(Opts::new("x509_cas", "X.509 CAs by rotation status (prepared, active, old)."), &["status"])?;
+        registry.register(Box::new(x509_cas.clone()))?;
+        let jwt_keys = IntGaugeVec::new(Opts::new("jwt_keys", "JWT signing keys by rotation status (prepared, active, old)."), &["status"])?;
+        registry.register(Box::new(jwt_keys.clone()))?;
+        Ok(Arc::new(Self {
+            server,
+            failed: AtomicBool::new(false),
+            registry,
+            entries,
+            agents,
+            tokens,
+            log_head,
+            in_flight,
+            signing_queued,
+            bundle_sequence,
+            x509_cas,
+            jwt_keys,
+            active_ca_expiry,
+        }))
+    }
+
+    /// Marks the server as failed: `/live` and `/ready` answer 503 from now on.
+    pub fn set_failed(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the server failed.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Reads every gauge from the actors.
+    pub async fn refresh(&self) {
+        let s = &self.server;
+        for (actor, n) in [
+            ("registry", s.registry.in_flight()),
+            ("nodes", s.nodes.in_flight()),
+            ("tokens", s.tokens.in_flight()),
+        ] {
+            self.in_flight.with_label_values(&[actor]).set(gauge_value(n));
+        }
+        self.log_head.set(i64::try_from(s.log.raw().head().seq).unwrap_or(i64::MAX));
+        if let Ok(n) = s.registry.read(|r| r.len()).await {
+            self.entries.set(gauge_value(n));
+        }
+        if let Ok(n) = s.nodes.read(|n| n.len()).await {
+            self.agents.set(gauge_value(n));
+        }
+        if let Ok(n) = s.tokens.read(|t| t.len()).await {
+            self.tokens.set(gauge_value(n));
+        }
+        self.signing_queued.set(gauge_value(s.authority.signer().queued()));
+        if let Ok(status) = s.authority.status().await {
+            self.bundle_sequence.set(i64::try_from(status.bundle_sequence).unwrap_or(i64::MAX));
+            for (family, slots) in [(&self.x509_cas, &status.cas), (&self.jwt_keys, &status.jwt_keys)] {
+                for st in [SlotStatus::Prepared, SlotStatus::Active, SlotStatus::Old] {
+                    let n = slots.iter().filter(|slot| slot.status == st).count();
+                    family.with_label_values(&[slot_label(st)]).set(gauge_value(n));
+                }
+            }
+            let active = status.cas.iter().find(|c| c.status == SlotStatus::Active);
+            self.active_ca_expiry.set(active.map_or(0, |c| c.not_after));
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub async fn render(&self) -> String {
+        self.refresh().await;
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails on invalid metric families, which `new` rules out.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    async fn ready(&self) -> bool {
+        !self.is_failed() && self.server.registry.read(|_| ()).await.is_ok()
+    }
+}
+
+fn slot_label(s: SlotStatus) -> &'static str {
+    match s {
+        SlotStatus::Prepared => "prepared",
+        SlotStatus::Active => "active",
+        SlotStatus::Old => "old",
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+async fn live(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    if m.is_failed() {
+        (StatusCode::SERVICE_UNAVAILABLE, "failed\n")
+    } else {
+        (StatusCode::OK, "live\n")
+    }
+}
+
+async fn ready(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    if m.ready().await {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn scrape(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render().await)
+}
+
+/// Serves `/live`, `/ready` and `/metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/live", get(live))
+        .route("/ready", get(ready))
+        .route("/metrics", get(scrape))
+        .with_state(metrics);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

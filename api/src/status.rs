@@ -1,0 +1,250 @@
+//! The one mapping from Tessera's errors to gRPC status codes, for every service (admin and
+//! agent API alike). Deliberate, and written once:
+//!
+//! | error | code |
+//! |---|---|
+//! | malformed request ([`ConvertError`], invalid entry) | `InvalidArgument` |
+//! | unknown entry, agent, record | `NotFound` |
+//! | duplicate entry or id, token collision | `AlreadyExists` |
+//! | banned / not attested / stale SVID / bad join token | `PermissionDenied` |
+//! | a CSR or JWT request the signer refuses | `InvalidArgument` |
+//! | a limit (registry full, actor or signing queue overloaded, batch too large) | `ResourceExhausted` |
+//! | actor down or timed out, log failure, no active CA/JWT key yet | `Unavailable` (the caller may retry) |
+//! | a damaged log (hash chain broken) | `DataLoss` |
+//! | a wiring bug | `Internal` |
+
+use tessera_actors::server::aggregate_actor::CommandError;
+use tessera_actors::server::authority::{AuthorityCallError, SignError, SvidRejection};
+use tessera_actors::server::nodes::NodeError;
+use tessera_actors::server::registry::{EntryRejection, RegistryError};
+use tessera_actors::server::tokens::TokenError;
+use tessera_eventlog::LogError;
+use tessera_proto::spire::api::types;
+use tonic::{Code, Status};
+
+use crate::convert::ConvertError;
+
+/// An error with a deliberate gRPC code.
+pub trait ToCode: std::fmt::Display {
+    /// The code callers see.
+    fn code(&self) -> Code;
+
+    /// As a `Status`.
+    fn to_status(&self) -> Status {
+        Status::new(self.code(), self.to_string())
+    }
+
+    /// As a per-item status of a batch response.
+    fn to_item_status(&self) -> types::Status {
+        item_status(self.code(), self.to_string())
+    }
+}
+
+/// A per-item batch status.
+pub fn item_status(code: Code, message: impl Into<String>) -> types::Status {
+    types::Status {
+        code: code as i32,
+        message: message.into(),
+    }
+}
+
+/// The per-item status of a success (SPIRE's: code 0, "OK").
+pub fn item_ok() -> types::Status {
+    item_status(Code::Ok, "OK")
+}
+
+impl ToCode for ConvertError {
+    fn code(&self) -> Code {
+        Code::InvalidArgument
+    }
+}
+
+impl ToCode for EntryRejection {
+    fn code(&self) -> Code {
+        match self {
+            EntryRejection::Invalid(_) => Code::InvalidArgument,
+            EntryRejection::AlreadyExists { .. } | EntryRejection::IdInUse { .. } => Code::AlreadyExists,
+            EntryRejection::NotFound { .. } => Code::NotFound,
+            EntryRejection::RegistryFull { .. } => Code::ResourceExhausted,
+        }
+    }
+}
+
+impl ToCode for RegistryError {
+    fn code(&self) -> Code {
+        match self {
+            RegistryError::NotConfigured => Code::Internal,
+        }
+    }
+}
+
+impl ToCode for NodeError {
+    fn code(&self) -> Code {
+        match self {
+            NodeError::NotAttested(_) => Code::NotFound,
+            NodeError::Banned(_) | NodeError::AlreadyAttested(_) | NodeError::StaleSvid { .. } => {
+                Code::PermissionDenied
+            }
+        }
+    }
+}
+
+impl ToCode for TokenError {
+    fn code(&self) -> Code {
+        match self {
+            TokenError::Unknown | TokenError::Expired { .. } => Code::PermissionDenied,
+            TokenError::Duplicate => Code::AlreadyExists,
+            TokenError::Ttl { .. } => Code::InvalidArgument,
+            TokenError::TooMany { .. } => Code::ResourceExhausted,
+        }
+    }
+}
+
+impl<E: ToCode + std::error::Error + 'static> ToCode for CommandError<E> {
+    fn code(&self) -> Code {
+        match self {
+            CommandError::Rejected(e) => e.code(),
+            CommandError::Overloaded { .. } => Code::ResourceExhausted,
+            CommandError::Unavailable { .. } => Code::Unavailable,
+        }
+    }
+}
+
+impl ToCode for LogError {
+    fn code(&self) -> Code {
+        match self {
+            // The history is damaged: nothing a retry fixes.
+            LogError::Corrupt { .. } | LogError::SnapshotMismatch { .. } => Code::DataLoss,
+            LogError::Conflict { .. } => Code::Aborted,
+            LogError::InvalidRecord(_) | LogError::BatchTooLarge { .. } => Code::Internal,
+            LogError::Storage { .. } | LogError::Closed { .. } => Code::Unavailable,
+        }
+    }
+}
+
+impl ToCode for SvidRejection {
+    fn code(&self) -> Code {
+        match self {
+            // A crypto fault, not the caller's input.
+            SvidRejection::Signing { .. } => Code::Internal,
+            _ => Code::InvalidArgument,
+        }
+    }
+}
+
+impl ToCode for SignError {
+    fn code(&self) -> Code {
+        match self {
+            SignError::Overloaded { .. } | SignError::BatchTooLarge { .. } => Code::ResourceExhausted,
+            SignError::Rejected(r) => r.code(),
+            // No CA or key yet (the next rotation tick makes one), or a failed job: retry.
+            SignError::NoActiveCa { .. } | SignError::NoActiveJwtKey { .. } | SignError::Internal { .. } => {
+                Code::Unavailable
+            }
+            _ => Code::Internal,
+        }
+    }
+}
+
+impl ToCode for AuthorityCallError {
+    fn code(&self) -> Code {
+        match self {
+            AuthorityCallError::Overloaded { .. } => Code::ResourceExhausted,
+            AuthorityCallError::Unavailable { .. } | AuthorityCallError::Tick(_) => Code::Unavailable,
+            _ => Code::Internal,
+        }
+    }
+}
+
+/// Errors of the admin services themselves (beyond the domain's).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A request field does not parse.
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    /// A request goes over one of the admin API's limits.
+    #[error("{what} is {got}, over the limit of {max} (server config `limits.{key}`)")]
+    Limit {
+        /// What was counted.
+        what: &'static str,
+        /// How many the request has.
+        got: usize,
+        /// The limit.
+        max: usize,
+        /// Its config key.
+        key: &'static str,
+    },
+    /// A thing asked for by id does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Too many of something are open at once (streams): retry later.
+    #[error("{what} are at the limit of {max} (server config `limits.{key}`); retry later")]
+    Busy {
+        /// What is counted.
+        what: &'static str,
+        /// The limit.
+        max: usize,
+        /// Its config key.
+        key: &'static str,
+    },
+    /// The log or the OS failed; the caller may retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ToCode for ApiError {
+    fn code(&self) -> Code {
+        match self {
+            ApiError::Convert(e) => e.code(),
+            ApiError::Limit { .. } | ApiError::Busy { .. } => Code::ResourceExhausted,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::Unavailable(_) => Code::Unavailable,
+        }
+    }
+}
+
+/// Checks a request's item count against a limit.
+pub fn check_limit(what: &'static str, got: usize, max: usize, key: &'static str) -> Result<(), ApiError> {
+    if got > max {
+        return Err(ApiError::Limit { what, got, max, key });
+    }
+    Ok(())
+}
+
+/// `?` for anything with a code inside a service method.
+pub fn status<E: ToCode>(e: E) -> Status {
+    e.to_status()
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_identity::{EntryId, SpiffeId};
+
+    use super::*;
+
+    #[test]
+    fn codes_are_deliberate() {
+        let id = EntryId::new("e").unwrap();
+        let agent = SpiffeId::new("spiffe://example.org/spire/agent/x").unwrap();
+        assert_eq!(EntryRejection::NotFound { id: id.clone() }.code(), Code::NotFound);
+        assert_eq!(EntryRejection::AlreadyExists { existing: id.clone() }.code(), Code::AlreadyExists);
+        assert_eq!(EntryRejection::IdInUse { id }.code(), Code::AlreadyExists);
+        assert_eq!(EntryRejection::RegistryFull { limit: 1 }.code(), Code::ResourceExhausted);
+        assert_eq!(NodeError::NotAttested(agent.clone()).code(), Code::NotFound);
+        assert_eq!(NodeError::Banned(agent).code(), Code::PermissionDenied);
+        assert_eq!(TokenError::Unknown.code(), Code::PermissionDenied);
+        assert_eq!(TokenError::Ttl { ttl_secs: 0, max: 1 }.code(), Code::InvalidArgument);
+        let overloaded: CommandError<NodeError> = CommandError::Overloaded { actor: "nodes", limit: 1 };
+        assert_eq!(overloaded.code(), Code::ResourceExhausted);
+        let down: CommandError<NodeError> = CommandError::Unavailable {
+            actor: "nodes",
+            reason: "x".into(),
+        };
+        assert_eq!(down.code(), Code::Unavailable);
+        let limit = check_limit("entries in the batch", 3, 2, "max_batch_size").unwrap_err();
+        assert_eq!(limit.code(), Code::ResourceExhausted);
+        assert!(limit.to_string().contains("limits.max_batch_size"));
+        let s = ConvertError::Missing { field: "id" }.to_item_status();
+        assert_eq!((s.code, s.message.as_str()), (Code::InvalidArgument as i32, "id is required"));
+    }
+}

@@ -1,0 +1,15 @@
+//! The admin API in process: the real services on a temp Unix socket over an in-memory log,
+//! driven with the generated clients. Behaviour that crosses a process (the CLI, restarts,
+//! crashes) is in `cli.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
+mod support;
+#[path = "../shared/jwt.rs"]
+mod jwt;
+
+mod agents;
+mod entries;
+mod eventlog;
+mod plumbing;
+mod svids;
