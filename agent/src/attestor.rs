@@ -32,7 +32,10 @@ impl PeerCredentials {
         Self {
             uid: cred.uid(),
             gid: cred.gid(),
-            pid: cred.pid().and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0),
+            pid: cred
+                .pid()
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|p| *p > 0),
         }
     }
 }
@@ -83,7 +86,10 @@ pub trait WorkloadAttestor: Send + Sync + std::fmt::Debug + 'static {
     fn name(&self) -> &'static str;
 
     /// The selectors of the caller. Runs off the async threads where it reads files.
-    fn attest<'a>(&'a self, caller: &'a PeerCredentials) -> BoxFuture<'a, Result<Vec<Selector>, AttestError>>;
+    fn attest<'a>(
+        &'a self,
+        caller: &'a PeerCredentials,
+    ) -> BoxFuture<'a, Result<Vec<Selector>, AttestError>>;
 }
 
 /// Every configured attestor, run together.
@@ -138,8 +144,13 @@ mod tests {
             self.0
         }
 
-        fn attest<'a>(&'a self, _: &'a PeerCredentials) -> BoxFuture<'a, Result<Vec<Selector>, AttestError>> {
-            Box::pin(async move { Ok(self.1.iter().map(|s| Selector::parse(s).unwrap()).collect()) })
+        fn attest<'a>(
+            &'a self,
+            _: &'a PeerCredentials,
+        ) -> BoxFuture<'a, Result<Vec<Selector>, AttestError>> {
+            Box::pin(
+                async move { Ok(self.1.iter().map(|s| Selector::parse(s).unwrap()).collect()) },
+            )
         }
     }
 
@@ -151,7 +162,10 @@ mod tests {
             "stuck"
         }
 
-        fn attest<'a>(&'a self, _: &'a PeerCredentials) -> BoxFuture<'a, Result<Vec<Selector>, AttestError>> {
+        fn attest<'a>(
+            &'a self,
+            _: &'a PeerCredentials,
+        ) -> BoxFuture<'a, Result<Vec<Selector>, AttestError>> {
             Box::pin(futures::future::pending())
         }
     }
@@ -183,7 +197,16 @@ mod tests {
             Duration::from_secs(2),
         );
         let err = a.attest(&CALLER).await.unwrap_err();
-        assert!(matches!(err, AttestError::Timeout { attestor: "stuck", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                AttestError::Timeout {
+                    attestor: "stuck",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("limits.attestation_timeout"));
     }
 }

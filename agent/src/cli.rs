@@ -96,7 +96,9 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
     let mut seen_end = false;
     args.into_iter()
         .map(|arg| {
-            let Some(s) = arg.to_str().filter(|_| !seen_end) else { return arg };
+            let Some(s) = arg.to_str().filter(|_| !seen_end) else {
+                return arg;
+            };
             if s == "--" {
                 seen_end = true;
                 return arg;

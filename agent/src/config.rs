@@ -223,25 +223,50 @@ impl AgentConfig {
     /// Validates an already parsed file with `overrides` applied.
     pub fn from_file(file: FileConfig, o: &Overrides) -> Result<AgentConfig, ConfigError> {
         let a = &file.agent;
-        let (key, value) = pick("--trustDomain", "agent.trust_domain", &o.trust_domain, &a.trust_domain);
-        let trust_domain = TrustDomain::from_name_or_id(&value).map_err(|e| invalid(key, &value, &e.to_string()))?;
+        let (key, value) = pick(
+            "--trustDomain",
+            "agent.trust_domain",
+            &o.trust_domain,
+            &a.trust_domain,
+        );
+        let trust_domain = TrustDomain::from_name_or_id(&value)
+            .map_err(|e| invalid(key, &value, &e.to_string()))?;
         let data_dir = o.data_dir.clone().unwrap_or_else(|| a.data_dir.clone());
         non_empty_path("agent.data_dir", &data_dir)?;
-        let socket_path = o.socket_path.clone().unwrap_or_else(|| a.socket_path.clone());
+        let socket_path = o
+            .socket_path
+            .clone()
+            .unwrap_or_else(|| a.socket_path.clone());
         non_empty_path("agent.socket_path", &socket_path)?;
-        let (key, server_address) = pick("--serverAddress", "agent.server_address", &o.server_address, &a.server_address);
-        if server_address.trim().is_empty() || server_address.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(invalid(key, &server_address, "write a host name or an IP address"));
+        let (key, server_address) = pick(
+            "--serverAddress",
+            "agent.server_address",
+            &o.server_address,
+            &a.server_address,
+        );
+        if server_address.trim().is_empty()
+            || server_address
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                key,
+                &server_address,
+                "write a host name or an IP address",
+            ));
         }
         let server_port = o.server_port.unwrap_or(a.server_port);
         if server_port == 0 {
-            let key = if o.server_port.is_some() { "--serverPort" } else { "agent.server_port" };
+            let key = if o.server_port.is_some() {
+                "--serverPort"
+            } else {
+                "agent.server_port"
+            };
             return Err(invalid(key, "0", "the server's port cannot be 0"));
         }
-        let trust_bundle_path = o
-            .trust_bundle_path
-            .clone()
-            .or_else(|| (!a.trust_bundle_path.as_os_str().is_empty()).then(|| a.trust_bundle_path.clone()));
+        let trust_bundle_path = o.trust_bundle_path.clone().or_else(|| {
+            (!a.trust_bundle_path.as_os_str().is_empty()).then(|| a.trust_bundle_path.clone())
+        });
         let insecure_bootstrap = o.insecure_bootstrap || a.insecure_bootstrap;
         if let (Some(path), true) = (&trust_bundle_path, insecure_bootstrap) {
             return Err(invalid(
@@ -268,8 +293,14 @@ impl AgentConfig {
             })
         };
         if let Some(NodeAttestorConfig::X509Pop(x)) = &node_attestor {
-            non_empty_path("node_attestor.x509pop.private_key_path", &x.private_key_path)?;
-            non_empty_path("node_attestor.x509pop.certificate_path", &x.certificate_path)?;
+            non_empty_path(
+                "node_attestor.x509pop.private_key_path",
+                &x.private_key_path,
+            )?;
+            non_empty_path(
+                "node_attestor.x509pop.certificate_path",
+                &x.certificate_path,
+            )?;
         }
         let workload_x509_svid_key_type = match a.workload_x509_svid_key_type.as_str() {
             "ec-p256" => SvidKeyType::EcP256,
@@ -295,7 +326,10 @@ impl AgentConfig {
         let l = &file.limits;
         positive("limits.max_streams", l.max_streams)?;
         positive("limits.max_streams_per_uid", l.max_streams_per_uid)?;
-        positive("limits.max_requests_per_connection", l.max_requests_per_connection as usize)?;
+        positive(
+            "limits.max_requests_per_connection",
+            l.max_requests_per_connection as usize,
+        )?;
         positive("limits.max_request_bytes", l.max_request_bytes)?;
         positive("limits.max_audiences", l.max_audiences)?;
         positive("limits.max_audience_len", l.max_audience_len)?;
@@ -318,7 +352,10 @@ impl AgentConfig {
             return Err(invalid(
                 "sync.backoff_max",
                 &format!("{:?}", s.backoff_max),
-                &format!("must be at least sync.backoff_initial ({:?})", s.backoff_initial),
+                &format!(
+                    "must be at least sync.backoff_initial ({:?})",
+                    s.backoff_initial
+                ),
             ));
         }
         let r = &file.rotation;
@@ -333,10 +370,13 @@ impl AgentConfig {
 
         let h = &file.health_checks;
         let health_addr = if h.listener_enabled {
-            let ip: IpAddr = h
-                .bind_address
-                .parse()
-                .map_err(|_| invalid("health_checks.bind_address", &h.bind_address, "write an IP address such as \"127.0.0.1\""))?;
+            let ip: IpAddr = h.bind_address.parse().map_err(|_| {
+                invalid(
+                    "health_checks.bind_address",
+                    &h.bind_address,
+                    "write an IP address such as \"127.0.0.1\"",
+                )
+            })?;
             Some(SocketAddr::new(ip, h.bind_port))
         } else {
             None
@@ -384,7 +424,10 @@ fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
         key: key.to_owned(),
         value: value.to_owned(),
         // Identity errors begin with the quoted input, which the message shows already.
-        reason: reason.strip_prefix(&format!("{value:?}: ")).unwrap_or(reason).to_owned(),
+        reason: reason
+            .strip_prefix(&format!("{value:?}: "))
+            .unwrap_or(reason)
+            .to_owned(),
     }
 }
 

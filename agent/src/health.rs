@@ -29,12 +29,18 @@ async fn ready(State(c): State<Ctx>) -> impl IntoResponse {
     if c.source.identities().borrow().bundle.is_some() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no trust bundle yet\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no trust bundle yet\n",
+        )
     }
 }
 
 async fn scrape(State(c): State<Ctx>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], c.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        c.metrics.render(),
+    )
 }
 
 /// Serves `/live`, `/ready` and `/metrics` on `listener` until `shutdown` resolves.
@@ -49,5 +55,7 @@ pub async fn serve(
         .route("/ready", get(ready))
         .route("/metrics", get(scrape))
         .with_state(Ctx { metrics, source });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -33,9 +33,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = AgentConfig::load(args.config.as_deref(), &args.overrides()).map_err(|e| anyhow::anyhow!("run: {e}"))?;
-    let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new(config.log_level.directive()));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let config = AgentConfig::load(args.config.as_deref(), &args.overrides())
+        .map_err(|e| anyhow::anyhow!("run: {e}"))?;
+    let filter = EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(config.log_level.directive()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tessera-agent")
@@ -43,7 +48,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("run: cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = tessera_agent::shutdown::from_future(cli::stop_signal());
-        tessera_agent::run::run(config, shutdown).await.map_err(|e| anyhow::anyhow!("run: {e}"))
+        tessera_agent::run::run(config, shutdown)
+            .await
+            .map_err(|e| anyhow::anyhow!("run: {e}"))
     })
 }
 

@@ -29,7 +29,9 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), RunError
 /// The one call into the node side: `crate::node::run(config, shutdown)`, which returns once
 /// `shutdown` fires (Ok) or the agent cannot go on (Err).
 async fn run_node(config: AgentConfig, shutdown: Shutdown) -> Result<(), RunError> {
-    let node = crate::node::start(&config).await.map_err(|e| RunError::Node(Box::new(e)))?;
+    let node = crate::node::start(&config)
+        .await
+        .map_err(|e| RunError::Node(Box::new(e)))?;
     let source = node.source();
     let outcome = tokio::select! {
         served = crate::workload_api::run(&config, source, shutdown.clone()) => {

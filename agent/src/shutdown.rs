@@ -80,20 +80,32 @@ mod tests {
         let b = tokio::spawn(shutdown.clone().wait());
         assert!(!shutdown.is_fired());
         trigger.fire();
-        tokio::time::timeout(Duration::from_secs(1), a).await.unwrap().unwrap();
-        tokio::time::timeout(Duration::from_secs(1), b).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(1), a)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(1), b)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(shutdown.is_fired());
 
         let (trigger, shutdown) = Shutdown::new();
         drop(trigger);
-        tokio::time::timeout(Duration::from_secs(1), shutdown.wait()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), shutdown.wait())
+            .await
+            .unwrap();
         assert!(shutdown.is_fired());
     }
 
     #[tokio::test(start_paused = true)]
     async fn never_does_not_fire() {
         let shutdown = Shutdown::never();
-        assert!(tokio::time::timeout(Duration::from_secs(5), shutdown.wait()).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), shutdown.wait())
+                .await
+                .is_err()
+        );
         assert!(!shutdown.is_fired());
     }
 }

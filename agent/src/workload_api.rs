@@ -33,9 +33,9 @@ use tokio::net::UnixListener;
 pub use self::error::ApiError;
 pub use self::limits::{Limits, StreamLimitError};
 pub use self::metrics::{Metrics, MetricsError};
+use self::service::WorkloadService;
 pub use self::service::SECURITY_HEADER;
 pub use self::socket::{SocketError, SocketGuard};
-use self::service::WorkloadService;
 use crate::attestor::unix::UnixAttestor;
 use crate::attestor::Attestors;
 use crate::config::AgentConfig;
@@ -90,7 +90,10 @@ pub enum ServeError {
 
 /// The attestors `config` enables (today: `unix`).
 pub fn attestors(config: &AgentConfig) -> Attestors {
-    Attestors::new(vec![Arc::new(UnixAttestor::new(config.unix_attestor.clone()))], config.limits.attestation_timeout)
+    Attestors::new(
+        vec![Arc::new(UnixAttestor::new(config.unix_attestor.clone()))],
+        config.limits.attestation_timeout,
+    )
 }
 
 /// Serves the Workload API on `listener` from `source` until `shutdown` resolves; open streams
@@ -109,7 +112,10 @@ pub async fn serve(
     let serving = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(limits.max_requests_per_connection))
         .add_service(health_service)
-        .add_service(SpiffeWorkloadApiServer::new(service).max_decoding_message_size(limits.max_request_bytes))
+        .add_service(
+            SpiffeWorkloadApiServer::new(service)
+                .max_decoding_message_size(limits.max_request_bytes),
+        )
         .serve_with_incoming_shutdown(incoming::incoming(listener), stop.wait());
     tokio::pin!(serving);
     tokio::select! {
@@ -128,7 +134,11 @@ pub async fn serve(
 /// Binds `config.socket_path` and serves the Workload API from `source` with the configured
 /// attestors and limits until `shutdown`, with `/live`, `/ready` and `/metrics` on
 /// `config.health_addr` when enabled. The socket file is removed on return.
-pub async fn run(config: &AgentConfig, source: Arc<dyn WorkloadSource>, shutdown: Shutdown) -> Result<(), ServeError> {
+pub async fn run(
+    config: &AgentConfig,
+    source: Arc<dyn WorkloadSource>,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
     let settings = Settings::new(config.limits.clone())?;
     if let Some(addr) = config.health_addr {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -143,5 +153,12 @@ pub async fn run(config: &AgentConfig, source: Arc<dyn WorkloadSource>, shutdown
     }
     let (listener, _guard) = socket::bind(&config.socket_path).await?;
     tracing::info!(socket = %config.socket_path.display(), "Workload API listening");
-    serve(listener, source, attestors(config), settings, shutdown.wait()).await
+    serve(
+        listener,
+        source,
+        attestors(config),
+        settings,
+        shutdown.wait(),
+    )
+    .await
 }

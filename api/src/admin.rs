@@ -89,7 +89,9 @@ pub async fn serve(
     listener: UnixListener,
     ctx: Arc<AdminContext>,
     health: HealthReporter,
-    health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let max = ctx.limits.max_request_bytes;
@@ -108,16 +110,24 @@ pub async fn serve(
     health.set_serving::<AgentServer<AgentService>>().await;
     health.set_serving::<BundleServer<BundleService>>().await;
     health.set_serving::<SvidServer<SvidService>>().await;
-    health.set_serving::<EventLogServer<EventLogService>>().await;
+    health
+        .set_serving::<EventLogServer<EventLogService>>()
+        .await;
     health.set_service_status("", ServingStatus::Serving).await;
 
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(EntryServer::new(EntryService::new(ctx.clone())).max_decoding_message_size(max))
-        .add_service(AgentServer::new(AgentService::new(ctx.clone())).max_decoding_message_size(max))
-        .add_service(BundleServer::new(BundleService::new(ctx.clone())).max_decoding_message_size(max))
+        .add_service(
+            EntryServer::new(EntryService::new(ctx.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            AgentServer::new(AgentService::new(ctx.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            BundleServer::new(BundleService::new(ctx.clone())).max_decoding_message_size(max),
+        )
         .add_service(SvidServer::new(SvidService::new(ctx.clone())).max_decoding_message_size(max))
         .add_service(EventLogServer::new(EventLogService::new(ctx)).max_decoding_message_size(max))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)

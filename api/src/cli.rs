@@ -161,9 +161,27 @@ mod tests {
     #[test]
     fn camel_kebab_and_single_dash_flags_all_parse() {
         for args in [
-            ["tessera-server", "entry", "create", "--spiffeID", "spiffe://a.org/x"],
-            ["tessera-server", "entry", "create", "--spiffe-id", "spiffe://a.org/x"],
-            ["tessera-server", "entry", "create", "-spiffeID", "spiffe://a.org/x"],
+            [
+                "tessera-server",
+                "entry",
+                "create",
+                "--spiffeID",
+                "spiffe://a.org/x",
+            ],
+            [
+                "tessera-server",
+                "entry",
+                "create",
+                "--spiffe-id",
+                "spiffe://a.org/x",
+            ],
+            [
+                "tessera-server",
+                "entry",
+                "create",
+                "-spiffeID",
+                "spiffe://a.org/x",
+            ],
         ] {
             let cli = parse(&args).unwrap();
             let Command::Entry(entry::EntryCommand::Create(a)) = cli.command else {
@@ -171,8 +189,19 @@ mod tests {
             };
             assert_eq!(a.fields.spiffe_id.as_deref(), Some("spiffe://a.org/x"));
         }
-        let cli = parse(&["tessera-server", "run", "-trustDomain=b.org", "--server-port", "0", "--dataDir", "/d"]).unwrap();
-        let Command::Run(r) = cli.command else { panic!("wrong verb") };
+        let cli = parse(&[
+            "tessera-server",
+            "run",
+            "-trustDomain=b.org",
+            "--server-port",
+            "0",
+            "--dataDir",
+            "/d",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("wrong verb")
+        };
         let o = r.overrides();
         assert_eq!(o.trust_domain.as_deref(), Some("b.org"));
         assert_eq!(o.bind_port, Some(0));
@@ -182,11 +211,22 @@ mod tests {
     #[test]
     fn repeatable_and_optional_bool_flags() {
         let cli = parse(&[
-            "tessera-server", "entry", "create", "--selector", "unix:uid:0", "--selector", "unix:gid:0", "--admin",
-            "--downstream=false", "--output", "json",
+            "tessera-server",
+            "entry",
+            "create",
+            "--selector",
+            "unix:uid:0",
+            "--selector",
+            "unix:gid:0",
+            "--admin",
+            "--downstream=false",
+            "--output",
+            "json",
         ])
         .unwrap();
-        let Command::Entry(entry::EntryCommand::Create(a)) = cli.command else { panic!() };
+        let Command::Entry(entry::EntryCommand::Create(a)) = cli.command else {
+            panic!()
+        };
         assert_eq!(a.fields.selectors.len(), 2);
         assert_eq!(a.fields.admin, Some(true));
         assert_eq!(a.fields.downstream, Some(false));
@@ -196,6 +236,9 @@ mod tests {
     #[test]
     fn normalize_leaves_values_short_flags_and_the_rest_alone() {
         let got = normalize_args(["x", "-h", "-5", "--a", "-bc", "--", "-de"].map(OsString::from));
-        assert_eq!(got, ["x", "-h", "-5", "--a", "--bc", "--", "-de"].map(OsString::from));
+        assert_eq!(
+            got,
+            ["x", "-h", "-5", "--a", "--bc", "--", "-de"].map(OsString::from)
+        );
     }
 }

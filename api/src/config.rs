@@ -3,6 +3,7 @@
 //! starts. A bad value fails start-up with a message naming the key (or flag), the value and
 //! the rule.
 
+mod authority;
 pub mod duration;
 pub mod file;
 
@@ -11,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_actors::server::authority::{AuthoritySettings, CaSettings, SubjectName, UpstreamDisk};
-use tessera_actors::server::keys::{KeyManager, KeyType};
+use tessera_actors::server::authority::AuthoritySettings;
+use tessera_actors::server::keys::KeyManager;
 use tessera_actors::server::supervisor::ServerSettings;
 use tessera_eventlog::OpenCheck;
 use tessera_identity::{EntryLimits, TrustDomain};
@@ -216,7 +217,12 @@ impl Config {
     /// Validates an already parsed file with `overrides` applied.
     pub fn from_file(file: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
         let s = &file.server;
-        let (td_key, td_value) = pick("--trustDomain", "server.trust_domain", &o.trust_domain, &s.trust_domain);
+        let (td_key, td_value) = pick(
+            "--trustDomain",
+            "server.trust_domain",
+            &o.trust_domain,
+            &s.trust_domain,
+        );
         let trust_domain = TrustDomain::new(&td_value).map_err(|e| ConfigError::Invalid {
             key: td_key.into(),
             value: td_value.clone(),
@@ -224,16 +230,25 @@ impl Config {
         })?;
         let data_dir = o.data_dir.clone().unwrap_or_else(|| s.data_dir.clone());
         non_empty_path("server.data_dir", &data_dir)?;
-        let socket_path = o.socket_path.clone().unwrap_or_else(|| s.socket_path.clone());
+        let socket_path = o
+            .socket_path
+            .clone()
+            .unwrap_or_else(|| s.socket_path.clone());
         non_empty_path("server.socket_path", &socket_path)?;
-        let (addr_key, addr_value) = pick("--bindAddress", "server.bind_address", &o.bind_address, &s.bind_address);
+        let (addr_key, addr_value) = pick(
+            "--bindAddress",
+            "server.bind_address",
+            &o.bind_address,
+            &s.bind_address,
+        );
         let bind_ip = parse_ip(addr_key, &addr_value)?;
         let agent_api_addr = SocketAddr::new(bind_ip, o.bind_port.unwrap_or(s.bind_port));
-        let (level_key, level_value) = pick("--logLevel", "server.log_level", &o.log_level, &s.log_level);
+        let (level_key, level_value) =
+            pick("--logLevel", "server.log_level", &o.log_level, &s.log_level);
         let log_level = parse_log_level(level_key, &level_value)?;
 
         let limits = &file.limits;
-        let (authority, key_manager) = authority(&file, &trust_domain)?;
+        let (authority, key_manager) = authority::authority(&file, &trust_domain)?;
         positive("limits.max_entries", limits.max_entries)?;
         positive("limits.max_in_flight", limits.max_in_flight)?;
         positive("limits.sync_stream_buffer", limits.sync_stream_buffer)?;
@@ -244,21 +259,34 @@ impl Config {
         positive("limits.max_event_kinds", limits.max_event_kinds)?;
         positive("limits.max_audiences", limits.max_audiences)?;
         if limits.max_request_bytes < 1024 {
-            return Err(invalid("limits.max_request_bytes", limits.max_request_bytes, "must be at least 1024"));
+            return Err(invalid(
+                "limits.max_request_bytes",
+                limits.max_request_bytes,
+                "must be at least 1024",
+            ));
         }
         if limits.default_page_size > limits.max_page_size {
             return Err(invalid(
                 "limits.default_page_size",
                 limits.default_page_size,
-                &format!("must not exceed limits.max_page_size ({})", limits.max_page_size),
+                &format!(
+                    "must not exceed limits.max_page_size ({})",
+                    limits.max_page_size
+                ),
             ));
         }
         if limits.call_timeout.is_zero() {
-            return Err(invalid("limits.call_timeout", "0", "must be longer than zero (e.g. \"30s\")"));
+            return Err(invalid(
+                "limits.call_timeout",
+                "0",
+                "must be longer than zero (e.g. \"30s\")",
+            ));
         }
         check_entry_limits(&limits.entry)?;
         let join_ttl = s.join_token_ttl;
-        if join_ttl.as_secs() == 0 || join_ttl.as_secs() > u64::from(tessera_actors::server::tokens::MAX_TOKEN_TTL_SECS) {
+        if join_ttl.as_secs() == 0
+            || join_ttl.as_secs() > u64::from(tessera_actors::server::tokens::MAX_TOKEN_TTL_SECS)
+        {
             return Err(invalid(
                 "server.join_token_ttl",
                 duration::format_duration(join_ttl),
@@ -278,13 +306,11 @@ impl Config {
         let open_check = match file.log.open_check.as_str() {
             "full_chain" => OpenCheck::FullChain,
             "from_latest_snapshot" => OpenCheck::FromLatestSnapshot,
-            other => {
-                return Err(invalid(
-                    "log.open_check",
-                    other,
-                    "must be \"full_chain\" (verify every record at start) or \"from_latest_snapshot\"",
-                ))
-            }
+            other => return Err(invalid(
+                "log.open_check",
+                other,
+                "must be \"full_chain\" (verify every record at start) or \"from_latest_snapshot\"",
+            )),
         };
         let x509pop_ca_bundle_path = match &file.node_attestor.x509pop {
             Some(x) => {
@@ -295,7 +321,10 @@ impl Config {
         };
         let h = &file.health_checks;
         let health_addr = if h.listener_enabled {
-            Some(SocketAddr::new(parse_ip("health_checks.bind_address", &h.bind_address)?, h.bind_port))
+            Some(SocketAddr::new(
+                parse_ip("health_checks.bind_address", &h.bind_address)?,
+                h.bind_port,
+            ))
         } else {
             None
         };
@@ -352,107 +381,12 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     })
 }
 
-fn authority(file: &FileConfig, td: &TrustDomain) -> Result<(AuthoritySettings, KeyManagerKind), ConfigError> {
-    let s = &file.server;
-    let l = &file.limits;
-    let ca_key_type = parse_key_type("server.ca_key_type", &s.ca_key_type)?;
-    let jwt_key_type = match &s.jwt_key_type {
-        Some(t) => parse_key_type("server.jwt_key_type", t)?,
-        None => ca_key_type,
-    };
-    for (key, value) in [("server.ca_key_type", ca_key_type), ("server.jwt_key_type", jwt_key_type)] {
-        if !value.can_generate() {
-            return Err(invalid(
-                key,
-                value,
-                "this build cannot generate RSA keys (ring has no RSA key generation); use \"ec-p256\" (default) or \"ec-p384\"",
-            ));
-        }
-    }
-    if s.ca_ttl < Duration::from_secs(60) {
-        return Err(invalid("server.ca_ttl", duration::format_duration(s.ca_ttl), "must be at least 1m"));
-    }
-    for (key, d) in [
-        ("server.default_x509_svid_ttl", s.default_x509_svid_ttl),
-        ("server.default_jwt_svid_ttl", s.default_jwt_svid_ttl),
-        ("server.rotation_check_interval", s.rotation_check_interval),
-    ] {
-        if d.as_secs() == 0 {
-            return Err(invalid(key, duration::format_duration(d), "must be at least 1s"));
-        }
-    }
-    if s.default_x509_svid_ttl >= s.ca_ttl {
-        return Err(invalid(
-            "server.default_x509_svid_ttl",
-            duration::format_duration(s.default_x509_svid_ttl),
-            &format!(
-                "must be shorter than server.ca_ttl ({}): an SVID cannot outlive the CA that signs it",
-                duration::format_duration(s.ca_ttl)
-            ),
-        ));
-    }
-    let key_manager = match file.key_manager.kind.as_str() {
-        "disk" => KeyManagerKind::Disk,
-        "memory" => KeyManagerKind::Memory,
-        other => return Err(invalid("key_manager.type", other, "must be \"disk\" or \"memory\"")),
-    };
-    let one = |key: &str, values: &[String]| -> Result<String, ConfigError> {
-        match values {
-            [] => Ok(String::new()),
-            [v] => Ok(v.clone()),
-            _ => Err(invalid(key, values.join(", "), "Tessera puts one value in the CA subject; give at most one")),
-        }
-    };
-    let subject = SubjectName {
-        country: one("server.ca_subject.country", &s.ca_subject.country)?,
-        organization: one("server.ca_subject.organization", &s.ca_subject.organization)?,
-        common_name: (!s.ca_subject.common_name.is_empty()).then(|| s.ca_subject.common_name.clone()),
-    };
-    let upstream = file.upstream_authority.as_ref().map(|u| UpstreamDisk {
-        cert_file_path: u.disk.cert_file_path.clone(),
-        key_file_path: u.disk.key_file_path.clone(),
-        bundle_file_path: u.disk.bundle_file_path.clone(),
-    });
-    if let Some(u) = &upstream {
-        non_empty_path("upstream_authority.disk.cert_file_path", &u.cert_file_path)?;
-        non_empty_path("upstream_authority.disk.key_file_path", &u.key_file_path)?;
-    }
-    for (key, v) in [
-        ("limits.max_signing_queue", l.max_signing_queue),
-        ("limits.max_signing_batch", l.max_signing_batch),
-        ("limits.max_csr_bytes", l.max_csr_bytes),
-        ("limits.max_svid_dns_names", l.max_svid_dns_names),
-    ] {
-        positive(key, v)?;
-    }
-    let mut a = AuthoritySettings::new(td.clone());
-    a.ca = CaSettings {
-        ttl: s.ca_ttl,
-        key_type: ca_key_type,
-        subject,
-        upstream,
-    };
-    // SPIRE: JWT signing keys live as long as CAs and rotate on the same schedule.
-    a.jwt_key_ttl = s.ca_ttl;
-    a.jwt_key_type = jwt_key_type;
-    a.signer.x509_svid_ttl = s.default_x509_svid_ttl;
-    a.signer.agent_svid_ttl = s.default_x509_svid_ttl;
-    a.signer.jwt_svid_ttl = s.default_jwt_svid_ttl;
-    a.signer.max_queued = l.max_signing_queue;
-    a.signer.max_batch = l.max_signing_batch;
-    if l.max_signing_jobs > 0 {
-        a.signer.max_concurrent_jobs = l.max_signing_jobs;
-    }
-    a.signer.max_csr_bytes = l.max_csr_bytes;
-    a.signer.max_dns_names = l.max_svid_dns_names;
-    a.signer.max_audiences = l.max_audiences;
-    a.tick_interval = Some(s.rotation_check_interval);
-    a.call_timeout = l.call_timeout;
-    a.validate()?;
-    Ok((a, key_manager))
-}
-
-fn pick<'a>(flag: &'a str, key: &'a str, flag_value: &Option<String>, file_value: &str) -> (&'a str, String) {
+fn pick<'a>(
+    flag: &'a str,
+    key: &'a str,
+    flag_value: &Option<String>,
+    file_value: &str,
+) -> (&'a str, String) {
     match flag_value {
         Some(v) => (flag, v.clone()),
         None => (key, file_value.to_owned()),
@@ -490,9 +424,17 @@ fn non_empty_path(key: &str, p: &Path) -> Result<(), ConfigError> {
 }
 
 fn parse_ip(key: &str, value: &str) -> Result<IpAddr, ConfigError> {
-    let v = if value == "localhost" { "127.0.0.1" } else { value };
+    let v = if value == "localhost" {
+        "127.0.0.1"
+    } else {
+        value
+    };
     v.parse().map_err(|_| {
-        invalid(key, value, "must be an IP address such as \"0.0.0.0\", \"127.0.0.1\" or \"::\"")
+        invalid(
+            key,
+            value,
+            "must be an IP address such as \"0.0.0.0\", \"127.0.0.1\" or \"::\"",
+        )
     })
 }
 
@@ -503,19 +445,21 @@ fn parse_log_level(key: &str, value: &str) -> Result<LogLevel, ConfigError> {
         "info" => LogLevel::Info,
         "warn" | "warning" => LogLevel::Warn,
         "error" => LogLevel::Error,
-        _ => return Err(invalid(key, value, "must be one of trace, debug, info, warn, error")),
+        _ => {
+            return Err(invalid(
+                key,
+                value,
+                "must be one of trace, debug, info, warn, error",
+            ))
+        }
     })
-}
-
-fn parse_key_type(key: &str, value: &str) -> Result<KeyType, ConfigError> {
-    value
-        .parse::<KeyType>()
-        .map_err(|_| invalid(key, value, "must be \"ec-p256\" (default), \"ec-p384\", \"rsa-2048\" or \"rsa-4096\""))
 }
 
 fn check_entry_limits(l: &EntryLimits) -> Result<(), ConfigError> {
     positive("limits.entry.max_selectors", l.max_selectors)?;
-    if l.min_svid_ttl_secs > l.max_x509_svid_ttl_secs || l.min_svid_ttl_secs > l.max_jwt_svid_ttl_secs {
+    if l.min_svid_ttl_secs > l.max_x509_svid_ttl_secs
+        || l.min_svid_ttl_secs > l.max_jwt_svid_ttl_secs
+    {
         return Err(invalid(
             "limits.entry.min_svid_ttl_secs",
             l.min_svid_ttl_secs,

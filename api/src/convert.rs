@@ -18,4 +18,6 @@ pub use self::entry::{apply_entry_fields, entry_to_proto, new_entry_from_proto, 
 pub use self::error::{shown as shown_value, ConvertError};
 pub use self::eventlog::{record_to_proto, timestamp};
 pub use self::filter::{entry_filter, match_behavior, set_matches};
-pub use self::ids::{entry_id, selector_from_proto, selector_to_proto, spiffe_id, spiffe_id_to_proto, trust_domain};
+pub use self::ids::{
+    entry_id, selector_from_proto, selector_to_proto, spiffe_id, spiffe_id_to_proto, trust_domain,
+};

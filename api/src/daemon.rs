@@ -118,6 +118,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let settings = config.server_settings(key_manager);
     let server = Server::start(settings, log.clone(), clock, Arc::new(OsRandom::new())).await?;
     tracing::info!(trust_domain = %config.trust_domain, "actors started");
+    // Have a CA (and the bundle) before serving anything, as SPIRE prepares its CA at start:
+    // `bundle show` and attestation work from the first moment.
+    if server.authority.bundle().is_none() {
+        if let Err(e) = server.authority.tick().await {
+            server.stop().await;
+            close_log(log).await;
+            return Err(RunError::Failed(format!("cannot prepare the first CA: {e}")));
+        }
+    }
 
     let result = serve_all(&config, &server).await;
     server.stop().await;
@@ -131,31 +140,51 @@ async fn serve_all(config: &Arc<Config>, server: &Server) -> Result<(), RunError
     let (socket, _socket_guard) = uds::bind(&config.socket_path).await?;
     let ctx = AdminContext::new(server.clone(), config.api.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
-    let mut admin_task = tokio::spawn(admin::serve(socket, ctx, health.clone(), health_service, shutdown.clone().wait()));
+    let mut admin_task = tokio::spawn(admin::serve(
+        socket,
+        ctx,
+        health.clone(),
+        health_service,
+        shutdown.clone().wait(),
+    ));
     tracing::info!(path = %config.socket_path.display(), "admin API listening");
 
     let metrics = Metrics::new(server.clone())?;
     let metrics_task = match config.health_addr {
         Some(addr) => {
-            let listener = TcpListener::bind(addr).await.map_err(|source| RunError::Bind {
-                what: "health and metrics endpoint",
-                addr,
-                source,
-            })?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind {
+                    what: "health and metrics endpoint",
+                    addr,
+                    source,
+                })?;
             tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "health and metrics endpoint listening");
-            Some(tokio::spawn(crate::metrics::serve(listener, metrics.clone(), shutdown.clone().wait())))
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                metrics.clone(),
+                shutdown.clone().wait(),
+            )))
         }
         None => None,
     };
 
-    let agent_listener = TcpListener::bind(config.agent_api_addr).await.map_err(|source| RunError::Bind {
-        what: "agent API",
-        addr: config.agent_api_addr,
-        source,
-    })?;
-    let agent_task = start_agent_api(config.clone(), server.clone(), agent_listener, shutdown.clone());
+    let agent_listener = TcpListener::bind(config.agent_api_addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            what: "agent API",
+            addr: config.agent_api_addr,
+            source,
+        })?;
+    let agent_task = start_agent_api(
+        config.clone(),
+        server.clone(),
+        agent_listener,
+        shutdown.clone(),
+    );
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(RunError::Signals)?;
     let outcome = tokio::select! {
         _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
         _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
@@ -204,11 +233,14 @@ fn start_agent_api(
 }
 
 /// The x509pop node attestor, when `[node_attestor.x509pop] ca_bundle_path` is configured.
-fn x509pop_verifier(config: &Config) -> Result<Option<tessera_actors::attestation::x509pop::Verifier>, String> {
+fn x509pop_verifier(
+    config: &Config,
+) -> Result<Option<tessera_actors::attestation::x509pop::Verifier>, String> {
     let Some(path) = &config.x509pop_ca_bundle_path else {
         return Ok(None);
     };
-    let pem = std::fs::read_to_string(path).map_err(|e| format!("x509pop ca_bundle_path {}: {e}", path.display()))?;
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| format!("x509pop ca_bundle_path {}: {e}", path.display()))?;
     tessera_actors::attestation::x509pop::Verifier::from_pem(config.trust_domain.clone(), &pem)
         .map(Some)
         .map_err(|e| format!("x509pop ca_bundle_path {}: {e}", path.display()))

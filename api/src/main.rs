@@ -32,8 +32,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref(), &args.overrides()).map_err(|e| anyhow::anyhow!("run: {e}"))?;
-    let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new(config.log_level.directive()));
+    let config = Config::load(args.config.as_deref(), &args.overrides())
+        .map_err(|e| anyhow::anyhow!("run: {e}"))?;
+    let filter = EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(config.log_level.directive()));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

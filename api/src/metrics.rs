@@ -56,19 +56,46 @@ impl Metrics {
         };
         let entries = gauge("entries", "Registration entries held.")?;
         let agents = gauge("agents", "Attested agents (banned included).")?;
-        let tokens = gauge("join_tokens_pending", "Join tokens generated and not yet used or expired.")?;
-        let log_head = gauge("log_head_seq", "Seq of the last committed record of the event log.")?;
+        let tokens = gauge(
+            "join_tokens_pending",
+            "Join tokens generated and not yet used or expired.",
+        )?;
+        let log_head = gauge(
+            "log_head_seq",
+            "Seq of the last committed record of the event log.",
+        )?;
         let in_flight = IntGaugeVec::new(
-            Opts::new("actor_in_flight", "Requests waiting for or running in each actor (bounded by limits.max_in_flight)."),
+            Opts::new(
+                "actor_in_flight",
+                "Requests waiting for or running in each actor (bounded by limits.max_in_flight).",
+            ),
             &["actor"],
         )?;
         registry.register(Box::new(in_flight.clone()))?;
         let signing_queued = gauge("signing_queued", "CSRs and JWTs admitted to the signer and not yet done (bounded by limits.max_signing_queue).")?;
-        let bundle_sequence = gauge("bundle_sequence", "Sequence number of the trust bundle; goes up on every rotation step.")?;
-        let active_ca_expiry = gauge("active_ca_not_after_seconds", "Expiry (Unix seconds) of the X.509 CA that signs; 0 when none.")?;
-        let x509_cas = IntGaugeVec::new(Opts::new("x509_cas", "X.509 CAs by rotation status (prepared, active, old)."), &["status"])?;
+        let bundle_sequence = gauge(
+            "bundle_sequence",
+            "Sequence number of the trust bundle; goes up on every rotation step.",
+        )?;
+        let active_ca_expiry = gauge(
+            "active_ca_not_after_seconds",
+            "Expiry (Unix seconds) of the X.509 CA that signs; 0 when none.",
+        )?;
+        let x509_cas = IntGaugeVec::new(
+            Opts::new(
+                "x509_cas",
+                "X.509 CAs by rotation status (prepared, active, old).",
+            ),
+            &["status"],
+        )?;
         registry.register(Box::new(x509_cas.clone()))?;
-        let jwt_keys = IntGaugeVec::new(Opts::new("jwt_keys", "JWT signing keys by rotation status (prepared, active, old)."), &["status"])?;
+        let jwt_keys = IntGaugeVec::new(
+            Opts::new(
+                "jwt_keys",
+                "JWT signing keys by rotation status (prepared, active, old).",
+            ),
+            &["status"],
+        )?;
         registry.register(Box::new(jwt_keys.clone()))?;
         Ok(Arc::new(Self {
             server,
@@ -105,9 +132,12 @@ impl Metrics {
             ("nodes", s.nodes.in_flight()),
             ("tokens", s.tokens.in_flight()),
         ] {
-            self.in_flight.with_label_values(&[actor]).set(gauge_value(n));
+            self.in_flight
+                .with_label_values(&[actor])
+                .set(gauge_value(n));
         }
-        self.log_head.set(i64::try_from(s.log.raw().head().seq).unwrap_or(i64::MAX));
+        self.log_head
+            .set(i64::try_from(s.log.raw().head().seq).unwrap_or(i64::MAX));
         if let Ok(n) = s.registry.read(|r| r.len()).await {
             self.entries.set(gauge_value(n));
         }
@@ -117,13 +147,20 @@ impl Metrics {
         if let Ok(n) = s.tokens.read(|t| t.len()).await {
             self.tokens.set(gauge_value(n));
         }
-        self.signing_queued.set(gauge_value(s.authority.signer().queued()));
+        self.signing_queued
+            .set(gauge_value(s.authority.signer().queued()));
         if let Ok(status) = s.authority.status().await {
-            self.bundle_sequence.set(i64::try_from(status.bundle_sequence).unwrap_or(i64::MAX));
-            for (family, slots) in [(&self.x509_cas, &status.cas), (&self.jwt_keys, &status.jwt_keys)] {
+            self.bundle_sequence
+                .set(i64::try_from(status.bundle_sequence).unwrap_or(i64::MAX));
+            for (family, slots) in [
+                (&self.x509_cas, &status.cas),
+                (&self.jwt_keys, &status.jwt_keys),
+            ] {
                 for st in [SlotStatus::Prepared, SlotStatus::Active, SlotStatus::Old] {
                     let n = slots.iter().filter(|slot| slot.status == st).count();
-                    family.with_label_values(&[slot_label(st)]).set(gauge_value(n));
+                    family
+                        .with_label_values(&[slot_label(st)])
+                        .set(gauge_value(n));
                 }
             }
             let active = status.cas.iter().find(|c| c.status == SlotStatus::Active);
@@ -174,7 +211,10 @@ async fn ready(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 async fn scrape(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render().await)
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render().await,
+    )
 }
 
 /// Serves `/live`, `/ready` and `/metrics` on `listener` until `shutdown` resolves.
@@ -188,5 +228,7 @@ pub async fn serve(
         .route("/ready", get(ready))
         .route("/metrics", get(scrape))
         .with_state(metrics);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

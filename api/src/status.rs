@@ -63,7 +63,9 @@ impl ToCode for EntryRejection {
     fn code(&self) -> Code {
         match self {
             EntryRejection::Invalid(_) => Code::InvalidArgument,
-            EntryRejection::AlreadyExists { .. } | EntryRejection::IdInUse { .. } => Code::AlreadyExists,
+            EntryRejection::AlreadyExists { .. } | EntryRejection::IdInUse { .. } => {
+                Code::AlreadyExists
+            }
             EntryRejection::NotFound { .. } => Code::NotFound,
             EntryRejection::RegistryFull { .. } => Code::ResourceExhausted,
         }
@@ -135,12 +137,14 @@ impl ToCode for SvidRejection {
 impl ToCode for SignError {
     fn code(&self) -> Code {
         match self {
-            SignError::Overloaded { .. } | SignError::BatchTooLarge { .. } => Code::ResourceExhausted,
+            SignError::Overloaded { .. } | SignError::BatchTooLarge { .. } => {
+                Code::ResourceExhausted
+            }
             SignError::Rejected(r) => r.code(),
             // No CA or key yet (the next rotation tick makes one), or a failed job: retry.
-            SignError::NoActiveCa { .. } | SignError::NoActiveJwtKey { .. } | SignError::Internal { .. } => {
-                Code::Unavailable
-            }
+            SignError::NoActiveCa { .. }
+            | SignError::NoActiveJwtKey { .. }
+            | SignError::Internal { .. } => Code::Unavailable,
             _ => Code::Internal,
         }
     }
@@ -150,7 +154,9 @@ impl ToCode for AuthorityCallError {
     fn code(&self) -> Code {
         match self {
             AuthorityCallError::Overloaded { .. } => Code::ResourceExhausted,
-            AuthorityCallError::Unavailable { .. } | AuthorityCallError::Tick(_) => Code::Unavailable,
+            AuthorityCallError::Unavailable { .. } | AuthorityCallError::Tick(_) => {
+                Code::Unavailable
+            }
             _ => Code::Internal,
         }
     }
@@ -204,9 +210,19 @@ impl ToCode for ApiError {
 }
 
 /// Checks a request's item count against a limit.
-pub fn check_limit(what: &'static str, got: usize, max: usize, key: &'static str) -> Result<(), ApiError> {
+pub fn check_limit(
+    what: &'static str,
+    got: usize,
+    max: usize,
+    key: &'static str,
+) -> Result<(), ApiError> {
     if got > max {
-        return Err(ApiError::Limit { what, got, max, key });
+        return Err(ApiError::Limit {
+            what,
+            got,
+            max,
+            key,
+        });
     }
     Ok(())
 }
@@ -226,15 +242,37 @@ mod tests {
     fn codes_are_deliberate() {
         let id = EntryId::new("e").unwrap();
         let agent = SpiffeId::new("spiffe://example.org/spire/agent/x").unwrap();
-        assert_eq!(EntryRejection::NotFound { id: id.clone() }.code(), Code::NotFound);
-        assert_eq!(EntryRejection::AlreadyExists { existing: id.clone() }.code(), Code::AlreadyExists);
+        assert_eq!(
+            EntryRejection::NotFound { id: id.clone() }.code(),
+            Code::NotFound
+        );
+        assert_eq!(
+            EntryRejection::AlreadyExists {
+                existing: id.clone()
+            }
+            .code(),
+            Code::AlreadyExists
+        );
         assert_eq!(EntryRejection::IdInUse { id }.code(), Code::AlreadyExists);
-        assert_eq!(EntryRejection::RegistryFull { limit: 1 }.code(), Code::ResourceExhausted);
+        assert_eq!(
+            EntryRejection::RegistryFull { limit: 1 }.code(),
+            Code::ResourceExhausted
+        );
         assert_eq!(NodeError::NotAttested(agent.clone()).code(), Code::NotFound);
         assert_eq!(NodeError::Banned(agent).code(), Code::PermissionDenied);
         assert_eq!(TokenError::Unknown.code(), Code::PermissionDenied);
-        assert_eq!(TokenError::Ttl { ttl_secs: 0, max: 1 }.code(), Code::InvalidArgument);
-        let overloaded: CommandError<NodeError> = CommandError::Overloaded { actor: "nodes", limit: 1 };
+        assert_eq!(
+            TokenError::Ttl {
+                ttl_secs: 0,
+                max: 1
+            }
+            .code(),
+            Code::InvalidArgument
+        );
+        let overloaded: CommandError<NodeError> = CommandError::Overloaded {
+            actor: "nodes",
+            limit: 1,
+        };
         assert_eq!(overloaded.code(), Code::ResourceExhausted);
         let down: CommandError<NodeError> = CommandError::Unavailable {
             actor: "nodes",
@@ -245,6 +283,9 @@ mod tests {
         assert_eq!(limit.code(), Code::ResourceExhausted);
         assert!(limit.to_string().contains("limits.max_batch_size"));
         let s = ConvertError::Missing { field: "id" }.to_item_status();
-        assert_eq!((s.code, s.message.as_str()), (Code::InvalidArgument as i32, "id is required"));
+        assert_eq!(
+            (s.code, s.message.as_str()),
+            (Code::InvalidArgument as i32, "id is required")
+        );
     }
 }

@@ -22,12 +22,20 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         return Some(secs);
     }
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = s.get(r)?;
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -97,7 +105,10 @@ mod tests {
         assert_eq!(format_unix(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_unix(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(parse_timestamp("2023-11-14T22:13:20Z"), Some(1_700_000_000));
-        assert_eq!(parse_timestamp("2023-11-14T23:13:20.5+01:00"), Some(1_700_000_000));
+        assert_eq!(
+            parse_timestamp("2023-11-14T23:13:20.5+01:00"),
+            Some(1_700_000_000)
+        );
         assert_eq!(parse_timestamp("1700000000"), Some(1_700_000_000));
         assert_eq!(parse_timestamp("2023-13-14T22:13:20Z"), None);
         assert_eq!(parse_timestamp("yesterday"), None);

@@ -30,7 +30,10 @@ pub enum SocketError {
     },
 }
 
-fn io<'a>(path: &'a Path, operation: &'static str) -> impl FnOnce(std::io::Error) -> SocketError + 'a {
+fn io<'a>(
+    path: &'a Path,
+    operation: &'static str,
+) -> impl FnOnce(std::io::Error) -> SocketError + 'a {
     move |source| SocketError::Io {
         path: path.to_owned(),
         operation,
@@ -82,7 +85,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("private/api.sock");
         let (listener, guard) = bind(&path).await.unwrap();
-        let mode = std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, SOCKET_DIR_MODE);
         assert!(matches!(bind(&path).await, Err(SocketError::InUse(_))));
         // A crash leaves the file behind without a listener: stale.

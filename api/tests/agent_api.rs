@@ -230,7 +230,7 @@ async fn join_token_agent_syncs_signs_mints_and_renews() {
     verify_x509_svid(&chain, &r.bundle, now).unwrap();
 
     // The token is spent.
-    let err = attest(r.addr, &r.bundle, "tok-1").await.err().expect("second use refused");
+    let err = attest(r.addr, &r.bundle, "tok-1").await.expect_err("second use refused");
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
 
     // mTLS with the SVID: the sync stream opens with a snapshot.
@@ -339,7 +339,7 @@ async fn calls_without_an_svid_and_unknown_attestors_are_refused() {
     let mut anonymous = AgentServerClient::new(channel(r.addr, &r.bundle, None).await);
     let err = within(anonymous.sync_events(SyncRequest::default())).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
-    let err = attest(r.addr, &r.bundle, "never-issued").await.err().unwrap();
+    let err = attest(r.addr, &r.bundle, "never-issued").await.expect_err("unknown token refused");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
 
     let key = KeyPair::generate().unwrap();

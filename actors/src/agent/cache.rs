@@ -20,7 +20,7 @@ pub struct StoredSvid {
     pub cert_chain: Vec<Vec<u8>>,
     /// PKCS#8 DER key.
     pub key_pkcs8: Vec<u8>,
-    /// Validity, Unix seconds.
+    /// Start of the useful lifetime, Unix seconds: the later of notBefore and receipt.
     pub not_before: i64,
     /// Validity, Unix seconds.
     pub not_after: i64,

@@ -176,8 +176,11 @@ impl Actor for AgentCore {
                     state.in_flight.remove(&id);
                     match outcome {
                         Ok(signed) => {
-                            let not_before = leaf_not_before(&signed.cert_chain)
-                                .unwrap_or_else(|| unix_secs(state.args.clock.as_ref()));
+                            // The lifetime that counts for renewal starts at receipt: signers
+                            // backdate notBefore for clock skew, which would otherwise make a
+                            // short-lived SVID due for renewal the moment it arrives.
+                            let now = unix_secs(state.args.clock.as_ref());
+                            let not_before = leaf_not_before(&signed.cert_chain).map_or(now, |nb| nb.max(now));
                             state.args.cache.store_svid(
                                 id,
                                 StoredSvid {

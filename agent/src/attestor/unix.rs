@@ -106,7 +106,10 @@ impl UnixAttestor {
             push(&mut out, "group", group);
         }
         let Some(pid) = caller.pid else {
-            tracing::debug!(uid = caller.uid, "caller's pid is not visible: no /proc selectors");
+            tracing::debug!(
+                uid = caller.uid,
+                "caller's pid is not visible: no /proc selectors"
+            );
             return Ok(out);
         };
         let proc_dir = c.proc_root.join(pid.to_string());
@@ -132,19 +135,30 @@ impl UnixAttestor {
         Ok(out)
     }
 
-    fn workload_path(&self, proc_dir: &Path, pid: u32, out: &mut Vec<Selector>) -> Result<(), AttestError> {
+    fn workload_path(
+        &self,
+        proc_dir: &Path,
+        pid: u32,
+        out: &mut Vec<Selector>,
+    ) -> Result<(), AttestError> {
         let exe = proc_dir.join("exe");
         let target = std::fs::read_link(&exe).map_err(|e| proc_err(&exe, pid, e))?;
         match target.to_str() {
             Some(path) => push(out, "path", path),
-            None => tracing::warn!(pid, path = %target.display(), "workload path is not UTF-8: no unix:path selector"),
+            None => {
+                tracing::warn!(pid, path = %target.display(), "workload path is not UTF-8: no unix:path selector")
+            }
         }
         let limit = match self.config.workload_size_limit {
             WorkloadSizeLimit::Never => return Ok(()),
             WorkloadSizeLimit::Unlimited => None,
             WorkloadSizeLimit::Bytes(n) => Some(n),
         };
-        match self.digests.sha256(&exe, limit).map_err(|e| proc_err(&exe, pid, e))? {
+        match self
+            .digests
+            .sha256(&exe, limit)
+            .map_err(|e| proc_err(&exe, pid, e))?
+        {
             Hashed::Digest(hex) => push(out, "sha256", &hex),
             Hashed::TooLarge { size, limit } => tracing::warn!(
                 pid,
@@ -163,7 +177,10 @@ impl WorkloadAttestor for UnixAttestor {
         NAME
     }
 
-    fn attest<'a>(&'a self, caller: &'a PeerCredentials) -> BoxFuture<'a, Result<Vec<Selector>, AttestError>> {
+    fn attest<'a>(
+        &'a self,
+        caller: &'a PeerCredentials,
+    ) -> BoxFuture<'a, Result<Vec<Selector>, AttestError>> {
         let this = self.clone();
         let caller = *caller;
         Box::pin(async move {
@@ -190,7 +207,9 @@ impl ProcStatus {
     fn parse(text: &str) -> Self {
         let mut s = Self::default();
         for line in text.lines() {
-            let Some((key, rest)) = line.split_once(':') else { continue };
+            let Some((key, rest)) = line.split_once(':') else {
+                continue;
+            };
             let mut ids = rest.split_whitespace().map(str::parse::<u32>);
             match key {
                 "Uid" => s.euid = ids.nth(1).and_then(Result::ok),
@@ -216,14 +235,18 @@ fn read_proc(path: &Path, pid: u32) -> Result<String, AttestError> {
     let mut text = String::new();
     let file = std::fs::File::open(path).map_err(|e| proc_err(path, pid, e))?;
     // /proc/<pid>/status is a few KiB; bound it anyway.
-    std::io::Read::read_to_string(&mut std::io::Read::take(file, 1024 * 1024), &mut text).map_err(|e| proc_err(path, pid, e))?;
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, 1024 * 1024), &mut text)
+        .map_err(|e| proc_err(path, pid, e))?;
     Ok(text)
 }
 
 fn proc_err(path: &Path, pid: u32, e: std::io::Error) -> AttestError {
     // ESRCH: the process died while its entry was being read.
     if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(3) {
-        AttestError::ProcessGone { attestor: NAME, pid }
+        AttestError::ProcessGone {
+            attestor: NAME,
+            pid,
+        }
     } else {
         io_err(path)(e)
     }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use tessera_eventlog::{Clock, SystemClock};
-use tessera_proto::workload::{JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, X509svidRequest, X509svidResponse};
+use tessera_proto::workload::{
+    JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, X509svidRequest, X509svidResponse,
+};
 use x509_parser::parse_x509_certificate;
 
 use super::client::{connect, rpc, within, CliError, SocketArgs};
@@ -101,8 +103,15 @@ pub struct WatchArgs {
 /// Runs an `api` verb.
 pub async fn run(command: ApiCommand, out: &mut dyn Write) -> Result<(), CliError> {
     match command {
-        ApiCommand::Fetch(FetchArgs { kind: None, x509 }) | ApiCommand::Fetch(FetchArgs { kind: Some(FetchKind::X509(x509)), .. }) => fetch_x509(x509, out).await,
-        ApiCommand::Fetch(FetchArgs { kind: Some(FetchKind::Jwt(a)), .. }) => fetch_jwt(a, out).await,
+        ApiCommand::Fetch(FetchArgs { kind: None, x509 })
+        | ApiCommand::Fetch(FetchArgs {
+            kind: Some(FetchKind::X509(x509)),
+            ..
+        }) => fetch_x509(x509, out).await,
+        ApiCommand::Fetch(FetchArgs {
+            kind: Some(FetchKind::Jwt(a)),
+            ..
+        }) => fetch_jwt(a, out).await,
         ApiCommand::Validate(ValidateCommand::Jwt(a)) => validate_jwt(a, out).await,
         ApiCommand::Watch(a) => watch(a, out).await,
     }
@@ -121,7 +130,10 @@ async fn fetch_x509(a: X509Args, out: &mut dyn Write) -> Result<(), CliError> {
     let started = SystemClock.now_unix_nanos();
     let mut client = connect(VERB, &target).await?;
     let first = within(VERB, target.timeout, async {
-        let mut stream = client.fetch_x509svid(X509svidRequest {}).await?.into_inner();
+        let mut stream = client
+            .fetch_x509svid(X509svidRequest {})
+            .await?
+            .into_inner();
         stream.message().await
     })
     .await?
@@ -143,10 +155,14 @@ async fn watch(a: WatchArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let target = a.socket.target(VERB)?;
     let mut started = SystemClock.now_unix_nanos();
     let mut client = connect(VERB, &target).await?;
-    let mut stream = within(VERB, target.timeout, client.fetch_x509svid(X509svidRequest {}))
-        .await?
-        .map_err(rpc(VERB))?
-        .into_inner();
+    let mut stream = within(
+        VERB,
+        target.timeout,
+        client.fetch_x509svid(X509svidRequest {}),
+    )
+    .await?
+    .map_err(rpc(VERB))?
+    .into_inner();
     let _ = writeln!(out, "Watching X.509-SVIDs at {}", target.path.display());
     loop {
         tokio::select! {
@@ -172,7 +188,11 @@ fn print_x509(out: &mut dyn Write, r: &X509svidResponse, ms: f64) {
             let _ = writeln!(text, "Hint:\t\t\t{}", svid.hint);
         }
         for (i, cert) in split_der(&svid.x509_svid).iter().enumerate() {
-            let label = if i == 0 { "SVID".to_owned() } else { format!("Intermediate #{i}") };
+            let label = if i == 0 {
+                "SVID".to_owned()
+            } else {
+                format!("Intermediate #{i}")
+            };
             validity(&mut text, &label, cert);
         }
         for (i, cert) in split_der(&svid.bundle).iter().enumerate() {
@@ -239,7 +259,12 @@ fn write_file(verb: &'static str, path: &Path, contents: &[u8], mode: u32) -> Re
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io)?;
     f.write_all(contents).map_err(io)
 }
 
@@ -247,12 +272,35 @@ fn write_x509(verb: &'static str, dir: &Path, r: &X509svidResponse) -> Result<()
     let mut federated: Vec<_> = r.federated_bundles.iter().collect();
     federated.sort();
     for (i, svid) in r.svids.iter().enumerate() {
-        write_file(verb, &dir.join(format!("svid.{i}.pem")), pem_certs(&svid.x509_svid).as_bytes(), 0o644)?;
-        let key = zeroize::Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", svid.x509_svid_key.clone())));
-        write_file(verb, &dir.join(format!("svid.{i}.key")), key.as_bytes(), 0o600)?;
-        write_file(verb, &dir.join(format!("bundle.{i}.pem")), pem_certs(&svid.bundle).as_bytes(), 0o644)?;
+        write_file(
+            verb,
+            &dir.join(format!("svid.{i}.pem")),
+            pem_certs(&svid.x509_svid).as_bytes(),
+            0o644,
+        )?;
+        let key = zeroize::Zeroizing::new(pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            svid.x509_svid_key.clone(),
+        )));
+        write_file(
+            verb,
+            &dir.join(format!("svid.{i}.key")),
+            key.as_bytes(),
+            0o600,
+        )?;
+        write_file(
+            verb,
+            &dir.join(format!("bundle.{i}.pem")),
+            pem_certs(&svid.bundle).as_bytes(),
+            0o644,
+        )?;
         for (j, (_, der)) in federated.iter().enumerate() {
-            write_file(verb, &dir.join(format!("federated_bundle.{i}.{j}.pem")), pem_certs(der).as_bytes(), 0o644)?;
+            write_file(
+                verb,
+                &dir.join(format!("federated_bundle.{i}.{j}.pem")),
+                pem_certs(der).as_bytes(),
+                0o644,
+            )?;
         }
     }
     Ok(())
@@ -266,9 +314,15 @@ async fn fetch_jwt(a: JwtArgs, out: &mut dyn Write) -> Result<(), CliError> {
         audience: a.audience,
         spiffe_id: a.spiffe_id.unwrap_or_default(),
     };
-    let svids = within(VERB, target.timeout, client.fetch_jwtsvid(request)).await?.map_err(rpc(VERB))?.into_inner();
+    let svids = within(VERB, target.timeout, client.fetch_jwtsvid(request))
+        .await?
+        .map_err(rpc(VERB))?
+        .into_inner();
     let bundles = within(VERB, target.timeout, async {
-        let mut stream = client.fetch_jwt_bundles(JwtBundlesRequest {}).await?.into_inner();
+        let mut stream = client
+            .fetch_jwt_bundles(JwtBundlesRequest {})
+            .await?
+            .into_inner();
         stream.message().await
     })
     .await?
@@ -295,15 +349,30 @@ async fn validate_jwt(a: ValidateJwtArgs, out: &mut dyn Write) -> Result<(), Cli
         audience: a.audience,
         svid: a.svid,
     };
-    let r = within(VERB, target.timeout, client.validate_jwtsvid(request)).await?.map_err(rpc(VERB))?.into_inner();
-    let claims = r.claims.map(|s| struct_to_json(&s)).unwrap_or(serde_json::Value::Null);
-    let _ = writeln!(out, "SVID is valid.\nSPIFFE ID : {}\nClaims    : {claims}", r.spiffe_id);
+    let r = within(VERB, target.timeout, client.validate_jwtsvid(request))
+        .await?
+        .map_err(rpc(VERB))?
+        .into_inner();
+    let claims = r
+        .claims
+        .map(|s| struct_to_json(&s))
+        .unwrap_or(serde_json::Value::Null);
+    let _ = writeln!(
+        out,
+        "SVID is valid.\nSPIFFE ID : {}\nClaims    : {claims}",
+        r.spiffe_id
+    );
     Ok(())
 }
 
 /// A `google.protobuf.Struct` as JSON.
 pub fn struct_to_json(s: &prost_types::Struct) -> serde_json::Value {
-    serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+    serde_json::Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_json(v)))
+            .collect(),
+    )
 }
 
 fn value_to_json(v: &prost_types::Value) -> serde_json::Value {
@@ -320,11 +389,14 @@ fn value_to_json(v: &prost_types::Value) -> serde_json::Value {
                 let i = *n as i64;
                 serde_json::Value::from(i)
             } else {
-                serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, serde_json::Value::Number)
+                serde_json::Number::from_f64(*n)
+                    .map_or(serde_json::Value::Null, serde_json::Value::Number)
             }
         }
         Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
-        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(value_to_json).collect()),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.iter().map(value_to_json).collect())
+        }
         Some(Kind::StructValue(s)) => struct_to_json(s),
     }
 }

@@ -107,7 +107,11 @@ pub fn rpc(verb: &'static str) -> impl Fn(tonic::Status) -> CliError {
 
 /// The socket path: `--socketPath`, else `SPIFFE_ENDPOINT_SOCKET` (`unix:///path`,
 /// `unix:/path` or a plain path), else the default.
-pub fn socket_path(verb: &'static str, flag: Option<&Path>, env: Option<&str>) -> Result<PathBuf, CliError> {
+pub fn socket_path(
+    verb: &'static str,
+    flag: Option<&Path>,
+    env: Option<&str>,
+) -> Result<PathBuf, CliError> {
     if let Some(p) = flag {
         return Ok(p.to_owned());
     }
@@ -131,7 +135,8 @@ pub fn socket_path(verb: &'static str, flag: Option<&Path>, env: Option<&str>) -
             verb,
             flag: ENDPOINT_ENV,
             value: value.to_owned(),
-            reason: "only unix sockets are served by tessera-agent; write unix:///path/to/api.sock".into(),
+            reason: "only unix sockets are served by tessera-agent; write unix:///path/to/api.sock"
+                .into(),
         });
     } else {
         value
@@ -140,10 +145,16 @@ pub fn socket_path(verb: &'static str, flag: Option<&Path>, env: Option<&str>) -
 }
 
 /// A connected Workload API client that adds the security header to every call.
-pub type WorkloadClient = SpiffeWorkloadApiClient<InterceptedService<Channel, fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>>>;
+pub type WorkloadClient = SpiffeWorkloadApiClient<
+    InterceptedService<
+        Channel,
+        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+    >,
+>;
 
 fn add_header(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    req.metadata_mut().insert(SECURITY_HEADER, MetadataValue::from_static("true"));
+    req.metadata_mut()
+        .insert(SECURITY_HEADER, MetadataValue::from_static("true"));
     Ok(req)
 }
 
@@ -178,7 +189,11 @@ pub async fn channel(verb: &'static str, path: &Path) -> Result<Channel, CliErro
     Endpoint::from_static("http://tessera-agent.invalid")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
         }))
         .await
         .map_err(|e| CliError::Connect {
@@ -191,13 +206,23 @@ pub async fn channel(verb: &'static str, path: &Path) -> Result<Channel, CliErro
 /// A Workload API client for `target`.
 pub async fn connect(verb: &'static str, target: &Target) -> Result<WorkloadClient, CliError> {
     let channel = within(verb, target.timeout, channel(verb, &target.path)).await??;
-    let interceptor: fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> = add_header;
-    Ok(SpiffeWorkloadApiClient::with_interceptor(channel, interceptor))
+    let interceptor: fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> =
+        add_header;
+    Ok(SpiffeWorkloadApiClient::with_interceptor(
+        channel,
+        interceptor,
+    ))
 }
 
 /// `future`, or [`CliError::Timeout`] after `after`.
-pub async fn within<T>(verb: &'static str, after: Duration, future: impl std::future::Future<Output = T>) -> Result<T, CliError> {
-    tokio::time::timeout(after, future).await.map_err(|_| CliError::Timeout { verb, after })
+pub async fn within<T>(
+    verb: &'static str,
+    after: Duration,
+    future: impl std::future::Future<Output = T>,
+) -> Result<T, CliError> {
+    tokio::time::timeout(after, future)
+        .await
+        .map_err(|_| CliError::Timeout { verb, after })
 }
 
 fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -31,11 +31,17 @@ pub async fn run(a: HealthcheckArgs, out: &mut dyn Write) -> Result<(), CliError
         let _ = writeln!(out, "Checking agent health at {}", target.path.display());
     }
     let channel = within(VERB, target.timeout, channel(VERB, &target.path)).await??;
-    let status = within(VERB, target.timeout, HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }))
-        .await?
-        .map_err(rpc(VERB))?
-        .into_inner()
-        .status();
+    let status = within(
+        VERB,
+        target.timeout,
+        HealthClient::new(channel).check(HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .await?
+    .map_err(rpc(VERB))?
+    .into_inner()
+    .status();
     if status == ServingStatus::Serving {
         let _ = writeln!(out, "Agent is healthy.");
         Ok(())

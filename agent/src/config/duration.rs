@@ -27,14 +27,21 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         return Err(DurationError::TooLarge);
     }
     if s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse::<u64>().map(Duration::from_secs).map_err(|_| DurationError::TooLarge);
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| DurationError::TooLarge);
     }
     let mut total_nanos: f64 = 0.0;
     let mut rest = s;
     while !rest.is_empty() {
-        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let (number, tail) = rest.split_at(number_end);
-        let unit_end = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
         let (unit, next) = tail.split_at(unit_end);
         if number.is_empty() || number == "." {
             return Err(DurationError::Malformed);
@@ -77,7 +84,8 @@ pub(crate) mod serde_duration {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         match Raw::deserialize(d)? {
             Raw::Secs(s) => Ok(Duration::from_secs(s)),
-            Raw::Text(t) => super::parse_duration(&t).map_err(|e| serde::de::Error::custom(format!("{t:?}: {e}"))),
+            Raw::Text(t) => super::parse_duration(&t)
+                .map_err(|e| serde::de::Error::custom(format!("{t:?}: {e}"))),
         }
     }
 }
@@ -101,7 +109,10 @@ mod tests {
         for bad in ["s", "5x", "-5s", "5 s", "1..2s", ".s", "h1"] {
             assert_eq!(parse_duration(bad), Err(DurationError::Malformed), "{bad}");
         }
-        assert_eq!(parse_duration("99999999999999999999h"), Err(DurationError::TooLarge));
+        assert_eq!(
+            parse_duration("99999999999999999999h"),
+            Err(DurationError::TooLarge)
+        );
     }
 
     proptest! {

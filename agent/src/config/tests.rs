@@ -12,9 +12,15 @@ fn load_text(text: &str) -> Result<AgentConfig, ConfigError> {
 fn no_file_gives_spire_defaults() {
     let c = AgentConfig::load(None, &Overrides::default()).unwrap();
     assert_eq!(c.trust_domain.as_str(), "example.org");
-    assert_eq!(c.socket_path, Path::new("/tmp/tessera-agent/public/api.sock"));
+    assert_eq!(
+        c.socket_path,
+        Path::new("/tmp/tessera-agent/public/api.sock")
+    );
     assert_eq!(c.data_dir, Path::new("./.data"));
-    assert_eq!((c.server_address.as_str(), c.server_port), ("127.0.0.1", 8081));
+    assert_eq!(
+        (c.server_address.as_str(), c.server_port),
+        ("127.0.0.1", 8081)
+    );
     assert_eq!(c.log_level, LogLevel::Info);
     assert_eq!(c.trust_bundle_path, None);
     assert!(!c.insecure_bootstrap);
@@ -54,13 +60,19 @@ fn every_documented_key_is_known() {
 
 #[test]
 fn unknown_keys_are_named() {
-    let err = load_text("[agent]\ntrust_domian = \"a.org\"\n").unwrap_err().to_string();
+    let err = load_text("[agent]\ntrust_domian = \"a.org\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("trust_domian"), "{err}");
     let err = load_text("[agentt]\n").unwrap_err().to_string();
     assert!(err.contains("agentt"), "{err}");
-    let err = load_text("[workload_attestor.unix]\ndiscover_workload_paths = true\n").unwrap_err().to_string();
+    let err = load_text("[workload_attestor.unix]\ndiscover_workload_paths = true\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("discover_workload_paths"), "{err}");
-    let err = load_text("[limits]\nmax_stream = 3\n").unwrap_err().to_string();
+    let err = load_text("[limits]\nmax_stream = 3\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("max_stream"), "{err}");
 }
 
@@ -83,18 +95,26 @@ fn flags_override_the_file() {
     let c = AgentConfig::from_file(file.clone(), &o).unwrap();
     assert_eq!(c.trust_domain.as_str(), "flag.org");
     assert_eq!(c.server_port, 2);
-    assert_eq!(c.node_attestor, Some(NodeAttestorConfig::JoinToken("flag-token".into())));
+    assert_eq!(
+        c.node_attestor,
+        Some(NodeAttestorConfig::JoinToken("flag-token".into()))
+    );
     assert_eq!(c.socket_path, Path::new("/flag.sock"));
     assert_eq!(c.data_dir, Path::new("/flag-data"));
     assert_eq!(c.log_level, LogLevel::Debug);
     let c = AgentConfig::from_file(file, &Overrides::default()).unwrap();
     assert_eq!(c.trust_domain.as_str(), "file.org");
-    assert_eq!(c.node_attestor, Some(NodeAttestorConfig::JoinToken("file-token".into())));
+    assert_eq!(
+        c.node_attestor,
+        Some(NodeAttestorConfig::JoinToken("file-token".into()))
+    );
 }
 
 #[test]
 fn values_are_checked_naming_key_or_flag() {
-    let err = load_text("[agent]\ntrust_domain = \"Ex.org\"\n").unwrap_err().to_string();
+    let err = load_text("[agent]\ntrust_domain = \"Ex.org\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("agent.trust_domain \"Ex.org\": "), "{err}");
     let o = Overrides {
         trust_domain: Some("bad domain".into()),
@@ -102,21 +122,43 @@ fn values_are_checked_naming_key_or_flag() {
     };
     let err = AgentConfig::load(None, &o).unwrap_err().to_string();
     assert!(err.starts_with("--trustDomain \"bad domain\": "), "{err}");
-    let err = load_text("[agent]\nlog_level = \"loud\"\n").unwrap_err().to_string();
+    let err = load_text("[agent]\nlog_level = \"loud\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("agent.log_level \"loud\""), "{err}");
-    let err = load_text("[agent]\nserver_port = 0\n").unwrap_err().to_string();
+    let err = load_text("[agent]\nserver_port = 0\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("agent.server_port"), "{err}");
-    let err = load_text("[agent]\nworkload_x509_svid_key_type = \"rsa-2048\"\n").unwrap_err().to_string();
+    let err = load_text("[agent]\nworkload_x509_svid_key_type = \"rsa-2048\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("ec-p256"), "{err}");
-    let err = load_text("[agent]\ntrust_bundle_path = \"/b.pem\"\ninsecure_bootstrap = true\n").unwrap_err().to_string();
-    assert!(err.contains("insecure_bootstrap") && err.contains("/b.pem"), "{err}");
-    let err = load_text("[limits]\nmax_streams_per_uid = 0\n").unwrap_err().to_string();
+    let err = load_text("[agent]\ntrust_bundle_path = \"/b.pem\"\ninsecure_bootstrap = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("insecure_bootstrap") && err.contains("/b.pem"),
+        "{err}"
+    );
+    let err = load_text("[limits]\nmax_streams_per_uid = 0\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("limits.max_streams_per_uid"), "{err}");
-    let err = load_text("[limits]\nattestation_timeout = \"soon\"\n").unwrap_err().to_string();
-    assert!(err.contains("attestation_timeout") || err.contains("soon"), "{err}");
-    let err = load_text("[rotation]\njitter_percent = 60\n").unwrap_err().to_string();
+    let err = load_text("[limits]\nattestation_timeout = \"soon\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("attestation_timeout") || err.contains("soon"),
+        "{err}"
+    );
+    let err = load_text("[rotation]\njitter_percent = 60\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("rotation.jitter_percent"), "{err}");
-    let err = load_text("[sync]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n").unwrap_err().to_string();
+    let err = load_text("[sync]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("sync.backoff_max"), "{err}");
 }
 
@@ -130,7 +172,10 @@ fn attestors_and_limits_from_the_file() {
     )
     .unwrap();
     assert!(c.unix_attestor.discover_workload_path);
-    assert_eq!(c.unix_attestor.workload_size_limit, WorkloadSizeLimit::Never);
+    assert_eq!(
+        c.unix_attestor.workload_size_limit,
+        WorkloadSizeLimit::Never
+    );
     assert_eq!(c.limits.max_streams_per_uid, 3);
     assert_eq!(c.limits.attestation_timeout, Duration::from_millis(1500));
     assert_eq!(
@@ -141,6 +186,9 @@ fn attestors_and_limits_from_the_file() {
             intermediates_path: None,
         }))
     );
-    assert_eq!(c.health_addr.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9999"));
+    assert_eq!(
+        c.health_addr.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9999")
+    );
     assert!(!format!("{:?}", NodeAttestorConfig::JoinToken("secret".into())).contains("secret"));
 }

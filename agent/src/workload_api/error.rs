@@ -78,9 +78,10 @@ impl ApiError {
             Self::StreamLimit(_) | Self::RequestLimit { .. } => Code::ResourceExhausted,
             Self::JwtFetch(JwtFetchError::UnknownEntry(_)) => Code::PermissionDenied,
             Self::JwtFetch(JwtFetchError::Invalid(_)) => Code::InvalidArgument,
-            Self::Attestation(_) | Self::JwtFetch(JwtFetchError::Unavailable(_)) | Self::NoBundle(_) | Self::ShuttingDown => {
-                Code::Unavailable
-            }
+            Self::Attestation(_)
+            | Self::JwtFetch(JwtFetchError::Unavailable(_))
+            | Self::NoBundle(_)
+            | Self::ShuttingDown => Code::Unavailable,
             Self::Encode { .. } => Code::Internal,
         }
     }
@@ -103,14 +104,32 @@ mod tests {
         let cases: Vec<(ApiError, Code)> = vec![
             (ApiError::MissingHeader, Code::InvalidArgument),
             (ApiError::NoIdentity, Code::PermissionDenied),
-            (ApiError::NotEntitled("spiffe://a.org/x".into()), Code::PermissionDenied),
+            (
+                ApiError::NotEntitled("spiffe://a.org/x".into()),
+                Code::PermissionDenied,
+            ),
             (ApiError::NoCredentials, Code::PermissionDenied),
-            (StreamLimitError::PerUid { uid: 1, max: 2 }.into(), Code::ResourceExhausted),
-            (JwtError::TooLarge { len: 2, max: 1 }.into(), Code::ResourceExhausted),
+            (
+                StreamLimitError::PerUid { uid: 1, max: 2 }.into(),
+                Code::ResourceExhausted,
+            ),
+            (
+                JwtError::TooLarge { len: 2, max: 1 }.into(),
+                Code::ResourceExhausted,
+            ),
             (JwtError::Expired.into(), Code::InvalidArgument),
-            (JwtFetchError::UnknownEntry("e".into()).into(), Code::PermissionDenied),
-            (JwtFetchError::Unavailable("down".into()).into(), Code::Unavailable),
-            (JwtFetchError::Invalid("too many".into()).into(), Code::InvalidArgument),
+            (
+                JwtFetchError::UnknownEntry("e".into()).into(),
+                Code::PermissionDenied,
+            ),
+            (
+                JwtFetchError::Unavailable("down".into()).into(),
+                Code::Unavailable,
+            ),
+            (
+                JwtFetchError::Invalid("too many".into()).into(),
+                Code::InvalidArgument,
+            ),
             (
                 AttestError::Timeout {
                     attestor: "unix",

@@ -47,13 +47,21 @@ impl Connected for PeerStream {
 }
 
 impl AsyncRead for PeerStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for PeerStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -65,7 +73,11 @@ impl AsyncWrite for PeerStream {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -77,13 +89,17 @@ impl AsyncWrite for PeerStream {
 /// Connections accepted from `listener`, for `serve_with_incoming`. Accept errors (out of
 /// file descriptors...) are logged and retried after a pause instead of spinning; the stream
 /// never ends by itself.
-pub fn incoming(listener: UnixListener) -> impl Stream<Item = io::Result<PeerStream>> + Send + 'static {
+pub fn incoming(
+    listener: UnixListener,
+) -> impl Stream<Item = io::Result<PeerStream>> + Send + 'static {
     futures::stream::unfold(listener, |listener| async move {
         loop {
             match listener.accept().await {
                 Ok((io, _)) => match PeerStream::new(io) {
                     Ok(conn) => return Some((Ok(conn), listener)),
-                    Err(e) => tracing::warn!(error = %e, "Workload API: cannot read the caller's credentials; connection dropped"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Workload API: cannot read the caller's credentials; connection dropped")
+                    }
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "Workload API: accept failed");
@@ -107,8 +123,14 @@ mod tests {
         let listener = UnixListener::bind(&path).unwrap();
         let mut conns = Box::pin(incoming(listener));
         let _client = UnixStream::connect(&path).await.unwrap();
-        let conn = tokio::time::timeout(Duration::from_secs(10), conns.next()).await.unwrap().unwrap().unwrap();
-        let me = PeerStream::new(UnixStream::pair().unwrap().0).unwrap().peer();
+        let conn = tokio::time::timeout(Duration::from_secs(10), conns.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let me = PeerStream::new(UnixStream::pair().unwrap().0)
+            .unwrap()
+            .peer();
         assert_eq!(conn.connect_info(), me);
         assert_eq!(conn.peer().pid, Some(std::process::id()));
     }

@@ -123,7 +123,11 @@ impl Alg {
             "PS256" => Self::Rs(&signature::RSA_PSS_2048_8192_SHA256),
             "PS384" => Self::Rs(&signature::RSA_PSS_2048_8192_SHA384),
             "PS512" => Self::Rs(&signature::RSA_PSS_2048_8192_SHA512),
-            other => return Err(JwtError::UnsupportedAlgorithm(other.chars().take(32).collect())),
+            other => {
+                return Err(JwtError::UnsupportedAlgorithm(
+                    other.chars().take(32).collect(),
+                ))
+            }
         })
     }
 }
@@ -140,18 +144,29 @@ struct Parsed<'a> {
 
 fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, JwtError> {
     if token.len() > max_len {
-        return Err(JwtError::TooLarge { len: token.len(), max: max_len });
+        return Err(JwtError::TooLarge {
+            len: token.len(),
+            max: max_len,
+        });
     }
     let malformed = |what: &str| JwtError::Malformed(what.to_owned());
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(malformed("expected three dot-separated parts (compact JWS)"));
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed(
+            "expected three dot-separated parts (compact JWS)",
+        ));
     };
-    let decode = |part: &str, what: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| malformed(&format!("{what} is not base64url")));
-    let header: Map<String, Value> =
-        serde_json::from_slice(&decode(h, "the header")?).map_err(|_| malformed("the header is not a JSON object"))?;
-    let claims: Map<String, Value> =
-        serde_json::from_slice(&decode(p, "the payload")?).map_err(|_| malformed("the payload is not a JSON object"))?;
+    let decode = |part: &str, what: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| malformed(&format!("{what} is not base64url")))
+    };
+    let header: Map<String, Value> = serde_json::from_slice(&decode(h, "the header")?)
+        .map_err(|_| malformed("the header is not a JSON object"))?;
+    let claims: Map<String, Value> = serde_json::from_slice(&decode(p, "the payload")?)
+        .map_err(|_| malformed("the payload is not a JSON object"))?;
     let signature = decode(s, "the signature")?;
     let alg = match header.get("alg") {
         Some(Value::String(a)) => a.clone(),
@@ -160,7 +175,11 @@ fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, JwtError> {
     match header.get("typ") {
         None => {}
         Some(Value::String(t)) if t == "JWT" || t == "JOSE" => {}
-        Some(other) => return Err(JwtError::BadType(other.to_string().chars().take(32).collect())),
+        Some(other) => {
+            return Err(JwtError::BadType(
+                other.to_string().chars().take(32).collect(),
+            ))
+        }
     }
     if header.contains_key("crit") {
         return Err(JwtError::Critical);
@@ -207,11 +226,19 @@ pub fn validate<'b>(
     let spiffe_id = subject(&parsed.claims)?;
     let td = spiffe_id.trust_domain();
     let bundle = bundle_for(td).ok_or_else(|| JwtError::NoBundle(td.to_string()))?;
-    let authority = bundle.jwt_authority(&parsed.kid).ok_or_else(|| JwtError::UnknownKey {
-        kid: parsed.kid.chars().take(256).collect(),
-        trust_domain: td.to_string(),
-    })?;
-    verify(alg, &authority.public_key, parsed.signing_input.as_bytes(), &parsed.signature).map_err(|e| match e {
+    let authority = bundle
+        .jwt_authority(&parsed.kid)
+        .ok_or_else(|| JwtError::UnknownKey {
+            kid: parsed.kid.chars().take(256).collect(),
+            trust_domain: td.to_string(),
+        })?;
+    verify(
+        alg,
+        &authority.public_key,
+        parsed.signing_input.as_bytes(),
+        &parsed.signature,
+    )
+    .map_err(|e| match e {
         VerifyError::KeyMismatch => JwtError::KeyMismatch {
             kid: parsed.kid.clone(),
             alg: parsed.alg.clone(),
@@ -219,7 +246,10 @@ pub fn validate<'b>(
         VerifyError::BadSignature => JwtError::BadSignature,
     })?;
     let claims = parsed.claims;
-    let exp = claims.get("exp").and_then(Value::as_f64).ok_or(JwtError::BadClaim("exp"))?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_f64)
+        .ok_or(JwtError::BadClaim("exp"))?;
     // Seconds fit f64 exactly far beyond any real expiry.
     #[allow(clippy::cast_precision_loss)]
     let now_f = now as f64;
@@ -261,11 +291,27 @@ fn verify(alg: Alg, key: &PublicKey, message: &[u8], sig: &[u8]) -> Result<(), V
         point.push(0x04);
         point.extend_from_slice(x);
         point.extend_from_slice(y);
-        UnparsedPublicKey::new(algorithm, point).verify(message, sig).map_err(|_| VerifyError::BadSignature)
+        UnparsedPublicKey::new(algorithm, point)
+            .verify(message, sig)
+            .map_err(|_| VerifyError::BadSignature)
     };
     match (alg, key) {
-        (Alg::Es256, PublicKey::Ec { curve: EcCurve::P256, x, y }) => ec(&signature::ECDSA_P256_SHA256_FIXED, x, y),
-        (Alg::Es384, PublicKey::Ec { curve: EcCurve::P384, x, y }) => ec(&signature::ECDSA_P384_SHA384_FIXED, x, y),
+        (
+            Alg::Es256,
+            PublicKey::Ec {
+                curve: EcCurve::P256,
+                x,
+                y,
+            },
+        ) => ec(&signature::ECDSA_P256_SHA256_FIXED, x, y),
+        (
+            Alg::Es384,
+            PublicKey::Ec {
+                curve: EcCurve::P384,
+                x,
+                y,
+            },
+        ) => ec(&signature::ECDSA_P384_SHA384_FIXED, x, y),
         (Alg::Rs(params), PublicKey::Rsa { n, e }) => RsaPublicKeyComponents { n, e }
             .verify(params, message, sig)
             .map_err(|_| VerifyError::BadSignature),
@@ -276,7 +322,10 @@ fn verify(alg: Alg, key: &PublicKey, message: &[u8], sig: &[u8]) -> Result<(), V
 /// The claims as a `google.protobuf.Struct` (numbers become doubles, as JSON has no other).
 pub fn claims_struct(claims: &Map<String, Value>) -> prost_types::Struct {
     prost_types::Struct {
-        fields: claims.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+        fields: claims
+            .iter()
+            .map(|(k, v)| (k.clone(), to_value(v)))
+            .collect(),
     }
 }
 

@@ -97,7 +97,9 @@ impl StreamSlots {
     pub fn try_acquire(&self, uid: u32) -> Result<StreamSlot, StreamLimitError> {
         let mut c = lock(&self.counts);
         if c.total >= self.max_total {
-            return Err(StreamLimitError::Total { max: self.max_total });
+            return Err(StreamLimitError::Total {
+                max: self.max_total,
+            });
         }
         let mine = c.per_uid.entry(uid).or_default();
         if *mine >= self.max_per_uid {
@@ -147,13 +149,23 @@ mod tests {
         let slots = StreamSlots::new(3, 2);
         let a1 = slots.try_acquire(1).unwrap();
         let _a2 = slots.try_acquire(1).unwrap();
-        assert_eq!(slots.try_acquire(1).unwrap_err(), StreamLimitError::PerUid { uid: 1, max: 2 });
+        assert_eq!(
+            slots.try_acquire(1).unwrap_err(),
+            StreamLimitError::PerUid { uid: 1, max: 2 }
+        );
         let _b1 = slots.try_acquire(2).unwrap();
-        assert_eq!(slots.try_acquire(3).unwrap_err(), StreamLimitError::Total { max: 3 });
+        assert_eq!(
+            slots.try_acquire(3).unwrap_err(),
+            StreamLimitError::Total { max: 3 }
+        );
         assert_eq!(slots.open(), 3);
         drop(a1);
         assert_eq!(slots.open(), 2);
         let _a3 = slots.try_acquire(1).unwrap();
-        assert!(slots.try_acquire(3).unwrap_err().to_string().contains("limits.max_streams"));
+        assert!(slots
+            .try_acquire(3)
+            .unwrap_err()
+            .to_string()
+            .contains("limits.max_streams"));
     }
 }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Building the metric families failed (a duplicate or malformed name: a bug).
 #[derive(Debug, thiserror::Error)]
@@ -36,11 +38,17 @@ impl Metrics {
     pub fn new() -> Result<Arc<Self>, MetricsError> {
         let registry = Registry::new_custom(Some("tessera_agent".into()), None)?;
         let open_streams = IntGaugeVec::new(
-            Opts::new("workload_api_open_streams", "Workload API streams open now, by method."),
+            Opts::new(
+                "workload_api_open_streams",
+                "Workload API streams open now, by method.",
+            ),
             &["method"],
         )?;
         let calls = IntCounterVec::new(
-            Opts::new("workload_api_calls_total", "Workload API calls, by method and gRPC code."),
+            Opts::new(
+                "workload_api_calls_total",
+                "Workload API calls, by method and gRPC code.",
+            ),
             &["method", "code"],
         )?;
         let latency = HistogramVec::new(
@@ -92,7 +100,9 @@ impl Metrics {
     }
 
     pub(crate) fn observe(&self, method: &str, code: tonic::Code, seconds: f64) {
-        self.calls.with_label_values(&[method, code_name(code)]).inc();
+        self.calls
+            .with_label_values(&[method, code_name(code)])
+            .inc();
         self.latency.with_label_values(&[method]).observe(seconds);
     }
 }
@@ -136,6 +146,9 @@ mod tests {
         assert_eq!(m.calls("FetchJWTSVID", "PermissionDenied"), 1);
         let text = m.render();
         assert!(text.contains("tessera_agent_workload_api_calls_total{code=\"PermissionDenied\",method=\"FetchJWTSVID\"} 1"), "{text}");
-        assert!(text.contains("tessera_agent_workload_api_call_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("tessera_agent_workload_api_call_duration_seconds_bucket"),
+            "{text}"
+        );
     }
 }

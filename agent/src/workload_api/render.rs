@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use tessera_actors::agent::view::{Identity, IdentitySnapshot};
 use tessera_identity::{Bundle, SelectorSet, TrustDomain};
-use tessera_proto::workload::{JwtBundlesResponse, X509BundlesResponse, X509svid, X509svidResponse};
+use tessera_proto::workload::{
+    JwtBundlesResponse, X509BundlesResponse, X509svid, X509svidResponse,
+};
 
 use super::error::ApiError;
 
@@ -18,7 +20,11 @@ pub(crate) struct Rendered<T> {
 }
 
 /// The identities the caller is entitled to at `now`; none is `NoIdentity`.
-pub(crate) fn entitled<'a>(snapshot: &'a IdentitySnapshot, selectors: &'a SelectorSet, now: i64) -> Result<Vec<&'a Identity>, ApiError> {
+pub(crate) fn entitled<'a>(
+    snapshot: &'a IdentitySnapshot,
+    selectors: &'a SelectorSet,
+    now: i64,
+) -> Result<Vec<&'a Identity>, ApiError> {
     let identities: Vec<&Identity> = snapshot.for_workload(selectors, now).collect();
     if identities.is_empty() {
         return Err(ApiError::NoIdentity);
@@ -36,7 +42,10 @@ fn earliest_expiry(identities: &[&Identity]) -> Option<i64> {
 }
 
 /// The bundle of `td`: the agent's own, or a federated one.
-pub(crate) fn bundle_of<'a>(snapshot: &'a IdentitySnapshot, td: &TrustDomain) -> Option<&'a Bundle> {
+pub(crate) fn bundle_of<'a>(
+    snapshot: &'a IdentitySnapshot,
+    td: &TrustDomain,
+) -> Option<&'a Bundle> {
     match &snapshot.bundle {
         Some(b) if b.trust_domain() == td => Some(b),
         _ => snapshot.federated.get(td),
@@ -45,7 +54,10 @@ pub(crate) fn bundle_of<'a>(snapshot: &'a IdentitySnapshot, td: &TrustDomain) ->
 
 /// Every bundle the caller should trust: its own trust domain's and the federated ones its
 /// identities ask for, keyed by trust domain.
-pub(crate) fn caller_bundles<'a>(snapshot: &'a IdentitySnapshot, identities: &[&'a Identity]) -> Result<Vec<&'a Bundle>, ApiError> {
+pub(crate) fn caller_bundles<'a>(
+    snapshot: &'a IdentitySnapshot,
+    identities: &[&'a Identity],
+) -> Result<Vec<&'a Bundle>, ApiError> {
     let mut out = Vec::new();
     for identity in identities {
         let td = identity.entry.spiffe_id.trust_domain();
@@ -55,7 +67,10 @@ pub(crate) fn caller_bundles<'a>(snapshot: &'a IdentitySnapshot, identities: &[&
         }
     }
     for bundle in snapshot.federated_for(identities).into_values() {
-        if !out.iter().any(|b| b.trust_domain() == bundle.trust_domain()) {
+        if !out
+            .iter()
+            .any(|b| b.trust_domain() == bundle.trust_domain())
+        {
             out.push(bundle);
         }
     }
@@ -65,12 +80,20 @@ pub(crate) fn caller_bundles<'a>(snapshot: &'a IdentitySnapshot, identities: &[&
 /// The X.509 authorities of `bundle` as the standard carries them: DER certificates,
 /// concatenated.
 fn concat_der(bundle: &Bundle) -> Vec<u8> {
-    bundle.x509_authorities().iter().flat_map(|a| a.der().iter().copied()).collect()
+    bundle
+        .x509_authorities()
+        .iter()
+        .flat_map(|a| a.der().iter().copied())
+        .collect()
 }
 
 /// `FetchX509SVID`: every entitled SVID with its key, its trust domain's bundle and hint,
 /// and the federated bundles.
-pub(crate) fn x509_svids(snapshot: &IdentitySnapshot, selectors: &SelectorSet, now: i64) -> Result<Rendered<X509svidResponse>, ApiError> {
+pub(crate) fn x509_svids(
+    snapshot: &IdentitySnapshot,
+    selectors: &SelectorSet,
+    now: i64,
+) -> Result<Rendered<X509svidResponse>, ApiError> {
     let identities = entitled(snapshot, selectors, now)?;
     let mut svids = Vec::with_capacity(identities.len());
     for identity in &identities {
@@ -101,24 +124,49 @@ pub(crate) fn x509_svids(snapshot: &IdentitySnapshot, selectors: &SelectorSet, n
 }
 
 /// `FetchX509Bundles`: the caller's own and federated X.509 bundles.
-pub(crate) fn x509_bundles(snapshot: &IdentitySnapshot, selectors: &SelectorSet, now: i64) -> Result<Rendered<X509BundlesResponse>, ApiError> {
+pub(crate) fn x509_bundles(
+    snapshot: &IdentitySnapshot,
+    selectors: &SelectorSet,
+    now: i64,
+) -> Result<Rendered<X509BundlesResponse>, ApiError> {
     let identities = entitled(snapshot, selectors, now)?;
     let bundles = caller_bundles(snapshot, &identities)?
         .into_iter()
         .map(|b| (b.trust_domain().id().to_string(), concat_der(b)))
         .collect();
     Ok(Rendered {
-        message: X509BundlesResponse { crl: Vec::new(), bundles },
+        message: X509BundlesResponse {
+            crl: Vec::new(),
+            bundles,
+        },
         expires: earliest_expiry(&identities),
     })
 }
 
-/// `FetchJWTBundles`: the caller's own and federated bundles as JWKS documents.
-pub(crate) fn jwt_bundles(snapshot: &IdentitySnapshot, selectors: &SelectorSet, now: i64) -> Result<Rendered<JwtBundlesResponse>, ApiError> {
+/// The JWT half of a bundle. JWT bundles carry only JWT authorities (as SPIRE sends them):
+/// `x509-svid` keys have no `kid`, which JWT-bundle parsers of SPIFFE clients require.
+fn jwt_only(bundle: &Bundle) -> Bundle {
+    let mut out = Bundle::new(bundle.trust_domain().clone());
+    out.set_sequence_number(bundle.sequence_number());
+    out.set_refresh_hint(bundle.refresh_hint());
+    for a in bundle.jwt_authorities() {
+        // Key ids are unique within `bundle` already.
+        let _ = out.add_jwt_authority(a.clone());
+    }
+    out
+}
+
+/// `FetchJWTBundles`: the caller's own and federated bundles as JWKS documents (SPIFFE
+/// bundle format, JWT authorities only).
+pub(crate) fn jwt_bundles(
+    snapshot: &IdentitySnapshot,
+    selectors: &SelectorSet,
+    now: i64,
+) -> Result<Rendered<JwtBundlesResponse>, ApiError> {
     let identities = entitled(snapshot, selectors, now)?;
     let mut bundles = HashMap::new();
     for b in caller_bundles(snapshot, &identities)? {
-        let jwks = b.to_jwks().map_err(|e| ApiError::Encode {
+        let jwks = jwt_only(b).to_jwks().map_err(|e| ApiError::Encode {
             trust_domain: b.trust_domain().to_string(),
             reason: e.to_string(),
         })?;

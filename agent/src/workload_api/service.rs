@@ -9,9 +9,10 @@ use tessera_actors::agent::view::{IdentitySnapshot, WorkloadSource};
 use tessera_identity::{SelectorSet, SpiffeId};
 use tessera_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use tessera_proto::workload::{
-    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
-    ValidateJwtsvidResponse, WitBundlesRequest, WitBundlesResponse, WitsvidRequest, WitsvidResponse, X509BundlesRequest,
-    X509BundlesResponse, X509svidRequest, X509svidResponse,
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
+    ValidateJwtsvidRequest, ValidateJwtsvidResponse, WitBundlesRequest, WitBundlesResponse,
+    WitsvidRequest, WitsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
+    X509svidResponse,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
@@ -47,8 +48,16 @@ struct Inner {
 }
 
 impl WorkloadService {
-    pub(crate) fn new(source: Arc<dyn WorkloadSource>, attestors: Attestors, settings: Settings, shutdown: Shutdown) -> Self {
-        let slots = StreamSlots::new(settings.limits.max_streams, settings.limits.max_streams_per_uid);
+    pub(crate) fn new(
+        source: Arc<dyn WorkloadSource>,
+        attestors: Attestors,
+        settings: Settings,
+        shutdown: Shutdown,
+    ) -> Self {
+        let slots = StreamSlots::new(
+            settings.limits.max_streams,
+            settings.limits.max_streams_per_uid,
+        );
         Self {
             inner: Arc::new(Inner {
                 source,
@@ -61,14 +70,20 @@ impl WorkloadService {
     }
 
     /// Runs `call` as RPC `method`: records its outcome and latency.
-    async fn timed<T>(&self, method: &'static str, call: impl std::future::Future<Output = Result<T, ApiError>>) -> Result<Response<T>, Status> {
+    async fn timed<T>(
+        &self,
+        method: &'static str,
+        call: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<Response<T>, Status> {
         let clock = &self.inner.settings.clock;
         let started = clock.now_unix_nanos();
         let result = call.await;
         // Nanoseconds to seconds for the histogram; precision loss is irrelevant here.
         #[allow(clippy::cast_precision_loss)]
         let seconds = (clock.now_unix_nanos().saturating_sub(started)).max(0) as f64 / 1e9;
-        let code = result.as_ref().map_or_else(ApiError::code, |_| tonic::Code::Ok);
+        let code = result
+            .as_ref()
+            .map_or_else(ApiError::code, |_| tonic::Code::Ok);
         self.inner.settings.metrics.observe(method, code, seconds);
         match result {
             Ok(v) => Ok(Response::new(v)),
@@ -86,7 +101,10 @@ impl WorkloadService {
     /// Header and credentials: who calls.
     fn caller<Req>(req: &Request<Req>) -> Result<PeerCredentials, ApiError> {
         check_header(req.metadata())?;
-        req.extensions().get::<PeerCredentials>().copied().ok_or(ApiError::NoCredentials)
+        req.extensions()
+            .get::<PeerCredentials>()
+            .copied()
+            .ok_or(ApiError::NoCredentials)
     }
 
     /// The caller's selectors.
@@ -95,7 +113,12 @@ impl WorkloadService {
     }
 
     /// Opens a stream of `render`ed views for the caller of `req`.
-    async fn open<Req, T>(&self, method: &'static str, req: Request<Req>, render: Render<T>) -> Result<Stream<T>, ApiError>
+    async fn open<Req, T>(
+        &self,
+        method: &'static str,
+        req: Request<Req>,
+        render: Render<T>,
+    ) -> Result<Stream<T>, ApiError>
     where
         T: Clone + PartialEq + Send + Sync + 'static,
     {
@@ -137,22 +160,32 @@ impl WorkloadService {
         if audience.len() > limits.max_audiences {
             return Err(ApiError::RequestLimit {
                 field: "audience",
-                reason: format!("{} audiences, over the limit of {} (limits.max_audiences)", audience.len(), limits.max_audiences),
+                reason: format!(
+                    "{} audiences, over the limit of {} (limits.max_audiences)",
+                    audience.len(),
+                    limits.max_audiences
+                ),
             });
         }
         if let Some(long) = audience.iter().find(|a| a.len() > limits.max_audience_len) {
             return Err(ApiError::RequestLimit {
                 field: "audience",
-                reason: format!("an audience is {} bytes, over the limit of {} (limits.max_audience_len)", long.len(), limits.max_audience_len),
+                reason: format!(
+                    "an audience is {} bytes, over the limit of {} (limits.max_audience_len)",
+                    long.len(),
+                    limits.max_audience_len
+                ),
             });
         }
         let wanted = if req.spiffe_id.is_empty() {
             None
         } else {
-            Some(SpiffeId::new(&req.spiffe_id).map_err(|e| ApiError::BadRequest {
-                field: "spiffe_id",
-                reason: e.to_string(),
-            })?)
+            Some(
+                SpiffeId::new(&req.spiffe_id).map_err(|e| ApiError::BadRequest {
+                    field: "spiffe_id",
+                    reason: e.to_string(),
+                })?,
+            )
         };
         let snapshot = self.snapshot();
         let now = unix_now(&*self.inner.settings.clock);
@@ -181,7 +214,10 @@ impl WorkloadService {
         Ok(JwtsvidResponse { svids })
     }
 
-    async fn validate_jwt(&self, req: Request<ValidateJwtsvidRequest>) -> Result<ValidateJwtsvidResponse, ApiError> {
+    async fn validate_jwt(
+        &self,
+        req: Request<ValidateJwtsvidRequest>,
+    ) -> Result<ValidateJwtsvidResponse, ApiError> {
         let selectors = self.attest(&Self::caller(&req)?).await?;
         let req = req.into_inner();
         if req.audience.is_empty() {
@@ -206,7 +242,10 @@ impl WorkloadService {
         let validated = jwt::validate(
             &req.svid,
             &req.audience,
-            |td| own.filter(|b| b.trust_domain() == td).or_else(|| federated.get(td).copied()),
+            |td| {
+                own.filter(|b| b.trust_domain() == td)
+                    .or_else(|| federated.get(td).copied())
+            },
             now,
             self.inner.settings.limits.max_jwt_bytes,
         )?;
@@ -234,34 +273,55 @@ impl SpiffeWorkloadApi for WorkloadService {
     type FetchWITSVIDStream = Stream<WitsvidResponse>;
     type FetchWITBundlesStream = Stream<WitBundlesResponse>;
 
-    async fn fetch_x509svid(&self, req: Request<X509svidRequest>) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+    async fn fetch_x509svid(
+        &self,
+        req: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         const M: &str = "FetchX509SVID";
         self.timed(M, self.open(M, req, render::x509_svids)).await
     }
 
-    async fn fetch_x509_bundles(&self, req: Request<X509BundlesRequest>) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+    async fn fetch_x509_bundles(
+        &self,
+        req: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         const M: &str = "FetchX509Bundles";
         self.timed(M, self.open(M, req, render::x509_bundles)).await
     }
 
-    async fn fetch_jwtsvid(&self, req: Request<JwtsvidRequest>) -> Result<Response<JwtsvidResponse>, Status> {
+    async fn fetch_jwtsvid(
+        &self,
+        req: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
         self.timed("FetchJWTSVID", self.fetch_jwt(req)).await
     }
 
-    async fn fetch_jwt_bundles(&self, req: Request<JwtBundlesRequest>) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+    async fn fetch_jwt_bundles(
+        &self,
+        req: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         const M: &str = "FetchJWTBundles";
         self.timed(M, self.open(M, req, render::jwt_bundles)).await
     }
 
-    async fn validate_jwtsvid(&self, req: Request<ValidateJwtsvidRequest>) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+    async fn validate_jwtsvid(
+        &self,
+        req: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         self.timed("ValidateJWTSVID", self.validate_jwt(req)).await
     }
 
-    async fn fetch_witsvid(&self, _: Request<WitsvidRequest>) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
+    async fn fetch_witsvid(
+        &self,
+        _: Request<WitsvidRequest>,
+    ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
         Err(Status::unimplemented("this agent does not serve WIT-SVIDs"))
     }
 
-    async fn fetch_wit_bundles(&self, _: Request<WitBundlesRequest>) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
+    async fn fetch_wit_bundles(
+        &self,
+        _: Request<WitBundlesRequest>,
+    ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
         Err(Status::unimplemented("this agent does not serve WIT-SVIDs"))
     }
 }

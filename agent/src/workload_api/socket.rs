@@ -51,7 +51,10 @@ impl Drop for SocketGuard {
     }
 }
 
-fn io<'a>(path: &'a Path, operation: &'static str) -> impl FnOnce(std::io::Error) -> SocketError + 'a {
+fn io<'a>(
+    path: &'a Path,
+    operation: &'static str,
+) -> impl FnOnce(std::io::Error) -> SocketError + 'a {
     move |source| SocketError::Io {
         path: path.to_owned(),
         operation,
@@ -81,7 +84,8 @@ pub async fn bind(path: &Path) -> Result<(UnixListener, SocketGuard), SocketErro
     }
     let listener = UnixListener::bind(path).map_err(io(path, "bind"))?;
     let guard = SocketGuard(path.to_owned());
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(io(path, "set the socket's mode"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .map_err(io(path, "set the socket's mode"))?;
     Ok((listener, guard))
 }
 

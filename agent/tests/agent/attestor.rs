@@ -28,9 +28,19 @@ async fn selectors_of_the_current_process() {
 
     let attestor = UnixAttestor::new(UnixAttestorConfig::default());
     assert_eq!(attestor.name(), "unix");
-    let got: SelectorSet = within("attestation", attestor.attest(&caller)).await.unwrap().into_iter().collect();
-    assert!(got.contains(&sel(&format!("unix:uid:{}", caller.uid))), "{got:?}");
-    assert!(got.contains(&sel(&format!("unix:gid:{}", caller.gid))), "{got:?}");
+    let got: SelectorSet = within("attestation", attestor.attest(&caller))
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(
+        got.contains(&sel(&format!("unix:uid:{}", caller.uid))),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&sel(&format!("unix:gid:{}", caller.gid))),
+        "{got:?}"
+    );
     // Names come from /etc/passwd and /etc/group: compare with what `id` reads there.
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let user = command_output("id", &["-un"]);
@@ -39,13 +49,30 @@ async fn selectors_of_the_current_process() {
     }
     let group = command_output("id", &["-gn"]);
     let groups_file = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    if groups_file.lines().any(|l| l.starts_with(&format!("{group}:"))) {
-        assert!(got.contains(&sel(&format!("unix:group:{group}"))), "{got:?}");
+    if groups_file
+        .lines()
+        .any(|l| l.starts_with(&format!("{group}:")))
+    {
+        assert!(
+            got.contains(&sel(&format!("unix:group:{group}"))),
+            "{got:?}"
+        );
     }
-    for gid in command_output("id", &["-G"]).split_whitespace() {
-        assert!(got.contains(&sel(&format!("unix:supplementary_gid:{gid}"))), "gid {gid} in {got:?}");
+    // `id -G` lists the effective gid first, then the supplementary groups.
+    for gid in command_output("id", &["-G"])
+        .split_whitespace()
+        .filter(|g| *g != caller.gid.to_string())
+    {
+        assert!(
+            got.contains(&sel(&format!("unix:supplementary_gid:{gid}"))),
+            "gid {gid} in {got:?}"
+        );
     }
-    assert!(!got.iter().any(|s| s.value().starts_with("path:") || s.value().starts_with("sha256:")), "{got:?}");
+    assert!(
+        !got.iter()
+            .any(|s| s.value().starts_with("path:") || s.value().starts_with("sha256:")),
+        "{got:?}"
+    );
 }
 
 #[tokio::test]
@@ -55,12 +82,22 @@ async fn path_and_sha256_of_the_current_binary_when_enabled() {
         workload_size_limit: WorkloadSizeLimit::Unlimited,
         ..UnixAttestorConfig::default()
     };
-    let got: SelectorSet = within("attestation", UnixAttestor::new(config).attest(&me())).await.unwrap().into_iter().collect();
+    let got: SelectorSet = within("attestation", UnixAttestor::new(config).attest(&me()))
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
     let exe = std::fs::read_link("/proc/self/exe").unwrap();
-    assert!(got.contains(&sel(&format!("unix:path:{}", exe.display()))), "{got:?}");
+    assert!(
+        got.contains(&sel(&format!("unix:path:{}", exe.display()))),
+        "{got:?}"
+    );
     let sum = command_output("sha256sum", &[exe.to_str().unwrap()]);
     let digest = sum.split_whitespace().next().unwrap();
-    assert!(got.contains(&sel(&format!("unix:sha256:{digest}"))), "{got:?}");
+    assert!(
+        got.contains(&sel(&format!("unix:sha256:{digest}"))),
+        "{got:?}"
+    );
 }
 
 #[tokio::test]
@@ -73,9 +110,20 @@ async fn an_entry_keyed_on_the_user_name_is_served_to_this_process() {
         my_selector()
     };
     let world = World::new();
-    world.source.update(|s| s.identities[0].entry = entry("entry-1", WORKLOAD, &[&user_selector, &my_selector()]));
+    world.source.update(|s| {
+        s.identities[0].entry = entry("entry-1", WORKLOAD, &[&user_selector, &my_selector()])
+    });
     let agent = TestAgent::start(world.source.clone()).await;
-    let mut stream = agent.client().await.fetch_x509svid(X509svidRequest {}).await.unwrap().into_inner();
-    let first = within("the first message", stream.message()).await.unwrap().unwrap();
+    let mut stream = agent
+        .client()
+        .await
+        .fetch_x509svid(X509svidRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = within("the first message", stream.message())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.svids[0].spiffe_id, WORKLOAD);
 }

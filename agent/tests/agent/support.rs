@@ -2,6 +2,7 @@
 //! (rcgen), JWT signing keys (ring), a [`TestSource`] the test drives snapshot by snapshot,
 //! and a running Workload API server on a temp socket ([`TestAgent`]).
 
+// Not every test module uses every fixture.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -18,14 +19,17 @@ use rcgen::string::Ia5String;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair as _};
-use tessera_actors::agent::view::{HeldJwtSvid, HeldX509Svid, Identity, IdentitySnapshot, JwtFetchError, WorkloadSource};
+use tessera_actors::agent::view::{
+    HeldJwtSvid, HeldX509Svid, Identity, IdentitySnapshot, JwtFetchError, WorkloadSource,
+};
 use tessera_agent::attestor::unix::{UnixAttestor, UnixAttestorConfig};
 use tessera_agent::attestor::Attestors;
 use tessera_agent::shutdown::{Shutdown, ShutdownTrigger};
 use tessera_agent::workload_api::{self, Limits, Metrics, Settings};
 use tessera_eventlog::{Clock, SystemClock};
 use tessera_identity::{
-    Bundle, EcCurve, EntryId, JwtAuthority, PublicKey, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain, X509Authority,
+    Bundle, EcCurve, EntryId, JwtAuthority, PublicKey, RegistrationEntry, SelectorSet, SpiffeId,
+    TrustDomain, X509Authority,
 };
 use tessera_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use tokio::sync::watch;
@@ -65,9 +69,19 @@ pub fn my_uid() -> u32 {
 
 /// The output of a command, trimmed (an independent oracle: `id -un`, `sha256sum`...).
 pub fn command_output(program: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
 }
 
 pub fn td(name: &str) -> TrustDomain {
@@ -105,11 +119,19 @@ impl TestCa {
     pub fn new(trust_domain: &str) -> Self {
         let mut params = CertificateParams::default();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.subject_alt_names = vec![uri(&format!("spiffe://{trust_domain}"))];
         set_validity(&mut params, now() - 3600, now() + 86_400);
         let key = KeyPair::generate().expect("key");
-        let der = params.self_signed(&key).expect("self-signed").der().to_vec();
+        let der = params
+            .self_signed(&key)
+            .expect("self-signed")
+            .der()
+            .to_vec();
         Self {
             trust_domain: td(trust_domain),
             params,
@@ -122,14 +144,24 @@ impl TestCa {
     pub fn issue_until(&self, spiffe_id: &str, not_after: i64) -> HeldX509Svid {
         let mut params = CertificateParams::default();
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.subject_alt_names = vec![uri(spiffe_id)];
         let not_before = now() - 60;
         set_validity(&mut params, not_before, not_after);
         let key = KeyPair::generate().expect("key");
         let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).expect("signed").der().to_vec();
+        let cert = params
+            .signed_by(&key, &issuer)
+            .expect("signed")
+            .der()
+            .to_vec();
         HeldX509Svid {
             cert_chain: vec![cert],
             key_pkcs8: Arc::new(zeroize::Zeroizing::new(key.serialize_der())),
@@ -163,14 +195,29 @@ pub struct JwtKey {
 
 impl JwtKey {
     pub fn es256(kid: &str) -> Self {
-        Self::new(kid, "ES256", EcCurve::P256, &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+        Self::new(
+            kid,
+            "ES256",
+            EcCurve::P256,
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        )
     }
 
     pub fn es384(kid: &str) -> Self {
-        Self::new(kid, "ES384", EcCurve::P384, &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING)
+        Self::new(
+            kid,
+            "ES384",
+            EcCurve::P384,
+            &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+        )
     }
 
-    fn new(kid: &str, alg: &'static str, curve: EcCurve, algorithm: &'static ring::signature::EcdsaSigningAlgorithm) -> Self {
+    fn new(
+        kid: &str,
+        alg: &'static str,
+        curve: EcCurve,
+        algorithm: &'static ring::signature::EcdsaSigningAlgorithm,
+    ) -> Self {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(algorithm, &rng).expect("generate");
         let pair = EcdsaKeyPair::from_pkcs8(algorithm, pkcs8.as_ref(), &rng).expect("parse");
@@ -186,7 +233,12 @@ impl JwtKey {
     pub fn authority(&self) -> JwtAuthority {
         let point = self.pair.public_key().as_ref();
         let len = self.curve.coordinate_len();
-        let public_key = PublicKey::ec(self.curve, point[1..=len].to_vec(), point[len + 1..].to_vec()).expect("ec key");
+        let public_key = PublicKey::ec(
+            self.curve,
+            point[1..=len].to_vec(),
+            point[len + 1..].to_vec(),
+        )
+        .expect("ec key");
         JwtAuthority {
             key_id: self.kid.clone(),
             public_key,
@@ -200,7 +252,10 @@ impl JwtKey {
         let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("json"));
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("json")));
-        let sig = self.pair.sign(&SystemRandom::new(), token.as_bytes()).expect("sign");
+        let sig = self
+            .pair
+            .sign(&SystemRandom::new(), token.as_bytes())
+            .expect("sign");
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(sig.as_ref()));
         token
@@ -296,15 +351,24 @@ impl WorkloadSource for TestSource {
         self.tx.subscribe()
     }
 
-    fn fetch_jwt<'a>(&'a self, identity: &'a Identity, audience: &'a [String]) -> BoxFuture<'a, Result<HeldJwtSvid, JwtFetchError>> {
+    fn fetch_jwt<'a>(
+        &'a self,
+        identity: &'a Identity,
+        audience: &'a [String],
+    ) -> BoxFuture<'a, Result<HeldJwtSvid, JwtFetchError>> {
         Box::pin(async move {
-            let known = self.current().identities.iter().any(|i| i.entry.id == identity.entry.id);
+            let known = self
+                .current()
+                .identities
+                .iter()
+                .any(|i| i.entry.id == identity.entry.id);
             if !known {
                 return Err(JwtFetchError::UnknownEntry(identity.entry.id.to_string()));
             }
             let exp = now() + 300;
             let aud: Vec<&str> = audience.iter().map(String::as_str).collect();
-            let token = self.sign_with(|k| k.svid(&identity.entry.spiffe_id.to_string(), &aud, exp));
+            let token =
+                self.sign_with(|k| k.svid(&identity.entry.spiffe_id.to_string(), &aud, exp));
             Ok(HeldJwtSvid {
                 token,
                 spiffe_id: identity.entry.spiffe_id.clone(),
@@ -329,7 +393,9 @@ impl World {
         let ca = TestCa::new("example.org");
         let key = JwtKey::es256("jwt-key-1");
         let mut bundle = ca.bundle();
-        bundle.add_jwt_authority(key.authority()).expect("jwt authority");
+        bundle
+            .add_jwt_authority(key.authority())
+            .expect("jwt authority");
         let snapshot = IdentitySnapshot {
             generation: 1,
             identities: vec![Identity {
@@ -376,7 +442,11 @@ impl TestAgent {
         Self::start_custom(source, limits, Arc::new(SystemClock)).await
     }
 
-    pub async fn start_custom(source: Arc<TestSource>, limits: Limits, clock: Arc<dyn Clock>) -> Self {
+    pub async fn start_custom(
+        source: Arc<TestSource>,
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("public/api.sock");
         let (listener, guard) = workload_api::socket::bind(&socket).await.expect("bind");
@@ -387,7 +457,10 @@ impl TestAgent {
             metrics: Metrics::new().expect("metrics"),
         };
         let metrics = settings.metrics.clone();
-        let attestors = Attestors::new(vec![Arc::new(UnixAttestor::new(UnixAttestorConfig::default()))], timeout);
+        let attestors = Attestors::new(
+            vec![Arc::new(UnixAttestor::new(UnixAttestorConfig::default()))],
+            timeout,
+        );
         let (trigger, shutdown) = Shutdown::new();
         let source: Arc<dyn WorkloadSource> = source;
         let server = tokio::spawn(async move {
@@ -429,28 +502,39 @@ impl TestAgent {
             t.fire();
         }
         match self.server.take() {
-            Some(h) => within("the Workload API to stop", h).await.expect("server task"),
+            Some(h) => within("the Workload API to stop", h)
+                .await
+                .expect("server task"),
             None => Ok(()),
         }
     }
 }
 
 pub type HeaderFn = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
-pub type WorkloadClient = SpiffeWorkloadApiClient<tonic::service::interceptor::InterceptedService<Channel, HeaderFn>>;
+pub type WorkloadClient =
+    SpiffeWorkloadApiClient<tonic::service::interceptor::InterceptedService<Channel, HeaderFn>>;
 
 pub fn with_header(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    req.metadata_mut().insert("workload.spiffe.io", tonic::metadata::MetadataValue::from_static("true"));
+    req.metadata_mut().insert(
+        "workload.spiffe.io",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
     Ok(req)
 }
 
 /// A channel over the Unix socket at `path`.
 pub async fn channel(path: &Path) -> Channel {
     let path = path.to_owned();
-    let connect = Endpoint::from_static("http://agent.test").connect_with_connector(tower::service_fn(move |_: Uri| {
+    let endpoint = Endpoint::from_static("http://agent.test");
+    let connect = endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
         let path = path.clone();
-        async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        async move {
+            Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+        }
     }));
-    within("connecting to the Workload API", connect).await.expect("connect")
+    within("connecting to the Workload API", connect)
+        .await
+        .expect("connect")
 }
 
 /// Concatenated DER, as the standard encodes chains and bundles.

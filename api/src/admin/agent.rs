@@ -11,7 +11,8 @@ use tessera_actors::server::tokens::{hash_token, TokenCommand, TokenReply};
 use tessera_identity::{EntryId, SpiffeId, RESERVED_PATH};
 use tessera_proto::spire::api::server::agent::v1::{
     agent_server, list_agents_request, BanAgentRequest, CountAgentsRequest, CountAgentsResponse,
-    CreateJoinTokenRequest, DeleteAgentRequest, GetAgentRequest, ListAgentsRequest, ListAgentsResponse,
+    CreateJoinTokenRequest, DeleteAgentRequest, GetAgentRequest, ListAgentsRequest,
+    ListAgentsResponse,
 };
 use tessera_proto::spire::api::types;
 use tonic::{Request, Response, Status};
@@ -35,12 +36,18 @@ impl AgentService {
         Self { ctx }
     }
 
-    fn agent_id(&self, field: &'static str, id: Option<&types::Spiffeid>) -> Result<SpiffeId, Status> {
+    fn agent_id(
+        &self,
+        field: &'static str,
+        id: Option<&types::Spiffeid>,
+    ) -> Result<SpiffeId, Status> {
         convert::spiffe_id(field, id).map_err(status)
     }
 }
 
-fn list_filter(f: tessera_proto::spire::api::server::agent::v1::count_agents_request::Filter) -> list_agents_request::Filter {
+fn list_filter(
+    f: tessera_proto::spire::api::server::agent::v1::count_agents_request::Filter,
+) -> list_agents_request::Filter {
     list_agents_request::Filter {
         by_attestation_type: f.by_attestation_type,
         by_selector_match: f.by_selector_match,
@@ -65,7 +72,9 @@ fn generate_token() -> Result<String, ApiError> {
 fn check_token(token: &str) -> Result<(), ConvertError> {
     let ok = !token.is_empty()
         && token.len() <= MAX_TOKEN_LEN
-        && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && token != "."
         && token != "..";
     if ok {
@@ -81,8 +90,12 @@ fn check_token(token: &str) -> Result<(), ConvertError> {
 
 #[tonic::async_trait]
 impl agent_server::Agent for AgentService {
-    async fn count_agents(&self, request: Request<CountAgentsRequest>) -> Result<Response<CountAgentsResponse>, Status> {
-        let filter = AgentFilter::from_proto(request.into_inner().filter.map(list_filter).as_ref()).map_err(status)?;
+    async fn count_agents(
+        &self,
+        request: Request<CountAgentsRequest>,
+    ) -> Result<Response<CountAgentsResponse>, Status> {
+        let filter = AgentFilter::from_proto(request.into_inner().filter.map(list_filter).as_ref())
+            .map_err(status)?;
         let count = self
             .ctx
             .server
@@ -95,14 +108,22 @@ impl agent_server::Agent for AgentService {
         }))
     }
 
-    async fn list_agents(&self, request: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        request: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
         let req = request.into_inner();
         let filter = AgentFilter::from_proto(req.filter.as_ref()).map_err(status)?;
         let page_size = self.ctx.page_size(req.page_size).map_err(status)?;
         let after = if req.page_token.is_empty() {
             None
         } else {
-            Some(SpiffeId::new(&req.page_token).map_err(|source| status(ConvertError::Id { field: "page_token", source }))?)
+            Some(SpiffeId::new(&req.page_token).map_err(|source| {
+                status(ConvertError::Id {
+                    field: "page_token",
+                    source,
+                })
+            })?)
         };
         let (agents, next) = self
             .ctx
@@ -117,7 +138,11 @@ impl agent_server::Agent for AgentService {
                         continue;
                     }
                     if page.len() == page_size {
-                        next = page.last().map(|l: &tessera_actors::server::nodes::AgentState| l.agent.id.to_string());
+                        next = page
+                            .last()
+                            .map(|l: &tessera_actors::server::nodes::AgentState| {
+                                l.agent.id.to_string()
+                            });
                         break;
                     }
                     page.push(a.clone());
@@ -127,24 +152,45 @@ impl agent_server::Agent for AgentService {
             .await
             .map_err(status)?;
         Ok(Response::new(ListAgentsResponse {
-            agents: agents.iter().map(|a| agent_to_proto(a, req.output_mask.as_ref())).collect(),
+            agents: agents
+                .iter()
+                .map(|a| agent_to_proto(a, req.output_mask.as_ref()))
+                .collect(),
             next_page_token: next.unwrap_or_default(),
         }))
     }
 
-    async fn get_agent(&self, request: Request<GetAgentRequest>) -> Result<Response<types::Agent>, Status> {
+    async fn get_agent(
+        &self,
+        request: Request<GetAgentRequest>,
+    ) -> Result<Response<types::Agent>, Status> {
         let req = request.into_inner();
         let id = self.agent_id("id", req.id.as_ref())?;
         let wanted = id.clone();
-        match self.ctx.server.nodes.read(move |n| n.get(&wanted).cloned()).await.map_err(status)? {
+        match self
+            .ctx
+            .server
+            .nodes
+            .read(move |n| n.get(&wanted).cloned())
+            .await
+            .map_err(status)?
+        {
             Some(a) => Ok(Response::new(agent_to_proto(&a, req.output_mask.as_ref()))),
             None => Err(status(NodeError::NotAttested(id))),
         }
     }
 
-    async fn delete_agent(&self, request: Request<DeleteAgentRequest>) -> Result<Response<()>, Status> {
+    async fn delete_agent(
+        &self,
+        request: Request<DeleteAgentRequest>,
+    ) -> Result<Response<()>, Status> {
         let id = self.agent_id("id", request.into_inner().id.as_ref())?;
-        self.ctx.server.nodes.command(NodeCommand::Evict(id)).await.map_err(status)?;
+        self.ctx
+            .server
+            .nodes
+            .command(NodeCommand::Evict(id))
+            .await
+            .map_err(status)?;
         Ok(Response::new(()))
     }
 
@@ -157,10 +203,15 @@ impl agent_server::Agent for AgentService {
         }
     }
 
-    async fn create_join_token(&self, request: Request<CreateJoinTokenRequest>) -> Result<Response<types::JoinToken>, Status> {
+    async fn create_join_token(
+        &self,
+        request: Request<CreateJoinTokenRequest>,
+    ) -> Result<Response<types::JoinToken>, Status> {
         let req = request.into_inner();
         let ttl_secs = match req.ttl {
-            0 => u32::try_from(self.ctx.limits.default_join_token_ttl.as_secs()).unwrap_or(u32::MAX),
+            0 => {
+                u32::try_from(self.ctx.limits.default_join_token_ttl.as_secs()).unwrap_or(u32::MAX)
+            }
             t => u32::try_from(t).map_err(|_| {
                 status(ConvertError::OutOfRange {
                     field: "ttl",
@@ -174,7 +225,10 @@ impl agent_server::Agent for AgentService {
             Some(id) => {
                 let id = convert::spiffe_id("agent_id", Some(id)).map_err(status)?;
                 let td = &self.ctx.server.settings.trust_domain;
-                if !id.is_member_of(td) || id.is_trust_domain_id() || id.segments().next() == RESERVED_PATH.strip_prefix('/') {
+                if !id.is_member_of(td)
+                    || id.is_trust_domain_id()
+                    || id.segments().next() == RESERVED_PATH.strip_prefix('/')
+                {
                     return Err(status(ConvertError::Invalid {
                         field: "agent_id",
                         value: id.to_string(),
@@ -202,8 +256,13 @@ impl agent_server::Agent for AgentService {
             .await
             .map_err(status)?;
         match reply {
-            TokenReply::Created { expires_at } => Ok(Response::new(types::JoinToken { value: token, expires_at })),
-            other => Err(Status::internal(format!("tokens answered with the wrong reply kind: {other:?}"))),
+            TokenReply::Created { expires_at } => Ok(Response::new(types::JoinToken {
+                value: token,
+                expires_at,
+            })),
+            other => Err(Status::internal(format!(
+                "tokens answered with the wrong reply kind: {other:?}"
+            ))),
         }
     }
 }

@@ -26,7 +26,10 @@ impl BundleService {
 
 #[tonic::async_trait]
 impl bundle_server::Bundle for BundleService {
-    async fn get_bundle(&self, request: Request<GetBundleRequest>) -> Result<Response<types::Bundle>, Status> {
+    async fn get_bundle(
+        &self,
+        request: Request<GetBundleRequest>,
+    ) -> Result<Response<types::Bundle>, Status> {
         let mask = request.into_inner().output_mask;
         // The authority publishes every bundle change; no round trip to the actor.
         match self.ctx.server.authority.bundle() {

@@ -8,16 +8,19 @@ use std::sync::Arc;
 use tessera_actors::server::registry::{RegistryCommand, RegistryReply};
 use tessera_identity::{EntryId, RegistrationEntry};
 use tessera_proto::spire::api::server::entry::v1::{
-    batch_create_entry_response, batch_delete_entry_response, batch_update_entry_response, entry_server,
-    list_entries_request, BatchCreateEntryRequest, BatchCreateEntryResponse, BatchDeleteEntryRequest,
-    BatchDeleteEntryResponse, BatchUpdateEntryRequest, BatchUpdateEntryResponse, CountEntriesRequest,
-    CountEntriesResponse, GetEntryRequest, ListEntriesRequest, ListEntriesResponse,
+    batch_create_entry_response, batch_delete_entry_response, batch_update_entry_response,
+    entry_server, list_entries_request, BatchCreateEntryRequest, BatchCreateEntryResponse,
+    BatchDeleteEntryRequest, BatchDeleteEntryResponse, BatchUpdateEntryRequest,
+    BatchUpdateEntryResponse, CountEntriesRequest, CountEntriesResponse, GetEntryRequest,
+    ListEntriesRequest, ListEntriesResponse,
 };
 use tessera_proto::spire::api::types;
 use tonic::{Request, Response, Status};
 
 use super::AdminContext;
-use crate::convert::{self, apply_entry_fields, entry_to_proto, new_entry_from_proto, ConvertError, FULL_MASK};
+use crate::convert::{
+    self, apply_entry_fields, entry_to_proto, new_entry_from_proto, ConvertError, FULL_MASK,
+};
 use crate::status::{check_limit, item_ok, status, ApiError, ToCode};
 
 /// The Entry service.
@@ -33,17 +36,29 @@ impl EntryService {
     }
 
     fn check_batch(&self, len: usize) -> Result<(), Status> {
-        check_limit("the number of items in the batch", len, self.ctx.limits.max_batch_size, "max_batch_size")
-            .map_err(status)
+        check_limit(
+            "the number of items in the batch",
+            len,
+            self.ctx.limits.max_batch_size,
+            "max_batch_size",
+        )
+        .map_err(status)
     }
 
     async fn command(&self, command: RegistryCommand) -> Result<RegistryReply, Status> {
-        self.ctx.server.registry.command(command).await.map_err(status)
+        self.ctx
+            .server
+            .registry
+            .command(command)
+            .await
+            .map_err(status)
     }
 }
 
 /// `CountEntries`' filter has the same fields as `ListEntries`'.
-fn list_filter(f: tessera_proto::spire::api::server::entry::v1::count_entries_request::Filter) -> list_entries_request::Filter {
+fn list_filter(
+    f: tessera_proto::spire::api::server::entry::v1::count_entries_request::Filter,
+) -> list_entries_request::Filter {
     list_entries_request::Filter {
         by_spiffe_id: f.by_spiffe_id,
         by_parent_id: f.by_parent_id,
@@ -56,30 +71,49 @@ fn list_filter(f: tessera_proto::spire::api::server::entry::v1::count_entries_re
 
 /// Outcomes of a batch, in request order: conversion failures already in place, the rest
 /// filled from the registry's reply.
-fn merge<T>(mut slots: Vec<Option<Result<T, types::Status>>>, replies: Vec<Result<T, types::Status>>) -> Vec<Result<T, types::Status>> {
+fn merge<T>(
+    mut slots: Vec<Option<Result<T, types::Status>>>,
+    replies: Vec<Result<T, types::Status>>,
+) -> Vec<Result<T, types::Status>> {
     let mut replies = replies.into_iter();
     slots
         .iter_mut()
         .map(|slot| match slot.take() {
             Some(done) => done,
-            None => replies
-                .next()
-                .unwrap_or_else(|| Err(crate::status::item_status(tonic::Code::Internal, "registry gave fewer results than items"))),
+            None => replies.next().unwrap_or_else(|| {
+                Err(crate::status::item_status(
+                    tonic::Code::Internal,
+                    "registry gave fewer results than items",
+                ))
+            }),
         })
         .collect()
 }
 
 #[tonic::async_trait]
 impl entry_server::Entry for EntryService {
-    async fn count_entries(&self, request: Request<CountEntriesRequest>) -> Result<Response<CountEntriesResponse>, Status> {
-        let filter = convert::entry_filter(request.into_inner().filter.map(list_filter).as_ref()).map_err(status)?;
-        let count = self.ctx.server.registry.read(move |r| r.count(&filter)).await.map_err(status)?;
+    async fn count_entries(
+        &self,
+        request: Request<CountEntriesRequest>,
+    ) -> Result<Response<CountEntriesResponse>, Status> {
+        let filter = convert::entry_filter(request.into_inner().filter.map(list_filter).as_ref())
+            .map_err(status)?;
+        let count = self
+            .ctx
+            .server
+            .registry
+            .read(move |r| r.count(&filter))
+            .await
+            .map_err(status)?;
         Ok(Response::new(CountEntriesResponse {
             count: i32::try_from(count).unwrap_or(i32::MAX),
         }))
     }
 
-    async fn list_entries(&self, request: Request<ListEntriesRequest>) -> Result<Response<ListEntriesResponse>, Status> {
+    async fn list_entries(
+        &self,
+        request: Request<ListEntriesRequest>,
+    ) -> Result<Response<ListEntriesResponse>, Status> {
         let req = request.into_inner();
         let filter = convert::entry_filter(req.filter.as_ref()).map_err(status)?;
         let page_size = self.ctx.page_size(req.page_size).map_err(status)?;
@@ -97,23 +131,42 @@ impl entry_server::Entry for EntryService {
             .map_err(status)?;
         let mask = req.output_mask;
         Ok(Response::new(ListEntriesResponse {
-            entries: page.entries.iter().map(|e| entry_to_proto(e, mask.as_ref())).collect(),
-            next_page_token: page.next_page_token.map(|t| t.as_str().to_owned()).unwrap_or_default(),
+            entries: page
+                .entries
+                .iter()
+                .map(|e| entry_to_proto(e, mask.as_ref()))
+                .collect(),
+            next_page_token: page
+                .next_page_token
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_default(),
         }))
     }
 
-    async fn get_entry(&self, request: Request<GetEntryRequest>) -> Result<Response<types::Entry>, Status> {
+    async fn get_entry(
+        &self,
+        request: Request<GetEntryRequest>,
+    ) -> Result<Response<types::Entry>, Status> {
         let req = request.into_inner();
         let id = convert::entry_id("id", &req.id).map_err(status)?;
         let wanted = id.clone();
-        let entry = self.ctx.server.registry.read(move |r| r.get(&wanted).cloned()).await.map_err(status)?;
+        let entry = self
+            .ctx
+            .server
+            .registry
+            .read(move |r| r.get(&wanted).cloned())
+            .await
+            .map_err(status)?;
         match entry {
             Some(e) => Ok(Response::new(entry_to_proto(&e, req.output_mask.as_ref()))),
             None => Err(status(ApiError::NotFound(format!("no entry with id {id}")))),
         }
     }
 
-    async fn batch_create_entry(&self, request: Request<BatchCreateEntryRequest>) -> Result<Response<BatchCreateEntryResponse>, Status> {
+    async fn batch_create_entry(
+        &self,
+        request: Request<BatchCreateEntryRequest>,
+    ) -> Result<Response<BatchCreateEntryResponse>, Status> {
         let req = request.into_inner();
         self.check_batch(req.entries.len())?;
         let mut slots = Vec::with_capacity(req.entries.len());
@@ -131,7 +184,10 @@ impl entry_server::Entry for EntryService {
             vec![]
         } else {
             match self.command(RegistryCommand::Create(valid)).await? {
-                RegistryReply::Created(results) => results.into_iter().map(|r| r.map_err(|e| e.to_item_status())).collect(),
+                RegistryReply::Created(results) => results
+                    .into_iter()
+                    .map(|r| r.map_err(|e| e.to_item_status()))
+                    .collect(),
                 other => return Err(unexpected(&other)),
             }
         };
@@ -152,17 +208,32 @@ impl entry_server::Entry for EntryService {
         Ok(Response::new(BatchCreateEntryResponse { results }))
     }
 
-    async fn batch_update_entry(&self, request: Request<BatchUpdateEntryRequest>) -> Result<Response<BatchUpdateEntryResponse>, Status> {
+    async fn batch_update_entry(
+        &self,
+        request: Request<BatchUpdateEntryRequest>,
+    ) -> Result<Response<BatchUpdateEntryResponse>, Status> {
         let req = request.into_inner();
         self.check_batch(req.entries.len())?;
         let input_mask = req.input_mask.unwrap_or(FULL_MASK);
-        let ids: Vec<Result<EntryId, ConvertError>> = req.entries.iter().map(|e| convert::entry_id("id", &e.id)).collect();
-        let lookup: Vec<EntryId> = ids.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        let ids: Vec<Result<EntryId, ConvertError>> = req
+            .entries
+            .iter()
+            .map(|e| convert::entry_id("id", &e.id))
+            .collect();
+        let lookup: Vec<EntryId> = ids
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
         let mut current = self
             .ctx
             .server
             .registry
-            .read(move |r| lookup.iter().map(|id| r.get(id).cloned()).collect::<Vec<_>>())
+            .read(move |r| {
+                lookup
+                    .iter()
+                    .map(|id| r.get(id).cloned())
+                    .collect::<Vec<_>>()
+            })
             .await
             .map_err(status)?
             .into_iter();
@@ -172,11 +243,11 @@ impl entry_server::Entry for EntryService {
         let mut valid: Vec<RegistrationEntry> = Vec::new();
         for (input, id) in req.entries.iter().zip(ids) {
             let outcome = id.map_err(|e| e.to_item_status()).and_then(|id| {
-                let mut existing = current
-                    .next()
-                    .flatten()
-                    .ok_or_else(|| ApiError::NotFound(format!("no entry with id {id}")).to_item_status())?;
-                apply_entry_fields(&mut existing, input, &input_mask).map_err(|e| e.to_item_status())?;
+                let mut existing = current.next().flatten().ok_or_else(|| {
+                    ApiError::NotFound(format!("no entry with id {id}")).to_item_status()
+                })?;
+                apply_entry_fields(&mut existing, input, &input_mask)
+                    .map_err(|e| e.to_item_status())?;
                 Ok(existing)
             });
             match outcome {
@@ -191,7 +262,10 @@ impl entry_server::Entry for EntryService {
             vec![]
         } else {
             match self.command(RegistryCommand::Update(valid)).await? {
-                RegistryReply::Updated(results) => results.into_iter().map(|r| r.map_err(|e| e.to_item_status())).collect(),
+                RegistryReply::Updated(results) => results
+                    .into_iter()
+                    .map(|r| r.map_err(|e| e.to_item_status()))
+                    .collect(),
                 other => return Err(unexpected(&other)),
             }
         };
@@ -212,7 +286,10 @@ impl entry_server::Entry for EntryService {
         Ok(Response::new(BatchUpdateEntryResponse { results }))
     }
 
-    async fn batch_delete_entry(&self, request: Request<BatchDeleteEntryRequest>) -> Result<Response<BatchDeleteEntryResponse>, Status> {
+    async fn batch_delete_entry(
+        &self,
+        request: Request<BatchDeleteEntryRequest>,
+    ) -> Result<Response<BatchDeleteEntryResponse>, Status> {
         let req = request.into_inner();
         self.check_batch(req.ids.len())?;
         let mut slots = Vec::with_capacity(req.ids.len());
@@ -230,7 +307,10 @@ impl entry_server::Entry for EntryService {
             vec![]
         } else {
             match self.command(RegistryCommand::Delete(valid)).await? {
-                RegistryReply::Deleted(results) => results.into_iter().map(|r| r.map_err(|e| e.to_item_status())).collect(),
+                RegistryReply::Deleted(results) => results
+                    .into_iter()
+                    .map(|r| r.map_err(|e| e.to_item_status()))
+                    .collect(),
                 other => return Err(unexpected(&other)),
             }
         };
@@ -253,5 +333,7 @@ impl entry_server::Entry for EntryService {
 }
 
 fn unexpected(reply: &RegistryReply) -> Status {
-    Status::internal(format!("registry answered with the wrong reply kind: {reply:?}"))
+    Status::internal(format!(
+        "registry answered with the wrong reply kind: {reply:?}"
+    ))
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use tessera_eventlog::{Digest32, EventLog, Record};
 use tessera_proto::tessera::eventlog::v1::{
-    event_log_server, GetRequest, HeadRequest, HeadResponse, Record as PbRecord, TailRequest, VerifyRequest,
-    VerifyResponse,
+    event_log_server, GetRequest, HeadRequest, HeadResponse, Record as PbRecord, TailRequest,
+    VerifyRequest, VerifyResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -38,7 +38,11 @@ impl EventLogService {
 type RecordStream = Pin<Box<dyn Stream<Item = Result<PbRecord, Status>> + Send + 'static>>;
 
 /// Committed records from `from` to `to` inclusive, read chunk by chunk.
-fn range(log: Arc<dyn EventLog>, from: u64, to: u64) -> impl Stream<Item = Result<Record, Status>> + Send {
+fn range(
+    log: Arc<dyn EventLog>,
+    from: u64,
+    to: u64,
+) -> impl Stream<Item = Result<Record, Status>> + Send {
     futures::stream::unfold((log, from, false), move |(log, next, failed)| async move {
         if failed || next > to {
             return None;
@@ -48,9 +52,15 @@ fn range(log: Arc<dyn EventLog>, from: u64, to: u64) -> impl Stream<Item = Resul
             Ok(records) if records.is_empty() => None,
             Ok(records) => {
                 let after = records.last().map_or(to + 1, |r| r.seq + 1);
-                Some((futures::stream::iter(records.into_iter().map(Ok)).left_stream(), (log, after, false)))
+                Some((
+                    futures::stream::iter(records.into_iter().map(Ok)).left_stream(),
+                    (log, after, false),
+                ))
             }
-            Err(e) => Some((futures::stream::iter([Err(status(e))]).right_stream(), (log, next, true))),
+            Err(e) => Some((
+                futures::stream::iter([Err(status(e))]).right_stream(),
+                (log, next, true),
+            )),
         }
     })
     .flatten()
@@ -63,15 +73,25 @@ impl event_log_server::EventLog for EventLogService {
     async fn tail(&self, request: Request<TailRequest>) -> Result<Response<RecordStream>, Status> {
         let req = request.into_inner();
         let limits = &self.ctx.limits;
-        check_limit("the number of kinds in the filter", req.kinds.len(), limits.max_event_kinds, "max_event_kinds")
-            .map_err(status)?;
-        let permit = self.ctx.tail_streams.clone().try_acquire_owned().map_err(|_| {
-            status(ApiError::Busy {
-                what: "open EventLog.Tail streams",
-                max: limits.max_tail_streams,
-                key: "max_tail_streams",
-            })
-        })?;
+        check_limit(
+            "the number of kinds in the filter",
+            req.kinds.len(),
+            limits.max_event_kinds,
+            "max_event_kinds",
+        )
+        .map_err(status)?;
+        let permit = self
+            .ctx
+            .tail_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                status(ApiError::Busy {
+                    what: "open EventLog.Tail streams",
+                    max: limits.max_tail_streams,
+                    key: "max_tail_streams",
+                })
+            })?;
         let log = self.log();
         let from = req.from_seq.max(1);
         let records: Pin<Box<dyn Stream<Item = Result<Record, Status>> + Send>> = if req.follow {
@@ -81,7 +101,10 @@ impl event_log_server::EventLog for EventLogService {
             Box::pin(range(log, from, head))
         };
         let kinds = req.kinds;
-        let limit = usize::try_from(req.limit).ok().filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let limit = usize::try_from(req.limit)
+            .ok()
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
         let stream = records
             .filter(move |r| {
                 let keep = match r {
@@ -115,7 +138,10 @@ impl event_log_server::EventLog for EventLogService {
         }
     }
 
-    async fn verify(&self, request: Request<VerifyRequest>) -> Result<Response<VerifyResponse>, Status> {
+    async fn verify(
+        &self,
+        request: Request<VerifyRequest>,
+    ) -> Result<Response<VerifyResponse>, Status> {
         let req = request.into_inner();
         let log = self.log();
         let head = log.head().seq;
@@ -141,8 +167,16 @@ impl event_log_server::EventLog for EventLogService {
                 ok: report.is_ok(),
                 records_checked: report.records_checked,
                 first_bad_seq: report.fault.as_ref().map_or(0, |f| f.seq),
-                reason: report.fault.as_ref().map(|f| f.fault.to_string()).unwrap_or_default(),
-                last_good_hash: if report.head.seq == 0 { vec![] } else { report.head.hash.0.to_vec() },
+                reason: report
+                    .fault
+                    .as_ref()
+                    .map(|f| f.fault.to_string())
+                    .unwrap_or_default(),
+                last_good_hash: if report.head.seq == 0 {
+                    vec![]
+                } else {
+                    report.head.hash.0.to_vec()
+                },
             }));
         }
         Ok(Response::new(verify_range(log, from, to).await?))
@@ -169,11 +203,20 @@ impl event_log_server::EventLog for EventLogService {
 }
 
 /// Walks `from..=to`, anchored on the stored hash of `from - 1`.
-async fn verify_range(log: Arc<dyn EventLog>, from: u64, to: u64) -> Result<VerifyResponse, Status> {
+async fn verify_range(
+    log: Arc<dyn EventLog>,
+    from: u64,
+    to: u64,
+) -> Result<VerifyResponse, Status> {
     let mut prev = if from > 1 {
         match log.read(from - 1, 1).await.map_err(status)?.first() {
             Some(r) if r.seq == from - 1 => r.hash,
-            _ => return Err(status(ApiError::NotFound(format!("no record at seq {}", from - 1)))),
+            _ => {
+                return Err(status(ApiError::NotFound(format!(
+                    "no record at seq {}",
+                    from - 1
+                ))))
+            }
         }
     } else {
         Digest32::GENESIS
@@ -182,17 +225,23 @@ async fn verify_range(log: Arc<dyn EventLog>, from: u64, to: u64) -> Result<Veri
     let mut checked = 0u64;
     let mut last_good = if from > 1 { Some(prev) } else { None };
     let mut records = Box::pin(range(log, from, to));
-    let fail = |seq: u64, reason: String, checked: u64, last_good: Option<Digest32>| VerifyResponse {
-        ok: false,
-        records_checked: checked,
-        first_bad_seq: seq,
-        reason,
-        last_good_hash: last_good.map(|h| h.0.to_vec()).unwrap_or_default(),
-    };
+    let fail =
+        |seq: u64, reason: String, checked: u64, last_good: Option<Digest32>| VerifyResponse {
+            ok: false,
+            records_checked: checked,
+            first_bad_seq: seq,
+            reason,
+            last_good_hash: last_good.map(|h| h.0.to_vec()).unwrap_or_default(),
+        };
     while let Some(r) = records.next().await {
         let r = r?;
         if r.seq != expected {
-            return Ok(fail(expected, format!("expected seq {expected}, found seq {}", r.seq), checked, last_good));
+            return Ok(fail(
+                expected,
+                format!("expected seq {expected}, found seq {}", r.seq),
+                checked,
+                last_good,
+            ));
         }
         if r.prev_hash != prev {
             return Ok(fail(
@@ -203,7 +252,12 @@ async fn verify_range(log: Arc<dyn EventLog>, from: u64, to: u64) -> Result<Veri
             ));
         }
         if !r.is_intact() {
-            return Ok(fail(r.seq, "stored hash differs from the recomputed one".into(), checked, last_good));
+            return Ok(fail(
+                r.seq,
+                "stored hash differs from the recomputed one".into(),
+                checked,
+                last_good,
+            ));
         }
         prev = r.hash;
         last_good = Some(r.hash);
@@ -211,7 +265,12 @@ async fn verify_range(log: Arc<dyn EventLog>, from: u64, to: u64) -> Result<Veri
         expected += 1;
     }
     if expected <= to {
-        return Ok(fail(expected, format!("record seq {expected} is missing"), checked, last_good));
+        return Ok(fail(
+            expected,
+            format!("record seq {expected} is missing"),
+            checked,
+            last_good,
+        ));
     }
     Ok(VerifyResponse {
         ok: true,

@@ -43,7 +43,10 @@ fn ttl(v: i32) -> Result<Option<Duration>, ConvertError> {
 
 #[tonic::async_trait]
 impl svid_server::Svid for SvidService {
-    async fn mint_x509svid(&self, request: Request<MintX509svidRequest>) -> Result<Response<MintX509svidResponse>, Status> {
+    async fn mint_x509svid(
+        &self,
+        request: Request<MintX509svidRequest>,
+    ) -> Result<Response<MintX509svidResponse>, Status> {
         let req = request.into_inner();
         let names = csr_names(&req.csr).map_err(status)?;
         let ttl = ttl(req.ttl).map_err(status)?;
@@ -74,7 +77,10 @@ impl svid_server::Svid for SvidService {
         }))
     }
 
-    async fn mint_jwtsvid(&self, request: Request<MintJwtsvidRequest>) -> Result<Response<MintJwtsvidResponse>, Status> {
+    async fn mint_jwtsvid(
+        &self,
+        request: Request<MintJwtsvidRequest>,
+    ) -> Result<Response<MintJwtsvidResponse>, Status> {
         let req = request.into_inner();
         let spiffe_id = convert::spiffe_id("id", req.id.as_ref()).map_err(status)?;
         let ttl = ttl(req.ttl).map_err(status)?;

@@ -6,8 +6,8 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use tessera_proto::spire::api::server::agent::v1::agent_client::AgentClient;
 use tessera_proto::spire::api::server::agent::v1::{
-    count_agents_request, list_agents_request, BanAgentRequest, CountAgentsRequest, CreateJoinTokenRequest,
-    DeleteAgentRequest, GetAgentRequest, ListAgentsRequest,
+    count_agents_request, list_agents_request, BanAgentRequest, CountAgentsRequest,
+    CreateJoinTokenRequest, DeleteAgentRequest, GetAgentRequest, ListAgentsRequest,
 };
 use tessera_proto::spire::api::types;
 
@@ -44,7 +44,12 @@ pub struct ListArgs {
     #[arg(long = "selector")]
     pub selectors: Vec<String>,
     /// How --selector is compared with an agent's selectors.
-    #[arg(long = "matchSelectorsOn", visible_alias = "match-selectors-on", value_enum, default_value = "superset")]
+    #[arg(
+        long = "matchSelectorsOn",
+        visible_alias = "match-selectors-on",
+        value_enum,
+        default_value = "superset"
+    )]
     pub match_selectors_on: MatchOn,
     /// Banned agents only (or, with =false, unbanned only).
     #[arg(long = "banned", num_args = 0..=1, default_missing_value = "true")]
@@ -106,7 +111,11 @@ fn agent_id(verb: &'static str, a: &IdArgs) -> Result<types::Spiffeid, CliError>
         verb,
         message: "--spiffeID is required".into(),
     })?;
-    Ok(spiffe_id_to_proto(&common::spiffe_id(verb, "--spiffeID", v)?))
+    Ok(spiffe_id_to_proto(&common::spiffe_id(
+        verb,
+        "--spiffeID",
+        v,
+    )?))
 }
 
 fn filter(verb: &'static str, a: &ListArgs) -> Result<list_agents_request::Filter, CliError> {
@@ -141,7 +150,11 @@ fn filter(verb: &'static str, a: &ListArgs) -> Result<list_agents_request::Filte
 }
 
 async fn list(a: ListArgs, out: &mut dyn Write, count_only: bool) -> Result<(), CliError> {
-    let verb = if count_only { "agent count" } else { "agent list" };
+    let verb = if count_only {
+        "agent count"
+    } else {
+        "agent list"
+    };
     let f = filter(verb, &a)?;
     let mut client = AgentClient::new(connect(verb, &a.client.socket_path).await?);
     if count_only {
@@ -185,7 +198,10 @@ async fn list(a: ListArgs, out: &mut dyn Write, count_only: bool) -> Result<(), 
         token = page.next_page_token;
     }
     match a.client.output {
-        OutputFormat::Json => json(out, &json!({ "agents": agents.iter().map(agent_json).collect::<Vec<_>>() })),
+        OutputFormat::Json => json(
+            out,
+            &json!({ "agents": agents.iter().map(agent_json).collect::<Vec<_>>() }),
+        ),
         OutputFormat::Pretty => {
             match agents.len() {
                 0 => line(out, "No attested agents found"),
@@ -226,7 +242,10 @@ async fn evict(a: IdArgs, out: &mut dyn Write) -> Result<(), CliError> {
     const VERB: &str = "agent evict";
     let id = agent_id(VERB, &a)?;
     let mut client = AgentClient::new(connect(VERB, &a.client.socket_path).await?);
-    client.delete_agent(DeleteAgentRequest { id: Some(id) }).await.map_err(rpc(VERB))?;
+    client
+        .delete_agent(DeleteAgentRequest { id: Some(id) })
+        .await
+        .map_err(rpc(VERB))?;
     match a.client.output {
         OutputFormat::Json => json(out, &json!({})),
         OutputFormat::Pretty => line(out, "Agent evicted successfully"),
@@ -238,7 +257,10 @@ async fn ban(a: IdArgs, out: &mut dyn Write) -> Result<(), CliError> {
     const VERB: &str = "agent ban";
     let id = agent_id(VERB, &a)?;
     let mut client = AgentClient::new(connect(VERB, &a.client.socket_path).await?);
-    client.ban_agent(BanAgentRequest { id: Some(id) }).await.map_err(rpc(VERB))?;
+    client
+        .ban_agent(BanAgentRequest { id: Some(id) })
+        .await
+        .map_err(rpc(VERB))?;
     match a.client.output {
         OutputFormat::Json => json(out, &json!({})),
         OutputFormat::Pretty => line(out, "Agent banned successfully"),
@@ -255,7 +277,12 @@ pub async fn run_token(cmd: TokenCommand, out: &mut dyn Write) -> Result<(), Cli
         .as_deref()
         .map(|v| common::spiffe_id(VERB, "--spiffeID", v).map(|id| spiffe_id_to_proto(&id)))
         .transpose()?;
-    let ttl = a.ttl.as_deref().map(|v| common::ttl_secs(VERB, "--ttl", v)).transpose()?.unwrap_or(0);
+    let ttl = a
+        .ttl
+        .as_deref()
+        .map(|v| common::ttl_secs(VERB, "--ttl", v))
+        .transpose()?
+        .unwrap_or(0);
     let mut client = AgentClient::new(connect(VERB, &a.client.socket_path).await?);
     let token = client
         .create_join_token(CreateJoinTokenRequest {
@@ -267,7 +294,10 @@ pub async fn run_token(cmd: TokenCommand, out: &mut dyn Write) -> Result<(), Cli
         .map_err(rpc(VERB))?
         .into_inner();
     match a.client.output {
-        OutputFormat::Json => json(out, &json!({ "value": token.value, "expires_at": token.expires_at })),
+        OutputFormat::Json => json(
+            out,
+            &json!({ "value": token.value, "expires_at": token.expires_at }),
+        ),
         OutputFormat::Pretty => line(out, format!("Token: {}", token.value)),
     }
     Ok(())

@@ -57,10 +57,12 @@ pub async fn run(cmd: BundleCommand, out: &mut dyn Write) -> Result<(), CliError
     let bundle = fetch(VERB, &a.client).await?;
     let text = match (a.format, a.client.output) {
         // JSON output of a bundle is its SPIFFE (JWKS) form.
-        (BundleFormat::Spiffe, _) | (_, OutputFormat::Json) => bundle.to_jwks().map_err(|e| CliError::Failed {
-            verb: VERB,
-            message: e.to_string(),
-        })?,
+        (BundleFormat::Spiffe, _) | (_, OutputFormat::Json) => {
+            bundle.to_jwks().map_err(|e| CliError::Failed {
+                verb: VERB,
+                message: e.to_string(),
+            })?
+        }
         (BundleFormat::Pem, OutputFormat::Pretty) => bundle.x509_authorities_pem(),
     };
     let _ = out.write_all(text.as_bytes());

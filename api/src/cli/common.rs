@@ -135,7 +135,11 @@ pub async fn connect(verb: &'static str, path: &Path) -> Result<Channel, CliErro
     endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
         }))
         .await
         .map_err(|e| CliError::Connect {
@@ -174,12 +178,20 @@ fn flag_err(verb: &'static str, flag: &'static str, value: &str, why: String) ->
 }
 
 /// Parses a SPIFFE ID flag.
-pub fn spiffe_id(verb: &'static str, flag: &'static str, value: &str) -> Result<SpiffeId, CliError> {
+pub fn spiffe_id(
+    verb: &'static str,
+    flag: &'static str,
+    value: &str,
+) -> Result<SpiffeId, CliError> {
     SpiffeId::new(value).map_err(|e| flag_err(verb, flag, value, e.to_string()))
 }
 
 /// Parses a trust domain flag (name or `spiffe://` ID).
-pub fn trust_domain(verb: &'static str, flag: &'static str, value: &str) -> Result<TrustDomain, CliError> {
+pub fn trust_domain(
+    verb: &'static str,
+    flag: &'static str,
+    value: &str,
+) -> Result<TrustDomain, CliError> {
     TrustDomain::from_name_or_id(value).map_err(|e| flag_err(verb, flag, value, e.to_string()))
 }
 
@@ -193,9 +205,19 @@ pub fn selector(verb: &'static str, flag: &'static str, value: &str) -> Result<S
 pub fn ttl_secs(verb: &'static str, flag: &'static str, value: &str) -> Result<i32, CliError> {
     let d = parse_duration(value).map_err(|e| flag_err(verb, flag, value, e.to_string()))?;
     match i32::try_from(d.as_secs()) {
-        Ok(0) => Err(flag_err(verb, flag, value, "must be at least 1 second".into())),
+        Ok(0) => Err(flag_err(
+            verb,
+            flag,
+            value,
+            "must be at least 1 second".into(),
+        )),
         Ok(s) => Ok(s),
-        Err(_) => Err(flag_err(verb, flag, value, format!("must be at most {} seconds", i32::MAX))),
+        Err(_) => Err(flag_err(
+            verb,
+            flag,
+            value,
+            format!("must be at most {} seconds", i32::MAX),
+        )),
     }
 }
 
@@ -228,18 +250,30 @@ mod tests {
 
     #[test]
     fn flag_errors_name_verb_flag_value_and_rule() {
-        let e = spiffe_id("entry create", "--spiffeID", "spiffe://Ex.org/a").unwrap_err().to_string();
+        let e = spiffe_id("entry create", "--spiffeID", "spiffe://Ex.org/a")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("entry create: --spiffeID \"spiffe://Ex.org/a\": trust domain characters are limited to"),
             "{e}"
         );
-        let e = selector("entry create", "--selector", "nocolon").unwrap_err().to_string();
-        assert!(e.starts_with("entry create: --selector \"nocolon\": "), "{e}");
-        let e = ttl_secs("entry create", "--x509SVIDTTL", "5 min").unwrap_err().to_string();
+        let e = selector("entry create", "--selector", "nocolon")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("entry create: --selector \"nocolon\": "),
+            "{e}"
+        );
+        let e = ttl_secs("entry create", "--x509SVIDTTL", "5 min")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--x509SVIDTTL \"5 min\""), "{e}");
         assert_eq!(ttl_secs("v", "--ttl", "1h").unwrap(), 3600);
         assert_eq!(ttl_secs("v", "--ttl", "90").unwrap(), 90);
         assert!(ttl_secs("v", "--ttl", "0").is_err());
-        assert_eq!(timestamp("v", "--entryExpiry", "1970-01-01T00:01:00Z").unwrap(), 60);
+        assert_eq!(
+            timestamp("v", "--entryExpiry", "1970-01-01T00:01:00Z").unwrap(),
+            60
+        );
     }
 }

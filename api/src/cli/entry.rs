@@ -12,7 +12,9 @@ use tessera_proto::spire::api::server::entry::v1::{
 };
 use tessera_proto::spire::api::types;
 
-use super::common::{self, code_name, connect, json, line, rpc, CliError, ClientArgs, OutputFormat};
+use super::common::{
+    self, code_name, connect, json, line, rpc, CliError, ClientArgs, OutputFormat,
+};
 use super::render::{entry_json, entry_pretty};
 use crate::convert::{selector_to_proto, spiffe_id_to_proto};
 
@@ -139,10 +141,20 @@ pub struct FilterArgs {
     #[arg(long = "federatesWith", visible_alias = "federates-with")]
     pub federates_with: Vec<String>,
     /// How --selector is compared with an entry's selectors.
-    #[arg(long = "matchSelectorsOn", visible_alias = "match-selectors-on", value_enum, default_value = "superset")]
+    #[arg(
+        long = "matchSelectorsOn",
+        visible_alias = "match-selectors-on",
+        value_enum,
+        default_value = "superset"
+    )]
     pub match_selectors_on: MatchOn,
     /// How --federatesWith is compared with an entry's.
-    #[arg(long = "matchFederatesWithOn", visible_alias = "match-federates-with-on", value_enum, default_value = "superset")]
+    #[arg(
+        long = "matchFederatesWithOn",
+        visible_alias = "match-federates-with-on",
+        value_enum,
+        default_value = "superset"
+    )]
     pub match_federates_with_on: MatchOn,
     /// Entries with this downstream flag.
     #[arg(long = "downstream", num_args = 0..=1, default_missing_value = "true")]
@@ -211,10 +223,17 @@ fn server_id(of: &SpiffeId) -> Result<SpiffeId, CliError> {
 }
 
 /// Builds the wire entry and the mask of the fields given.
-fn to_wire(verb: &'static str, f: &EntryFields) -> Result<(types::Entry, types::EntryMask), CliError> {
+fn to_wire(
+    verb: &'static str,
+    f: &EntryFields,
+) -> Result<(types::Entry, types::EntryMask), CliError> {
     let mut e = types::Entry::default();
     let mut m = types::EntryMask::default();
-    let spiffe_id = f.spiffe_id.as_deref().map(|v| common::spiffe_id(verb, "--spiffeID", v)).transpose()?;
+    let spiffe_id = f
+        .spiffe_id
+        .as_deref()
+        .map(|v| common::spiffe_id(verb, "--spiffeID", v))
+        .transpose()?;
     if let Some(id) = &spiffe_id {
         e.spiffe_id = Some(spiffe_id_to_proto(id));
         m.spiffe_id = true;
@@ -233,7 +252,11 @@ fn to_wire(verb: &'static str, f: &EntryFields) -> Result<(types::Entry, types::
         e.parent_id = Some(spiffe_id_to_proto(&server_id(of)?));
         m.parent_id = true;
     } else if let Some(v) = &f.parent_id {
-        e.parent_id = Some(spiffe_id_to_proto(&common::spiffe_id(verb, "--parentID", v)?));
+        e.parent_id = Some(spiffe_id_to_proto(&common::spiffe_id(
+            verb,
+            "--parentID",
+            v,
+        )?));
         m.parent_id = true;
     }
     if !f.selectors.is_empty() {
@@ -260,7 +283,9 @@ fn to_wire(verb: &'static str, f: &EntryFields) -> Result<(types::Entry, types::
         e.federates_with = f
             .federates_with
             .iter()
-            .map(|td| common::trust_domain(verb, "--federatesWith", td).map(|td| td.as_str().to_owned()))
+            .map(|td| {
+                common::trust_domain(verb, "--federatesWith", td).map(|td| td.as_str().to_owned())
+            })
             .collect::<Result<_, _>>()?;
         m.federates_with = true;
     }
@@ -290,7 +315,11 @@ fn item_failure(verb: &'static str, status: Option<&types::Status>) -> Option<Cl
     }
     Some(CliError::Failed {
         verb,
-        message: format!("{}: {}", code_name(tonic::Code::from_i32(s.code)), s.message),
+        message: format!(
+            "{}: {}",
+            code_name(tonic::Code::from_i32(s.code)),
+            s.message
+        ),
     })
 }
 
@@ -298,7 +327,10 @@ async fn create(a: CreateArgs, out: &mut dyn Write) -> Result<(), CliError> {
     const VERB: &str = "entry create";
     let (mut entry, _) = to_wire(VERB, &a.fields)?;
     if entry.spiffe_id.is_none() {
-        return Err(CliError::Usage { verb: VERB, message: "--spiffeID is required".into() });
+        return Err(CliError::Usage {
+            verb: VERB,
+            message: "--spiffeID is required".into(),
+        });
     }
     if entry.parent_id.is_none() {
         return Err(CliError::Usage {
@@ -324,16 +356,23 @@ async fn create(a: CreateArgs, out: &mut dyn Write) -> Result<(), CliError> {
         .await
         .map_err(rpc(VERB))?
         .into_inner();
-    let result = resp.results.into_iter().next().ok_or_else(|| CliError::Failed {
-        verb: VERB,
-        message: "the server returned no result".into(),
-    })?;
+    let result = resp
+        .results
+        .into_iter()
+        .next()
+        .ok_or_else(|| CliError::Failed {
+            verb: VERB,
+            message: "the server returned no result".into(),
+        })?;
     if let Some(err) = item_failure(VERB, result.status.as_ref()) {
         return Err(err);
     }
     let created = result.entry.unwrap_or_default();
     match a.client.output {
-        OutputFormat::Json => json(out, &json!({ "results": [{ "status": { "code": 0, "message": "OK" }, "entry": entry_json(&created) }] })),
+        OutputFormat::Json => json(
+            out,
+            &json!({ "results": [{ "status": { "code": 0, "message": "OK" }, "entry": entry_json(&created) }] }),
+        ),
         OutputFormat::Pretty => entry_pretty(out, &created),
     }
     Ok(())
@@ -341,7 +380,10 @@ async fn create(a: CreateArgs, out: &mut dyn Write) -> Result<(), CliError> {
 
 async fn update(a: UpdateArgs, out: &mut dyn Write) -> Result<(), CliError> {
     const VERB: &str = "entry update";
-    let id = a.entry_id.as_deref().ok_or(CliError::Usage { verb: VERB, message: "--entryID is required".into() })?;
+    let id = a.entry_id.as_deref().ok_or(CliError::Usage {
+        verb: VERB,
+        message: "--entryID is required".into(),
+    })?;
     let id = entry_id(VERB, id)?;
     let (mut entry, mask) = to_wire(VERB, &a.fields)?;
     if mask == types::EntryMask::default() {
@@ -361,16 +403,23 @@ async fn update(a: UpdateArgs, out: &mut dyn Write) -> Result<(), CliError> {
         .await
         .map_err(rpc(VERB))?
         .into_inner();
-    let result = resp.results.into_iter().next().ok_or_else(|| CliError::Failed {
-        verb: VERB,
-        message: "the server returned no result".into(),
-    })?;
+    let result = resp
+        .results
+        .into_iter()
+        .next()
+        .ok_or_else(|| CliError::Failed {
+            verb: VERB,
+            message: "the server returned no result".into(),
+        })?;
     if let Some(err) = item_failure(VERB, result.status.as_ref()) {
         return Err(err);
     }
     let updated = result.entry.unwrap_or_default();
     match a.client.output {
-        OutputFormat::Json => json(out, &json!({ "results": [{ "status": { "code": 0, "message": "OK" }, "entry": entry_json(&updated) }] })),
+        OutputFormat::Json => json(
+            out,
+            &json!({ "results": [{ "status": { "code": 0, "message": "OK" }, "entry": entry_json(&updated) }] }),
+        ),
         OutputFormat::Pretty => entry_pretty(out, &updated),
     }
     Ok(())
@@ -378,7 +427,10 @@ async fn update(a: UpdateArgs, out: &mut dyn Write) -> Result<(), CliError> {
 
 async fn delete(a: DeleteArgs, out: &mut dyn Write) -> Result<(), CliError> {
     const VERB: &str = "entry delete";
-    let id = a.entry_id.as_deref().ok_or(CliError::Usage { verb: VERB, message: "--entryID is required".into() })?;
+    let id = a.entry_id.as_deref().ok_or(CliError::Usage {
+        verb: VERB,
+        message: "--entryID is required".into(),
+    })?;
     let id = entry_id(VERB, id)?;
     let mut client = EntryClient::new(connect(VERB, &a.client.socket_path).await?);
     let resp = client
@@ -388,15 +440,22 @@ async fn delete(a: DeleteArgs, out: &mut dyn Write) -> Result<(), CliError> {
         .await
         .map_err(rpc(VERB))?
         .into_inner();
-    let result = resp.results.into_iter().next().ok_or_else(|| CliError::Failed {
-        verb: VERB,
-        message: "the server returned no result".into(),
-    })?;
+    let result = resp
+        .results
+        .into_iter()
+        .next()
+        .ok_or_else(|| CliError::Failed {
+            verb: VERB,
+            message: "the server returned no result".into(),
+        })?;
     if let Some(err) = item_failure(VERB, result.status.as_ref()) {
         return Err(err);
     }
     match a.client.output {
-        OutputFormat::Json => json(out, &json!({ "results": [{ "status": { "code": 0, "message": "OK" }, "id": result.id }] })),
+        OutputFormat::Json => json(
+            out,
+            &json!({ "results": [{ "status": { "code": 0, "message": "OK" }, "id": result.id }] }),
+        ),
         OutputFormat::Pretty => line(out, format!("Deleted entry with ID: {}", result.id)),
     }
     Ok(())
@@ -405,10 +464,18 @@ async fn delete(a: DeleteArgs, out: &mut dyn Write) -> Result<(), CliError> {
 fn filter(verb: &'static str, f: &FilterArgs) -> Result<list_entries_request::Filter, CliError> {
     let mut w = list_entries_request::Filter::default();
     if let Some(v) = &f.spiffe_id {
-        w.by_spiffe_id = Some(spiffe_id_to_proto(&common::spiffe_id(verb, "--spiffeID", v)?));
+        w.by_spiffe_id = Some(spiffe_id_to_proto(&common::spiffe_id(
+            verb,
+            "--spiffeID",
+            v,
+        )?));
     }
     if let Some(v) = &f.parent_id {
-        w.by_parent_id = Some(spiffe_id_to_proto(&common::spiffe_id(verb, "--parentID", v)?));
+        w.by_parent_id = Some(spiffe_id_to_proto(&common::spiffe_id(
+            verb,
+            "--parentID",
+            v,
+        )?));
     }
     if !f.selectors.is_empty() {
         w.by_selectors = Some(types::SelectorMatch {
@@ -425,7 +492,10 @@ fn filter(verb: &'static str, f: &FilterArgs) -> Result<list_entries_request::Fi
             trust_domains: f
                 .federates_with
                 .iter()
-                .map(|td| common::trust_domain(verb, "--federatesWith", td).map(|td| td.as_str().to_owned()))
+                .map(|td| {
+                    common::trust_domain(verb, "--federatesWith", td)
+                        .map(|td| td.as_str().to_owned())
+                })
                 .collect::<Result<_, _>>()?,
             r#match: f.match_federates_with_on.wire(),
         });
@@ -437,7 +507,11 @@ fn filter(verb: &'static str, f: &FilterArgs) -> Result<list_entries_request::Fi
 
 async fn show(a: ShowArgs, out: &mut dyn Write) -> Result<(), CliError> {
     const VERB: &str = "entry show";
-    let wanted = a.entry_id.as_deref().map(|id| entry_id(VERB, id)).transpose()?;
+    let wanted = a
+        .entry_id
+        .as_deref()
+        .map(|id| entry_id(VERB, id))
+        .transpose()?;
     let filter = filter(VERB, &a.filter)?;
     let mut client = EntryClient::new(connect(VERB, &a.client.socket_path).await?);
     let entries = match wanted {
@@ -473,7 +547,10 @@ async fn show(a: ShowArgs, out: &mut dyn Write) -> Result<(), CliError> {
         }
     };
     match a.client.output {
-        OutputFormat::Json => json(out, &json!({ "entries": entries.iter().map(entry_json).collect::<Vec<_>>() })),
+        OutputFormat::Json => json(
+            out,
+            &json!({ "entries": entries.iter().map(entry_json).collect::<Vec<_>>() }),
+        ),
         OutputFormat::Pretty => {
             match entries.len() {
                 0 => line(out, "Found 0 entries"),

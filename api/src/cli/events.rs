@@ -99,16 +99,27 @@ async fn tail(a: TailArgs, out: &mut dyn Write) -> Result<(), CliError> {
 async fn show(a: ShowArgs, out: &mut dyn Write) -> Result<(), CliError> {
     const VERB: &str = "events show";
     let mut client = EventLogClient::new(connect(VERB, &a.client.socket_path).await?);
-    let r = client.get(GetRequest { seq: a.seq }).await.map_err(rpc(VERB))?.into_inner();
+    let r = client
+        .get(GetRequest { seq: a.seq })
+        .await
+        .map_err(rpc(VERB))?
+        .into_inner();
     match a.client.output {
         OutputFormat::Json => json(out, &record_json(&r)),
         OutputFormat::Pretty => {
-            let at = r.recorded_at.as_ref().map(|t| crate::timefmt::format_unix(t.seconds)).unwrap_or_default();
+            let at = r
+                .recorded_at
+                .as_ref()
+                .map(|t| crate::timefmt::format_unix(t.seconds))
+                .unwrap_or_default();
             line(out, format!("Seq              : {}", r.seq));
             line(out, format!("Recorded at      : {at}"));
             line(out, format!("Kind             : {}", r.kind));
             line(out, format!("Schema version   : {}", r.schema_version));
-            line(out, format!("Prev hash        : {}", hex::encode(&r.prev_hash)));
+            line(
+                out,
+                format!("Prev hash        : {}", hex::encode(&r.prev_hash)),
+            );
             line(out, format!("Hash             : {}", hex::encode(&r.hash)));
             line(out, format!("Payload          : {}", r.payload_json));
         }
@@ -140,7 +151,11 @@ async fn verify(a: VerifyArgs, out: &mut dyn Write) -> Result<(), CliError> {
         ),
         OutputFormat::Pretty if r.ok => line(
             out,
-            format!("OK: {} records verified; last hash {}", r.records_checked, hex::encode(&r.last_good_hash)),
+            format!(
+                "OK: {} records verified; last hash {}",
+                r.records_checked,
+                hex::encode(&r.last_good_hash)
+            ),
         ),
         OutputFormat::Pretty => line(
             out,

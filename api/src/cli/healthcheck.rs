@@ -26,11 +26,19 @@ pub struct HealthcheckArgs {
 pub async fn run(a: HealthcheckArgs, out: &mut dyn Write) -> Result<(), CliError> {
     const VERB: &str = "healthcheck";
     if a.verbose {
-        line(out, format!("Checking server health at {}", a.client.socket_path.display()));
+        line(
+            out,
+            format!(
+                "Checking server health at {}",
+                a.client.socket_path.display()
+            ),
+        );
     }
     let mut client = HealthClient::new(connect(VERB, &a.client.socket_path).await?);
     let status = client
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .map_err(rpc(VERB))?
         .into_inner()

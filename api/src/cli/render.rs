@@ -12,7 +12,8 @@ use crate::timefmt::format_unix;
 
 /// A SPIFFE ID from its halves.
 pub fn id_string(id: Option<&types::Spiffeid>) -> String {
-    id.map(|i| format!("spiffe://{}{}", i.trust_domain, i.path)).unwrap_or_default()
+    id.map(|i| format!("spiffe://{}{}", i.trust_domain, i.path))
+        .unwrap_or_default()
 }
 
 fn id_json(id: Option<&types::Spiffeid>) -> Value {
@@ -23,7 +24,9 @@ fn id_json(id: Option<&types::Spiffeid>) -> Value {
 }
 
 fn selectors_json(s: &[types::Selector]) -> Value {
-    s.iter().map(|s| json!({ "type": s.r#type, "value": s.value })).collect()
+    s.iter()
+        .map(|s| json!({ "type": s.r#type, "value": s.value }))
+        .collect()
 }
 
 /// An entry as JSON.
@@ -58,18 +61,33 @@ fn ttl_text(ttl: i32) -> String {
 /// An entry, SPIRE's layout.
 pub fn entry_pretty(out: &mut dyn Write, e: &types::Entry) {
     line(out, format!("Entry ID         : {}", e.id));
-    line(out, format!("SPIFFE ID        : {}", id_string(e.spiffe_id.as_ref())));
-    line(out, format!("Parent ID        : {}", id_string(e.parent_id.as_ref())));
+    line(
+        out,
+        format!("SPIFFE ID        : {}", id_string(e.spiffe_id.as_ref())),
+    );
+    line(
+        out,
+        format!("Parent ID        : {}", id_string(e.parent_id.as_ref())),
+    );
     line(out, format!("Revision         : {}", e.revision_number));
     if e.downstream {
         line(out, "Downstream       : true");
     }
-    line(out, format!("X509-SVID TTL    : {}", ttl_text(e.x509_svid_ttl)));
-    line(out, format!("JWT-SVID TTL     : {}", ttl_text(e.jwt_svid_ttl)));
+    line(
+        out,
+        format!("X509-SVID TTL    : {}", ttl_text(e.x509_svid_ttl)),
+    );
+    line(
+        out,
+        format!("JWT-SVID TTL     : {}", ttl_text(e.jwt_svid_ttl)),
+    );
     if e.expires_at == 0 {
         line(out, "Expiration time  : never");
     } else {
-        line(out, format!("Expiration time  : {}", format_unix(e.expires_at)));
+        line(
+            out,
+            format!("Expiration time  : {}", format_unix(e.expires_at)),
+        );
     }
     for s in &e.selectors {
         line(out, format!("Selector         : {}:{}", s.r#type, s.value));
@@ -105,10 +123,19 @@ pub fn agent_json(a: &types::Agent) -> Value {
 
 /// An agent, SPIRE's layout.
 pub fn agent_pretty(out: &mut dyn Write, a: &types::Agent, with_selectors: bool) {
-    line(out, format!("SPIFFE ID         : {}", id_string(a.id.as_ref())));
+    line(
+        out,
+        format!("SPIFFE ID         : {}", id_string(a.id.as_ref())),
+    );
     line(out, format!("Attestation type  : {}", a.attestation_type));
-    line(out, format!("Expiration time   : {}", format_unix(a.x509svid_expires_at)));
-    line(out, format!("Serial number     : {}", a.x509svid_serial_number));
+    line(
+        out,
+        format!("Expiration time   : {}", format_unix(a.x509svid_expires_at)),
+    );
+    line(
+        out,
+        format!("Serial number     : {}", a.x509svid_serial_number),
+    );
     line(out, format!("Can re-attest     : {}", a.can_reattest));
     line(out, format!("Banned            : {}", a.banned));
     if with_selectors {
@@ -135,9 +162,20 @@ pub fn record_json(r: &pb::Record) -> Value {
 
 /// A log record on one line.
 pub fn record_pretty(out: &mut dyn Write, r: &pb::Record) {
-    let at = r.recorded_at.as_ref().map(|t| format_unix(t.seconds)).unwrap_or_default();
-    let payload = if r.payload_json.is_empty() { "(undecodable payload)" } else { &r.payload_json };
-    line(out, format!("{:>8}  {at}  {:<18}  {payload}", r.seq, r.kind));
+    let at = r
+        .recorded_at
+        .as_ref()
+        .map(|t| format_unix(t.seconds))
+        .unwrap_or_default();
+    let payload = if r.payload_json.is_empty() {
+        "(undecodable payload)"
+    } else {
+        &r.payload_json
+    };
+    line(
+        out,
+        format!("{:>8}  {at}  {:<18}  {payload}", r.seq, r.kind),
+    );
 }
 
 #[cfg(test)]
@@ -162,7 +200,10 @@ mod tests {
         entry_pretty(&mut out, &e);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("Entry ID         : e1\n"), "{text}");
-        assert!(text.contains("SPIFFE ID        : spiffe://example.org/web\n"), "{text}");
+        assert!(
+            text.contains("SPIFFE ID        : spiffe://example.org/web\n"),
+            "{text}"
+        );
         assert!(text.contains("X509-SVID TTL    : default\n"), "{text}");
         assert!(text.contains("Selector         : unix:uid:0\n"), "{text}");
         let j = entry_json(&e);

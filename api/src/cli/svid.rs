@@ -64,7 +64,10 @@ pub struct JwtMintArgs {
     pub client: ClientArgs,
 }
 
-fn required_id(verb: &'static str, v: Option<&str>) -> Result<tessera_identity::SpiffeId, CliError> {
+fn required_id(
+    verb: &'static str,
+    v: Option<&str>,
+) -> Result<tessera_identity::SpiffeId, CliError> {
     let v = v.ok_or(CliError::Usage {
         verb,
         message: "--spiffeID is required".into(),
@@ -73,7 +76,11 @@ fn required_id(verb: &'static str, v: Option<&str>) -> Result<tessera_identity::
 }
 
 /// A fresh P-256 key and a CSR carrying `id` (and `dns`) for it.
-fn key_and_csr(verb: &'static str, id: &str, dns: &[String]) -> Result<(KeyPair, Vec<u8>), CliError> {
+fn key_and_csr(
+    verb: &'static str,
+    id: &str,
+    dns: &[String],
+) -> Result<(KeyPair, Vec<u8>), CliError> {
     let fail = |what: &str, e: rcgen::Error| CliError::Failed {
         verb,
         message: format!("{what}: {e}"),
@@ -91,7 +98,9 @@ fn key_and_csr(verb: &'static str, id: &str, dns: &[String]) -> Result<(KeyPair,
         })?;
         params.subject_alt_names.push(SanType::DnsName(dns_name));
     }
-    let csr = params.serialize_request(&key).map_err(|e| fail("cannot build the CSR", e))?;
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| fail("cannot build the CSR", e))?;
     Ok((key, csr.der().to_vec()))
 }
 
@@ -116,7 +125,8 @@ fn write_file(verb: &'static str, path: &Path, contents: &str, mode: u32) -> Res
         .open(path)
         .map_err(io)?;
     // An existing file keeps its old mode through `open`: set it.
-    f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io)?;
     f.write_all(contents.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)
 }
@@ -126,7 +136,12 @@ pub async fn run_x509(cmd: X509Command, out: &mut dyn Write) -> Result<(), CliEr
     const VERB: &str = "x509 mint";
     let X509Command::Mint(a) = cmd;
     let id = required_id(VERB, a.spiffe_id.as_deref())?;
-    let ttl = a.ttl.as_deref().map(|v| common::ttl_secs(VERB, "--ttl", v)).transpose()?.unwrap_or(0);
+    let ttl = a
+        .ttl
+        .as_deref()
+        .map(|v| common::ttl_secs(VERB, "--ttl", v))
+        .transpose()?
+        .unwrap_or(0);
     let (key, csr) = key_and_csr(VERB, &id.to_string(), &a.dns)?;
     let mut client = SvidClient::new(connect(VERB, &a.client.socket_path).await?);
     let svid = client
@@ -149,7 +164,11 @@ pub async fn run_x509(cmd: X509Command, out: &mut dyn Write) -> Result<(), CliEr
             path: dir.clone(),
             source,
         })?;
-        let files = [("svid.pem", &svid_pem, 0o644), ("key.pem", &key_pem, 0o600), ("bundle.pem", &bundle_pem, 0o644)];
+        let files = [
+            ("svid.pem", &svid_pem, 0o644),
+            ("key.pem", &key_pem, 0o600),
+            ("bundle.pem", &bundle_pem, 0o644),
+        ];
         for (name, contents, mode) in files {
             write_file(VERB, &dir.join(name), contents, mode)?;
         }
@@ -164,8 +183,15 @@ pub async fn run_x509(cmd: X509Command, out: &mut dyn Write) -> Result<(), CliEr
                 }),
             ),
             OutputFormat::Pretty => {
-                for (name, what) in [("svid.pem", "X509-SVID"), ("key.pem", "Private key"), ("bundle.pem", "Root CAs")] {
-                    line(out, format!("{what} written to {}", dir.join(name).display()));
+                for (name, what) in [
+                    ("svid.pem", "X509-SVID"),
+                    ("key.pem", "Private key"),
+                    ("bundle.pem", "Root CAs"),
+                ] {
+                    line(
+                        out,
+                        format!("{what} written to {}", dir.join(name).display()),
+                    );
                 }
             }
         }
@@ -199,7 +225,12 @@ pub async fn run_jwt(cmd: JwtCommand, out: &mut dyn Write) -> Result<(), CliErro
             message: "at least one --audience is required".into(),
         });
     }
-    let ttl = a.ttl.as_deref().map(|v| common::ttl_secs(VERB, "--ttl", v)).transpose()?.unwrap_or(0);
+    let ttl = a
+        .ttl
+        .as_deref()
+        .map(|v| common::ttl_secs(VERB, "--ttl", v))
+        .transpose()?
+        .unwrap_or(0);
     let mut client = SvidClient::new(connect(VERB, &a.client.socket_path).await?);
     let svid = client
         .mint_jwtsvid(MintJwtsvidRequest {
@@ -216,7 +247,10 @@ pub async fn run_jwt(cmd: JwtCommand, out: &mut dyn Write) -> Result<(), CliErro
             message: "the server returned no SVID".into(),
         })?;
     match a.client.output {
-        OutputFormat::Json => json(out, &json!({ "token": svid.token, "expires_at": svid.expires_at, "issued_at": svid.issued_at })),
+        OutputFormat::Json => json(
+            out,
+            &json!({ "token": svid.token, "expires_at": svid.expires_at, "issued_at": svid.issued_at }),
+        ),
         OutputFormat::Pretty => line(out, svid.token),
     }
     Ok(())

@@ -58,7 +58,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     }
     let s = s.strip_prefix('+').unwrap_or(s);
     if s.bytes().all(|b| b.is_ascii_digit()) {
-        let secs: u64 = s.parse().map_err(|_| DurationError::Overflow { input: shown() })?;
+        let secs: u64 = s
+            .parse()
+            .map_err(|_| DurationError::Overflow { input: shown() })?;
         return Ok(Duration::from_secs(secs));
     }
     if s == "0" {
@@ -96,7 +98,8 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         let int: u128 = if int.is_empty() {
             0
         } else {
-            int.parse().map_err(|_| DurationError::Overflow { input: shown() })?
+            int.parse()
+                .map_err(|_| DurationError::Overflow { input: shown() })?
         };
         let mut part = int
             .checked_mul(nanos_per)
@@ -111,7 +114,8 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             .ok_or_else(|| DurationError::Overflow { input: shown() })?;
         rest = next;
     }
-    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| DurationError::Overflow { input: shown() })?;
+    let secs = u64::try_from(total / 1_000_000_000)
+        .map_err(|_| DurationError::Overflow { input: shown() })?;
     // `total % 1e9` is below 1e9, so it fits in u32.
     let nanos = (total % 1_000_000_000) as u32;
     Ok(Duration::new(secs, nanos))
@@ -168,10 +172,22 @@ mod tests {
     #[test]
     fn bad_durations_name_the_rule() {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
-        assert!(matches!(parse_duration("5x"), Err(DurationError::Unit { .. })));
-        assert!(matches!(parse_duration("h"), Err(DurationError::Number { .. })));
-        assert!(matches!(parse_duration("-5m"), Err(DurationError::Negative { .. })));
-        assert!(matches!(parse_duration("1..5h"), Err(DurationError::Number { .. })));
+        assert!(matches!(
+            parse_duration("5x"),
+            Err(DurationError::Unit { .. })
+        ));
+        assert!(matches!(
+            parse_duration("h"),
+            Err(DurationError::Number { .. })
+        ));
+        assert!(matches!(
+            parse_duration("-5m"),
+            Err(DurationError::Negative { .. })
+        ));
+        assert!(matches!(
+            parse_duration("1..5h"),
+            Err(DurationError::Number { .. })
+        ));
         assert!(matches!(
             parse_duration("99999999999999999999999h"),
             Err(DurationError::Overflow { .. })

@@ -123,7 +123,9 @@ pub struct KeyManagerSection {
 
 impl Default for KeyManagerSection {
     fn default() -> Self {
-        Self { kind: "disk".into() }
+        Self {
+            kind: "disk".into(),
+        }
     }
 }
 

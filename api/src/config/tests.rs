@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use tessera_actors::server::authority::{AuthoritySettings, SubjectName};
+use tessera_actors::server::keys::KeyType;
 
 use super::*;
 
@@ -13,7 +14,10 @@ fn load_text(text: &str) -> Result<Config, ConfigError> {
 fn no_file_gives_spire_defaults() {
     let c = Config::load(None, &Overrides::default()).unwrap();
     assert_eq!(c.trust_domain.as_str(), "example.org");
-    assert_eq!(c.socket_path, Path::new("/tmp/tessera-server/private/api.sock"));
+    assert_eq!(
+        c.socket_path,
+        Path::new("/tmp/tessera-server/private/api.sock")
+    );
     assert_eq!(c.data_dir, Path::new("./.data"));
     assert_eq!(c.agent_api_addr.to_string(), "0.0.0.0:8081");
     assert_eq!(c.log_level, LogLevel::Info);
@@ -26,11 +30,15 @@ fn no_file_gives_spire_defaults() {
     assert_eq!(c.authority.ca.subject, SubjectName::spiffe_ca());
     assert_eq!(c.authority.ca.upstream, None);
     assert_eq!(c.key_manager, KeyManagerKind::Disk);
-    assert_eq!(c.authority, {
-        let mut spire = AuthoritySettings::new(c.trust_domain.clone());
-        spire.signer.max_concurrent_jobs = c.authority.signer.max_concurrent_jobs;
-        spire
-    }, "the defaults are the authority's own (SPIRE's)");
+    assert_eq!(
+        c.authority,
+        {
+            let mut spire = AuthoritySettings::new(c.trust_domain.clone());
+            spire.signer.max_concurrent_jobs = c.authority.signer.max_concurrent_jobs;
+            spire
+        },
+        "the defaults are the authority's own (SPIRE's)"
+    );
     assert_eq!(c.api.default_join_token_ttl, Duration::from_secs(600));
     assert_eq!(c.health_addr, None);
     assert_eq!(c.open_check, OpenCheck::FullChain);
@@ -47,17 +55,23 @@ fn the_documented_example_file_equals_the_defaults() {
 
 #[test]
 fn unknown_keys_are_named() {
-    let err = load_text("[server]\ntrust_domian = \"a.org\"\n").unwrap_err().to_string();
+    let err = load_text("[server]\ntrust_domian = \"a.org\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("trust_domian"), "{err}");
     let err = load_text("[serverr]\n").unwrap_err().to_string();
     assert!(err.contains("serverr"), "{err}");
-    let err = load_text("[limits.entry]\nmax_selector = 3\n").unwrap_err().to_string();
+    let err = load_text("[limits.entry]\nmax_selector = 3\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("max_selector"), "{err}");
 }
 
 #[test]
 fn bad_trust_domain_names_key_value_and_rule() {
-    let err = load_text("[server]\ntrust_domain = \"Ex.org\"\n").unwrap_err().to_string();
+    let err = load_text("[server]\ntrust_domain = \"Ex.org\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("server.trust_domain \"Ex.org\": "), "{err}");
     assert!(err.contains("lowercase"), "{err}");
     let o = Overrides {
@@ -74,7 +88,9 @@ fn durations_take_spire_strings_and_seconds() {
     assert_eq!(c.authority.ca.ttl, Duration::from_secs(48 * 3600));
     assert_eq!(c.authority.signer.x509_svid_ttl, Duration::from_secs(7200));
     assert_eq!(c.authority.signer.jwt_svid_ttl, Duration::from_secs(90));
-    let err = load_text("[server]\nca_ttl = \"24 hours\"\n").unwrap_err().to_string();
+    let err = load_text("[server]\nca_ttl = \"24 hours\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("ca_ttl") && err.contains("unit"), "{err}");
 }
 
@@ -90,14 +106,27 @@ fn ca_subject_and_signing_limits_reach_the_authority() {
     assert_eq!(c.authority.tick_interval, Some(Duration::from_secs(2)));
     assert_eq!(c.authority.ca.subject.country, "");
     assert_eq!(c.authority.ca.subject.organization, "Acme");
-    assert_eq!(c.authority.ca.subject.common_name.as_deref(), Some("Acme CA"));
+    assert_eq!(
+        c.authority.ca.subject.common_name.as_deref(),
+        Some("Acme CA")
+    );
     let s = &c.authority.signer;
-    assert_eq!((s.max_queued, s.max_batch, s.max_concurrent_jobs, s.max_audiences), (7, 3, 1, 2));
+    assert_eq!(
+        (
+            s.max_queued,
+            s.max_batch,
+            s.max_concurrent_jobs,
+            s.max_audiences
+        ),
+        (7, 3, 1, 2)
+    );
 }
 
 #[test]
 fn svid_ttl_must_fit_in_the_ca() {
-    let err = load_text("[server]\nca_ttl = \"1h\"\n").unwrap_err().to_string();
+    let err = load_text("[server]\nca_ttl = \"1h\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("server.default_x509_svid_ttl"), "{err}");
 }
 
@@ -111,7 +140,11 @@ fn overrides_win() {
         bind_port: Some(0),
         log_level: Some("debug".into()),
     };
-    let c = Config::from_file(parse_file(Path::new("t"), "[server]\ntrust_domain = \"a.org\"\n").unwrap(), &o).unwrap();
+    let c = Config::from_file(
+        parse_file(Path::new("t"), "[server]\ntrust_domain = \"a.org\"\n").unwrap(),
+        &o,
+    )
+    .unwrap();
     assert_eq!(c.trust_domain.as_str(), "b.org");
     assert_eq!(c.data_dir, Path::new("/d"));
     assert_eq!(c.socket_path, Path::new("/s.sock"));
@@ -138,33 +171,55 @@ fn sections_configure_their_parts() {
     assert_eq!(c.actors.max_entries, 5);
     assert_eq!(c.actors.entry_limits.max_selectors, 3);
     assert_eq!(c.actors.snapshot_every, 7);
-    let settings = c.server_settings(std::sync::Arc::new(tessera_actors::server::keys::MemoryKeyManager::default()));
+    let settings = c.server_settings(std::sync::Arc::new(
+        tessera_actors::server::keys::MemoryKeyManager::default(),
+    ));
     assert_eq!(settings.max_entries, 5);
     assert_eq!(settings.authority, c.authority);
     assert_eq!(c.open_check, OpenCheck::FromLatestSnapshot);
     assert_eq!(c.health_addr.unwrap().to_string(), "127.0.0.1:9999");
-    assert_eq!(c.x509pop_ca_bundle_path.as_deref(), Some(Path::new("/x509pop-ca.pem")));
+    assert_eq!(
+        c.x509pop_ca_bundle_path.as_deref(),
+        Some(Path::new("/x509pop-ca.pem"))
+    );
 }
 
 #[test]
 fn bad_values_name_their_key() {
     for (text, key) in [
         ("[server]\nlog_level = \"loud\"\n", "server.log_level"),
-        ("[server]\nbind_address = \"nowhere\"\n", "server.bind_address"),
+        (
+            "[server]\nbind_address = \"nowhere\"\n",
+            "server.bind_address",
+        ),
         ("[server]\nca_key_type = \"dsa\"\n", "server.ca_key_type"),
         ("[key_manager]\ntype = \"vault\"\n", "key_manager.type"),
         ("[limits]\nmax_batch_size = 0\n", "limits.max_batch_size"),
-        ("[limits]\ndefault_page_size = 10\nmax_page_size = 5\n", "limits.default_page_size"),
+        (
+            "[limits]\ndefault_page_size = 10\nmax_page_size = 5\n",
+            "limits.default_page_size",
+        ),
         ("[log]\nopen_check = \"never\"\n", "log.open_check"),
         ("[server]\njoin_token_ttl = 0\n", "server.join_token_ttl"),
-        ("[server]\nca_key_type = \"rsa-2048\"\n", "server.ca_key_type"),
+        (
+            "[server]\nca_key_type = \"rsa-2048\"\n",
+            "server.ca_key_type",
+        ),
         ("[server]\nca_ttl = \"30s\"\n", "server.ca_ttl"),
-        ("[server.ca_subject]\ncountry = [\"US\", \"FR\"]\n", "server.ca_subject.country"),
-        ("[limits]\nmax_signing_queue = 0\n", "limits.max_signing_queue"),
+        (
+            "[server.ca_subject]\ncountry = [\"US\", \"FR\"]\n",
+            "server.ca_subject.country",
+        ),
+        (
+            "[limits]\nmax_signing_queue = 0\n",
+            "limits.max_signing_queue",
+        ),
     ] {
         let err = load_text(text).unwrap_err().to_string();
         assert!(err.starts_with(key), "{text}: {err}");
     }
-    let err = load_text("[server]\nbind_port = 70000\n").unwrap_err().to_string();
+    let err = load_text("[server]\nbind_port = 70000\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("bind_port"), "{err}");
 }

@@ -28,10 +28,26 @@ pub fn agent_to_proto(a: &AgentState, mask: Option<&types::AgentMask>) -> types:
     let r = &a.agent;
     types::Agent {
         id: Some(spiffe_id_to_proto(&r.id)),
-        attestation_type: if m.attestation_type { r.attestation_type.clone() } else { String::new() },
-        x509svid_serial_number: if m.x509svid_serial_number { r.svid_serial.clone() } else { String::new() },
-        x509svid_expires_at: if m.x509svid_expires_at { r.svid_expires_at } else { 0 },
-        selectors: if m.selectors { r.selectors.iter().map(selector_to_proto).collect() } else { vec![] },
+        attestation_type: if m.attestation_type {
+            r.attestation_type.clone()
+        } else {
+            String::new()
+        },
+        x509svid_serial_number: if m.x509svid_serial_number {
+            r.svid_serial.clone()
+        } else {
+            String::new()
+        },
+        x509svid_expires_at: if m.x509svid_expires_at {
+            r.svid_expires_at
+        } else {
+            0
+        },
+        selectors: if m.selectors {
+            r.selectors.iter().map(selector_to_proto).collect()
+        } else {
+            vec![]
+        },
         banned: m.banned && a.banned,
         can_reattest: m.can_reattest && r.can_reattest,
         agent_version: String::new(),
@@ -62,14 +78,19 @@ impl AgentFilter {
         let by_expires_before = if f.by_expires_before.is_empty() {
             None
         } else {
-            Some(parse_timestamp(&f.by_expires_before).ok_or_else(|| ConvertError::Invalid {
-                field: "filter.by_expires_before",
-                value: shown(&f.by_expires_before),
-                rule: "expected Unix seconds or an RFC 3339 time such as \"2030-01-02T03:04:05Z\"".into(),
+            Some(parse_timestamp(&f.by_expires_before).ok_or_else(|| {
+                ConvertError::Invalid {
+                    field: "filter.by_expires_before",
+                    value: shown(&f.by_expires_before),
+                    rule:
+                        "expected Unix seconds or an RFC 3339 time such as \"2030-01-02T03:04:05Z\""
+                            .into(),
+                }
             })?)
         };
         Ok(Self {
-            by_attestation_type: (!f.by_attestation_type.is_empty()).then(|| f.by_attestation_type.clone()),
+            by_attestation_type: (!f.by_attestation_type.is_empty())
+                .then(|| f.by_attestation_type.clone()),
             by_selectors: f
                 .by_selector_match
                 .as_ref()
@@ -84,7 +105,9 @@ impl AgentFilter {
     /// Whether `a` passes every filter given.
     pub fn matches(&self, a: &AgentState) -> bool {
         let r = &a.agent;
-        self.by_attestation_type.as_ref().is_none_or(|t| &r.attestation_type == t)
+        self.by_attestation_type
+            .as_ref()
+            .is_none_or(|t| &r.attestation_type == t)
             && self
                 .by_selectors
                 .as_ref()
@@ -134,7 +157,11 @@ mod tests {
             ..Default::default()
         }))
         .unwrap_err();
-        assert!(err.to_string().starts_with("filter.by_expires_before \"soon\""), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("filter.by_expires_before \"soon\""),
+            "{err}"
+        );
     }
 
     #[test]

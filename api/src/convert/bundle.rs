@@ -44,11 +44,16 @@ pub fn bundle_to_proto(b: &Bundle, mask: Option<&types::BundleMask>) -> types::B
             vec![]
         },
         refresh_hint: if m.refresh_hint {
-            b.refresh_hint().map_or(0, |h| i64::try_from(h).unwrap_or(i64::MAX))
+            b.refresh_hint()
+                .map_or(0, |h| i64::try_from(h).unwrap_or(i64::MAX))
         } else {
             0
         },
-        sequence_number: if m.sequence_number { b.sequence_number() } else { 0 },
+        sequence_number: if m.sequence_number {
+            b.sequence_number()
+        } else {
+            0
+        },
         wit_authorities: vec![],
     }
 }

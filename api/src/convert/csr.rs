@@ -33,9 +33,13 @@ pub fn csr_names(der: &[u8]) -> Result<CsrNames, ConvertError> {
         return Err(ConvertError::Missing { field: "csr" });
     }
     if der.len() > MAX_CSR_BYTES {
-        return Err(invalid(format!("{} bytes is over the limit of {MAX_CSR_BYTES}", der.len())));
+        return Err(invalid(format!(
+            "{} bytes is over the limit of {MAX_CSR_BYTES}",
+            der.len()
+        )));
     }
-    let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|e| invalid(format!("not a DER PKCS#10 request: {e}")))?;
+    let (rest, csr) = X509CertificationRequest::from_der(der)
+        .map_err(|e| invalid(format!("not a DER PKCS#10 request: {e}")))?;
     if !rest.is_empty() {
         return Err(invalid(format!("{} bytes after the request", rest.len())));
     }
@@ -54,8 +58,17 @@ pub fn csr_names(der: &[u8]) -> Result<CsrNames, ConvertError> {
     }
     let uri = match uris.as_slice() {
         [one] => one,
-        [] => return Err(invalid("has no URI SAN; put the SPIFFE ID in the CSR's subjectAltName")),
-        _ => return Err(invalid(format!("has {} URI SANs; an X509-SVID carries exactly one SPIFFE ID", uris.len()))),
+        [] => {
+            return Err(invalid(
+                "has no URI SAN; put the SPIFFE ID in the CSR's subjectAltName",
+            ))
+        }
+        _ => {
+            return Err(invalid(format!(
+                "has {} URI SANs; an X509-SVID carries exactly one SPIFFE ID",
+                uris.len()
+            )))
+        }
     };
     let spiffe_id = SpiffeId::new(uri).map_err(|source| match source {
         e @ tessera_identity::IdError::WrongScheme { .. } => ConvertError::Invalid {
@@ -63,9 +76,15 @@ pub fn csr_names(der: &[u8]) -> Result<CsrNames, ConvertError> {
             value: shown(uri),
             rule: format!("the URI SAN must be a SPIFFE ID: {e}"),
         },
-        source => ConvertError::Id { field: "csr", source },
+        source => ConvertError::Id {
+            field: "csr",
+            source,
+        },
     })?;
-    Ok(CsrNames { spiffe_id, dns_names })
+    Ok(CsrNames {
+        spiffe_id,
+        dns_names,
+    })
 }
 
 #[cfg(test)]
@@ -96,14 +115,25 @@ mod tests {
     #[test]
     fn refuses_missing_many_or_foreign_uris() {
         assert!(csr_names(&[]).is_err());
-        assert!(csr_names(&csr(vec![])).unwrap_err().to_string().contains("no URI SAN"));
+        assert!(csr_names(&csr(vec![]))
+            .unwrap_err()
+            .to_string()
+            .contains("no URI SAN"));
         let two = csr(vec![
             SanType::URI("spiffe://example.org/a".try_into().unwrap()),
             SanType::URI("spiffe://example.org/b".try_into().unwrap()),
         ]);
-        assert!(csr_names(&two).unwrap_err().to_string().contains("2 URI SANs"));
-        let https = csr(vec![SanType::URI("https://example.org/a".try_into().unwrap())]);
-        assert!(csr_names(&https).unwrap_err().to_string().contains("must be a SPIFFE ID"));
+        assert!(csr_names(&two)
+            .unwrap_err()
+            .to_string()
+            .contains("2 URI SANs"));
+        let https = csr(vec![SanType::URI(
+            "https://example.org/a".try_into().unwrap(),
+        )]);
+        assert!(csr_names(&https)
+            .unwrap_err()
+            .to_string()
+            .contains("must be a SPIFFE ID"));
     }
 
     proptest! {

@@ -6,7 +6,9 @@ use tessera_identity::{EntryId, RegistrationEntry, SelectorSet};
 use tessera_proto::spire::api::types;
 
 use super::error::ConvertError;
-use super::ids::{entry_id, selector_from_proto, selector_to_proto, spiffe_id, spiffe_id_to_proto, trust_domain};
+use super::ids::{
+    entry_id, selector_from_proto, selector_to_proto, spiffe_id, spiffe_id_to_proto, trust_domain,
+};
 
 /// Every field.
 pub const FULL_MASK: types::EntryMask = types::EntryMask {
@@ -158,24 +160,47 @@ pub fn entry_to_proto(e: &RegistrationEntry, mask: Option<&types::EntryMask>) ->
         } else {
             vec![]
         },
-        x509_svid_ttl: if m.x509_svid_ttl { ttl(e.x509_svid_ttl) } else { 0 },
+        x509_svid_ttl: if m.x509_svid_ttl {
+            ttl(e.x509_svid_ttl)
+        } else {
+            0
+        },
         federates_with: if m.federates_with {
-            e.federates_with.iter().map(|td| td.as_str().to_owned()).collect()
+            e.federates_with
+                .iter()
+                .map(|td| td.as_str().to_owned())
+                .collect()
         } else {
             vec![]
         },
         admin: m.admin && e.admin,
         downstream: m.downstream && e.downstream,
-        expires_at: if m.expires_at { e.expires_at.unwrap_or(0) } else { 0 },
-        dns_names: if m.dns_names { e.dns_names.clone() } else { vec![] },
+        expires_at: if m.expires_at {
+            e.expires_at.unwrap_or(0)
+        } else {
+            0
+        },
+        dns_names: if m.dns_names {
+            e.dns_names.clone()
+        } else {
+            vec![]
+        },
         revision_number: if m.revision_number {
             i64::try_from(e.revision).unwrap_or(i64::MAX)
         } else {
             0
         },
         store_svid: false,
-        jwt_svid_ttl: if m.jwt_svid_ttl { ttl(e.jwt_svid_ttl) } else { 0 },
-        hint: if m.hint { e.hint.clone() } else { String::new() },
+        jwt_svid_ttl: if m.jwt_svid_ttl {
+            ttl(e.jwt_svid_ttl)
+        } else {
+            0
+        },
+        hint: if m.hint {
+            e.hint.clone()
+        } else {
+            String::new()
+        },
         created_at: if m.created_at { e.created_at } else { 0 },
         additional_attributes: None,
     }
@@ -228,22 +253,44 @@ mod tests {
     fn given_ids_are_checked() {
         let mut e = wire();
         e.id = "my-id".into();
-        assert_eq!(new_entry_from_proto(&e).unwrap().id.unwrap().as_str(), "my-id");
+        assert_eq!(
+            new_entry_from_proto(&e).unwrap().id.unwrap().as_str(),
+            "my-id"
+        );
         e.id = "bad id".into();
-        assert!(matches!(new_entry_from_proto(&e), Err(ConvertError::EntryId { field: "id", .. })));
+        assert!(matches!(
+            new_entry_from_proto(&e),
+            Err(ConvertError::EntryId { field: "id", .. })
+        ));
     }
 
     #[test]
     fn bad_fields_are_named() {
         let mut e = wire();
         e.x509_svid_ttl = -1;
-        assert_eq!(new_entry_from_proto(&e).unwrap_err().to_string().split(':').next(), Some("x509_svid_ttl"));
+        assert_eq!(
+            new_entry_from_proto(&e)
+                .unwrap_err()
+                .to_string()
+                .split(':')
+                .next(),
+            Some("x509_svid_ttl")
+        );
         let mut e = wire();
         e.parent_id = None;
-        assert_eq!(new_entry_from_proto(&e), Err(ConvertError::Missing { field: "parent_id" }));
+        assert_eq!(
+            new_entry_from_proto(&e),
+            Err(ConvertError::Missing { field: "parent_id" })
+        );
         let mut e = wire();
         e.store_svid = true;
-        assert!(matches!(new_entry_from_proto(&e), Err(ConvertError::Unsupported { field: "store_svid", .. })));
+        assert!(matches!(
+            new_entry_from_proto(&e),
+            Err(ConvertError::Unsupported {
+                field: "store_svid",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -48,7 +48,13 @@ mod tests {
         let r = Record::seal(encode(&event).unwrap(), 1, 1_500_000_000, Digest32::GENESIS);
         let p = record_to_proto(&r);
         assert_eq!(p.kind, "EntryDeleted");
-        assert_eq!(p.recorded_at, Some(prost_types::Timestamp { seconds: 1, nanos: 500_000_000 }));
+        assert_eq!(
+            p.recorded_at,
+            Some(prost_types::Timestamp {
+                seconds: 1,
+                nanos: 500_000_000
+            })
+        );
         let json: serde_json::Value = serde_json::from_str(&p.payload_json).unwrap();
         assert_eq!(json["EntryDeleted"]["id"], "e1");
         assert_eq!(p.hash, r.hash.0.to_vec());

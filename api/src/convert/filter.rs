@@ -34,7 +34,10 @@ pub fn set_matches<T: Ord>(have: &[T], want: &[T], how: MatchBehavior) -> bool {
 }
 
 /// Selectors of a `SelectorMatch`.
-pub fn selector_match(field: &'static str, m: &types::SelectorMatch) -> Result<(SelectorSet, MatchBehavior), ConvertError> {
+pub fn selector_match(
+    field: &'static str,
+    m: &types::SelectorMatch,
+) -> Result<(SelectorSet, MatchBehavior), ConvertError> {
     let set = m
         .selectors
         .iter()
@@ -121,6 +124,9 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(matches!(entry_filter(Some(&bad)), Err(ConvertError::UnknownEnum { value: 9, .. })));
+        assert!(matches!(
+            entry_filter(Some(&bad)),
+            Err(ConvertError::UnknownEnum { value: 9, .. })
+        ));
     }
 }

@@ -6,12 +6,16 @@ use tessera_proto::spire::api::types;
 use super::error::ConvertError;
 
 /// `SPIFFEID { trust_domain, path }` → a SPIFFE ID; `field` names it in errors.
-pub fn spiffe_id(field: &'static str, id: Option<&types::Spiffeid>) -> Result<SpiffeId, ConvertError> {
+pub fn spiffe_id(
+    field: &'static str,
+    id: Option<&types::Spiffeid>,
+) -> Result<SpiffeId, ConvertError> {
     let id = id.ok_or(ConvertError::Missing { field })?;
     if id.trust_domain.is_empty() {
         return Err(ConvertError::Missing { field });
     }
-    let td = TrustDomain::new(&id.trust_domain).map_err(|source| ConvertError::Id { field, source })?;
+    let td =
+        TrustDomain::new(&id.trust_domain).map_err(|source| ConvertError::Id { field, source })?;
     SpiffeId::from_path(&td, &id.path).map_err(|source| ConvertError::Id { field, source })
 }
 
@@ -29,7 +33,10 @@ pub fn trust_domain(field: &'static str, s: &str) -> Result<TrustDomain, Convert
 }
 
 /// `Selector { type, value }` → a selector.
-pub fn selector_from_proto(field: &'static str, s: &types::Selector) -> Result<Selector, ConvertError> {
+pub fn selector_from_proto(
+    field: &'static str,
+    s: &types::Selector,
+) -> Result<Selector, ConvertError> {
     Selector::new(&s.r#type, &s.value).map_err(|source| ConvertError::Selector { field, source })
 }
 
@@ -56,14 +63,23 @@ mod tests {
     #[test]
     fn spiffe_ids_round_trip_and_bad_ones_name_the_field() {
         let id = SpiffeId::new("spiffe://example.org/a/b").unwrap();
-        assert_eq!(spiffe_id("spiffe_id", Some(&spiffe_id_to_proto(&id))), Ok(id));
-        assert_eq!(spiffe_id("parent_id", None), Err(ConvertError::Missing { field: "parent_id" }));
+        assert_eq!(
+            spiffe_id("spiffe_id", Some(&spiffe_id_to_proto(&id))),
+            Ok(id)
+        );
+        assert_eq!(
+            spiffe_id("parent_id", None),
+            Err(ConvertError::Missing { field: "parent_id" })
+        );
         let bad = types::Spiffeid {
             trust_domain: "Ex.org".into(),
             path: "/a".into(),
         };
         let err = spiffe_id("spiffe_id", Some(&bad)).unwrap_err().to_string();
-        assert!(err.starts_with("spiffe_id: ") && err.contains("lowercase"), "{err}");
+        assert!(
+            err.starts_with("spiffe_id: ") && err.contains("lowercase"),
+            "{err}"
+        );
         let bad_path = types::Spiffeid {
             trust_domain: "example.org".into(),
             path: "no-slash".into(),
@@ -82,6 +98,11 @@ mod tests {
         assert!(selector_from_proto("selectors", &types::Selector::default()).is_err());
         assert!(entry_id("id", "").is_err());
         assert!(entry_id("id", "a b").is_err());
-        assert_eq!(trust_domain("federates_with", "spiffe://b.org").unwrap().as_str(), "b.org");
+        assert_eq!(
+            trust_domain("federates_with", "spiffe://b.org")
+                .unwrap()
+                .as_str(),
+            "b.org"
+        );
     }
 }

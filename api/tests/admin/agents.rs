@@ -6,16 +6,23 @@ use tessera_actors::server::tokens::hash_token;
 use tessera_identity::{SelectorSet, SpiffeId};
 use tessera_proto::spire::api::server::agent::v1::agent_client::AgentClient;
 use tessera_proto::spire::api::server::agent::v1::{
-    list_agents_request, BanAgentRequest, CountAgentsRequest, CreateJoinTokenRequest, DeleteAgentRequest,
-    GetAgentRequest, ListAgentsRequest,
+    list_agents_request, BanAgentRequest, CountAgentsRequest, CreateJoinTokenRequest,
+    DeleteAgentRequest, GetAgentRequest, ListAgentsRequest,
 };
 use tessera_proto::spire::api::types;
 use tonic::Code;
 
 use crate::support::{id, selector, Fixture};
 
-async fn attest(f: &Fixture, name: &str, kind: &str, selectors: &[&str], expires_at: i64) -> SpiffeId {
-    let agent_id = SpiffeId::new(&format!("spiffe://example.org/spire/agent/{kind}/{name}")).unwrap();
+async fn attest(
+    f: &Fixture,
+    name: &str,
+    kind: &str,
+    selectors: &[&str],
+    expires_at: i64,
+) -> SpiffeId {
+    let agent_id =
+        SpiffeId::new(&format!("spiffe://example.org/spire/agent/{kind}/{name}")).unwrap();
     f.server
         .nodes
         .command(NodeCommand::Attested(AttestedAgent {
@@ -41,8 +48,22 @@ async fn list_count_get_evict_ban() {
     let f = Fixture::start().await;
     let mut client = AgentClient::new(f.channel.clone());
     let a = attest(&f, "a", "join_token", &["join_token:a"], 1_700_003_600).await;
-    let b = attest(&f, "b", "x509pop", &["x509pop:subject:cn:b", "x509pop:ca:fp:1"], 1_700_007_200).await;
-    let c = attest(&f, "c", "x509pop", &["x509pop:subject:cn:c", "x509pop:ca:fp:1"], 1_700_010_800).await;
+    let b = attest(
+        &f,
+        "b",
+        "x509pop",
+        &["x509pop:subject:cn:b", "x509pop:ca:fp:1"],
+        1_700_007_200,
+    )
+    .await;
+    let c = attest(
+        &f,
+        "c",
+        "x509pop",
+        &["x509pop:subject:cn:c", "x509pop:ca:fp:1"],
+        1_700_010_800,
+    )
+    .await;
 
     let mut ids = Vec::new();
     let mut token = String::new();
@@ -101,7 +122,11 @@ async fn list_count_get_evict_ban() {
         by_expires_before: "2023-11-14T23:13:21Z".into(),
         ..Default::default()
     };
-    assert_eq!(count(expiring).await.unwrap(), 1, "only a's SVID expires before then");
+    assert_eq!(
+        count(expiring).await.unwrap(),
+        1,
+        "only a's SVID expires before then"
+    );
     let bad = list_agents_request::Filter {
         by_expires_before: "tomorrow".into(),
         ..Default::default()
@@ -121,20 +146,41 @@ async fn list_count_get_evict_ban() {
     assert!(got.can_reattest);
     assert_eq!(got.selectors.len(), 2);
 
-    client.ban_agent(BanAgentRequest { id: wire(&c) }).await.unwrap();
-    client.ban_agent(BanAgentRequest { id: wire(&c) }).await.expect("banning twice is fine");
+    client
+        .ban_agent(BanAgentRequest { id: wire(&c) })
+        .await
+        .unwrap();
+    client
+        .ban_agent(BanAgentRequest { id: wire(&c) })
+        .await
+        .expect("banning twice is fine");
     let banned = list_agents_request::Filter {
         by_banned: Some(true),
         ..Default::default()
     };
     assert_eq!(count(banned).await.unwrap(), 1);
 
-    client.delete_agent(DeleteAgentRequest { id: wire(&a) }).await.unwrap();
-    let gone = client.get_agent(GetAgentRequest { id: wire(&a), output_mask: None }).await.unwrap_err();
+    client
+        .delete_agent(DeleteAgentRequest { id: wire(&a) })
+        .await
+        .unwrap();
+    let gone = client
+        .get_agent(GetAgentRequest {
+            id: wire(&a),
+            output_mask: None,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
-    let again = client.delete_agent(DeleteAgentRequest { id: wire(&a) }).await.unwrap_err();
+    let again = client
+        .delete_agent(DeleteAgentRequest { id: wire(&a) })
+        .await
+        .unwrap_err();
     assert_eq!(again.code(), Code::NotFound);
-    let no_id = client.delete_agent(DeleteAgentRequest { id: None }).await.unwrap_err();
+    let no_id = client
+        .delete_agent(DeleteAgentRequest { id: None })
+        .await
+        .unwrap_err();
     assert_eq!(no_id.code(), Code::InvalidArgument);
     f.stop().await;
 }
@@ -153,7 +199,11 @@ async fn join_tokens_are_random_stored_hashed_and_checked() {
         .unwrap()
         .into_inner();
     assert_eq!(t1.value.len(), 36);
-    assert_eq!(t1.expires_at, 1_700_000_000 + 600, "the configured default TTL");
+    assert_eq!(
+        t1.expires_at,
+        1_700_000_000 + 600,
+        "the configured default TTL"
+    );
     let t2 = client
         .create_join_token(CreateJoinTokenRequest {
             ttl: 60,
@@ -167,15 +217,23 @@ async fn join_tokens_are_random_stored_hashed_and_checked() {
     assert_eq!(t2.expires_at, 1_700_000_060);
 
     // Only the hash reaches the state and the log.
-    let records = tessera_eventlog::EventLog::read(f.log.as_ref(), 1, 100).await.unwrap();
+    let records = tessera_eventlog::EventLog::read(f.log.as_ref(), 1, 100)
+        .await
+        .unwrap();
     for r in &records {
         let text = String::from_utf8_lossy(&r.payload);
-        assert!(!text.contains(&t1.value) && !text.contains(&t2.value), "a token in the log");
+        assert!(
+            !text.contains(&t1.value) && !text.contains(&t2.value),
+            "a token in the log"
+        );
     }
     let hash = hash_token(&t1.value);
     let pending = f.server.tokens.read(|t| t.len()).await.unwrap();
     assert_eq!(pending, 2);
-    let created = records.iter().find(|r| r.kind == "JoinTokenCreated").unwrap();
+    let created = records
+        .iter()
+        .find(|r| r.kind == "JoinTokenCreated")
+        .unwrap();
     assert!(String::from_utf8_lossy(&created.payload).contains(&hash.0));
 
     for (req, code) in [

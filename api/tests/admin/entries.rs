@@ -11,7 +11,10 @@ use tonic::Code;
 
 use crate::support::{entry, id, selector, Fixture};
 
-async fn create(client: &mut EntryClient<tonic::transport::Channel>, entries: Vec<types::Entry>) -> Vec<types::Entry> {
+async fn create(
+    client: &mut EntryClient<tonic::transport::Channel>,
+    entries: Vec<types::Entry>,
+) -> Vec<types::Entry> {
     client
         .batch_create_entry(BatchCreateEntryRequest {
             entries,
@@ -53,13 +56,25 @@ async fn batch_create_answers_item_by_item() {
         .unwrap()
         .into_inner()
         .results;
-    let codes: Vec<i32> = results.iter().map(|r| r.status.as_ref().unwrap().code).collect();
+    let codes: Vec<i32> = results
+        .iter()
+        .map(|r| r.status.as_ref().unwrap().code)
+        .collect();
     assert_eq!(
         codes,
-        vec![0, Code::InvalidArgument as i32, Code::AlreadyExists as i32, Code::InvalidArgument as i32, 0]
+        vec![
+            0,
+            Code::InvalidArgument as i32,
+            Code::AlreadyExists as i32,
+            Code::InvalidArgument as i32,
+            0
+        ]
     );
     let msg = &results[1].status.as_ref().unwrap().message;
-    assert!(msg.starts_with("spiffe_id: ") && msg.contains("lowercase"), "{msg}");
+    assert!(
+        msg.starts_with("spiffe_id: ") && msg.contains("lowercase"),
+        "{msg}"
+    );
     let created = results[0].entry.as_ref().unwrap();
     assert_eq!(created.id.len(), 36, "a generated UUID");
     assert_eq!(created.spiffe_id, id("/web"));
@@ -71,7 +86,9 @@ async fn batch_create_answers_item_by_item() {
 async fn list_filters_and_pages_count_and_get() {
     let f = Fixture::start().await;
     let mut client = EntryClient::new(f.channel.clone());
-    let mut entries: Vec<_> = (0..7).map(|i| entry(&format!("/w{i}"), &["unix:uid:1", &format!("unix:gid:{i}")])).collect();
+    let mut entries: Vec<_> = (0..7)
+        .map(|i| entry(&format!("/w{i}"), &["unix:uid:1", &format!("unix:gid:{i}")]))
+        .collect();
     entries[3].hint = "blue".into();
     entries[4].downstream = true;
     let created = create(&mut client, entries).await;
@@ -120,9 +137,27 @@ async fn list_filters_and_pages_count_and_get() {
                 .map(|r| r.into_inner().entries)
         }
     };
-    assert_eq!(list(by_selector(&["unix:uid:1"], 2)).await.unwrap().len(), 7, "superset");
-    assert_eq!(list(by_selector(&["unix:uid:1", "unix:gid:2"], 0)).await.unwrap().len(), 1, "exact");
-    assert_eq!(list(by_selector(&["unix:gid:2", "unix:gid:5"], 3)).await.unwrap().len(), 2, "any");
+    assert_eq!(
+        list(by_selector(&["unix:uid:1"], 2)).await.unwrap().len(),
+        7,
+        "superset"
+    );
+    assert_eq!(
+        list(by_selector(&["unix:uid:1", "unix:gid:2"], 0))
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "exact"
+    );
+    assert_eq!(
+        list(by_selector(&["unix:gid:2", "unix:gid:5"], 3))
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "any"
+    );
     let hinted = list(list_entries_request::Filter {
         by_hint: Some("blue".into()),
         ..Default::default()
@@ -182,7 +217,10 @@ async fn list_filters_and_pages_count_and_get() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
-    let bad = client.get_entry(GetEntryRequest::default()).await.unwrap_err();
+    let bad = client
+        .get_entry(GetEntryRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     f.stop().await;
 }
@@ -227,7 +265,10 @@ async fn update_honours_the_input_mask_and_delete_reports_per_id() {
     assert_eq!(updated.hint, "new");
     assert_eq!(updated.x509_svid_ttl, 600);
     assert_eq!(updated.revision_number, created.revision_number + 1);
-    assert_eq!(results[1].status.as_ref().unwrap().code, Code::NotFound as i32);
+    assert_eq!(
+        results[1].status.as_ref().unwrap().code,
+        Code::NotFound as i32
+    );
 
     let deleted = client
         .batch_delete_entry(BatchDeleteEntryRequest {
@@ -237,8 +278,14 @@ async fn update_honours_the_input_mask_and_delete_reports_per_id() {
         .unwrap()
         .into_inner()
         .results;
-    let codes: Vec<i32> = deleted.iter().map(|r| r.status.as_ref().unwrap().code).collect();
-    assert_eq!(codes, vec![0, Code::NotFound as i32, Code::InvalidArgument as i32]);
+    let codes: Vec<i32> = deleted
+        .iter()
+        .map(|r| r.status.as_ref().unwrap().code)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![0, Code::NotFound as i32, Code::InvalidArgument as i32]
+    );
     assert_eq!(deleted[2].id, "bad id");
     f.stop().await;
 }
@@ -255,15 +302,28 @@ async fn limits_are_enforced_with_resource_exhausted() {
     let mut client = EntryClient::new(f.channel.clone());
     let err = client
         .batch_create_entry(BatchCreateEntryRequest {
-            entries: (0..3).map(|i| entry(&format!("/e{i}"), &["unix:uid:1"])).collect(),
+            entries: (0..3)
+                .map(|i| entry(&format!("/e{i}"), &["unix:uid:1"]))
+                .collect(),
             output_mask: None,
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
-    assert!(err.message().contains("limits.max_batch_size"), "{}", err.message());
+    assert!(
+        err.message().contains("limits.max_batch_size"),
+        "{}",
+        err.message()
+    );
     for i in 0..2 {
-        create(&mut client, vec![entry(&format!("/a{i}"), &["unix:uid:1"]), entry(&format!("/b{i}"), &["unix:uid:1"])]).await;
+        create(
+            &mut client,
+            vec![
+                entry(&format!("/a{i}"), &["unix:uid:1"]),
+                entry(&format!("/b{i}"), &["unix:uid:1"]),
+            ],
+        )
+        .await;
     }
     let pager = client.clone();
     let page = |size: i32| {
@@ -281,7 +341,11 @@ async fn limits_are_enforced_with_resource_exhausted() {
     let p = page(0).await.unwrap();
     assert_eq!(p.entries.len(), 2, "the default page size");
     assert!(!p.next_page_token.is_empty());
-    assert_eq!(page(100).await.unwrap().entries.len(), 3, "clamped to the maximum");
+    assert_eq!(
+        page(100).await.unwrap().entries.len(),
+        3,
+        "clamped to the maximum"
+    );
     assert_eq!(page(-1).await.unwrap_err().code(), Code::InvalidArgument);
     f.stop().await;
 }

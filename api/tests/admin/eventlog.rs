@@ -5,7 +5,9 @@ use std::time::Duration;
 use tessera_proto::spire::api::server::entry::v1::entry_client::EntryClient;
 use tessera_proto::spire::api::server::entry::v1::BatchCreateEntryRequest;
 use tessera_proto::tessera::eventlog::v1::event_log_client::EventLogClient;
-use tessera_proto::tessera::eventlog::v1::{GetRequest, HeadRequest, Record, TailRequest, VerifyRequest};
+use tessera_proto::tessera::eventlog::v1::{
+    GetRequest, HeadRequest, Record, TailRequest, VerifyRequest,
+};
 use tessera_server::config::ApiLimits;
 use tonic::Code;
 
@@ -15,7 +17,9 @@ async fn create_entries(f: &Fixture, n: usize, offset: usize) {
     let mut client = EntryClient::new(f.channel.clone());
     let results = client
         .batch_create_entry(BatchCreateEntryRequest {
-            entries: (0..n).map(|i| entry(&format!("/e{}", i + offset), &["unix:uid:1"])).collect(),
+            entries: (0..n)
+                .map(|i| entry(&format!("/e{}", i + offset), &["unix:uid:1"]))
+                .collect(),
             output_mask: None,
         })
         .await
@@ -25,10 +29,17 @@ async fn create_entries(f: &Fixture, n: usize, offset: usize) {
     assert!(results.iter().all(|r| r.status.as_ref().unwrap().code == 0));
 }
 
-async fn collect(client: &mut EventLogClient<tonic::transport::Channel>, req: TailRequest) -> Vec<Record> {
+async fn collect(
+    client: &mut EventLogClient<tonic::transport::Channel>,
+    req: TailRequest,
+) -> Vec<Record> {
     let mut stream = client.tail(req).await.unwrap().into_inner();
     let mut out = Vec::new();
-    while let Some(r) = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap() {
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         out.push(r);
     }
     out
@@ -43,7 +54,9 @@ async fn tail_get_head_and_verify() {
     let b = f.base;
     let everything = collect(&mut client, TailRequest::default()).await;
     assert_eq!(everything.len() as u64, b + 5);
-    assert!(everything[..b as usize].iter().all(|r| r.kind.starts_with("Ca") || r.kind.starts_with("JwtKey")));
+    assert!(everything[..b as usize]
+        .iter()
+        .all(|r| r.kind.starts_with("Ca") || r.kind.starts_with("JwtKey")));
     let all = collect(
         &mut client,
         TailRequest {
@@ -52,7 +65,10 @@ async fn tail_get_head_and_verify() {
         },
     )
     .await;
-    assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), (b + 1..=b + 5).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (b + 1..=b + 5).collect::<Vec<_>>()
+    );
     let json: serde_json::Value = serde_json::from_str(&all[0].payload_json).unwrap();
     assert_eq!(json["EntryCreated"]["spiffe_id"], "spiffe://example.org/e0");
     assert_eq!(all[1].prev_hash, all[0].hash, "chained");
@@ -66,7 +82,10 @@ async fn tail_get_head_and_verify() {
         },
     )
     .await;
-    assert_eq!(some.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![b + 2, b + 3]);
+    assert_eq!(
+        some.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![b + 2, b + 3]
+    );
     let none = collect(
         &mut client,
         TailRequest {
@@ -77,27 +96,64 @@ async fn tail_get_head_and_verify() {
     .await;
     assert!(none.is_empty());
 
-    let got = client.get(GetRequest { seq: b + 3 }).await.unwrap().into_inner();
+    let got = client
+        .get(GetRequest { seq: b + 3 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(got, all[2]);
-    assert_eq!(client.get(GetRequest { seq: 0 }).await.unwrap_err().code(), Code::InvalidArgument);
-    assert_eq!(client.get(GetRequest { seq: b + 99 }).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        client.get(GetRequest { seq: 0 }).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        client
+            .get(GetRequest { seq: b + 99 })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
 
     let head = client.head(HeadRequest {}).await.unwrap().into_inner();
     assert_eq!(head.seq, b + 5);
     assert_eq!(head.hash, all[4].hash);
     assert_eq!(head.recorded_at, all[4].recorded_at);
 
-    let full = client.verify(VerifyRequest::default()).await.unwrap().into_inner();
+    let full = client
+        .verify(VerifyRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(full.ok);
     assert_eq!(full.records_checked, b + 5);
     assert_eq!(full.last_good_hash, all[4].hash);
-    let part = client.verify(VerifyRequest { from_seq: b + 2, to_seq: b + 4 }).await.unwrap().into_inner();
+    let part = client
+        .verify(VerifyRequest {
+            from_seq: b + 2,
+            to_seq: b + 4,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(part.ok, "{part:?}");
     assert_eq!(part.records_checked, 3);
     assert_eq!(part.last_good_hash, all[3].hash);
-    let past = client.verify(VerifyRequest { from_seq: 1, to_seq: b + 9 }).await.unwrap_err();
+    let past = client
+        .verify(VerifyRequest {
+            from_seq: 1,
+            to_seq: b + 9,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(past.code(), Code::InvalidArgument);
-    let backwards = client.verify(VerifyRequest { from_seq: b + 4, to_seq: b + 2 }).await.unwrap_err();
+    let backwards = client
+        .verify(VerifyRequest {
+            from_seq: b + 4,
+            to_seq: b + 2,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(backwards.code(), Code::InvalidArgument);
     f.stop().await;
 }
@@ -123,19 +179,35 @@ async fn follow_delivers_new_records_and_streams_are_bounded() {
         .await
         .unwrap()
         .into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(10), follow.message()).await.unwrap().unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), follow.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(first.seq, b + 1);
 
     let busy = client.tail(TailRequest::default()).await.unwrap_err();
     assert_eq!(busy.code(), Code::ResourceExhausted);
-    assert!(busy.message().contains("limits.max_tail_streams"), "{}", busy.message());
+    assert!(
+        busy.message().contains("limits.max_tail_streams"),
+        "{}",
+        busy.message()
+    );
 
     create_entries(&f, 2, 1).await;
     let mut seqs = vec![first.seq];
-    while let Some(r) = tokio::time::timeout(Duration::from_secs(10), follow.message()).await.unwrap().unwrap() {
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(10), follow.message())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         seqs.push(r.seq);
     }
-    assert_eq!(seqs, vec![b + 1, b + 2, b + 3], "the live records, then the end at the limit");
+    assert_eq!(
+        seqs,
+        vec![b + 1, b + 2, b + 3],
+        "the live records, then the end at the limit"
+    );
 
     // The ended stream gave its slot back.
     let mut again = None;
@@ -148,7 +220,10 @@ async fn follow_delivers_new_records_and_streams_are_bounded() {
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
-    assert!(again.is_some(), "the Tail slot is released when its stream ends");
+    assert!(
+        again.is_some(),
+        "the Tail slot is released when its stream ends"
+    );
     drop(again);
 
     let too_many = client

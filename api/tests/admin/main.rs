@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
-mod support;
 #[path = "../shared/jwt.rs"]
 mod jwt;
+mod support;
 
 mod agents;
 mod entries;

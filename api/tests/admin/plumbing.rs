@@ -16,9 +16,15 @@ use crate::support::Fixture;
 async fn health_says_serving_for_the_server_and_each_service() {
     let f = Fixture::start().await;
     let mut client = HealthClient::new(f.channel.clone());
-    for service in ["", "spire.api.server.entry.v1.Entry", "tessera.eventlog.v1.EventLog"] {
+    for service in [
+        "",
+        "spire.api.server.entry.v1.Entry",
+        "tessera.eventlog.v1.EventLog",
+    ] {
         let status = client
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -56,7 +62,10 @@ async fn reflection_lists_every_admin_service() {
         "tessera.eventlog.v1.EventLog",
         "grpc.health.v1.Health",
     ] {
-        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
     }
     f.stop().await;
 }
@@ -64,7 +73,10 @@ async fn reflection_lists_every_admin_service() {
 #[tokio::test]
 async fn a_second_server_cannot_take_a_live_socket() {
     let f = Fixture::start().await;
-    assert!(matches!(uds::bind(&f.socket).await, Err(SocketError::InUse(_))));
+    assert!(matches!(
+        uds::bind(&f.socket).await,
+        Err(SocketError::InUse(_))
+    ));
     f.stop().await;
 }
 
@@ -77,12 +89,18 @@ async fn live_ready_and_metrics_over_http() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (trigger, shutdown) = tessera_server::daemon::ShutdownSignal::new();
-    let task = tokio::spawn(tessera_server::metrics::serve(listener, metrics.clone(), shutdown.wait()));
+    let task = tokio::spawn(tessera_server::metrics::serve(
+        listener,
+        metrics.clone(),
+        shutdown.wait(),
+    ));
     let get = |path: &'static str| async move {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).await.unwrap();
         text
@@ -100,7 +118,10 @@ async fn live_ready_and_metrics_over_http() {
     ] {
         assert!(body.contains(want), "{want} missing from\n{body}");
     }
-    assert!(body.contains(&format!("tessera_server_log_head_seq {}", f.base)), "{body}");
+    assert!(
+        body.contains(&format!("tessera_server_log_head_seq {}", f.base)),
+        "{body}"
+    );
     metrics.set_failed();
     assert!(get("/live").await.starts_with("HTTP/1.1 503"));
     assert!(get("/ready").await.starts_with("HTTP/1.1 503"));

@@ -40,7 +40,9 @@ impl Fixture {
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_unix_secs(1_700_000_000));
         let log = Arc::new(LocalLog::in_memory(clock.clone()));
         let settings = ServerSettings::new(TrustDomain::new(TD).unwrap());
-        let server = Server::start(settings, log.clone(), clock, Arc::new(SeededRandom::new(1))).await.unwrap();
+        let server = Server::start(settings, log.clone(), clock, Arc::new(SeededRandom::new(1)))
+            .await
+            .unwrap();
         // The first CA and JWT key, so that the log's own records come before the test's.
         server.authority.tick().await.unwrap();
         let base = tessera_eventlog::EventLog::head(log.as_ref()).seq;
@@ -52,7 +54,9 @@ impl Fixture {
             let _guard = guard;
             admin::serve(listener, ctx, health, health_service, shutdown.wait()).await
         });
-        let channel = tessera_server::cli::common::connect("test", &socket).await.unwrap();
+        let channel = tessera_server::cli::common::connect("test", &socket)
+            .await
+            .unwrap();
         Fixture {
             _dir: dir,
             socket,
@@ -69,8 +73,14 @@ impl Fixture {
         let _ = self.trigger.send(true);
         drop(self.channel);
         let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), self.task).await;
-        assert!(matches!(outcome, Ok(Ok(Ok(())))), "admin API did not stop cleanly: {outcome:?}");
-        assert!(!self.socket.exists(), "the socket file is removed at shutdown");
+        assert!(
+            matches!(outcome, Ok(Ok(Ok(())))),
+            "admin API did not stop cleanly: {outcome:?}"
+        );
+        assert!(
+            !self.socket.exists(),
+            "the socket file is removed at shutdown"
+        );
         self.server.stop().await;
     }
 }

@@ -22,10 +22,14 @@ fn csr(uris: &[&str], dns: &[&str]) -> Vec<u8> {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::default();
     for u in uris {
-        params.subject_alt_names.push(SanType::URI((*u).try_into().unwrap()));
+        params
+            .subject_alt_names
+            .push(SanType::URI((*u).try_into().unwrap()));
     }
     for d in dns {
-        params.subject_alt_names.push(SanType::DnsName((*d).try_into().unwrap()));
+        params
+            .subject_alt_names
+            .push(SanType::DnsName((*d).try_into().unwrap()));
     }
     params.serialize_request(&key).unwrap().der().to_vec()
 }
@@ -60,14 +64,47 @@ async fn minted_x509_svids_verify_against_the_bundle() {
     assert_eq!(svid.expires_at, NOW + 120);
     let now = UNIX_EPOCH + Duration::from_secs(NOW as u64 + 1);
     let verified = verify_x509_svid(&svid.cert_chain, &bundle, now).unwrap();
-    assert_eq!(verified.spiffe_id().to_string(), "spiffe://example.org/admin/tool");
+    assert_eq!(
+        verified.spiffe_id().to_string(),
+        "spiffe://example.org/admin/tool"
+    );
 
     for (req, code) in [
-        (MintX509svidRequest { csr: vec![], ttl: 0 }, Code::InvalidArgument),
-        (MintX509svidRequest { csr: b"junk".to_vec(), ttl: 0 }, Code::InvalidArgument),
-        (MintX509svidRequest { csr: csr(&[], &[]), ttl: 0 }, Code::InvalidArgument),
-        (MintX509svidRequest { csr: csr(&["spiffe://other.org/x"], &[]), ttl: 0 }, Code::InvalidArgument),
-        (MintX509svidRequest { csr: csr(&["spiffe://example.org/x"], &[]), ttl: -5 }, Code::InvalidArgument),
+        (
+            MintX509svidRequest {
+                csr: vec![],
+                ttl: 0,
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            MintX509svidRequest {
+                csr: b"junk".to_vec(),
+                ttl: 0,
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            MintX509svidRequest {
+                csr: csr(&[], &[]),
+                ttl: 0,
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            MintX509svidRequest {
+                csr: csr(&["spiffe://other.org/x"], &[]),
+                ttl: 0,
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            MintX509svidRequest {
+                csr: csr(&["spiffe://example.org/x"], &[]),
+                ttl: -5,
+            },
+            Code::InvalidArgument,
+        ),
     ] {
         let err = client.mint_x509svid(req).await.unwrap_err();
         assert_eq!(err.code(), code, "{}", err.message());
@@ -91,7 +128,11 @@ async fn minted_jwt_svids_verify_against_the_bundle() {
         .into_inner()
         .svid
         .unwrap();
-    assert_eq!(svid.expires_at - svid.issued_at, 300, "the default JWT-SVID TTL");
+    assert_eq!(
+        svid.expires_at - svid.issued_at,
+        300,
+        "the default JWT-SVID TTL"
+    );
     let claims = crate::jwt::verify_jwt_svid(&svid.token, &bundle, "queue", NOW).unwrap();
     assert_eq!(claims["sub"], "spiffe://example.org/admin/tool");
     let mut tampered = svid.token.clone();
@@ -103,7 +144,10 @@ async fn minted_jwt_svids_verify_against_the_bundle() {
         audience: vec![],
         ttl: 0,
     };
-    assert_eq!(client.mint_jwtsvid(no_aud).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        client.mint_jwtsvid(no_aud).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     let foreign = MintJwtsvidRequest {
         id: Some(types::Spiffeid {
             trust_domain: "other.org".into(),
@@ -112,12 +156,18 @@ async fn minted_jwt_svids_verify_against_the_bundle() {
         audience: vec!["a".into()],
         ttl: 0,
     };
-    assert_eq!(client.mint_jwtsvid(foreign).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        client.mint_jwtsvid(foreign).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     let too_many = MintJwtsvidRequest {
         id: id("/x"),
         audience: (0..100).map(|i| format!("aud{i}")).collect(),
         ttl: 0,
     };
-    assert_eq!(client.mint_jwtsvid(too_many).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        client.mint_jwtsvid(too_many).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     f.stop().await;
 }

@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{cli, ok, ok_json, Workspace};
+use crate::support::{cli, ok, ok_json, Deadline, Workspace};
 
 #[test]
 fn restart_keeps_entries_agents_bundle_and_the_chain() {
@@ -15,10 +15,40 @@ fn restart_keeps_entries_agents_bundle_and_the_chain() {
     let server = ws.start();
     let s = server.socket.clone();
     for i in 0..5 {
-        ok(&s, &["entry", "create", "--spiffeID", &format!("spiffe://example.org/w{i}"), "--parentID", "spiffe://example.org/p", "--selector", "unix:uid:1"]);
+        ok(
+            &s,
+            &[
+                "entry",
+                "create",
+                "--spiffeID",
+                &format!("spiffe://example.org/w{i}"),
+                "--parentID",
+                "spiffe://example.org/p",
+                "--selector",
+                "unix:uid:1",
+            ],
+        );
     }
-    ok(&s, &["entry", "update", "--entryID", &first_id(&s), "--hint", "kept"]);
-    ok(&s, &["agent", "ban", "--spiffeID", "spiffe://example.org/spire/agent/x509pop/n1"]);
+    ok(
+        &s,
+        &[
+            "entry",
+            "update",
+            "--entryID",
+            &first_id(&s),
+            "--hint",
+            "kept",
+        ],
+    );
+    ok(
+        &s,
+        &[
+            "agent",
+            "ban",
+            "--spiffeID",
+            "spiffe://example.org/spire/agent/x509pop/n1",
+        ],
+    );
     ok(&s, &["token", "generate"]);
     let entries = ok_json(&s, &["entry", "show"]);
     let agents = ok_json(&s, &["agent", "list"]);
@@ -30,18 +60,36 @@ fn restart_keeps_entries_agents_bundle_and_the_chain() {
     let s = server.socket.clone();
     assert_eq!(ok_json(&s, &["entry", "show"]), entries);
     assert_eq!(ok_json(&s, &["agent", "list"]), agents);
-    assert_eq!(ok(&s, &["bundle", "show", "--format", "spiffe"]), bundle, "the CA and JWT key survive (disk key manager)");
+    assert_eq!(
+        ok(&s, &["bundle", "show", "--format", "spiffe"]),
+        bundle,
+        "the CA and JWT key survive (disk key manager)"
+    );
     let again = ok_json(&s, &["events", "verify"]);
     assert_eq!(again["ok"], true);
-    assert_eq!(again["records_checked"], verify["records_checked"], "nothing new was written by the restart");
+    assert_eq!(
+        again["records_checked"], verify["records_checked"],
+        "nothing new was written by the restart"
+    );
     assert_eq!(again["last_good_hash"], verify["last_good_hash"]);
     // The reloaded CA key still signs.
-    ok(&s, &["x509", "mint", "--spiffeID", "spiffe://example.org/after-restart"]);
+    ok(
+        &s,
+        &[
+            "x509",
+            "mint",
+            "--spiffeID",
+            "spiffe://example.org/after-restart",
+        ],
+    );
     server.stop();
 }
 
 fn first_id(socket: &std::path::Path) -> String {
-    ok_json(socket, &["entry", "show"])["entries"][0]["id"].as_str().unwrap().to_owned()
+    ok_json(socket, &["entry", "show"])["entries"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]
@@ -66,11 +114,16 @@ fn sigkill_during_a_burst_of_creates_loses_no_acknowledged_entry() {
                     let out = cli(
                         &socket,
                         &[
-                            "entry", "create",
-                            "--spiffeID", &format!("spiffe://example.org/burst/{w}/{i}"),
-                            "--parentID", "spiffe://example.org/p",
-                            "--selector", "unix:uid:1",
-                            "--output", "json",
+                            "entry",
+                            "create",
+                            "--spiffeID",
+                            &format!("spiffe://example.org/burst/{w}/{i}"),
+                            "--parentID",
+                            "spiffe://example.org/p",
+                            "--selector",
+                            "unix:uid:1",
+                            "--output",
+                            "json",
                         ],
                     );
                     // Exit 0 means the server acknowledged: the entry must survive.
@@ -84,9 +137,9 @@ fn sigkill_during_a_burst_of_creates_loses_no_acknowledged_entry() {
         })
         .collect();
 
-    let start = Instant::now();
+    let deadline = Deadline::after(Duration::from_secs(120));
     while acked.lock().unwrap().len() < ACKED_BEFORE_KILL {
-        assert!(start.elapsed() < Duration::from_secs(120), "the burst is too slow");
+        assert!(!deadline.passed(), "the burst is too slow");
         std::thread::sleep(Duration::from_millis(10));
     }
     // Creates are in flight right now.
@@ -97,7 +150,10 @@ fn sigkill_during_a_burst_of_creates_loses_no_acknowledged_entry() {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= ACKED_BEFORE_KILL);
-    assert!(ws.socket().exists(), "SIGKILL leaves the socket file behind");
+    assert!(
+        ws.socket().exists(),
+        "SIGKILL leaves the socket file behind"
+    );
 
     // The stale socket is replaced; the log replays.
     let server = ws.start();

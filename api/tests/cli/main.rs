@@ -5,9 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
-mod support;
 #[path = "../shared/jwt.rs"]
 mod jwt;
+mod support;
 
 mod agents;
 mod durability;

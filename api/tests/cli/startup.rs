@@ -16,7 +16,10 @@ fn run(ws: &Workspace, args: &[&str]) -> (Option<i32>, String) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -24,7 +27,10 @@ fn bad_trust_domain_or_config_fails_clearly() {
     let ws = Workspace::new();
     let (code, err) = run(&ws, &["--trustDomain", "Ex.org"]);
     assert_eq!(code, Some(1));
-    assert!(err.starts_with("run: --trustDomain \"Ex.org\": trust domain characters are limited to"), "{err}");
+    assert!(
+        err.starts_with("run: --trustDomain \"Ex.org\": trust domain characters are limited to"),
+        "{err}"
+    );
 
     let conf = ws.path().join("server.toml");
     std::fs::write(&conf, "[server]\ntrust_domian = \"a.org\"\n").unwrap();
@@ -39,8 +45,14 @@ fn bad_trust_domain_or_config_fails_clearly() {
 
     let (code, err) = run(&ws, &["--config", "/nonexistent/server.toml"]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("cannot read config file /nonexistent/server.toml"), "{err}");
-    assert!(!ws.data_dir().exists(), "nothing is created before the config is valid");
+    assert!(
+        err.contains("cannot read config file /nonexistent/server.toml"),
+        "{err}"
+    );
+    assert!(
+        !ws.data_dir().exists(),
+        "nothing is created before the config is valid"
+    );
 }
 
 #[test]
@@ -60,6 +72,9 @@ fn a_second_server_on_the_same_socket_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another server is listening on this socket"), "{err}");
+    assert!(
+        err.contains("another server is listening on this socket"),
+        "{err}"
+    );
     server.stop();
 }

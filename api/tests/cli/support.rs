@@ -16,6 +16,24 @@ pub const TD: &str = "example.org";
 /// Longest wait for the server to come up or go down.
 const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A bound on a wait for a real child process (the one use of the wall clock in these tests:
+/// processes run in real time).
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// `limit` from now.
+    #[allow(clippy::disallowed_methods)]
+    pub fn after(limit: Duration) -> Self {
+        Self(Instant::now() + limit)
+    }
+
+    /// Whether it has passed.
+    #[allow(clippy::disallowed_methods)]
+    pub fn passed(&self) -> bool {
+        Instant::now() >= self.0
+    }
+}
+
 /// A test's directory: data dir, socket, server log.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
@@ -25,7 +43,10 @@ impl Workspace {
     pub fn new() -> Self {
         Self {
             // Short path: Unix socket paths are limited to ~100 bytes.
-            dir: tempfile::Builder::new().prefix("tsr").tempdir_in("/tmp").unwrap(),
+            dir: tempfile::Builder::new()
+                .prefix("tsr")
+                .tempdir_in("/tmp")
+                .unwrap(),
         }
     }
 
@@ -44,7 +65,10 @@ impl Workspace {
     /// Appends attested agents to the (stopped) server's log, as if they had attested.
     pub fn seed_agents(&self, names: &[&str]) {
         let log_dir = self.data_dir().join("log");
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async {
             let log = Arc::new(LocalLog::open_sled(&log_dir, Arc::new(SystemClock)).unwrap());
             let typed = TypedLog::<ServerEvent>::new(log.clone());
@@ -52,9 +76,13 @@ impl Workspace {
                 .iter()
                 .map(|n| {
                     ServerEvent::AgentAttested(AttestedAgent {
-                        id: SpiffeId::new(&format!("spiffe://{TD}/spire/agent/x509pop/{n}")).unwrap(),
+                        id: SpiffeId::new(&format!("spiffe://{TD}/spire/agent/x509pop/{n}"))
+                            .unwrap(),
                         attestation_type: "x509pop".into(),
-                        selectors: SelectorSet::parse_all([format!("x509pop:subject:cn:{n}").as_str()]).unwrap(),
+                        selectors: SelectorSet::parse_all([
+                            format!("x509pop:subject:cn:{n}").as_str()
+                        ])
+                        .unwrap(),
                         svid_serial: format!("0{n}"),
                         svid_expires_at: 4_000_000_000,
                         attested_at: 1_700_000_000,
@@ -80,7 +108,15 @@ impl Workspace {
             .open(self.path().join("server.log"))
             .unwrap();
         let child = Command::new(BIN)
-            .args(["run", "--trustDomain", TD, "--bindAddress", "127.0.0.1", "--serverPort", "0"])
+            .args([
+                "run",
+                "--trustDomain",
+                TD,
+                "--bindAddress",
+                "127.0.0.1",
+                "--serverPort",
+                "0",
+            ])
             .arg("--dataDir")
             .arg(self.data_dir())
             .arg("--socketPath")
@@ -110,15 +146,18 @@ pub struct ServerProc {
 
 impl ServerProc {
     fn wait_ready(&mut self) {
-        let start = Instant::now();
+        let deadline = Deadline::after(PROCESS_TIMEOUT);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("server exited during start-up ({status}):\n{}", self.log_text());
+                panic!(
+                    "server exited during start-up ({status}):\n{}",
+                    self.log_text()
+                );
             }
             if self.socket.exists() && cli(&self.socket, &["healthcheck"]).status.success() {
                 break;
             }
-            assert!(start.elapsed() < PROCESS_TIMEOUT, "server not ready:\n{}", self.log_text());
+            assert!(!deadline.passed(), "server not ready:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
         // The authority prepares its first CA on its first tick, right after start.
@@ -126,7 +165,7 @@ impl ServerProc {
             if cli(&self.socket, &["bundle", "show"]).status.success() {
                 return;
             }
-            assert!(start.elapsed() < PROCESS_TIMEOUT, "no bundle:\n{}", self.log_text());
+            assert!(!deadline.passed(), "no bundle:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -139,7 +178,11 @@ impl ServerProc {
     pub fn stop(mut self) {
         send_signal(self.child.id(), "TERM");
         let status = self.wait_exit();
-        assert!(status.success(), "exit {status} after SIGTERM:\n{}", self.log_text());
+        assert!(
+            status.success(),
+            "exit {status} after SIGTERM:\n{}",
+            self.log_text()
+        );
         assert!(!self.socket.exists(), "the socket is removed at shutdown");
     }
 
@@ -151,12 +194,12 @@ impl ServerProc {
     }
 
     fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let start = Instant::now();
+        let deadline = Deadline::after(PROCESS_TIMEOUT);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            if start.elapsed() > PROCESS_TIMEOUT {
+            if deadline.passed() {
                 let _ = self.child.kill();
                 panic!("server did not exit:\n{}", self.log_text());
             }
@@ -177,7 +220,11 @@ impl Drop for ServerProc {
 /// Sends a signal to our child. std only sends SIGKILL, and the workspace denies `unsafe`
 /// (so no `libc::kill`): the `kill` command it is.
 fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
 

@@ -7,15 +7,23 @@ use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA
 use tessera_identity::{Bundle, EcCurve, PublicKey};
 
 /// Verifies `token` against the JWT authorities of `bundle`; returns its claims.
-pub fn verify_jwt_svid(token: &str, bundle: &Bundle, audience: &str, now: i64) -> Result<serde_json::Value, String> {
+pub fn verify_jwt_svid(
+    token: &str,
+    bundle: &Bundle,
+    audience: &str,
+    now: i64,
+) -> Result<serde_json::Value, String> {
     let parts: Vec<&str> = token.split('.').collect();
     let [header, claims, signature] = parts.as_slice() else {
         return Err(format!("{} parts, want 3", parts.len()));
     };
     let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).map_err(|e| e.to_string());
-    let header: serde_json::Value = serde_json::from_slice(&decode(header)?).map_err(|e| e.to_string())?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&decode(header)?).map_err(|e| e.to_string())?;
     let kid = header["kid"].as_str().ok_or("no kid")?;
-    let authority = bundle.jwt_authority(kid).ok_or_else(|| format!("kid {kid} not in the bundle"))?;
+    let authority = bundle
+        .jwt_authority(kid)
+        .ok_or_else(|| format!("kid {kid} not in the bundle"))?;
     let PublicKey::Ec { curve, x, y } = &authority.public_key else {
         return Err("not an EC key".into());
     };
@@ -34,7 +42,8 @@ pub fn verify_jwt_svid(token: &str, bundle: &Bundle, audience: &str, now: i64) -
     UnparsedPublicKey::new(alg, point)
         .verify(signed.as_bytes(), &decode(signature)?)
         .map_err(|_| "bad signature".to_string())?;
-    let claims: serde_json::Value = serde_json::from_slice(&decode(claims)?).map_err(|e| e.to_string())?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&decode(claims)?).map_err(|e| e.to_string())?;
     let aud_ok = match &claims["aud"] {
         serde_json::Value::String(a) => a == audience,
         serde_json::Value::Array(a) => a.iter().any(|v| v == audience),

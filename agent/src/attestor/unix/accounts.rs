@@ -64,7 +64,10 @@ alias:x:1000:1000::/home/alias:/bin/bash
 
     #[test]
     fn missing_file_reads_empty() {
-        assert_eq!(read_bounded(Path::new("/nonexistent/tessera/passwd")).unwrap(), "");
+        assert_eq!(
+            read_bounded(Path::new("/nonexistent/tessera/passwd")).unwrap(),
+            ""
+        );
     }
 
     proptest! {

@@ -83,7 +83,9 @@ impl DigestCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, String>> {
         // A panic while holding the lock leaves a valid map: keep using it.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -98,10 +100,16 @@ mod tests {
         std::fs::write(&path, b"abc").unwrap();
         let cache = DigestCache::default();
         let want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".to_string();
-        assert_eq!(cache.sha256(&path, None).unwrap(), Hashed::Digest(want.clone()));
+        assert_eq!(
+            cache.sha256(&path, None).unwrap(),
+            Hashed::Digest(want.clone())
+        );
         assert_eq!(cache.sha256(&path, Some(3)).unwrap(), Hashed::Digest(want));
         assert_eq!(cache.lock().len(), 1);
-        assert_eq!(cache.sha256(&path, Some(2)).unwrap(), Hashed::TooLarge { size: 3, limit: 2 });
+        assert_eq!(
+            cache.sha256(&path, Some(2)).unwrap(),
+            Hashed::TooLarge { size: 3, limit: 2 }
+        );
         assert!(cache.sha256(&dir.path().join("missing"), None).is_err());
     }
 }

@@ -14,8 +14,16 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    std::fs::write(root.join("passwd"), "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n").unwrap();
-    std::fs::write(root.join("group"), "root:x:0:\nsudo:x:27:alice\nalice:x:1000:\n").unwrap();
+    std::fs::write(
+        root.join("passwd"),
+        "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("group"),
+        "root:x:0:\nsudo:x:27:alice\nalice:x:1000:\n",
+    )
+    .unwrap();
     let proc = root.join("proc/123");
     std::fs::create_dir_all(&proc).unwrap();
     std::fs::write(
@@ -48,7 +56,9 @@ fn set(selectors: Vec<Selector>) -> SelectorSet {
 #[test]
 fn ids_names_and_supplementary_groups() {
     let f = fixture();
-    let got = set(UnixAttestor::new(f.config.clone()).attest_blocking(&ALICE).unwrap());
+    let got = set(UnixAttestor::new(f.config.clone())
+        .attest_blocking(&ALICE)
+        .unwrap());
     let want = SelectorSet::parse_all([
         "unix:uid:1000",
         "unix:gid:1000",
@@ -76,7 +86,9 @@ fn path_and_sha256_only_when_enabled_and_within_the_limit() {
         discover_workload_path: true,
         ..f.config.clone()
     };
-    let got = set(UnixAttestor::new(on.clone()).attest_blocking(&ALICE).unwrap());
+    let got = set(UnixAttestor::new(on.clone())
+        .attest_blocking(&ALICE)
+        .unwrap());
     assert!(got.contains(&path_sel) && got.contains(&sha_sel), "{got:?}");
 
     let small = UnixAttestorConfig {
@@ -84,36 +96,67 @@ fn path_and_sha256_only_when_enabled_and_within_the_limit() {
         ..on.clone()
     };
     let got = set(UnixAttestor::new(small).attest_blocking(&ALICE).unwrap());
-    assert!(got.contains(&path_sel) && !got.contains(&sha_sel), "{got:?}");
+    assert!(
+        got.contains(&path_sel) && !got.contains(&sha_sel),
+        "{got:?}"
+    );
 
     let never = UnixAttestorConfig {
         workload_size_limit: WorkloadSizeLimit::Never,
         ..on
     };
     let got = set(UnixAttestor::new(never).attest_blocking(&ALICE).unwrap());
-    assert!(got.contains(&path_sel) && !got.contains(&sha_sel), "{got:?}");
+    assert!(
+        got.contains(&path_sel) && !got.contains(&sha_sel),
+        "{got:?}"
+    );
 
-    let got = set(UnixAttestor::new(f.config.clone()).attest_blocking(&ALICE).unwrap());
-    assert!(!got.contains(&path_sel) && !got.contains(&sha_sel), "{got:?}");
+    let got = set(UnixAttestor::new(f.config.clone())
+        .attest_blocking(&ALICE)
+        .unwrap());
+    assert!(
+        !got.contains(&path_sel) && !got.contains(&sha_sel),
+        "{got:?}"
+    );
 }
 
 #[test]
 fn no_pid_gives_socket_selectors_only() {
     let f = fixture();
     let caller = PeerCredentials { pid: None, ..ALICE };
-    let got = set(UnixAttestor::new(f.config).attest_blocking(&caller).unwrap());
-    assert_eq!(got, SelectorSet::parse_all(["unix:uid:1000", "unix:gid:1000", "unix:user:alice", "unix:group:alice"]).unwrap());
+    let got = set(UnixAttestor::new(f.config)
+        .attest_blocking(&caller)
+        .unwrap());
+    assert_eq!(
+        got,
+        SelectorSet::parse_all([
+            "unix:uid:1000",
+            "unix:gid:1000",
+            "unix:user:alice",
+            "unix:group:alice"
+        ])
+        .unwrap()
+    );
 }
 
 #[test]
 fn a_vanished_or_reused_pid_is_refused() {
     let f = fixture();
     let a = UnixAttestor::new(f.config);
-    let gone = PeerCredentials { pid: Some(999), ..ALICE };
-    assert!(matches!(a.attest_blocking(&gone), Err(AttestError::ProcessGone { pid: 999, .. })));
+    let gone = PeerCredentials {
+        pid: Some(999),
+        ..ALICE
+    };
+    assert!(matches!(
+        a.attest_blocking(&gone),
+        Err(AttestError::ProcessGone { pid: 999, .. })
+    ));
     let other_user = PeerCredentials { uid: 0, ..ALICE };
     let err = a.attest_blocking(&other_user).unwrap_err();
-    assert!(err.to_string().contains("no longer has the credentials"), "{err}");
+    assert!(
+        err.to_string().contains("no longer has the credentials"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -124,20 +167,41 @@ fn unknown_ids_have_no_names() {
         gid: 4242,
         pid: None,
     };
-    let got = set(UnixAttestor::new(f.config).attest_blocking(&caller).unwrap());
-    assert_eq!(got, SelectorSet::parse_all(["unix:uid:4242", "unix:gid:4242"]).unwrap());
+    let got = set(UnixAttestor::new(f.config)
+        .attest_blocking(&caller)
+        .unwrap());
+    assert_eq!(
+        got,
+        SelectorSet::parse_all(["unix:uid:4242", "unix:gid:4242"]).unwrap()
+    );
 }
 
 #[test]
 fn spire_size_limit_values() {
-    assert_eq!(WorkloadSizeLimit::from_spire(0), WorkloadSizeLimit::Unlimited);
+    assert_eq!(
+        WorkloadSizeLimit::from_spire(0),
+        WorkloadSizeLimit::Unlimited
+    );
     assert_eq!(WorkloadSizeLimit::from_spire(-1), WorkloadSizeLimit::Never);
-    assert_eq!(WorkloadSizeLimit::from_spire(10), WorkloadSizeLimit::Bytes(10));
+    assert_eq!(
+        WorkloadSizeLimit::from_spire(10),
+        WorkloadSizeLimit::Bytes(10)
+    );
 }
 
 #[test]
 fn proc_status_parsing() {
     let s = ProcStatus::parse("Uid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\n");
-    assert_eq!(s, ProcStatus { euid: Some(2), egid: Some(6), groups: vec![] });
-    assert_eq!(ProcStatus::parse("garbage\nUid: x y\n"), ProcStatus::default());
+    assert_eq!(
+        s,
+        ProcStatus {
+            euid: Some(2),
+            egid: Some(6),
+            groups: vec![]
+        }
+    );
+    assert_eq!(
+        ProcStatus::parse("garbage\nUid: x y\n"),
+        ProcStatus::default()
+    );
 }

@@ -11,7 +11,12 @@ fn b64(v: &Value) -> String {
 }
 
 fn token(header: &Value, claims: &Value) -> String {
-    format!("{}.{}.{}", b64(header), b64(claims), URL_SAFE_NO_PAD.encode(b"sig"))
+    format!(
+        "{}.{}.{}",
+        b64(header),
+        b64(claims),
+        URL_SAFE_NO_PAD.encode(b"sig")
+    )
 }
 
 fn no_bundle(_: &TrustDomain) -> Option<&'static Bundle> {
@@ -33,15 +38,36 @@ fn structural_errors_are_named() {
     assert!(matches!(check("!!.b.c"), Err(JwtError::Malformed(_))));
     assert_eq!(
         validate(&"a".repeat(5000), "aud", no_bundle, 0, 4096),
-        Err(JwtError::TooLarge { len: 5000, max: 4096 })
+        Err(JwtError::TooLarge {
+            len: 5000,
+            max: 4096
+        })
     );
     let h = |v: Value| token(&v, &claims());
-    assert_eq!(check(&h(json!({"alg": "none", "kid": "k"}))), Err(JwtError::UnsupportedAlgorithm("none".into())));
-    assert_eq!(check(&h(json!({"alg": "HS256", "kid": "k"}))), Err(JwtError::UnsupportedAlgorithm("HS256".into())));
-    assert_eq!(check(&h(json!({"alg": "ES256", "kid": "k", "typ": "XYZ"}))), Err(JwtError::BadType("\"XYZ\"".into())));
-    assert_eq!(check(&h(json!({"alg": "ES256", "kid": "k", "crit": ["b64"]}))), Err(JwtError::Critical));
-    assert_eq!(check(&h(json!({"alg": "ES256"}))), Err(JwtError::MissingKeyId));
-    assert!(matches!(check(&h(json!(["not", "an", "object"]))), Err(JwtError::Malformed(_))));
+    assert_eq!(
+        check(&h(json!({"alg": "none", "kid": "k"}))),
+        Err(JwtError::UnsupportedAlgorithm("none".into()))
+    );
+    assert_eq!(
+        check(&h(json!({"alg": "HS256", "kid": "k"}))),
+        Err(JwtError::UnsupportedAlgorithm("HS256".into()))
+    );
+    assert_eq!(
+        check(&h(json!({"alg": "ES256", "kid": "k", "typ": "XYZ"}))),
+        Err(JwtError::BadType("\"XYZ\"".into()))
+    );
+    assert_eq!(
+        check(&h(json!({"alg": "ES256", "kid": "k", "crit": ["b64"]}))),
+        Err(JwtError::Critical)
+    );
+    assert_eq!(
+        check(&h(json!({"alg": "ES256"}))),
+        Err(JwtError::MissingKeyId)
+    );
+    assert!(matches!(
+        check(&h(json!(["not", "an", "object"]))),
+        Err(JwtError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -49,11 +75,17 @@ fn subject_and_bundle_lookup() {
     let header = json!({"alg": "ES256", "kid": "k", "typ": "JWT"});
     let t = token(&header, &json!({"aud": "aud", "exp": 2000}));
     assert_eq!(check(&t), Err(JwtError::BadClaim("sub")));
-    let t = token(&header, &json!({"sub": "not-spiffe", "aud": "aud", "exp": 2000}));
+    let t = token(
+        &header,
+        &json!({"sub": "not-spiffe", "aud": "aud", "exp": 2000}),
+    );
     assert!(matches!(check(&t), Err(JwtError::BadSubject { .. })));
     let t = token(&header, &claims());
     assert_eq!(check(&t), Err(JwtError::NoBundle("example.org".into())));
-    assert_eq!(unverified_subject(&t, 4096).unwrap().to_string(), "spiffe://example.org/w");
+    assert_eq!(
+        unverified_subject(&t, 4096).unwrap().to_string(),
+        "spiffe://example.org/w"
+    );
     let bundle = Bundle::new(TrustDomain::new("example.org").unwrap());
     let got = validate(&t, "aud", |_| Some(&bundle), 1_000, 4096);
     assert_eq!(
@@ -69,13 +101,19 @@ fn subject_and_bundle_lookup() {
 fn claims_become_a_struct() {
     use prost_types::value::Kind;
     let map = json!({"sub": "s", "exp": 5, "aud": ["a", "b"], "x": {"y": null, "z": true}});
-    let Value::Object(map) = map else { unreachable!() };
+    let Value::Object(map) = map else {
+        unreachable!()
+    };
     let s = claims_struct(&map);
     assert_eq!(s.fields["sub"].kind, Some(Kind::StringValue("s".into())));
     assert_eq!(s.fields["exp"].kind, Some(Kind::NumberValue(5.0)));
-    let Some(Kind::ListValue(l)) = &s.fields["aud"].kind else { panic!("aud") };
+    let Some(Kind::ListValue(l)) = &s.fields["aud"].kind else {
+        panic!("aud")
+    };
     assert_eq!(l.values.len(), 2);
-    let Some(Kind::StructValue(x)) = &s.fields["x"].kind else { panic!("x") };
+    let Some(Kind::StructValue(x)) = &s.fields["x"].kind else {
+        panic!("x")
+    };
     assert_eq!(x.fields["y"].kind, Some(Kind::NullValue(0)));
     assert_eq!(x.fields["z"].kind, Some(Kind::BoolValue(true)));
 }

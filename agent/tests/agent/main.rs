@@ -3,6 +3,8 @@
 //! with the generated client, the crates.io `spiffe` client and the `tessera-agent` binary.
 //! Every wait is bounded ([`support::WAIT`]).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
 mod support;
 
 mod attestor;

@@ -1,0 +1,179 @@
+//! Real `tessera-server` and `tessera-agent` processes on loopback and temp sockets, stopped
+//! (SIGKILL) when dropped. The binaries are the workspace's own, next to this test binary.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `target/<profile>/<name>`: the workspace builds every binary before running its tests.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: build it first (cargo build --workspace --all-targets)", path.display());
+    path
+}
+
+/// A running server.
+pub struct ServerProc {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub sock: PathBuf,
+    pub port: u16,
+}
+
+impl ServerProc {
+    /// Starts a server with its data under `dir`, on an ephemeral port, and waits until its
+    /// agent API is listening (bounded: 30 s).
+    pub fn start(dir: &Path, port: u16) -> ServerProc {
+        let sock = dir.join("server.sock");
+        let mut log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let mut child = Command::new(bin("tessera-server"))
+            .args(["run", "--trustDomain", "example.org", "--bindAddress", "127.0.0.1"])
+            .arg("--serverPort")
+            .arg(port.to_string())
+            .arg("--dataDir")
+            .arg(dir.join("server"))
+            .arg("--socketPath")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The server logs to stderr; copy it to server.log and catch the agent API's address.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
+                if let Some(addr) = line.split("agent API listening addr=").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server's agent API came up within 30 s");
+        let port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in the log line");
+        let s = ServerProc {
+            child,
+            dir: dir.to_owned(),
+            sock,
+            port,
+        };
+        wait_until("the server's admin socket", || s.cli(&["healthcheck"]).status.success());
+        s
+    }
+
+    /// Runs `tessera-server <args> --socketPath <sock>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("tessera-server"))
+            .args(args)
+            .arg("--socketPath")
+            .arg(&self.sock)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "tessera-server {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A join token.
+    pub fn token(&self) -> String {
+        let out = self.ok(&["token", "generate"]);
+        out.lines()
+            .find_map(|l| l.strip_prefix("Token: "))
+            .expect("Token: line")
+            .trim()
+            .to_owned()
+    }
+
+    /// Writes `bundle show` to `<dir>/bundle.pem`.
+    pub fn bundle_file(&self) -> PathBuf {
+        let path = self.dir.join("bundle.pem");
+        std::fs::write(&path, self.ok(&["bundle", "show"])).unwrap();
+        path
+    }
+
+    /// Kills the server (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running agent.
+pub struct AgentProc {
+    pub child: Child,
+    pub sock: PathBuf,
+}
+
+impl AgentProc {
+    /// Starts an agent against `port`, with data under `dir`.
+    pub fn start(dir: &Path, port: u16, bundle: &Path, token: Option<&str>) -> AgentProc {
+        let sock = dir.join("agent.sock");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).unwrap();
+        let mut cmd = Command::new(bin("tessera-agent"));
+        cmd.args(["run", "--trustDomain", "example.org", "--serverAddress", "127.0.0.1"])
+            .arg("--serverPort")
+            .arg(port.to_string())
+            .arg("--dataDir")
+            .arg(dir.join("agent"))
+            .arg("--socketPath")
+            .arg(&sock)
+            .arg("--trustBundle")
+            .arg(bundle)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(t) = token {
+            cmd.args(["--joinToken", t]);
+        }
+        let child = cmd.spawn().unwrap();
+        AgentProc { child, sock }
+    }
+
+    /// The Workload API endpoint for clients.
+    pub fn endpoint(&self) -> String {
+        format!("unix:{}", self.sock.display())
+    }
+
+    /// Kills the agent (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `ok` every 100 ms for at most 30 s.
+pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    #[allow(clippy::disallowed_methods)]
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} not within 30 s");
+}
+
+/// The calling process's uid, for `unix:uid:` selectors.
+pub fn my_uid() -> u32 {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
