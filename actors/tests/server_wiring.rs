@@ -207,3 +207,23 @@ async fn admission_bound_gives_overloaded() {
     blocked.await.unwrap().unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_releases_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        Arc::new(LocalLog::open_sled(dir.path(), Arc::new(ManualClock::at_unix_secs(0))).unwrap());
+    let store = Arc::downgrade(log.store());
+    let mut s = settings();
+    s.authority.tick_interval = Some(Duration::from_secs(10));
+    let server = start(&log, s).await;
+    // Rotation (key generation off-thread, CA events persisted) and a create, then stop.
+    server.authority.tick().await.unwrap();
+    create(&server, vec![entry("/a", 1)]).await;
+    server.stop().await;
+    drop(server);
+    log.close();
+    drop(log);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(store.upgrade().is_none(), "the store outlived the server");
+}

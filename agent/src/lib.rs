@@ -17,8 +17,8 @@
 pub mod attestor;
 pub mod cli;
 pub mod config;
-pub mod node;
 pub mod health;
+pub mod node;
 pub mod run;
 pub mod shutdown;
 pub mod workload_api;

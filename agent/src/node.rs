@@ -102,7 +102,10 @@ impl NodeHandle {
 fn not_after(identity: &ClientIdentity) -> Option<(i64, i64)> {
     let leaf = identity.cert_chain.first()?;
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf).ok()?;
-    Some((cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()))
+    Some((
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    ))
 }
 
 fn now_secs(clock: &dyn Clock) -> i64 {
@@ -116,11 +119,17 @@ pub async fn start(config: &AgentConfig) -> Result<NodeHandle, NodeError> {
     let td = config.trust_domain.clone();
 
     // Trust: the bundle synced last time, else --trustBundle, else an explicit insecure bootstrap.
-    let stored_bundle = store.load_bundle(&td).map_err(|e| NodeError::Store(e.to_string()))?;
+    let stored_bundle = store
+        .load_bundle(&td)
+        .map_err(|e| NodeError::Store(e.to_string()))?;
     let given_bundle = match &config.trust_bundle_path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| NodeError::Store(format!("--trustBundle {}: {e}", p.display())))?;
-            Some(Bundle::from_x509_pem(td.clone(), &text).map_err(|e| NodeError::Store(format!("--trustBundle {}: {e}", p.display())))?)
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| NodeError::Store(format!("--trustBundle {}: {e}", p.display())))?;
+            Some(
+                Bundle::from_x509_pem(td.clone(), &text)
+                    .map_err(|e| NodeError::Store(format!("--trustBundle {}: {e}", p.display())))?,
+            )
         }
         None => None,
     };
@@ -132,25 +141,44 @@ pub async fn start(config: &AgentConfig) -> Result<NodeHandle, NodeError> {
 
     // Identity: the stored agent SVID while it is valid, else attest.
     let now = now_secs(clock.as_ref());
-    let stored = store.load_identity().map_err(|e| NodeError::Store(e.to_string()))?;
-    let (identity, bundle) = match stored.filter(|id| not_after(id).is_some_and(|(_, na)| na > now + 30)) {
-        Some(id) if stored_bundle.is_some() => (id, stored_bundle.clone().unwrap_or_else(|| Bundle::new(td.clone()))),
-        _ => {
-            let attestor = config
-                .node_attestor
-                .as_ref()
-                .ok_or_else(|| NodeError::NoAttestor(config.data_dir.display().to_string()))?;
-            let attested = attest_with_retry(config, bootstrap_trust.clone(), attestor).await?;
-            tracing::info!(reattestable = attested.reattestable, "node attested");
-            store.save_identity(&attested.identity).map_err(|e| NodeError::Store(e.to_string()))?;
-            store.save_bundle(&attested.bundle).map_err(|e| NodeError::Store(e.to_string()))?;
-            (attested.identity, attested.bundle)
-        }
-    };
+    let stored = store
+        .load_identity()
+        .map_err(|e| NodeError::Store(e.to_string()))?;
+    let (identity, bundle) =
+        match stored.filter(|id| not_after(id).is_some_and(|(_, na)| na > now + 30)) {
+            Some(id) if stored_bundle.is_some() => (
+                id,
+                stored_bundle
+                    .clone()
+                    .unwrap_or_else(|| Bundle::new(td.clone())),
+            ),
+            _ => {
+                let attestor = config
+                    .node_attestor
+                    .as_ref()
+                    .ok_or_else(|| NodeError::NoAttestor(config.data_dir.display().to_string()))?;
+                let attested = attest_with_retry(config, bootstrap_trust.clone(), attestor).await?;
+                tracing::info!(reattestable = attested.reattestable, "node attested");
+                store
+                    .save_identity(&attested.identity)
+                    .map_err(|e| NodeError::Store(e.to_string()))?;
+                store
+                    .save_bundle(&attested.bundle)
+                    .map_err(|e| NodeError::Store(e.to_string()))?;
+                (attested.identity, attested.bundle)
+            }
+        };
 
     let trust = ServerTrust::bundle(bundle);
     let client = Arc::new(
-        GrpcClient::new(config.server_address.clone(), config.server_port, td.clone(), trust, &identity).map_err(NodeError::Start)?,
+        GrpcClient::new(
+            config.server_address.clone(),
+            config.server_port,
+            td.clone(),
+            trust,
+            &identity,
+        )
+        .map_err(NodeError::Start)?,
     );
     let persist_store = store.clone();
     let persist: PersistFn = Arc::new(move |cache| {
@@ -184,16 +212,34 @@ pub async fn start(config: &AgentConfig) -> Result<NodeHandle, NodeError> {
     let (failed_tx, failed) = watch::channel(None);
     let failed_tx = Arc::new(failed_tx);
     spawn_bundle_follower(&runtime, client.clone(), store.clone());
-    spawn_renewal(identity, client.clone(), store.clone(), clock.clone(), failed_tx.clone());
+    spawn_renewal(
+        identity,
+        client.clone(),
+        store.clone(),
+        clock.clone(),
+        failed_tx.clone(),
+    );
     spawn_refusal_watch(runtime.clone(), config.clone(), failed_tx);
     Ok(NodeHandle { runtime, failed })
 }
 
-async fn attest_with_retry(config: &AgentConfig, trust: Arc<ServerTrust>, attestor: &NodeAttestorConfig) -> Result<attest::Attested, NodeError> {
+async fn attest_with_retry(
+    config: &AgentConfig,
+    trust: Arc<ServerTrust>,
+    attestor: &NodeAttestorConfig,
+) -> Result<attest::Attested, NodeError> {
     let mut delay = Duration::from_millis(500);
     // Bounded: about five minutes of retries while the server is unreachable.
     for _ in 0..12 {
-        match attest::attest(&config.server_address, config.server_port, &config.trust_domain, trust.clone(), attestor).await {
+        match attest::attest(
+            &config.server_address,
+            config.server_port,
+            &config.trust_domain,
+            trust.clone(),
+            attestor,
+        )
+        .await
+        {
             Ok(a) => return Ok(a),
             Err(AttestFailure::Unavailable(e)) => {
                 tracing::warn!(error = %e, ?delay, "server unreachable for attestation; retrying");
@@ -251,7 +297,10 @@ fn spawn_renewal(
                 let csr = CertificateParams::new(Vec::<String>::new())
                     .and_then(|p| p.serialize_request(&key))
                     .map_err(|e| e.to_string())?;
-                let (chain, _) = client.renew(csr.der().to_vec()).await.map_err(|e| e.to_string())?;
+                let (chain, _) = client
+                    .renew(csr.der().to_vec())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok::<_, String>(ClientIdentity {
                     cert_chain: chain,
                     key_pkcs8: Arc::new(zeroize::Zeroizing::new(key.serialize_der())),
@@ -281,7 +330,11 @@ fn spawn_renewal(
 
 /// When the server refuses the agent (evicted, banned): re-attest if the attestor allows it
 /// (x509pop), else stop with a clear error (a join token is spent).
-fn spawn_refusal_watch(runtime: AgentRuntime, config: AgentConfig, failed: Arc<watch::Sender<Option<NodeError>>>) {
+fn spawn_refusal_watch(
+    runtime: AgentRuntime,
+    config: AgentConfig,
+    failed: Arc<watch::Sender<Option<NodeError>>>,
+) {
     tokio::spawn(async move {
         let reason = runtime.refused().await;
         let error = match &config.node_attestor {

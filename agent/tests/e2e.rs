@@ -21,7 +21,9 @@ use spiffe::WorkloadApiClient;
 const STEP: Duration = Duration::from_secs(30);
 
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, f).await.unwrap_or_else(|_| panic!("{what}: not within 30 s"))
+    tokio::time::timeout(STEP, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within 30 s"))
 }
 
 struct Pair {
@@ -54,11 +56,23 @@ fn pair() -> Pair {
 fn create(p: &Pair, path: &str, extra: &[&str]) -> String {
     let uid = format!("unix:uid:{}", my_uid());
     let spiffe = format!("spiffe://example.org{path}");
-    let mut args = vec!["entry", "create", "--spiffeID", &spiffe, "--parentID", &p.agent_id, "--selector", &uid];
+    let mut args = vec![
+        "entry",
+        "create",
+        "--spiffeID",
+        &spiffe,
+        "--parentID",
+        &p.agent_id,
+        "--selector",
+        &uid,
+    ];
     args.extend_from_slice(extra);
     let out = p.server.ok(&args);
     out.lines()
-        .find_map(|l| l.strip_prefix("Entry ID").map(|r| r.trim_start_matches([' ', ':']).trim().to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("Entry ID")
+                .map(|r| r.trim_start_matches([' ', ':']).trim().to_owned())
+        })
         .expect("Entry ID line")
 }
 
@@ -77,7 +91,9 @@ async fn client(p: &Pair) -> WorkloadApiClient {
 
 /// Opens an X.509 context stream once the agent has an identity for us (until then the
 /// Workload API answers PermissionDenied, as the standard says).
-async fn open_stream(c: &WorkloadApiClient) -> impl futures::Stream<Item = Result<spiffe::X509Context, spiffe::WorkloadApiError>> + '_ {
+async fn open_stream(
+    c: &WorkloadApiClient,
+) -> impl futures::Stream<Item = Result<spiffe::X509Context, spiffe::WorkloadApiError>> + '_ {
     within("the first identity", async {
         loop {
             if let Ok(s) = c.stream_x509_contexts().await {
@@ -90,7 +106,11 @@ async fn open_stream(c: &WorkloadApiClient) -> impl futures::Stream<Item = Resul
 }
 
 fn ids(ctx: &spiffe::X509Context) -> Vec<String> {
-    let mut v: Vec<String> = ctx.svids().iter().map(|s| s.spiffe_id().to_string()).collect();
+    let mut v: Vec<String> = ctx
+        .svids()
+        .iter()
+        .map(|s| s.spiffe_id().to_string())
+        .collect();
     v.sort();
     v
 }
@@ -102,7 +122,9 @@ async fn entries_reach_an_open_stream_and_deletion_ends_it() {
     let c = client(&p).await;
     let mut stream = Box::pin(open_stream(&c).await);
     loop {
-        let ctx = within("first SVID", stream.next()).await.expect("stream open");
+        let ctx = within("first SVID", stream.next())
+            .await
+            .expect("stream open");
         if let Ok(ctx) = ctx {
             if ids(&ctx) == vec!["spiffe://example.org/web".to_string()] {
                 break;
@@ -111,15 +133,27 @@ async fn entries_reach_an_open_stream_and_deletion_ends_it() {
     }
     let second = create(&p, "/db", &[]);
     loop {
-        let ctx = within("the new entry's SVID", stream.next()).await.expect("stream open").unwrap();
+        let ctx = within("the new entry's SVID", stream.next())
+            .await
+            .expect("stream open")
+            .unwrap();
         if ids(&ctx).len() == 2 {
-            assert_eq!(ids(&ctx), vec!["spiffe://example.org/db".to_string(), "spiffe://example.org/web".to_string()]);
+            assert_eq!(
+                ids(&ctx),
+                vec![
+                    "spiffe://example.org/db".to_string(),
+                    "spiffe://example.org/web".to_string()
+                ]
+            );
             break;
         }
     }
     p.server.ok(&["entry", "delete", "--entryID", &first]);
     loop {
-        let ctx = within("the deletion", stream.next()).await.expect("stream open").unwrap();
+        let ctx = within("the deletion", stream.next())
+            .await
+            .expect("stream open")
+            .unwrap();
         if ids(&ctx) == vec!["spiffe://example.org/db".to_string()] {
             break;
         }
@@ -133,7 +167,10 @@ async fn entries_reach_an_open_stream_and_deletion_ends_it() {
     };
     let err = format!("{end:?}");
     // PermissionDenied on the wire; the spiffe crate reports it as NoIdentityIssued.
-    assert!(err.contains("NoIdentityIssued") || err.contains("PermissionDenied") || end.is_none(), "{err}");
+    assert!(
+        err.contains("NoIdentityIssued") || err.contains("PermissionDenied") || end.is_none(),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,10 +186,15 @@ async fn agent_serves_while_the_server_is_down_and_after_its_own_restart() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(got.expect("an SVID").spiffe_id().to_string(), "spiffe://example.org/web");
+    assert_eq!(
+        got.expect("an SVID").spiffe_id().to_string(),
+        "spiffe://example.org/web"
+    );
 
     p.server.kill();
-    let svid = within("fetch with the server down", c.fetch_x509_svid()).await.unwrap();
+    let svid = within("fetch with the server down", c.fetch_x509_svid())
+        .await
+        .unwrap();
     assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/web");
 
     // Restart the agent while the server is down: it serves its persisted cache.
@@ -192,8 +234,15 @@ async fn short_ttl_svids_rotate_on_the_open_stream() {
         }
     })
     .await;
-    assert!(serials.len() >= 3, "the SVID was renewed twice on the open stream");
+    assert!(
+        serials.len() >= 3,
+        "the SVID was renewed twice on the open stream"
+    );
     // Renewal at about half of a 10 s lifetime: two renewals take several seconds, never a
     // burst (which would mean renewing in a loop).
-    assert!(started.elapsed() >= Duration::from_secs(5), "renewed too fast: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "renewed too fast: {:?}",
+        started.elapsed()
+    );
 }

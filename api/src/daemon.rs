@@ -124,7 +124,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         if let Err(e) = server.authority.tick().await {
             server.stop().await;
             close_log(log).await;
-            return Err(RunError::Failed(format!("cannot prepare the first CA: {e}")));
+            return Err(RunError::Failed(format!(
+                "cannot prepare the first CA: {e}"
+            )));
         }
     }
 

@@ -20,12 +20,15 @@ use tessera_actors::server::registry::{NewEntry, RegistryCommand, RegistryReply}
 use tessera_actors::server::supervisor::{Server, ServerSettings};
 use tessera_actors::server::tokens::{hash_token, TokenCommand};
 use tessera_eventlog::{LocalLog, SystemClock};
-use tessera_identity::{verify_x509_svid, Bundle, EntryId, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain};
+use tessera_identity::{
+    verify_x509_svid, Bundle, EntryId, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain,
+};
 use tessera_proto::spire::api::types::AttestationData;
 use tessera_proto::tessera::agent::v1::agent_server_client::AgentServerClient;
 use tessera_proto::tessera::agent::v1::{
-    attest_request, attest_response, sync_response::Event, AttestParams, AttestRequest, BatchSignX509SvidRequest,
-    MintJwtSvidRequest, RenewAgentRequest, SignX509SvidParams, SyncRequest,
+    attest_request, attest_response, sync_response::Event, AttestParams, AttestRequest,
+    BatchSignX509SvidRequest, MintJwtSvidRequest, RenewAgentRequest, SignX509SvidParams,
+    SyncRequest,
 };
 use tessera_server::agent_api::{self, AgentApiDeps, AgentApiSettings};
 use tokio::net::TcpListener;
@@ -34,7 +37,9 @@ use tonic::transport::{Channel, Endpoint};
 const STEP: Duration = Duration::from_secs(20);
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, f).await.expect("step took longer than 20 s")
+    tokio::time::timeout(STEP, f)
+        .await
+        .expect("step took longer than 20 s")
 }
 
 /// Trusts exactly the server SVID of `td` under `bundle`.
@@ -57,28 +62,58 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         chain.extend(intermediates.iter().map(|c| c.as_ref()));
         #[allow(clippy::disallowed_methods)]
         let now = SystemTime::now();
-        let v = verify_x509_svid(&chain, &self.bundle, now).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let v = verify_x509_svid(&chain, &self.bundle, now)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
         if v.spiffe_id().path() != "/spire/server" {
-            return Err(rustls::Error::General(format!("unexpected server ID {}", v.spiffe_id())));
+            return Err(rustls::Error::General(format!(
+                "unexpected server ID {}",
+                v.spiffe_id()
+            )));
         }
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
 /// A client channel to `addr`, trusting `bundle`, optionally presenting an SVID.
-async fn channel(addr: std::net::SocketAddr, bundle: &Bundle, svid: Option<(&[Vec<u8>], &KeyPair)>) -> Channel {
+async fn channel(
+    addr: std::net::SocketAddr,
+    bundle: &Bundle,
+    svid: Option<(&[Vec<u8>], &KeyPair)>,
+) -> Channel {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -91,7 +126,10 @@ async fn channel(addr: std::net::SocketAddr, bundle: &Bundle, svid: Option<(&[Ve
     let mut config = match svid {
         Some((chain, key)) => builder
             .with_client_auth_cert(
-                chain.iter().map(|d| CertificateDer::from(d.clone())).collect(),
+                chain
+                    .iter()
+                    .map(|d| CertificateDer::from(d.clone()))
+                    .collect(),
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             )
             .unwrap(),
@@ -105,7 +143,10 @@ async fn channel(addr: std::net::SocketAddr, bundle: &Bundle, svid: Option<(&[Ve
             async move {
                 let tcp = tokio::net::TcpStream::connect(addr).await?;
                 let tls = connector
-                    .connect(ServerName::try_from("tessera-server").unwrap().to_owned(), tcp)
+                    .connect(
+                        ServerName::try_from("tessera-server").unwrap().to_owned(),
+                        tcp,
+                    )
                     .await?;
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
@@ -133,9 +174,14 @@ struct Running {
 async fn start() -> Running {
     let td = TrustDomain::new("example.org").unwrap();
     let log = Arc::new(LocalLog::in_memory(Arc::new(SystemClock)));
-    let server = Server::start(ServerSettings::new(td), log, Arc::new(SystemClock), Arc::new(OsRandom::new()))
-        .await
-        .unwrap();
+    let server = Server::start(
+        ServerSettings::new(td),
+        log,
+        Arc::new(SystemClock),
+        Arc::new(OsRandom::new()),
+    )
+    .await
+    .unwrap();
     server.authority.tick().await.unwrap();
     let bundle = server.authority.bundle().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -150,7 +196,12 @@ async fn start() -> Running {
     tokio::spawn(agent_api::serve(listener, deps, async move {
         let _ = stopped.await;
     }));
-    Running { server, addr, bundle, stop }
+    Running {
+        server,
+        addr,
+        bundle,
+        stop,
+    }
 }
 
 async fn token(server: &Server, token: &str, alias: Option<&str>) {
@@ -166,7 +217,11 @@ async fn token(server: &Server, token: &str, alias: Option<&str>) {
 }
 
 /// Attests with a join token; returns the agent SVID chain and its key.
-async fn attest(addr: std::net::SocketAddr, bundle: &Bundle, token: &str) -> Result<(Vec<Vec<u8>>, KeyPair, SpiffeId), tonic::Status> {
+async fn attest(
+    addr: std::net::SocketAddr,
+    bundle: &Bundle,
+    token: &str,
+) -> Result<(Vec<Vec<u8>>, KeyPair, SpiffeId), tonic::Status> {
     let key = KeyPair::generate().unwrap();
     let mut client = AgentServerClient::new(channel(addr, bundle, None).await);
     let first = AttestRequest {
@@ -179,13 +234,22 @@ async fn attest(addr: std::net::SocketAddr, bundle: &Bundle, token: &str) -> Res
             agent_version: "test".into(),
         })),
     };
-    let mut responses = within(client.attest(futures::stream::iter(vec![first]))).await?.into_inner();
+    let mut responses = within(client.attest(futures::stream::iter(vec![first])))
+        .await?
+        .into_inner();
     let msg = within(responses.next()).await.expect("a response")?;
     let Some(attest_response::Step::Result(result)) = msg.step else {
         panic!("join_token needs no challenge");
     };
     let svid = result.svid.unwrap();
-    let id = SpiffeId::new(&svid.id.as_ref().map(|i| format!("spiffe://{}{}", i.trust_domain, i.path)).unwrap()).unwrap();
+    let id = SpiffeId::new(
+        &svid
+            .id
+            .as_ref()
+            .map(|i| format!("spiffe://{}{}", i.trust_domain, i.path))
+            .unwrap(),
+    )
+    .unwrap();
     assert!(!result.reattestable);
     Ok((svid.cert_chain, key, id))
 }
@@ -213,7 +277,12 @@ fn entry(spiffe: &str, parent: &SpiffeId) -> NewEntry {
 }
 
 async fn create(server: &Server, e: NewEntry) -> RegistrationEntry {
-    let RegistryReply::Created(mut r) = server.registry.command(RegistryCommand::Create(vec![e])).await.unwrap() else {
+    let RegistryReply::Created(mut r) = server
+        .registry
+        .command(RegistryCommand::Create(vec![e]))
+        .await
+        .unwrap()
+    else {
         panic!()
     };
     r.pop().unwrap().unwrap()
@@ -224,19 +293,30 @@ async fn join_token_agent_syncs_signs_mints_and_renews() {
     let r = start().await;
     token(&r.server, "tok-1", Some("spiffe://example.org/node/web")).await;
     let (chain, key, agent_id) = attest(r.addr, &r.bundle, "tok-1").await.unwrap();
-    assert_eq!(agent_id.to_string(), "spiffe://example.org/spire/agent/join_token/tok-1");
+    assert_eq!(
+        agent_id.to_string(),
+        "spiffe://example.org/spire/agent/join_token/tok-1"
+    );
     #[allow(clippy::disallowed_methods)]
     let now = SystemTime::now();
     verify_x509_svid(&chain, &r.bundle, now).unwrap();
 
     // The token is spent.
-    let err = attest(r.addr, &r.bundle, "tok-1").await.expect_err("second use refused");
+    let err = attest(r.addr, &r.bundle, "tok-1")
+        .await
+        .expect_err("second use refused");
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
 
     // mTLS with the SVID: the sync stream opens with a snapshot.
     let mut client = AgentServerClient::new(channel(r.addr, &r.bundle, Some((&chain, &key))).await);
     let direct = create(&r.server, entry("spiffe://example.org/web", &agent_id)).await;
-    let mut sync = within(client.sync_events(SyncRequest { cursor: 0, max_message_bytes: 0 })).await.unwrap().into_inner();
+    let mut sync = within(client.sync_events(SyncRequest {
+        cursor: 0,
+        max_message_bytes: 0,
+    }))
+    .await
+    .unwrap()
+    .into_inner();
     let mut entries = Vec::new();
     let mut saw_bundle = false;
     loop {
@@ -251,11 +331,25 @@ async fn join_token_agent_syncs_signs_mints_and_renews() {
         }
     }
     assert!(saw_bundle);
-    assert!(entries.contains(&direct.id.as_str().to_owned()), "{entries:?}");
-    assert_eq!(entries.len(), 2, "the direct entry and the token's node alias: {entries:?}");
+    assert!(
+        entries.contains(&direct.id.as_str().to_owned()),
+        "{entries:?}"
+    );
+    assert_eq!(
+        entries.len(),
+        2,
+        "the direct entry and the token's node alias: {entries:?}"
+    );
 
     // A new entry under the alias reaches the open stream.
-    let via_alias = create(&r.server, entry("spiffe://example.org/db", &SpiffeId::new("spiffe://example.org/node/web").unwrap())).await;
+    let via_alias = create(
+        &r.server,
+        entry(
+            "spiffe://example.org/db",
+            &SpiffeId::new("spiffe://example.org/node/web").unwrap(),
+        ),
+    )
+    .await;
     loop {
         match within(sync.next()).await.unwrap().unwrap().event.unwrap() {
             Event::EntryUpserted(u) => {
@@ -269,12 +363,28 @@ async fn join_token_agent_syncs_signs_mints_and_renews() {
 
     // Signing: authorised entries only.
     let workload_key = KeyPair::generate().unwrap();
-    let foreign = create(&r.server, entry("spiffe://example.org/other", &SpiffeId::new("spiffe://example.org/spire/agent/x/y").unwrap())).await;
+    let foreign = create(
+        &r.server,
+        entry(
+            "spiffe://example.org/other",
+            &SpiffeId::new("spiffe://example.org/spire/agent/x/y").unwrap(),
+        ),
+    )
+    .await;
     let signed = within(client.batch_sign_x509_svid(BatchSignX509SvidRequest {
         params: vec![
-            SignX509SvidParams { entry_id: direct.id.as_str().into(), csr: csr(&workload_key) },
-            SignX509SvidParams { entry_id: foreign.id.as_str().into(), csr: csr(&workload_key) },
-            SignX509SvidParams { entry_id: via_alias.id.as_str().into(), csr: b"not a csr".to_vec() },
+            SignX509SvidParams {
+                entry_id: direct.id.as_str().into(),
+                csr: csr(&workload_key),
+            },
+            SignX509SvidParams {
+                entry_id: foreign.id.as_str().into(),
+                csr: csr(&workload_key),
+            },
+            SignX509SvidParams {
+                entry_id: via_alias.id.as_str().into(),
+                csr: b"not a csr".to_vec(),
+            },
         ],
     }))
     .await
@@ -286,8 +396,14 @@ async fn join_token_agent_syncs_signs_mints_and_renews() {
     assert_eq!(svid.hint, "web");
     let verified = verify_x509_svid(&svid.cert_chain, &r.bundle, now).unwrap();
     assert_eq!(verified.spiffe_id().to_string(), "spiffe://example.org/web");
-    assert_eq!(signed[1].status.as_ref().unwrap().code, tonic::Code::PermissionDenied as i32);
-    assert_eq!(signed[2].status.as_ref().unwrap().code, tonic::Code::InvalidArgument as i32);
+    assert_eq!(
+        signed[1].status.as_ref().unwrap().code,
+        tonic::Code::PermissionDenied as i32
+    );
+    assert_eq!(
+        signed[2].status.as_ref().unwrap().code,
+        tonic::Code::InvalidArgument as i32
+    );
 
     // JWT for an authorised entry; refused for a foreign one.
     let jwt = within(client.mint_jwt_svid(MintJwtSvidRequest {
@@ -312,22 +428,45 @@ async fn join_token_agent_syncs_signs_mints_and_renews() {
 
     // Renewal: the new SVID works, the old one no longer does.
     let new_key = KeyPair::generate().unwrap();
-    let renewed = within(client.renew_agent(RenewAgentRequest { csr: csr(&new_key) })).await.unwrap().into_inner().svid.unwrap();
-    let mut stale = AgentServerClient::new(channel(r.addr, &r.bundle, Some((&chain, &key))).await);
-    let err = within(stale.mint_jwt_svid(MintJwtSvidRequest { entry_id: direct.id.as_str().into(), audience: vec!["a".into()], ttl: 0 }))
+    let renewed = within(client.renew_agent(RenewAgentRequest { csr: csr(&new_key) }))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
-    let mut fresh = AgentServerClient::new(channel(r.addr, &r.bundle, Some((&renewed.cert_chain, &new_key))).await);
-    within(fresh.mint_jwt_svid(MintJwtSvidRequest { entry_id: direct.id.as_str().into(), audience: vec!["a".into()], ttl: 0 }))
-        .await
+        .unwrap()
+        .into_inner()
+        .svid
         .unwrap();
+    let mut stale = AgentServerClient::new(channel(r.addr, &r.bundle, Some((&chain, &key))).await);
+    let err = within(stale.mint_jwt_svid(MintJwtSvidRequest {
+        entry_id: direct.id.as_str().into(),
+        audience: vec!["a".into()],
+        ttl: 0,
+    }))
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    let mut fresh = AgentServerClient::new(
+        channel(r.addr, &r.bundle, Some((&renewed.cert_chain, &new_key))).await,
+    );
+    within(fresh.mint_jwt_svid(MintJwtSvidRequest {
+        entry_id: direct.id.as_str().into(),
+        audience: vec!["a".into()],
+        ttl: 0,
+    }))
+    .await
+    .unwrap();
 
     // Banned: refused.
-    r.server.nodes.command(NodeCommand::Ban(agent_id.clone())).await.unwrap();
-    let err = within(fresh.mint_jwt_svid(MintJwtSvidRequest { entry_id: direct.id.as_str().into(), audience: vec!["a".into()], ttl: 0 }))
+    r.server
+        .nodes
+        .command(NodeCommand::Ban(agent_id.clone()))
         .await
-        .unwrap_err();
+        .unwrap();
+    let err = within(fresh.mint_jwt_svid(MintJwtSvidRequest {
+        entry_id: direct.id.as_str().into(),
+        audience: vec!["a".into()],
+        ttl: 0,
+    }))
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     let _ = r.stop.send(());
     r.server.stop().await;
@@ -337,20 +476,30 @@ async fn join_token_agent_syncs_signs_mints_and_renews() {
 async fn calls_without_an_svid_and_unknown_attestors_are_refused() {
     let r = start().await;
     let mut anonymous = AgentServerClient::new(channel(r.addr, &r.bundle, None).await);
-    let err = within(anonymous.sync_events(SyncRequest::default())).await.unwrap_err();
+    let err = within(anonymous.sync_events(SyncRequest::default()))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
-    let err = attest(r.addr, &r.bundle, "never-issued").await.expect_err("unknown token refused");
+    let err = attest(r.addr, &r.bundle, "never-issued")
+        .await
+        .expect_err("unknown token refused");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
 
     let key = KeyPair::generate().unwrap();
     let first = AttestRequest {
         step: Some(attest_request::Step::Params(AttestParams {
-            data: Some(AttestationData { r#type: "aws_iid".into(), payload: vec![] }),
+            data: Some(AttestationData {
+                r#type: "aws_iid".into(),
+                payload: vec![],
+            }),
             csr: csr(&key),
             agent_version: String::new(),
         })),
     };
-    let mut responses = within(anonymous.attest(futures::stream::iter(vec![first]))).await.unwrap().into_inner();
+    let mut responses = within(anonymous.attest(futures::stream::iter(vec![first])))
+        .await
+        .unwrap()
+        .into_inner();
     let err = within(responses.next()).await.unwrap().unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     assert!(err.message().contains("not enabled"), "{err}");

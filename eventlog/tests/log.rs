@@ -468,3 +468,24 @@ async fn open_check_from_snapshot_covers_the_tail_and_verify_covers_the_rest() {
     let err = LocalLog::open(store, clock(), anchored).unwrap_err();
     assert!(matches!(err, LogError::Corrupt { seq: 10, .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_sled_log_can_be_reopened_at_once_in_the_same_process() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3u64 {
+        let log = LocalLog::open_sled(dir.path(), clock()).unwrap();
+        let mut sub = log.subscribe(1);
+        for _ in 0..20 {
+            log.append((0..1_000).map(rec).collect(), AppendCondition::Any)
+                .await
+                .unwrap();
+        }
+        assert_eq!(timeout(sub.next()).await.unwrap().unwrap().seq, 1);
+        drop(sub);
+        log.close();
+        drop(log);
+        assert!(round < 3);
+    }
+    let log = LocalLog::open_sled(dir.path(), clock()).unwrap();
+    assert_eq!(log.head().seq, 60_000);
+}

@@ -180,7 +180,8 @@ impl Actor for AgentCore {
                             // backdate notBefore for clock skew, which would otherwise make a
                             // short-lived SVID due for renewal the moment it arrives.
                             let now = unix_secs(state.args.clock.as_ref());
-                            let not_before = leaf_not_before(&signed.cert_chain).map_or(now, |nb| nb.max(now));
+                            let not_before =
+                                leaf_not_before(&signed.cert_chain).map_or(now, |nb| nb.max(now));
                             state.args.cache.store_svid(
                                 id,
                                 StoredSvid {

@@ -100,6 +100,8 @@ impl Actor for Journal {
         state: &mut JournalState,
     ) -> Result<(), ActorProcessingErr> {
         state.follower.abort();
+        // Wait until the task is gone: it holds a subscription, and with it the log's store.
+        let _ = (&mut state.follower).await;
         Ok(())
     }
 
@@ -115,9 +117,11 @@ impl Actor for Journal {
                     state.state.apply(&event);
                     state.seq = seq;
                 }
-                if state.snapshot_every > 0
-                    && state.seq - state.last_snapshot >= state.snapshot_every
-                {
+                // At least `snapshot_every` records apart, and at least as many as the state
+                // is large, so the cost of snapshots stays proportional to the events.
+                let size = (state.state.registry.len() + state.state.nodes.len()) as u64;
+                let due = state.snapshot_every.max(size);
+                if state.snapshot_every > 0 && state.seq - state.last_snapshot >= due {
                     if let Err(e) = state.snapshot().await {
                         // A missed snapshot only costs start-up time; keep going.
                         tracing::warn!(error = %e, seq = state.seq, "snapshot failed");

@@ -310,9 +310,16 @@ impl Server {
 
     /// Stops every actor.
     pub async fn stop(&self) {
+        // Wait (bounded) for every actor to finish, so the log's last handles are released
+        // when this returns: a log reopened afterwards in the same process finds it closed.
+        let grace = Some(Duration::from_secs(10));
         self.supervisor
-            .stop_children(Some("server stopping".into()));
-        self.supervisor.stop(Some("server stopping".into()));
+            .stop_children_and_wait(Some("server stopping".into()), grace)
+            .await;
+        let _ = self
+            .supervisor
+            .stop_and_wait(Some("server stopping".into()), grace)
+            .await;
     }
 }
 

@@ -179,6 +179,8 @@ impl Actor for SyncHub {
         state: &mut SyncHubState,
     ) -> Result<(), ActorProcessingErr> {
         state.follower.abort();
+        // Wait until the task is gone: it holds a subscription, and with it the log's store.
+        let _ = (&mut state.follower).await;
         state.heartbeat.abort();
         Ok(())
     }

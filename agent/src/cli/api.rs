@@ -164,6 +164,8 @@ async fn watch(a: WatchArgs, out: &mut dyn Write) -> Result<(), CliError> {
     .map_err(rpc(VERB))?
     .into_inner();
     let _ = writeln!(out, "Watching X.509-SVIDs at {}", target.path.display());
+    let stop = super::stop_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             next = stream.next() => match next {
@@ -175,7 +177,7 @@ async fn watch(a: WatchArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 Some(Err(status)) => return Err(rpc(VERB)(status)),
                 None => return Err(CliError::Failed { verb: VERB, message: "the agent closed the stream".into() }),
             },
-            () = super::stop_signal() => return Ok(()),
+            () = &mut stop => return Ok(()),
         }
     }
 }

@@ -9,7 +9,9 @@ use tessera_actors::attestation::x509pop;
 use tessera_identity::{Bundle, TrustDomain};
 use tessera_proto::spire::api::types::AttestationData;
 use tessera_proto::tessera::agent::v1::agent_server_client::AgentServerClient;
-use tessera_proto::tessera::agent::v1::{attest_request, attest_response, AttestParams, AttestRequest};
+use tessera_proto::tessera::agent::v1::{
+    attest_request, attest_response, AttestParams, AttestRequest,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -43,20 +45,32 @@ pub enum AttestFailure {
 }
 
 fn x509pop_material(cfg: &X509PopConfig) -> Result<(Vec<Vec<u8>>, Vec<u8>), AttestFailure> {
-    let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| AttestFailure::Local(format!("{}: {e}", p.display())));
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .map_err(|e| AttestFailure::Local(format!("{}: {e}", p.display())))
+    };
     let certs = |text: &str, p: &std::path::Path| -> Result<Vec<Vec<u8>>, AttestFailure> {
-        let blocks = pem::parse_many(text).map_err(|e| AttestFailure::Local(format!("{}: {e}", p.display())))?;
-        Ok(blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE").map(|b| b.into_contents()).collect())
+        let blocks = pem::parse_many(text)
+            .map_err(|e| AttestFailure::Local(format!("{}: {e}", p.display())))?;
+        Ok(blocks
+            .into_iter()
+            .filter(|b| b.tag() == "CERTIFICATE")
+            .map(|b| b.into_contents())
+            .collect())
     };
     let mut chain = certs(&read(&cfg.certificate_path)?, &cfg.certificate_path)?;
     if chain.is_empty() {
-        return Err(AttestFailure::Local(format!("{}: no CERTIFICATE block", cfg.certificate_path.display())));
+        return Err(AttestFailure::Local(format!(
+            "{}: no CERTIFICATE block",
+            cfg.certificate_path.display()
+        )));
     }
     if let Some(p) = &cfg.intermediates_path {
         chain.extend(certs(&read(p)?, p)?);
     }
     let key_text = zeroize::Zeroizing::new(read(&cfg.private_key_path)?);
-    let key = pem::parse(key_text.as_bytes()).map_err(|e| AttestFailure::Local(format!("{}: {e}", cfg.private_key_path.display())))?;
+    let key = pem::parse(key_text.as_bytes())
+        .map_err(|e| AttestFailure::Local(format!("{}: {e}", cfg.private_key_path.display())))?;
     if key.tag() != "PRIVATE KEY" {
         return Err(AttestFailure::Local(format!(
             "{}: expected a PKCS#8 \"PRIVATE KEY\" block, found {:?} (convert with `openssl pkcs8 -topk8 -nocrypt`)",
@@ -68,10 +82,16 @@ fn x509pop_material(cfg: &X509PopConfig) -> Result<(Vec<Vec<u8>>, Vec<u8>), Atte
 }
 
 fn sign_challenge(key_pkcs8: &[u8], nonce: &[u8]) -> Result<Vec<u8>, AttestFailure> {
-    use ring::signature::{EcdsaKeyPair, RsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, RSA_PKCS1_SHA256};
+    use ring::signature::{
+        EcdsaKeyPair, RsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING,
+        RSA_PKCS1_SHA256,
+    };
     let rng = ring::rand::SystemRandom::new();
     let message = x509pop::challenge_message(nonce);
-    for alg in [&ECDSA_P256_SHA256_ASN1_SIGNING, &ECDSA_P384_SHA384_ASN1_SIGNING] {
+    for alg in [
+        &ECDSA_P256_SHA256_ASN1_SIGNING,
+        &ECDSA_P384_SHA384_ASN1_SIGNING,
+    ] {
         if let Ok(pair) = EcdsaKeyPair::from_pkcs8(alg, key_pkcs8, &rng) {
             return pair
                 .sign(&rng, &message)
@@ -79,7 +99,9 @@ fn sign_challenge(key_pkcs8: &[u8], nonce: &[u8]) -> Result<Vec<u8>, AttestFailu
                 .map_err(|_| AttestFailure::Local("signing the challenge failed".into()));
         }
     }
-    let pair = RsaKeyPair::from_pkcs8(key_pkcs8).map_err(|_| AttestFailure::Local("the x509pop key is not an EC P-256/P-384 or RSA PKCS#8 key".into()))?;
+    let pair = RsaKeyPair::from_pkcs8(key_pkcs8).map_err(|_| {
+        AttestFailure::Local("the x509pop key is not an EC P-256/P-384 or RSA PKCS#8 key".into())
+    })?;
     let mut sig = vec![0; pair.public().modulus_len()];
     pair.sign(&RSA_PKCS1_SHA256, &rng, &message, &mut sig)
         .map_err(|_| AttestFailure::Local("signing the challenge failed".into()))?;
@@ -117,7 +139,8 @@ pub async fn attest(
             )
         }
     };
-    let ch = channel(host, port, trust, trust_domain.clone(), None).map_err(AttestFailure::Local)?;
+    let ch =
+        channel(host, port, trust, trust_domain.clone(), None).map_err(AttestFailure::Local)?;
     let mut client = AgentServerClient::new(ch);
     let (tx, rx) = mpsc::channel(2);
     let _ = tx
@@ -130,21 +153,31 @@ pub async fn attest(
         })
         .await;
     let status_err = |s: tonic::Status| match s.code() {
-        tonic::Code::PermissionDenied | tonic::Code::InvalidArgument => AttestFailure::Refused(s.message().to_owned()),
+        tonic::Code::PermissionDenied | tonic::Code::InvalidArgument => {
+            AttestFailure::Refused(s.message().to_owned())
+        }
         _ => AttestFailure::Unavailable(format!("{:?}: {}", s.code(), s.message())),
     };
-    let mut responses = client.attest(ReceiverStream::new(rx)).await.map_err(status_err)?.into_inner();
+    let mut responses = client
+        .attest(ReceiverStream::new(rx))
+        .await
+        .map_err(status_err)?
+        .into_inner();
     loop {
         let message = responses
             .next()
             .await
-            .ok_or_else(|| AttestFailure::Unavailable("the server closed the attestation stream".into()))?
+            .ok_or_else(|| {
+                AttestFailure::Unavailable("the server closed the attestation stream".into())
+            })?
             .map_err(status_err)?;
         match message.step {
             Some(attest_response::Step::Challenge(nonce)) => {
-                let key = x509pop_key
-                    .as_ref()
-                    .ok_or_else(|| AttestFailure::Refused("the server sent a challenge to a join_token attestation".into()))?;
+                let key = x509pop_key.as_ref().ok_or_else(|| {
+                    AttestFailure::Refused(
+                        "the server sent a challenge to a join_token attestation".into(),
+                    )
+                })?;
                 let signature = sign_challenge(key, &nonce)?;
                 tx.send(AttestRequest {
                     step: Some(attest_request::Step::ChallengeResponse(signature)),
@@ -153,11 +186,15 @@ pub async fn attest(
                 .map_err(|_| AttestFailure::Unavailable("the attestation stream closed".into()))?;
             }
             Some(attest_response::Step::Result(result)) => {
-                let svid = result.svid.ok_or_else(|| AttestFailure::Refused("attestation result without an SVID".into()))?;
+                let svid = result.svid.ok_or_else(|| {
+                    AttestFailure::Refused("attestation result without an SVID".into())
+                })?;
                 let bundle = result
                     .bundle
                     .as_ref()
-                    .ok_or_else(|| AttestFailure::Refused("attestation result without a bundle".into()))
+                    .ok_or_else(|| {
+                        AttestFailure::Refused("attestation result without a bundle".into())
+                    })
                     .and_then(|b| bundle_from_proto(b).map_err(AttestFailure::Refused))?;
                 return Ok(Attested {
                     identity: ClientIdentity {

@@ -1,18 +1,24 @@
 //! Wire → domain for what the agent receives from the server (entries and bundles of its
 //! sync stream). Every field is parsed; a malformed one is an error naming it.
 
-use tessera_identity::{Bundle, EntryId, JwtAuthority, PublicKey, RegistrationEntry, Selector, SelectorSet, SpiffeId, TrustDomain, X509Authority};
+use tessera_identity::{
+    Bundle, EntryId, JwtAuthority, PublicKey, RegistrationEntry, Selector, SelectorSet, SpiffeId,
+    TrustDomain, X509Authority,
+};
 use tessera_proto::spire::api::types;
 
 fn id(field: &str, id: Option<&types::Spiffeid>) -> Result<SpiffeId, String> {
     let id = id.ok_or_else(|| format!("{field} is missing"))?;
-    SpiffeId::new(&format!("spiffe://{}{}", id.trust_domain, id.path)).map_err(|e| format!("{field}: {e}"))
+    SpiffeId::new(&format!("spiffe://{}{}", id.trust_domain, id.path))
+        .map_err(|e| format!("{field}: {e}"))
 }
 
 fn ttl(field: &str, v: i32) -> Result<Option<u32>, String> {
     match v {
         0 => Ok(None),
-        n => u32::try_from(n).map(Some).map_err(|_| format!("{field}: negative TTL {n}")),
+        n => u32::try_from(n)
+            .map(Some)
+            .map_err(|_| format!("{field}: negative TTL {n}")),
     }
 }
 
@@ -20,7 +26,8 @@ fn ttl(field: &str, v: i32) -> Result<Option<u32>, String> {
 pub fn entry_from_proto(e: &types::Entry) -> Result<RegistrationEntry, String> {
     let mut selectors = SelectorSet::new();
     for s in &e.selectors {
-        selectors.insert(Selector::new(&s.r#type, &s.value).map_err(|err| format!("selectors: {err}"))?);
+        selectors
+            .insert(Selector::new(&s.r#type, &s.value).map_err(|err| format!("selectors: {err}"))?);
     }
     Ok(RegistrationEntry {
         id: EntryId::new(&e.id).map_err(|err| format!("id: {err}"))?,
@@ -32,7 +39,9 @@ pub fn entry_from_proto(e: &types::Entry) -> Result<RegistrationEntry, String> {
         federates_with: e
             .federates_with
             .iter()
-            .map(|td| TrustDomain::from_name_or_id(td).map_err(|err| format!("federates_with: {err}")))
+            .map(|td| {
+                TrustDomain::from_name_or_id(td).map_err(|err| format!("federates_with: {err}"))
+            })
             .collect::<Result<_, _>>()?,
         dns_names: e.dns_names.clone(),
         admin: e.admin,
@@ -46,13 +55,18 @@ pub fn entry_from_proto(e: &types::Entry) -> Result<RegistrationEntry, String> {
 
 /// A bundle from the sync stream or the attestation result.
 pub fn bundle_from_proto(b: &types::Bundle) -> Result<Bundle, String> {
-    let td = TrustDomain::from_name_or_id(&b.trust_domain).map_err(|e| format!("bundle trust_domain: {e}"))?;
+    let td = TrustDomain::from_name_or_id(&b.trust_domain)
+        .map_err(|e| format!("bundle trust_domain: {e}"))?;
     let mut bundle = Bundle::new(td);
     for c in &b.x509_authorities {
-        bundle.add_x509_authority(X509Authority::from_der(c.asn1.clone()).map_err(|e| format!("x509_authorities: {e}"))?);
+        bundle.add_x509_authority(
+            X509Authority::from_der(c.asn1.clone())
+                .map_err(|e| format!("x509_authorities: {e}"))?,
+        );
     }
     for k in &b.jwt_authorities {
-        let public_key = PublicKey::from_spki_der(&k.public_key).map_err(|e| format!("jwt_authorities: {e}"))?;
+        let public_key =
+            PublicKey::from_spki_der(&k.public_key).map_err(|e| format!("jwt_authorities: {e}"))?;
         bundle
             .add_jwt_authority(JwtAuthority {
                 key_id: k.key_id.clone(),

@@ -46,9 +46,13 @@ pub struct Store {
 impl Store {
     /// Opens (creating, mode 0700) the data dir.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create the data dir: {e}")))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| err(dir, format!("cannot set mode 0700: {e}")))?;
-        Ok(Self { dir: dir.to_owned() })
+        fs::create_dir_all(dir)
+            .map_err(|e| err(dir, format!("cannot create the data dir: {e}")))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| err(dir, format!("cannot set mode 0700: {e}")))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
     }
 
     fn write(&self, name: &str, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
@@ -77,20 +81,30 @@ impl Store {
 
     /// Stores the agent's SVID and key.
     pub fn save_identity(&self, id: &ClientIdentity) -> Result<(), StoreError> {
-        let chain: String = id.cert_chain.iter().map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone()))).collect();
-        let key = zeroize::Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", id.key_pkcs8.as_slice().to_vec())));
+        let chain: String = id
+            .cert_chain
+            .iter()
+            .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())))
+            .collect();
+        let key = zeroize::Zeroizing::new(pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            id.key_pkcs8.as_slice().to_vec(),
+        )));
         self.write("agent_key.pem", key.as_bytes(), 0o600)?;
         self.write("agent_svid.pem", chain.as_bytes(), 0o644)
     }
 
     /// The stored agent SVID and key, if both are there and parse.
     pub fn load_identity(&self) -> Result<Option<ClientIdentity>, StoreError> {
-        let (Some(chain), Some(key)) = (self.read("agent_svid.pem")?, self.read("agent_key.pem")?) else {
+        let (Some(chain), Some(key)) = (self.read("agent_svid.pem")?, self.read("agent_key.pem")?)
+        else {
             return Ok(None);
         };
         let key = zeroize::Zeroizing::new(key);
-        let chain = pem::parse_many(&chain).map_err(|e| err(&self.dir.join("agent_svid.pem"), e))?;
-        let key = pem::parse(key.as_slice()).map_err(|e| err(&self.dir.join("agent_key.pem"), e))?;
+        let chain =
+            pem::parse_many(&chain).map_err(|e| err(&self.dir.join("agent_svid.pem"), e))?;
+        let key =
+            pem::parse(key.as_slice()).map_err(|e| err(&self.dir.join("agent_key.pem"), e))?;
         Ok(Some(ClientIdentity {
             cert_chain: chain.into_iter().map(|p| p.into_contents()).collect(),
             key_pkcs8: Arc::new(zeroize::Zeroizing::new(key.into_contents())),
@@ -99,7 +113,11 @@ impl Store {
 
     /// Stores the bundle's X.509 authorities.
     pub fn save_bundle(&self, bundle: &Bundle) -> Result<(), StoreError> {
-        self.write("bundle.pem", bundle.x509_authorities_pem().as_bytes(), 0o644)
+        self.write(
+            "bundle.pem",
+            bundle.x509_authorities_pem().as_bytes(),
+            0o644,
+        )
     }
 
     /// The stored bundle, if any.

@@ -31,7 +31,9 @@ impl ServerTrust {
     /// Replaces the bundle (no effect on an insecure bootstrap trust).
     pub fn set_bundle(&self, bundle: Bundle) {
         if let ServerTrust::Bundle(slot) = self {
-            *slot.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(bundle);
+            *slot
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(bundle);
         }
     }
 }
@@ -54,13 +56,19 @@ impl ServerCertVerifier for Verifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let bundle = match self.trust.as_ref() {
             ServerTrust::InsecureBootstrap => return Ok(ServerCertVerified::assertion()),
-            ServerTrust::Bundle(b) => b.read().map(|b| b.clone()).unwrap_or_else(|p| p.into_inner().clone()),
+            ServerTrust::Bundle(b) => b
+                .read()
+                .map(|b| b.clone())
+                .unwrap_or_else(|p| p.into_inner().clone()),
         };
         let mut chain: Vec<&[u8]> = vec![end_entity.as_ref()];
         chain.extend(intermediates.iter().map(|c| c.as_ref()));
         let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
-        let verified = verify_x509_svid(&chain, bundle.as_ref(), now)
-            .map_err(|e| rustls::Error::General(format!("server SVID does not verify against the trust bundle: {e}")))?;
+        let verified = verify_x509_svid(&chain, bundle.as_ref(), now).map_err(|e| {
+            rustls::Error::General(format!(
+                "server SVID does not verify against the trust bundle: {e}"
+            ))
+        })?;
         let id = verified.spiffe_id();
         if id.trust_domain() != &self.trust_domain || id.path() != SERVER_PATH {
             return Err(rustls::Error::General(format!(
@@ -71,16 +79,38 @@ impl ServerCertVerifier for Verifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -95,7 +125,9 @@ pub struct ClientIdentity {
 
 impl std::fmt::Debug for ClientIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientIdentity").field("chain_len", &self.cert_chain.len()).finish()
+        f.debug_struct("ClientIdentity")
+            .field("chain_len", &self.cert_chain.len())
+            .finish()
     }
 }
 
@@ -121,7 +153,10 @@ pub fn channel(
     let mut config = match identity {
         Some(id) => builder
             .with_client_auth_cert(
-                id.cert_chain.iter().map(|d| CertificateDer::from(d.clone())).collect(),
+                id.cert_chain
+                    .iter()
+                    .map(|d| CertificateDer::from(d.clone()))
+                    .collect(),
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key_pkcs8.as_slice().to_vec())),
             )
             .map_err(|e| format!("agent SVID unusable as a TLS client certificate: {e}"))?,
@@ -130,21 +165,27 @@ pub fn channel(
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let addr = format!("{host}:{port}");
-    let server_name = ServerName::try_from(host.to_owned()).unwrap_or_else(|_| ServerName::try_from("tessera-server").map(|n| n.to_owned()).unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())));
+    let server_name = ServerName::try_from(host.to_owned()).unwrap_or_else(|_| {
+        ServerName::try_from("tessera-server")
+            .map(|n| n.to_owned())
+            .unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()))
+    });
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("server address {addr:?}: {e}"))?
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30));
-    Ok(endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
-        let connector = connector.clone();
-        let addr = addr.clone();
-        let server_name = server_name.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(&addr).await?;
-            tcp.set_nodelay(true)?;
-            let tls = connector.connect(server_name, tcp).await?;
-            Ok::<_, std::io::Error>(TokioIo::new(tls))
-        }
-    })))
+    Ok(
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
+            let connector = connector.clone();
+            let addr = addr.clone();
+            let server_name = server_name.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                tcp.set_nodelay(true)?;
+                let tls = connector.connect(server_name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        })),
+    )
 }

@@ -224,3 +224,43 @@ async fn run_refuses_unknown_config_keys_naming_them() {
         stderr(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_every_update_until_stopped() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let world = World::new();
+    let agent = TestAgent::start(world.source.clone()).await;
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "api",
+            "watch",
+            "--socketPath",
+            agent.socket.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for (needle, then_add) in [
+        ("Received 1 svid", true),
+        ("Received 2 svid", false),
+        ("spiffe://example.org/second", false),
+    ] {
+        within(needle, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains(needle) {
+                    return;
+                }
+            }
+            panic!("api watch ended before printing {needle:?}");
+        })
+        .await;
+        if then_add {
+            world.add("entry-2", "spiffe://example.org/second", &[&my_selector()]);
+        }
+    }
+    child.start_kill().unwrap();
+    within("api watch to exit", child.wait()).await.unwrap();
+}

@@ -9,6 +9,7 @@ mod support;
 
 mod attestor;
 mod cli;
+mod health;
 mod interop;
 mod jwt;
 mod streams;

@@ -9,9 +9,16 @@ use std::time::{Duration, Instant};
 /// `target/<profile>/<name>`: the workspace builds every binary before running its tests.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: build it first (cargo build --workspace --all-targets)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build --workspace --all-targets)",
+        path.display()
+    );
     path
 }
 
@@ -30,7 +37,13 @@ impl ServerProc {
         let sock = dir.join("server.sock");
         let mut log = std::fs::File::create(dir.join("server.log")).unwrap();
         let mut child = Command::new(bin("tessera-server"))
-            .args(["run", "--trustDomain", "example.org", "--bindAddress", "127.0.0.1"])
+            .args([
+                "run",
+                "--trustDomain",
+                "example.org",
+                "--bindAddress",
+                "127.0.0.1",
+            ])
             .arg("--serverPort")
             .arg(port.to_string())
             .arg("--dataDir")
@@ -52,15 +65,23 @@ impl ServerProc {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server's agent API came up within 30 s");
-        let port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in the log line");
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server's agent API came up within 30 s");
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in the log line");
         let s = ServerProc {
             child,
             dir: dir.to_owned(),
             sock,
             port,
         };
-        wait_until("the server's admin socket", || s.cli(&["healthcheck"]).status.success());
+        wait_until("the server's admin socket", || {
+            s.cli(&["healthcheck"]).status.success()
+        });
         s
     }
 
@@ -77,7 +98,11 @@ impl ServerProc {
     /// Runs a CLI command that must succeed; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert!(out.status.success(), "tessera-server {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tessera-server {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -121,19 +146,29 @@ impl AgentProc {
     /// Starts an agent against `port`, with data under `dir`.
     pub fn start(dir: &Path, port: u16, bundle: &Path, token: Option<&str>) -> AgentProc {
         let sock = dir.join("agent.sock");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))
+            .unwrap();
         let mut cmd = Command::new(bin("tessera-agent"));
-        cmd.args(["run", "--trustDomain", "example.org", "--serverAddress", "127.0.0.1"])
-            .arg("--serverPort")
-            .arg(port.to_string())
-            .arg("--dataDir")
-            .arg(dir.join("agent"))
-            .arg("--socketPath")
-            .arg(&sock)
-            .arg("--trustBundle")
-            .arg(bundle)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
+        cmd.args([
+            "run",
+            "--trustDomain",
+            "example.org",
+            "--serverAddress",
+            "127.0.0.1",
+        ])
+        .arg("--serverPort")
+        .arg(port.to_string())
+        .arg("--dataDir")
+        .arg(dir.join("agent"))
+        .arg("--socketPath")
+        .arg(&sock)
+        .arg("--trustBundle")
+        .arg(bundle)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
         if let Some(t) = token {
             cmd.args(["--joinToken", t]);
         }

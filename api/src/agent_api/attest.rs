@@ -13,7 +13,9 @@ use tessera_actors::server::nodes::NodeCommand;
 use tessera_actors::server::registry::{NewEntry, RegistryCommand};
 use tessera_actors::server::tokens::{hash_token, TokenCommand, TokenReply};
 use tessera_identity::{EntryId, RegistrationEntry, Selector, SelectorSet, SpiffeId};
-use tessera_proto::tessera::agent::v1::{attest_request, attest_response, AttestRequest, AttestResponse, AttestResult};
+use tessera_proto::tessera::agent::v1::{
+    attest_request, attest_response, AttestRequest, AttestResponse, AttestResult,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
@@ -33,7 +35,11 @@ pub fn run(
         let limit = deps.settings.attest_timeout;
         let outcome = tokio::time::timeout(limit, attest(&deps, input, &tx))
             .await
-            .unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("attestation took longer than {limit:?}"))));
+            .unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "attestation took longer than {limit:?}"
+                )))
+            });
         let message = outcome.map(|result| AttestResponse {
             step: Some(attest_response::Step::Result(result)),
         });
@@ -47,7 +53,9 @@ pub fn run(
 
 fn attest_status(e: AttestError) -> Status {
     match e {
-        AttestError::Malformed { .. } | AttestError::NotEnabled(_) => Status::invalid_argument(e.to_string()),
+        AttestError::Malformed { .. } | AttestError::NotEnabled(_) => {
+            Status::invalid_argument(e.to_string())
+        }
         AttestError::Refused { .. } => Status::permission_denied(e.to_string()),
     }
 }
@@ -61,11 +69,19 @@ async fn next(input: &mut Streaming<AttestRequest>) -> Result<attest_request::St
     }
 }
 
-async fn attest(deps: &AgentApiDeps, mut input: Streaming<AttestRequest>, out: &Out) -> Result<AttestResult, Status> {
+async fn attest(
+    deps: &AgentApiDeps,
+    mut input: Streaming<AttestRequest>,
+    out: &Out,
+) -> Result<AttestResult, Status> {
     let attest_request::Step::Params(params) = next(&mut input).await? else {
-        return Err(Status::invalid_argument("attest: the first message must carry params"));
+        return Err(Status::invalid_argument(
+            "attest: the first message must carry params",
+        ));
     };
-    let data = params.data.ok_or_else(|| Status::invalid_argument("attest: params.data is required"))?;
+    let data = params
+        .data
+        .ok_or_else(|| Status::invalid_argument("attest: params.data is required"))?;
     if params.csr.is_empty() {
         return Err(Status::invalid_argument("attest: params.csr is required"));
     }
@@ -99,7 +115,9 @@ async fn attest(deps: &AgentApiDeps, mut input: Streaming<AttestRequest>, out: &
                 .as_ref()
                 .ok_or_else(|| attest_status(AttestError::NotEnabled(x509pop::NAME.into())))?;
             let now = deps.server.clock.now();
-            let candidate = verifier.check_chain(&data.payload, now).map_err(attest_status)?;
+            let candidate = verifier
+                .check_chain(&data.payload, now)
+                .map_err(attest_status)?;
             let mut nonce = [0u8; x509pop::NONCE_LEN];
             deps.server.random.fill(&mut nonce);
             out.send(Ok(AttestResponse {
@@ -108,16 +126,25 @@ async fn attest(deps: &AgentApiDeps, mut input: Streaming<AttestRequest>, out: &
             .await
             .map_err(|_| Status::cancelled("attest: the agent went away"))?;
             let attest_request::Step::ChallengeResponse(signature) = next(&mut input).await? else {
-                return Err(Status::invalid_argument("attest: expected the challenge response"));
+                return Err(Status::invalid_argument(
+                    "attest: expected the challenge response",
+                ));
             };
-            verifier.verify_response(&candidate, &nonce, &signature).map_err(attest_status)?
+            verifier
+                .verify_response(&candidate, &nonce, &signature)
+                .map_err(attest_status)?
         }
         other => return Err(attest_status(AttestError::NotEnabled(other.to_owned()))),
     };
     finish(deps, node, params.csr, alias).await
 }
 
-async fn finish(deps: &AgentApiDeps, node: AttestedNode, csr: Vec<u8>, alias: Option<SpiffeId>) -> Result<AttestResult, Status> {
+async fn finish(
+    deps: &AgentApiDeps,
+    node: AttestedNode,
+    csr: Vec<u8>,
+    alias: Option<SpiffeId>,
+) -> Result<AttestResult, Status> {
     let svid = deps
         .authority
         .sign_agent_svid(AgentSvidRequest {
@@ -206,6 +233,8 @@ async fn register_alias(deps: &AgentApiDeps, agent: &SpiffeId, alias: SpiffeId) 
             }
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(%agent, %alias, error = %e, "node alias from the join token was not registered"),
+        Err(e) => {
+            tracing::warn!(%agent, %alias, error = %e, "node alias from the join token was not registered")
+        }
     }
 }

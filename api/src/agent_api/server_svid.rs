@@ -24,9 +24,9 @@ pub async fn start(deps: &AgentApiDeps) -> Result<Arc<LiveTls>, AgentApiError> {
             .await
             .map_err(|e| AgentApiError::ServerSvid(format!("first CA rotation failed: {e}")))?;
     }
-    let bundle = authority
-        .bundle()
-        .ok_or_else(|| AgentApiError::ServerSvid("the authority has no bundle after its first tick".into()))?;
+    let bundle = authority.bundle().ok_or_else(|| {
+        AgentApiError::ServerSvid("the authority has no bundle after its first tick".into())
+    })?;
     let server_id = SpiffeId::from_path(&deps.server.settings.trust_domain, SERVER_PATH)
         .map_err(|e| AgentApiError::ServerSvid(e.to_string()))?;
     let live = Arc::new(LiveTls::new(bundle));
@@ -67,7 +67,10 @@ pub async fn start(deps: &AgentApiDeps) -> Result<Arc<LiveTls>, AgentApiError> {
 }
 
 /// A fresh key pair and an SVID for it; returns the TLS key and the SVID's lifetime.
-async fn issue(authority: &AuthorityHandle, server_id: &SpiffeId) -> Result<(Arc<CertifiedKey>, Duration), AgentApiError> {
+async fn issue(
+    authority: &AuthorityHandle,
+    server_id: &SpiffeId,
+) -> Result<(Arc<CertifiedKey>, Duration), AgentApiError> {
     let fail = |e: String| AgentApiError::ServerSvid(e);
     let key = KeyPair::generate().map_err(|e| fail(e.to_string()))?;
     let csr = CertificateParams::new(Vec::<String>::new())
@@ -86,12 +89,22 @@ async fn issue(authority: &AuthorityHandle, server_id: &SpiffeId) -> Result<(Arc
         .pop()
         .ok_or_else(|| fail("the signer returned no result".into()))?
         .map_err(|e| fail(e.to_string()))?;
-    let chain: Vec<CertificateDer<'static>> = svid.cert_chain.iter().map(|d| CertificateDer::from(d.clone())).collect();
+    let chain: Vec<CertificateDer<'static>> = svid
+        .cert_chain
+        .iter()
+        .map(|d| CertificateDer::from(d.clone()))
+        .collect();
     let provider = rustls::crypto::ring::default_provider();
     let signing_key = provider
         .key_provider
-        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            key.serialize_der(),
+        )))
         .map_err(|e| fail(e.to_string()))?;
-    let lifetime = Duration::from_secs(u64::try_from(svid.not_after - svid.not_before).unwrap_or(60).max(2));
+    let lifetime = Duration::from_secs(
+        u64::try_from(svid.not_after - svid.not_before)
+            .unwrap_or(60)
+            .max(2),
+    );
     Ok((Arc::new(CertifiedKey::new(chain, signing_key)), lifetime))
 }

@@ -5,8 +5,10 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
+use tessera_actors::server::agent_ops::{
+    mint_jwt_for_agent, sign_x509_for_agent, ItemError, OpsError,
+};
 use tessera_actors::server::aggregate_actor::CommandError;
-use tessera_actors::server::agent_ops::{mint_jwt_for_agent, sign_x509_for_agent, ItemError, OpsError};
 use tessera_actors::server::authority::{AgentSvidRequest, SignError};
 use tessera_actors::server::nodes::{NodeCommand, NodeError};
 use tessera_actors::server::sync_hub::SyncHubError;
@@ -36,7 +38,11 @@ impl AgentService {
     /// The calling agent, checked against the nodes aggregate: attested, not banned, and
     /// presenting its current SVID.
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<(SpiffeId, String), Status> {
-        let peer = request.extensions().get::<AgentPeer>().cloned().unwrap_or_default();
+        let peer = request
+            .extensions()
+            .get::<AgentPeer>()
+            .cloned()
+            .unwrap_or_default();
         let (Some(agent), Some(serial)) = (peer.spiffe_id, peer.serial) else {
             return Err(Status::unauthenticated(
                 "this call needs the agent's X.509-SVID as the TLS client certificate; attest first",
@@ -93,11 +99,20 @@ impl AgentServer for AgentService {
     type AttestStream = BoxStream<AttestResponse>;
     type SyncEventsStream = BoxStream<SyncResponse>;
 
-    async fn attest(&self, request: Request<Streaming<AttestRequest>>) -> Result<Response<Self::AttestStream>, Status> {
-        Ok(Response::new(attest::run(self.deps.clone(), request.into_inner())))
+    async fn attest(
+        &self,
+        request: Request<Streaming<AttestRequest>>,
+    ) -> Result<Response<Self::AttestStream>, Status> {
+        Ok(Response::new(attest::run(
+            self.deps.clone(),
+            request.into_inner(),
+        )))
     }
 
-    async fn renew_agent(&self, request: Request<RenewAgentRequest>) -> Result<Response<RenewAgentResponse>, Status> {
+    async fn renew_agent(
+        &self,
+        request: Request<RenewAgentRequest>,
+    ) -> Result<Response<RenewAgentResponse>, Status> {
         let (agent, serial) = self.authenticate(&request).await?;
         let csr = request.into_inner().csr;
         if csr.is_empty() {
@@ -135,11 +150,26 @@ impl AgentServer for AgentService {
         }))
     }
 
-    async fn sync_events(&self, request: Request<SyncRequest>) -> Result<Response<Self::SyncEventsStream>, Status> {
+    async fn sync_events(
+        &self,
+        request: Request<SyncRequest>,
+    ) -> Result<Response<Self::SyncEventsStream>, Status> {
         let (agent, _) = self.authenticate(&request).await?;
         let req = request.into_inner();
-        let (snapshot, updates) = self.deps.server.sync.connect(agent.clone()).await.map_err(hub_status)?;
-        Ok(Response::new(sync::stream(self.deps.clone(), agent, req, snapshot, updates)))
+        let (snapshot, updates) = self
+            .deps
+            .server
+            .sync
+            .connect(agent.clone())
+            .await
+            .map_err(hub_status)?;
+        Ok(Response::new(sync::stream(
+            self.deps.clone(),
+            agent,
+            req,
+            snapshot,
+            updates,
+        )))
     }
 
     async fn batch_sign_x509_svid(
@@ -147,11 +177,21 @@ impl AgentServer for AgentService {
         request: Request<BatchSignX509SvidRequest>,
     ) -> Result<Response<BatchSignX509SvidResponse>, Status> {
         let (agent, _) = self.authenticate(&request).await?;
-        let items: Vec<(String, Vec<u8>)> = request.into_inner().params.into_iter().map(|p| (p.entry_id, p.csr)).collect();
+        let items: Vec<(String, Vec<u8>)> = request
+            .into_inner()
+            .params
+            .into_iter()
+            .map(|p| (p.entry_id, p.csr))
+            .collect();
         let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
-        let outcomes = sign_x509_for_agent(&self.deps.server, &agent, items, self.deps.settings.max_sign_batch)
-            .await
-            .map_err(ops_status)?;
+        let outcomes = sign_x509_for_agent(
+            &self.deps.server,
+            &agent,
+            items,
+            self.deps.settings.max_sign_batch,
+        )
+        .await
+        .map_err(ops_status)?;
         let results = ids
             .into_iter()
             .zip(outcomes)
@@ -163,7 +203,9 @@ impl AgentServer for AgentService {
                 },
                 Err(e) => {
                     let code = match e {
-                        ItemError::InvalidId { .. } | ItemError::Rejected(_) => Code::InvalidArgument,
+                        ItemError::InvalidId { .. } | ItemError::Rejected(_) => {
+                            Code::InvalidArgument
+                        }
                         ItemError::NotAuthorised { .. } => Code::PermissionDenied,
                     };
                     failed(&id, code, e.to_string())
@@ -173,7 +215,10 @@ impl AgentServer for AgentService {
         Ok(Response::new(BatchSignX509SvidResponse { results }))
     }
 
-    async fn mint_jwt_svid(&self, request: Request<MintJwtSvidRequest>) -> Result<Response<MintJwtSvidResponse>, Status> {
+    async fn mint_jwt_svid(
+        &self,
+        request: Request<MintJwtSvidRequest>,
+    ) -> Result<Response<MintJwtSvidResponse>, Status> {
         let (agent, _) = self.authenticate(&request).await?;
         let req = request.into_inner();
         let ttl = (req.ttl > 0).then(|| Duration::from_secs(req.ttl.unsigned_abs().into()));

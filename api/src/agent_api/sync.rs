@@ -11,8 +11,8 @@ use tessera_actors::server::sync_hub::{SyncSnapshot, SyncUpdate};
 use tessera_identity::SpiffeId;
 use tessera_proto::spire::api::types;
 use tessera_proto::tessera::agent::v1::{
-    sync_response::Event, BundleUpdated, Checkpoint, EntryRemoved, EntryUpserted, Resumed, SnapshotBegin,
-    SnapshotChunk, SnapshotEnd, SyncRequest, SyncResponse,
+    sync_response::Event, BundleUpdated, Checkpoint, EntryRemoved, EntryUpserted, Resumed,
+    SnapshotBegin, SnapshotChunk, SnapshotEnd, SyncRequest, SyncResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -48,7 +48,10 @@ pub fn stream(
         // a bundle only once it has applied the event), not from the hub's fold of the log.
         let mut bundles = deps.authority.subscribe_bundle();
         bundles.borrow_and_update();
-        if send_start(&deps, &tx, request.cursor, &snapshot, max_bytes).await.is_err() {
+        if send_start(&deps, &tx, request.cursor, &snapshot, max_bytes)
+            .await
+            .is_err()
+        {
             return;
         }
         let mut seq = snapshot.seq;
@@ -86,11 +89,25 @@ pub fn stream(
     Box::pin(ReceiverStream::new(rx))
 }
 
-async fn send_start(deps: &AgentApiDeps, tx: &Tx, cursor: u64, snapshot: &SyncSnapshot, max_bytes: usize) -> Result<(), ()> {
+async fn send_start(
+    deps: &AgentApiDeps,
+    tx: &Tx,
+    cursor: u64,
+    snapshot: &SyncSnapshot,
+    max_bytes: usize,
+) -> Result<(), ()> {
     if cursor != 0 && cursor == snapshot.seq {
-        return tx.send(msg(Event::Resumed(Resumed { cursor }))).await.map_err(|_| ());
+        return tx
+            .send(msg(Event::Resumed(Resumed { cursor })))
+            .await
+            .map_err(|_| ());
     }
-    let bundles: Vec<types::Bundle> = deps.authority.bundle().iter().map(convert::bundle).collect();
+    let bundles: Vec<types::Bundle> = deps
+        .authority
+        .bundle()
+        .iter()
+        .map(convert::bundle)
+        .collect();
     tx.send(msg(Event::SnapshotBegin(SnapshotBegin {
         seq: snapshot.seq,
         entry_count: snapshot.entries.len() as u64,
@@ -109,7 +126,9 @@ async fn send_start(deps: &AgentApiDeps, tx: &Tx, cursor: u64, snapshot: &SyncSn
         let entry = crate::convert::entry_to_proto(e, None);
         let len = entry.encoded_len() + 8;
         if size + len > max_bytes && (!chunk.entries.is_empty() || !chunk.bundles.is_empty()) {
-            tx.send(msg(Event::SnapshotChunk(std::mem::take(&mut chunk)))).await.map_err(|_| ())?;
+            tx.send(msg(Event::SnapshotChunk(std::mem::take(&mut chunk))))
+                .await
+                .map_err(|_| ())?;
             index += 1;
             chunk.index = index;
             size = 0;
@@ -117,7 +136,9 @@ async fn send_start(deps: &AgentApiDeps, tx: &Tx, cursor: u64, snapshot: &SyncSn
         size += len;
         chunk.entries.push(entry);
     }
-    tx.send(msg(Event::SnapshotChunk(chunk))).await.map_err(|_| ())?;
+    tx.send(msg(Event::SnapshotChunk(chunk)))
+        .await
+        .map_err(|_| ())?;
     tx.send(msg(Event::SnapshotEnd(SnapshotEnd {
         seq: snapshot.seq,
         chunk_count: index + 1,
@@ -141,5 +162,7 @@ async fn send_update(tx: &Tx, update: SyncUpdate) -> Result<(), ()> {
         };
         tx.send(msg(event)).await.map_err(|_| ())?;
     }
-    tx.send(msg(Event::Checkpoint(Checkpoint { seq }))).await.map_err(|_| ())
+    tx.send(msg(Event::Checkpoint(Checkpoint { seq })))
+        .await
+        .map_err(|_| ())
 }

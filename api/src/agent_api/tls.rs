@@ -41,18 +41,27 @@ impl LiveTls {
 
     /// The current bundle.
     pub fn bundle(&self) -> Arc<Bundle> {
-        self.bundle.read().map(|b| b.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.bundle
+            .read()
+            .map(|b| b.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Replaces the bundle.
     pub fn set_bundle(&self, bundle: Bundle) {
-        let mut slot = self.bundle.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = self
+            .bundle
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *slot = Arc::new(bundle);
     }
 
     /// Replaces the server certificate and key.
     pub fn set_server_key(&self, key: Arc<CertifiedKey>) {
-        let mut slot = self.server_key.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = self
+            .server_key
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *slot = Some(key);
     }
 }
@@ -109,10 +118,14 @@ impl ClientCertVerifier for AgentVerifier {
         let bundle = self.live.bundle();
         let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
         let verified = verify_x509_svid(&chain, bundle.as_ref(), now).map_err(|e| {
-            rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e))))
+            rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+                Arc::new(e),
+            )))
         })?;
         if !verified.spiffe_id().path().starts_with("/spire/agent/") {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure));
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ));
         }
         Ok(ClientCertVerified::assertion())
     }
@@ -123,7 +136,12 @@ impl ClientCertVerifier for AgentVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -132,11 +150,18 @@ impl ClientCertVerifier for AgentVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -193,13 +218,21 @@ impl tonic::transport::server::Connected for TlsConn {
 }
 
 impl AsyncRead for TlsConn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 

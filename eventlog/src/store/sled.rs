@@ -48,16 +48,33 @@ impl SledStore {
             message: format!("{what}: {e}"),
         };
         std::fs::create_dir_all(&dir).map_err(|e| fail("cannot create the log directory", &e))?;
-        let db = sled::Config::new()
+        // No background flusher: every commit flushes explicitly, and a flusher thread would
+        // keep the database (and its lock) alive after the last handle is dropped.
+        let config = sled::Config::new()
             .path(dir.join("sled"))
             .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| {
-                fail(
-                    "sled cannot open the database (is another process using it?)",
-                    &e,
-                )
-            })?;
+            .flush_every_ms(None);
+        // sled's threads release the directory lock a moment after the last handle is
+        // dropped, so a reopen in the same process (a restart in tests, a tool) can find it
+        // still held: retry that case for up to two seconds; anything else fails at once.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 40 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => {
+                    return Err(fail(
+                        "sled cannot open the database (is another process using it?)",
+                        &e,
+                    ))
+                }
+            }
+        };
         let records = db
             .open_tree("records")
             .map_err(|e| fail("cannot open tree `records`", &e))?;
