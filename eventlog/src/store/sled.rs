@@ -48,21 +48,19 @@ impl SledStore {
             message: format!("{what}: {e}"),
         };
         std::fs::create_dir_all(&dir).map_err(|e| fail("cannot create the log directory", &e))?;
-        // No background flusher: every commit flushes explicitly, and a flusher thread would
-        // keep the database (and its lock) alive after the last handle is dropped.
         let config = sled::Config::new()
             .path(dir.join("sled"))
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None);
+            .mode(sled::Mode::HighThroughput);
         // sled's threads release the directory lock a moment after the last handle is
         // dropped, so a reopen in the same process (a restart in tests, a tool) can find it
-        // still held: retry that case for up to two seconds; anything else fails at once.
+        // still held: retry that case for up to ten seconds; anything else fails at once.
         let mut attempts = 0;
         let db = loop {
             match config.open() {
                 Ok(db) => break db,
+                // sled reports the held lock as an I/O error whose message says so.
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 40 =>
+                    if e.to_string().contains("could not acquire lock") && attempts < 200 =>
                 {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));

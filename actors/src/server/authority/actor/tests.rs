@@ -385,6 +385,15 @@ async fn with_an_interval_it_rotates_on_its_own_from_the_start() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(kinds(&h.logged().await)[..2], ["CaPrepared", "CaActivated"]);
+    // The bundle is published once the CA is prepared; activation is the next append.
+    let mut logged = h.logged().await;
+    for _ in 0..200 {
+        if logged.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        logged = h.logged().await;
+    }
+    assert_eq!(kinds(&logged)[..2], ["CaPrepared", "CaActivated"]);
     stop(handle, join).await;
 }
