@@ -246,3 +246,99 @@ async fn short_ttl_svids_rotate_on_the_open_stream() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x509pop_node_attests_by_proof_of_possession_and_serves() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    // A node PKI: a CA the server trusts for x509pop, and this node's certificate and key.
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name.push(DnType::CommonName, "node CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let node_key = KeyPair::generate().unwrap();
+    let mut node = CertificateParams::new(Vec::<String>::new()).unwrap();
+    node.distinguished_name
+        .push(DnType::CommonName, "node-1.example.org");
+    node.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let node_cert = node.signed_by(&node_key, &issuer).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca_path = write("node-ca.pem", &ca_cert.pem());
+    let cert_path = write("node.crt.pem", &node_cert.pem());
+    let key_path = write("node.key.pem", &node_key.serialize_pem());
+    let server_conf = write(
+        "server.toml",
+        &format!(
+            "[node_attestor.x509pop]\nca_bundle_path = {:?}\n",
+            ca_path.display().to_string()
+        ),
+    );
+    let agent_conf = write(
+        "agent.toml",
+        &format!(
+            "[node_attestor.x509pop]\nprivate_key_path = {:?}\ncertificate_path = {:?}\n",
+            key_path.display().to_string(),
+            cert_path.display().to_string()
+        ),
+    );
+
+    let server = ServerProc::start_with(dir.path(), 0, Some(&server_conf));
+    let bundle = server.bundle_file();
+    let agent = AgentProc::start_with(dir.path(), server.port, &bundle, None, Some(&agent_conf));
+    let mut agent_id = String::new();
+    wait_until("x509pop attestation", || {
+        let out = String::from_utf8_lossy(&server.cli(&["agent", "list"]).stdout).into_owned();
+        match out
+            .split_whitespace()
+            .find(|w| w.starts_with("spiffe://example.org/spire/agent/x509pop/"))
+        {
+            Some(id) => {
+                agent_id = id.to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    let shown = server.ok(&["agent", "show", "--spiffeID", &agent_id]);
+    assert!(
+        shown.contains("x509pop:subject:cn:node-1.example.org"),
+        "{shown}"
+    );
+
+    let uid = format!("unix:uid:{}", my_uid());
+    server.ok(&[
+        "entry",
+        "create",
+        "--spiffeID",
+        "spiffe://example.org/popped",
+        "--parentID",
+        &agent_id,
+        "--selector",
+        &uid,
+    ]);
+    let endpoint = agent.endpoint();
+    let svid = within("an SVID through the x509pop agent", async {
+        loop {
+            if let Ok(c) = WorkloadApiClient::connect_to(&endpoint).await {
+                if let Ok(s) = c.fetch_x509_svid().await {
+                    return s;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/popped");
+}

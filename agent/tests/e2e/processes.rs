@@ -34,16 +34,20 @@ impl ServerProc {
     /// Starts a server with its data under `dir`, on an ephemeral port, and waits until its
     /// agent API is listening (bounded: 30 s).
     pub fn start(dir: &Path, port: u16) -> ServerProc {
+        Self::start_with(dir, port, None)
+    }
+
+    /// Like [`ServerProc::start`], with a config file.
+    pub fn start_with(dir: &Path, port: u16, config: Option<&Path>) -> ServerProc {
         let sock = dir.join("server.sock");
         let mut log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let mut child = Command::new(bin("tessera-server"))
-            .args([
-                "run",
-                "--trustDomain",
-                "example.org",
-                "--bindAddress",
-                "127.0.0.1",
-            ])
+        let mut cmd = Command::new(bin("tessera-server"));
+        cmd.arg("run");
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd
+            .args(["--trustDomain", "example.org", "--bindAddress", "127.0.0.1"])
             .arg("--serverPort")
             .arg(port.to_string())
             .arg("--dataDir")
@@ -145,6 +149,17 @@ pub struct AgentProc {
 impl AgentProc {
     /// Starts an agent against `port`, with data under `dir`.
     pub fn start(dir: &Path, port: u16, bundle: &Path, token: Option<&str>) -> AgentProc {
+        Self::start_with(dir, port, bundle, token, None)
+    }
+
+    /// Like [`AgentProc::start`], with a config file.
+    pub fn start_with(
+        dir: &Path,
+        port: u16,
+        bundle: &Path,
+        token: Option<&str>,
+        config: Option<&Path>,
+    ) -> AgentProc {
         let sock = dir.join("agent.sock");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -152,8 +167,11 @@ impl AgentProc {
             .open(dir.join("agent.log"))
             .unwrap();
         let mut cmd = Command::new(bin("tessera-agent"));
+        cmd.arg("run");
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
         cmd.args([
-            "run",
             "--trustDomain",
             "example.org",
             "--serverAddress",
