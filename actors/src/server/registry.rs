@@ -184,6 +184,15 @@ impl Registry {
             .filter_map(|id| self.entries.get(id))
     }
 
+    /// Entries issuing this SPIFFE ID.
+    pub fn with_spiffe_id(&self, id: &SpiffeId) -> impl Iterator<Item = &RegistrationEntry> {
+        self.by_spiffe_id
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.entries.get(id))
+    }
+
     fn insert(&mut self, e: RegistrationEntry) {
         if let Some(old) = self.entries.get(&e.id).cloned() {
             self.remove(&old.id);

@@ -97,6 +97,125 @@ impl SyncIndex {
 
     /// Folds one committed event and returns each affected agent's view changes.
     pub fn apply(&mut self, event: &ServerEvent) -> BTreeMap<SpiffeId, Vec<ViewChange>> {
+        // The common cases, in time independent of the size of the agents' views.
+        match event {
+            ServerEvent::EntryCreated(e) if !e.is_node_alias() => return self.created(e),
+            ServerEvent::EntryDeleted { id } => {
+                if let Some(old) = self
+                    .registry
+                    .get(id)
+                    .filter(|o| !o.is_node_alias())
+                    .cloned()
+                {
+                    if let Some(out) = self.deleted_leaf(&old, event) {
+                        return out;
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.recompute_affected(event)
+    }
+
+    /// A new workload (or nested) entry: it joins the view of every agent that reaches its
+    /// parent, and whatever hangs under its SPIFFE ID joins with it.
+    fn created(&mut self, e: &RegistrationEntry) -> BTreeMap<SpiffeId, Vec<ViewChange>> {
+        let agents: Vec<SpiffeId> = self
+            .reached_by
+            .get(&e.parent_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        self.registry.apply(&ServerEvent::EntryCreated(e.clone()));
+        let mut out = BTreeMap::new();
+        for agent in agents {
+            let mut changes = Vec::new();
+            let mut queue = VecDeque::new();
+            if let Some(view) = self.views.get_mut(&agent) {
+                if view.entries.insert(e.id.clone()) {
+                    changes.push(ViewChange::Upsert(e.clone()));
+                }
+                if !view.reach.contains(&e.spiffe_id) {
+                    queue.push_back(e.spiffe_id.clone());
+                }
+            }
+            // Extend the reach from the new entry's SPIFFE ID (usually nothing hangs there).
+            while let Some(parent) = queue.pop_front() {
+                let Some(view) = self.views.get_mut(&agent) else {
+                    break;
+                };
+                if !view.reach.insert(parent.clone()) {
+                    continue;
+                }
+                self.reached_by
+                    .entry(parent.clone())
+                    .or_default()
+                    .insert(agent.clone());
+                for child in self.registry.children_of(&parent) {
+                    if view.entries.insert(child.id.clone()) {
+                        changes.push(ViewChange::Upsert(child.clone()));
+                    }
+                    if !view.reach.contains(&child.spiffe_id) {
+                        queue.push_back(child.spiffe_id.clone());
+                    }
+                }
+            }
+            if !changes.is_empty() {
+                out.insert(agent, changes);
+            }
+        }
+        out
+    }
+
+    /// A deleted entry that nothing hangs under and whose SPIFFE ID the agents still reach
+    /// otherwise (or do not need to): it just leaves the views. `None` when the shortcut does
+    /// not apply and views must be recomputed.
+    fn deleted_leaf(
+        &mut self,
+        old: &RegistrationEntry,
+        event: &ServerEvent,
+    ) -> Option<BTreeMap<SpiffeId, Vec<ViewChange>>> {
+        let issued_by_alias = self
+            .registry
+            .with_spiffe_id(&old.spiffe_id)
+            .any(|o| o.is_node_alias());
+        if issued_by_alias || self.registry.children_of(&old.spiffe_id).next().is_some() {
+            return None;
+        }
+        let agents: Vec<SpiffeId> = self
+            .reached_by
+            .get(&old.parent_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        self.registry.apply(event);
+        let mut out = BTreeMap::new();
+        for agent in agents {
+            let Some(view) = self.views.get_mut(&agent) else {
+                continue;
+            };
+            if !view.entries.remove(&old.id) {
+                continue;
+            }
+            // Drop the SPIFFE ID from the reach unless it is still issued within the view or is
+            // a root of the view (the agent itself).
+            let still_issued = self
+                .registry
+                .with_spiffe_id(&old.spiffe_id)
+                .any(|o| view.entries.contains(&o.id));
+            if !still_issued && old.spiffe_id != agent && view.reach.remove(&old.spiffe_id) {
+                if let Some(set) = self.reached_by.get_mut(&old.spiffe_id) {
+                    set.remove(&agent);
+                    if set.is_empty() {
+                        self.reached_by.remove(&old.spiffe_id);
+                    }
+                }
+            }
+            out.insert(agent, vec![ViewChange::Remove(old.id.clone())]);
+        }
+        Some(out)
+    }
+
+    /// Any other change: recompute the views of the agents it may concern.
+    fn recompute_affected(&mut self, event: &ServerEvent) -> BTreeMap<SpiffeId, Vec<ViewChange>> {
         let affected = self.affected_by(event);
         self.registry.apply(event);
         self.nodes.apply(event);

@@ -218,3 +218,90 @@ fn cycles_in_parent_links_terminate() {
     ]);
     assert_eq!(ids(&index.entries_for(&id(A1))), vec!["a", "b", "c"]);
 }
+
+#[test]
+fn random_histories_keep_incremental_views_equal_to_fresh_ones() {
+    // A deterministic pseudo-random walk over a small space of IDs, so that parents, nesting,
+    // aliases, duplicates of SPIFFE IDs, updates and deletions all collide often.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let paths = ["/a", "/b", "/c", "/d", "/node/x", "/node/y"];
+    let parents = [
+        A1,
+        A2,
+        "spiffe://example.org/a",
+        "spiffe://example.org/b",
+        "spiffe://example.org/node/x",
+        SERVER,
+    ];
+    let node_selectors = ["x509pop:subject:cn:web-1", "x509pop:subject:cn:db-1"];
+    let mut events = vec![
+        attested(A1, &[node_selectors[0]]),
+        attested(A2, &[node_selectors[1]]),
+    ];
+    let mut live: Vec<RegistrationEntry> = Vec::new();
+    for i in 0..400u64 {
+        let roll = next(10);
+        if roll < 5 || live.is_empty() {
+            let parent = parents[next(parents.len() as u64) as usize];
+            let selector = if parent == SERVER {
+                node_selectors[next(2) as usize]
+            } else {
+                "unix:uid:1"
+            };
+            let e = entry(
+                &format!("e{i}"),
+                &format!(
+                    "spiffe://example.org{}",
+                    paths[next(paths.len() as u64) as usize]
+                ),
+                parent,
+                &[selector],
+            );
+            live.push(e.clone());
+            events.push(ServerEvent::EntryCreated(e));
+        } else if roll < 8 {
+            let idx = next(live.len() as u64) as usize;
+            let gone = live.swap_remove(idx);
+            events.push(ServerEvent::EntryDeleted { id: gone.id });
+        } else {
+            let idx = next(live.len() as u64) as usize;
+            let mut e = live[idx].clone();
+            e.parent_id = SpiffeId::new(parents[next(parents.len() as u64) as usize]).unwrap();
+            if e.parent_id.to_string() == SERVER {
+                e.selectors = SelectorSet::parse_all([node_selectors[next(2) as usize]]).unwrap();
+            }
+            e.revision += 1;
+            live[idx] = e.clone();
+            events.push(ServerEvent::EntryUpdated(e));
+        }
+    }
+    // `run` compares every agent's incremental view with a fresh one after each event.
+    run(&events);
+}
+
+#[test]
+fn a_deleted_leaf_stops_reaching_its_spiffe_id() {
+    let (index, _) = run(&[
+        attested(A1, &["x509pop:subject:cn:web-1"]),
+        ServerEvent::EntryCreated(entry("a", "spiffe://example.org/a", A1, &["unix:uid:1"])),
+        ServerEvent::EntryDeleted {
+            id: EntryId::new("a").unwrap(),
+        },
+        ServerEvent::EntryCreated(entry(
+            "under-a",
+            "spiffe://example.org/w",
+            "spiffe://example.org/a",
+            &["unix:uid:2"],
+        )),
+    ]);
+    assert!(
+        index.entries_for(&id(A1)).is_empty(),
+        "nothing reaches /a any more"
+    );
+}
