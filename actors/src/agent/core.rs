@@ -28,6 +28,12 @@ use crate::server::aggregate_actor::unix_secs;
 
 /// Most JWT-SVIDs cached at once; beyond it expired and then oldest ones are dropped.
 pub const MAX_CACHED_JWTS: usize = 10_000;
+/// A change is published at once; further changes within this window are published together
+/// at its end, so a burst (10,000 entries created at once) costs one snapshot per window, not
+/// one per entry.
+pub const PUBLISH_WINDOW: Duration = Duration::from_millis(10);
+/// The cache is written to disk at once, then at most once per this window.
+pub const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
 /// Messages of the agent core.
 pub enum AgentMsg {
@@ -49,6 +55,10 @@ pub enum AgentMsg {
     JwtMinted(JwtKey, HeldJwtSvid, i64),
     /// The cache cursor (for the sync loop's reconnects).
     Cursor(RpcReplyPort<u64>),
+    /// End of a publication window: publish (and rotate) what changed during it.
+    Flush,
+    /// Write the cache to disk if it changed.
+    Persist,
 }
 
 impl std::fmt::Debug for AgentMsg {
@@ -61,6 +71,8 @@ impl std::fmt::Debug for AgentMsg {
             AgentMsg::FetchJwt(id, aud, _) => write!(f, "FetchJwt({id}, {aud:?})"),
             AgentMsg::JwtMinted(k, _, _) => write!(f, "JwtMinted({})", k.0),
             AgentMsg::Cursor(_) => f.write_str("Cursor"),
+            AgentMsg::Flush => f.write_str("Flush"),
+            AgentMsg::Persist => f.write_str("Persist"),
         }
     }
 }
@@ -106,6 +118,14 @@ pub struct AgentState {
     in_flight: HashSet<EntryId>,
     timer: Option<ractor::concurrency::JoinHandle<Result<(), ractor::MessagingErr<AgentMsg>>>>,
     jwts: HashMap<JwtKey, (HeldJwtSvid, i64)>,
+    /// A publication window is open (a `Flush` is scheduled).
+    window_open: bool,
+    /// Something changed since the last publication.
+    unpublished: bool,
+    /// A `Persist` is scheduled.
+    persist_scheduled: bool,
+    /// Something changed since the last write to disk.
+    unpersisted: bool,
 }
 
 impl std::fmt::Debug for AgentState {
@@ -139,6 +159,10 @@ impl Actor for AgentCore {
             in_flight: HashSet::new(),
             timer: None,
             jwts: HashMap::new(),
+            window_open: false,
+            unpublished: false,
+            persist_scheduled: false,
+            unpersisted: false,
         })
     }
 
@@ -149,6 +173,9 @@ impl Actor for AgentCore {
     ) -> Result<(), ActorProcessingErr> {
         if let Some(t) = state.timer.take() {
             t.abort();
+        }
+        if state.unpersisted {
+            state.persist();
         }
         Ok(())
     }
@@ -164,10 +191,9 @@ impl Actor for AgentCore {
                 let cursor_before = state.args.cache.cursor;
                 let changed = state.args.cache.apply(m);
                 if changed {
-                    state.publish();
-                    state.rotate(&myself);
+                    state.changed(&myself);
                 } else if state.args.cache.cursor != cursor_before {
-                    state.persist();
+                    state.mark_unpersisted(&myself);
                 }
             }
             AgentMsg::Rotate => state.rotate(&myself),
@@ -198,8 +224,10 @@ impl Actor for AgentCore {
                         }
                     }
                 }
-                state.publish();
-                state.rotate(&myself);
+                // New keys and SVIDs are written at once (a round carries up to a batch of
+                // them): a restarted agent must be able to serve what it was serving.
+                state.persist();
+                state.changed(&myself);
             }
             AgentMsg::SignFailed(e) => {
                 tracing::warn!(error = %e, "SVID signing round failed; retrying in 5 s");
@@ -222,6 +250,18 @@ impl Actor for AgentCore {
             AgentMsg::Cursor(reply) => {
                 let _ = reply.send(state.args.cache.cursor);
             }
+            AgentMsg::Flush => {
+                state.window_open = false;
+                if state.unpublished {
+                    state.changed(&myself);
+                }
+            }
+            AgentMsg::Persist => {
+                state.persist_scheduled = false;
+                if state.unpersisted {
+                    state.mark_unpersisted(&myself);
+                }
+            }
         }
         Ok(())
     }
@@ -235,13 +275,38 @@ fn leaf_not_before(chain: &[Vec<u8>]) -> Option<i64> {
 }
 
 impl AgentState {
-    fn publish(&mut self) {
+    /// Something workloads can see changed: publish now and open a window, or, inside an open
+    /// window, leave it to the window's end. Rotation is checked with each publication.
+    fn changed(&mut self, myself: &ActorRef<AgentMsg>) {
+        self.mark_unpersisted(myself);
+        if self.window_open {
+            self.unpublished = true;
+            return;
+        }
+        self.unpublished = false;
         let snapshot = self.args.cache.snapshot(&self.args.trust_domain);
         self.args.snapshots.send_replace(Arc::new(snapshot));
-        self.persist();
+        self.rotate(myself);
+        self.window_open = true;
+        // The timer task ends on its own; its handle is not needed.
+        drop(myself.send_after(PUBLISH_WINDOW, || AgentMsg::Flush));
     }
 
-    fn persist(&self) {
+    /// The cache changed: write it now and open a window, or, inside an open window, leave
+    /// it to the window's end (so a burst costs one write per window, and a lone change is on
+    /// disk at once, even if the agent is killed right after).
+    fn mark_unpersisted(&mut self, myself: &ActorRef<AgentMsg>) {
+        if self.persist_scheduled {
+            self.unpersisted = true;
+            return;
+        }
+        self.persist();
+        self.persist_scheduled = true;
+        drop(myself.send_after(PERSIST_EVERY, || AgentMsg::Persist));
+    }
+
+    fn persist(&mut self) {
+        self.unpersisted = false;
         if let Some(persist) = &self.args.persist {
             persist(&self.args.cache);
         }
