@@ -224,10 +224,11 @@ impl Actor for AgentCore {
                         }
                     }
                 }
-                // New keys and SVIDs are written at once (a round carries up to a batch of
-                // them): a restarted agent must be able to serve what it was serving.
+                // New SVIDs are what workloads wait for: published at once, window or not
+                // (a round carries up to a batch of them, so rounds are few), then written at
+                // once, so a restarted agent serves what it was serving.
+                state.publish_now(&myself);
                 state.persist();
-                state.changed(&myself);
             }
             AgentMsg::SignFailed(e) => {
                 tracing::warn!(error = %e, "SVID signing round failed; retrying in 5 s");
@@ -283,13 +284,18 @@ impl AgentState {
             self.unpublished = true;
             return;
         }
+        self.publish_now(myself);
+        self.window_open = true;
+        // The timer task ends on its own; its handle is not needed.
+        drop(myself.send_after(PUBLISH_WINDOW, || AgentMsg::Flush));
+    }
+
+    /// Publishes the current snapshot and checks rotation.
+    fn publish_now(&mut self, myself: &ActorRef<AgentMsg>) {
         self.unpublished = false;
         let snapshot = self.args.cache.snapshot(&self.args.trust_domain);
         self.args.snapshots.send_replace(Arc::new(snapshot));
         self.rotate(myself);
-        self.window_open = true;
-        // The timer task ends on its own; its handle is not needed.
-        drop(myself.send_after(PUBLISH_WINDOW, || AgentMsg::Flush));
     }
 
     /// The cache changed: write it now and open a window, or, inside an open window, leave
