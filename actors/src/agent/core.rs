@@ -282,6 +282,8 @@ impl AgentState {
         self.mark_unpersisted(myself);
         if self.window_open {
             self.unpublished = true;
+            // New entries get their SVIDs signed without waiting for the window's end.
+            self.rotate(myself);
             return;
         }
         self.publish_now(myself);
@@ -328,6 +330,11 @@ impl AgentState {
     /// Starts a signing round for what is due (one round at a time), and schedules the next
     /// check.
     fn rotate(&mut self, myself: &ActorRef<AgentMsg>) {
+        // One round at a time; the round's end checks again. This keeps a burst of changes
+        // from scanning every entry once per change.
+        if !self.in_flight.is_empty() {
+            return;
+        }
         let now = unix_secs(self.args.clock.as_ref());
         let (due_now, next) = due(&self.args.cache, now, &self.args.rotation);
         if let Some(next) = next {
@@ -335,9 +342,6 @@ impl AgentState {
                 myself,
                 Duration::from_secs(u64::try_from(next - now).unwrap_or(0).max(1)),
             );
-        }
-        if !self.in_flight.is_empty() {
-            return;
         }
         let batch: Vec<(EntryId, u64)> = due_now
             .into_iter()
