@@ -11,7 +11,7 @@ use tessera_actors::agent::cache::Cache;
 use tessera_actors::agent::core::AgentArgs;
 use tessera_actors::agent::in_process::InProcessClient;
 use tessera_actors::agent::rotation::RotationSettings;
-use tessera_actors::agent::runtime::{unset_snapshots, AgentRuntime, Backoff};
+use tessera_actors::agent::runtime::{AgentRuntime, Backoff};
 use tessera_actors::agent::view::{IdentitySnapshot, WorkloadSource};
 use tessera_actors::random::OsRandom;
 use tessera_actors::server::events::AttestedAgent;
@@ -114,7 +114,6 @@ async fn agent_follows_the_server_signs_and_serves() {
             client,
             clock: Arc::new(SystemClock),
             rotation: RotationSettings::default(),
-            snapshots: unset_snapshots(),
             persist: None,
         },
         Arc::new(OsRandom::new()),

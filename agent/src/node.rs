@@ -28,7 +28,7 @@ use std::time::Duration;
 use rcgen::{CertificateParams, KeyPair};
 use tessera_actors::agent::core::{AgentArgs, PersistFn};
 use tessera_actors::agent::rotation::RotationSettings;
-use tessera_actors::agent::runtime::{unset_snapshots, AgentRuntime, Backoff};
+use tessera_actors::agent::runtime::{AgentRuntime, Backoff};
 use tessera_actors::agent::view::WorkloadSource;
 use tessera_actors::random::OsRandom;
 use tessera_eventlog::{Clock, SystemClock};
@@ -197,7 +197,6 @@ pub async fn start(config: &AgentConfig) -> Result<NodeHandle, NodeError> {
                 jitter_percent: config.rotation.jitter_percent,
                 batch: config.rotation.batch_size,
             },
-            snapshots: unset_snapshots(),
             persist: Some(persist),
         },
         Arc::new(OsRandom::new()),

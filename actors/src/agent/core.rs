@@ -98,8 +98,6 @@ pub struct AgentArgs {
     pub clock: Arc<dyn Clock>,
     /// Rotation settings.
     pub rotation: RotationSettings,
-    /// Where snapshots are published.
-    pub snapshots: watch::Sender<Arc<IdentitySnapshot>>,
     /// Called after every cache change.
     pub persist: Option<PersistFn>,
 }
@@ -115,6 +113,7 @@ impl std::fmt::Debug for AgentArgs {
 /// The core's state.
 pub struct AgentState {
     args: AgentArgs,
+    snapshots: watch::Sender<Arc<IdentitySnapshot>>,
     in_flight: HashSet<EntryId>,
     timer: Option<ractor::concurrency::JoinHandle<Result<(), ractor::MessagingErr<AgentMsg>>>>,
     jwts: HashMap<JwtKey, (HeldJwtSvid, i64)>,
@@ -144,18 +143,21 @@ pub struct AgentCore;
 impl Actor for AgentCore {
     type Msg = AgentMsg;
     type State = AgentState;
-    type Arguments = AgentArgs;
+    /// The agent's arguments, and where it publishes snapshots (the runtime holds the
+    /// receiving side).
+    type Arguments = (AgentArgs, watch::Sender<Arc<IdentitySnapshot>>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<AgentMsg>,
-        args: AgentArgs,
+        (args, snapshots): Self::Arguments,
     ) -> Result<AgentState, ActorProcessingErr> {
         let snapshot = args.cache.snapshot(&args.trust_domain);
-        args.snapshots.send_replace(Arc::new(snapshot));
+        snapshots.send_replace(Arc::new(snapshot));
         let _ = myself.send_message(AgentMsg::Rotate);
         Ok(AgentState {
             args,
+            snapshots,
             in_flight: HashSet::new(),
             timer: None,
             jwts: HashMap::new(),
@@ -296,7 +298,7 @@ impl AgentState {
     fn publish_now(&mut self, myself: &ActorRef<AgentMsg>) {
         self.unpublished = false;
         let snapshot = self.args.cache.snapshot(&self.args.trust_domain);
-        self.args.snapshots.send_replace(Arc::new(snapshot));
+        self.snapshots.send_replace(Arc::new(snapshot));
         self.rotate(myself);
     }
 

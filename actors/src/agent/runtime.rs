@@ -45,14 +45,13 @@ pub struct AgentRuntime {
 impl AgentRuntime {
     /// Starts the core (from `args.cache`, so it serves at once) and the sync loop.
     pub async fn start(
-        mut args: AgentArgs,
+        args: AgentArgs,
         random: Arc<dyn RandomSource>,
         backoff: Backoff,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
         let (tx, snapshots) = watch::channel(Arc::new(args.cache.snapshot(&args.trust_domain)));
-        args.snapshots = tx;
         let client = args.client.clone();
-        let (core, _) = Actor::spawn(None, AgentCore, args).await?;
+        let (core, _) = Actor::spawn(None, AgentCore, (args, tx)).await?;
         let (refused_tx, refused) = watch::channel(None);
         let task = tokio::spawn(sync_loop(core.clone(), client, random, backoff, refused_tx));
         Ok((
@@ -88,11 +87,6 @@ impl AgentRuntime {
     pub fn stop(&self) {
         self.core.stop(Some("agent stopping".into()));
     }
-}
-
-/// Placeholder sender replaced in `start` (a watch needs an initial value).
-pub fn unset_snapshots() -> watch::Sender<Arc<IdentitySnapshot>> {
-    watch::channel(Arc::new(IdentitySnapshot::default())).0
 }
 
 async fn sync_loop(
