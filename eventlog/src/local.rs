@@ -117,11 +117,8 @@ impl LocalLog {
     ) -> Result<Self, LogError> {
         let anchor = match limits.open_check {
             OpenCheck::FullChain => Some(Head::EMPTY),
-            OpenCheck::FromLatestSnapshot => Some(match store.latest_snapshot()? {
-                Some(s) => Head {
-                    seq: s.seq,
-                    hash: s.hash,
-                },
+            OpenCheck::FromLatestSnapshot => Some(match store.latest_snapshot_anchor()? {
+                Some((seq, hash)) => Head { seq, hash },
                 None => Head::EMPTY,
             }),
             OpenCheck::Off => None,

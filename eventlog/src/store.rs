@@ -39,6 +39,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The snapshot with the highest seq, if any.
     fn latest_snapshot(&self) -> Result<Option<Snapshot>, LogError>;
+
+    /// The seq and record hash of the latest snapshot, without reading its data: where an
+    /// open that checks the chain from the latest snapshot starts. Backends that keep snapshot
+    /// heads apart from the (large) data override this.
+    fn latest_snapshot_anchor(&self) -> Result<Option<(u64, Digest32)>, LogError> {
+        Ok(self.latest_snapshot()?.map(|s| (s.seq, s.hash)))
+    }
 }
 
 /// Snapshots kept by a backend; older ones are deleted when a new one is stored.

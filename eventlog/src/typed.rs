@@ -197,12 +197,24 @@ impl<E: Event> TypedLog<E> {
         mut apply: impl FnMut(u64, E),
     ) -> Result<u64, TypedError> {
         const CHUNK: usize = 8_192;
+        // The next chunk is read on another task while this one is decoded and folded, so on
+        // a multi-threaded runtime storage and decoding overlap.
+        let read_ahead = |from: u64| {
+            let log = self.log.clone();
+            tokio::spawn(async move { log.read(from, CHUNK).await })
+        };
+        let mut next = read_ahead(after_seq + 1);
         let mut last = after_seq;
         loop {
-            let records = self.log.read(last + 1, CHUNK).await?;
-            if records.is_empty() {
+            let records = next.await.map_err(|e| {
+                TypedError::Log(LogError::Closed {
+                    reason: Some(format!("replay read task failed: {e}")),
+                })
+            })??;
+            let Some(tail) = records.last() else {
                 return Ok(last);
-            }
+            };
+            next = read_ahead(tail.seq + 1);
             for r in &records {
                 apply(r.seq, decode(r)?);
                 last = r.seq;

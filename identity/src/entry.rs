@@ -30,6 +30,7 @@ pub struct RegistrationEntry {
     /// The SPIFFE ID issued to matching workloads.
     pub spiffe_id: SpiffeId,
     /// The agent (or entry, or for node aliases the server) the workloads run under.
+    #[serde(deserialize_with = "SpiffeId::deserialize_shared")]
     pub parent_id: SpiffeId,
     /// What a workload must show to match: all of these.
     pub selectors: SelectorSet,

@@ -24,6 +24,7 @@ mod bundle;
 mod entry;
 mod id_error;
 mod selector;
+mod serde_str;
 mod spiffe_id;
 mod svid;
 mod trust_domain;

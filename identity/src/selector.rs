@@ -3,8 +3,11 @@
 //! Selectors describe what an attestor observed about a node or a workload; an entry matches
 //! when its selectors are a subset of the observed ones.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
@@ -16,10 +19,13 @@ use crate::id_error::shown;
 /// The type is 1 to [`Selector::MAX_TYPE_LEN`] bytes of `[a-z0-9_-]`; the value is 1 to
 /// [`Selector::MAX_VALUE_LEN`] bytes of anything but control characters and may itself
 /// contain `:`. Parsing splits at the first `:`. Ordered by type, then value.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Held as one shared `type:value` text: a clone is a reference count.
+#[derive(Clone)]
 pub struct Selector {
-    selector_type: String,
-    value: String,
+    text: Arc<str>,
+    /// Byte offset of the first `:`.
+    split: usize,
 }
 
 /// Why a string is not a valid selector.
@@ -96,9 +102,13 @@ impl Selector {
         let input = || shown(&format!("{selector_type}:{value}"));
         check_type(selector_type, input)?;
         check_value(value, input)?;
+        let mut text = String::with_capacity(selector_type.len() + 1 + value.len());
+        text.push_str(selector_type);
+        text.push(':');
+        text.push_str(value);
         Ok(Self {
-            selector_type: selector_type.to_owned(),
-            value: value.to_owned(),
+            text: Arc::from(text),
+            split: selector_type.len(),
         })
     }
 
@@ -114,19 +124,42 @@ impl Selector {
         check_type(selector_type, input)?;
         check_value(value, input)?;
         Ok(Self {
-            selector_type: selector_type.to_owned(),
-            value: value.to_owned(),
+            text: Arc::from(s),
+            split: selector_type.len(),
+        })
+    }
+
+    /// As [`Selector::parse`], sharing one copy of selectors this thread parsed recently:
+    /// the same few selectors (`unix:uid:1000`, `k8s:ns:prod`) recur across thousands of
+    /// entries, and a replayed log then holds each once.
+    fn parse_shared(s: &str) -> Result<Self, SelectorError> {
+        RECENT.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            if let Some(found) = recent.get(s) {
+                return Ok(found.clone());
+            }
+            let selector = Self::parse(s)?;
+            if recent.len() >= MAX_RECENT {
+                recent.clear();
+            }
+            recent.insert(selector.clone());
+            Ok(selector)
         })
     }
 
     /// The type, e.g. `unix`.
     pub fn selector_type(&self) -> &str {
-        &self.selector_type
+        self.text.get(..self.split).unwrap_or_default()
     }
 
     /// The value, e.g. `uid:1000`.
     pub fn value(&self) -> &str {
-        &self.value
+        self.text.get(self.split + 1..).unwrap_or_default()
+    }
+
+    /// The selector as `type:value`.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 }
 
@@ -167,9 +200,55 @@ fn check_value(v: &str, input: impl Fn() -> String) -> Result<(), SelectorError>
     Ok(())
 }
 
+thread_local! {
+    /// Selectors recently decoded on this thread; bounded, emptied when full.
+    static RECENT: std::cell::RefCell<std::collections::HashSet<Selector>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
+}
+
+/// Most selectors [`RECENT`] holds.
+const MAX_RECENT: usize = 4096;
+
+impl std::borrow::Borrow<str> for Selector {
+    fn borrow(&self) -> &str {
+        &self.text
+    }
+}
+
+// The text is `type:value` with the first `:` at `split`, so equal texts are equal halves.
+impl PartialEq for Selector {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Selector {}
+
+impl Hash for Selector {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
+impl Ord for Selector {
+    // By type, then value: comparing the joined text would not do, since `-` and digits sort
+    // before `:` (`a-b:x` < `a:x` as text, while type `a` < `a-b`).
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.selector_type()
+            .cmp(other.selector_type())
+            .then_with(|| self.value().cmp(other.value()))
+    }
+}
+
+impl PartialOrd for Selector {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.selector_type, self.value)
+        f.write_str(&self.text)
     }
 }
 
@@ -189,14 +268,13 @@ impl FromStr for Selector {
 
 impl Serialize for Selector {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        serializer.serialize_str(&self.text)
     }
 }
 
 impl<'de> Deserialize<'de> for Selector {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        crate::serde_str::deserialize_parsed(deserializer, "a selector", Self::parse_shared)
     }
 }
 
@@ -346,6 +424,22 @@ mod tests {
 
     fn set(items: &[&str]) -> SelectorSet {
         SelectorSet::parse_all(items.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn orders_by_type_then_value_not_by_joined_text() {
+        // As text `a-b:x` sorts before `a:x` ('-' < ':'); by type, `a` comes first.
+        assert!(sel("a:x") < sel("a-b:x"));
+        assert!(sel("a:y") > sel("a:x"));
+        assert!(sel("unix:uid:1000") < sel("unix_2:gid:1"));
+        let decoded: Selector = serde_json::from_str("\"k8s:ns:prod\"").unwrap();
+        let again: Selector = serde_json::from_str("\"k8s:ns:prod\"").unwrap();
+        assert_eq!(decoded, sel("k8s:ns:prod"));
+        assert_eq!(
+            (decoded.selector_type(), decoded.value()),
+            ("k8s", "ns:prod")
+        );
+        assert_eq!(decoded, again);
     }
 
     #[test]

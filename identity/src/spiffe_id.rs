@@ -1,8 +1,11 @@
 //! [`SpiffeId`]: `spiffe://<trust-domain><path>`, checked against every rule of the SPIFFE-ID
 //! standard.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -26,11 +29,74 @@ const SCHEME_PREFIX: &str = "spiffe://";
 /// Wraps [`spiffe::SpiffeId`], which checks the character sets and segments. This type adds the
 /// length limit, rejects (rather than lowercases) an uppercase scheme or trust domain, and
 /// explains each rejection (see [`IdError`]). Ordering is by trust domain, then path.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SpiffeId {
+///
+/// Shared: a clone is a reference count, so indexes keyed by IDs hold no copies of the text.
+#[derive(Clone)]
+pub struct SpiffeId(Arc<IdInner>);
+
+#[derive(Clone)]
+struct IdInner {
     // Kept next to `inner` (it is derived from it) so `trust_domain()` can hand out a reference.
     trust_domain: TrustDomain,
     inner: spiffe::SpiffeId,
+}
+
+thread_local! {
+    /// The trust domain of the last ID parsed on this thread: IDs mostly come in runs of one
+    /// trust domain, and sharing it saves an allocation per ID when a log is replayed.
+    static LAST_TRUST_DOMAIN: RefCell<Option<TrustDomain>> = const { RefCell::new(None) };
+}
+
+thread_local! {
+    /// Recently decoded IDs that repeat (entries' parent IDs: many entries per agent), so a
+    /// replayed log holds one copy of each; bounded, emptied when full.
+    static RECENT_PARENTS: RefCell<std::collections::HashMap<Box<str>, SpiffeId>> =
+        RefCell::new(std::collections::HashMap::new());
+}
+
+/// Most IDs [`SpiffeId::deserialize_shared`] remembers per thread.
+const MAX_RECENT_PARENTS: usize = 4096;
+
+fn shared_trust_domain(td: &spiffe::TrustDomain) -> TrustDomain {
+    LAST_TRUST_DOMAIN.with(|last| {
+        let mut last = last.borrow_mut();
+        match last.as_ref() {
+            Some(t) if t.as_str() == td.as_str() => t.clone(),
+            _ => {
+                let t = TrustDomain::from_valid(td.clone());
+                *last = Some(t.clone());
+                t
+            }
+        }
+    })
+}
+
+impl PartialEq for SpiffeId {
+    fn eq(&self, other: &Self) -> bool {
+        // The trust domain is part of `inner`: comparing (and hashing, ordering) `inner` alone
+        // is comparing the whole ID, by trust domain then path.
+        Arc::ptr_eq(&self.0, &other.0) || self.0.inner == other.0.inner
+    }
+}
+
+impl Eq for SpiffeId {}
+
+impl Hash for SpiffeId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.inner.hash(state);
+    }
+}
+
+impl Ord for SpiffeId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.inner.cmp(&other.0.inner)
+    }
+}
+
+impl PartialOrd for SpiffeId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl SpiffeId {
@@ -59,10 +125,10 @@ impl SpiffeId {
         if rest.get(..name.len()) != Some(name) {
             return Err(IdError::BadTrustDomainChar { input: shown(id) });
         }
-        Ok(Self {
-            trust_domain: TrustDomain::from_valid(inner.trust_domain().clone()),
+        Ok(Self(Arc::new(IdInner {
+            trust_domain: shared_trust_domain(inner.trust_domain()),
             inner,
-        })
+        })))
     }
 
     /// Builds the ID with `path` in `trust_domain`, as SPIRE's API carries IDs
@@ -85,12 +151,12 @@ impl SpiffeId {
 
     /// The trust domain, e.g. `example.org`.
     pub fn trust_domain(&self) -> &TrustDomain {
-        &self.trust_domain
+        &self.0.trust_domain
     }
 
     /// The path: empty for a trust domain's own ID, else `/seg/seg...`.
     pub fn path(&self) -> &str {
-        self.inner.path()
+        self.0.inner.path()
     }
 
     /// The path segments, in order (none for a trust domain's own ID).
@@ -106,26 +172,56 @@ impl SpiffeId {
 
     /// Whether this ID belongs to `trust_domain`.
     pub fn is_member_of(&self, trust_domain: &TrustDomain) -> bool {
-        &self.trust_domain == trust_domain
+        &self.0.trust_domain == trust_domain
     }
 
     /// The `spiffe` crate's view of this ID.
     pub fn as_spiffe(&self) -> &spiffe::SpiffeId {
-        &self.inner
+        &self.0.inner
     }
 
     /// Pairs a trust domain with an ID the `spiffe` crate built from it.
     pub(crate) fn from_valid(trust_domain: TrustDomain, inner: spiffe::SpiffeId) -> Self {
-        Self {
+        Self(Arc::new(IdInner {
             trust_domain,
             inner,
-        }
+        }))
+    }
+}
+
+impl SpiffeId {
+    /// Deserializes an ID that is likely to repeat (such as a registration entry's parent),
+    /// sharing one copy between the records that name it. For `#[serde(deserialize_with)]`.
+    ///
+    /// # Errors
+    /// As [`SpiffeId::new`], for a string that is not a valid ID.
+    pub fn deserialize_shared<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Self, D::Error> {
+        crate::serde_str::deserialize_parsed(
+            deserializer,
+            "a SPIFFE ID",
+            |s| -> Result<SpiffeId, IdError> {
+                RECENT_PARENTS.with(|recent| {
+                    let mut recent = recent.borrow_mut();
+                    if let Some(id) = recent.get(s) {
+                        return Ok(id.clone());
+                    }
+                    let id = SpiffeId::new(s)?;
+                    if recent.len() >= MAX_RECENT_PARENTS {
+                        recent.clear();
+                    }
+                    recent.insert(Box::from(s), id.clone());
+                    Ok(id)
+                })
+            },
+        )
     }
 }
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SCHEME_PREFIX}{}{}", self.trust_domain, self.path())
+        write!(f, "{SCHEME_PREFIX}{}{}", self.0.trust_domain, self.path())
     }
 }
 
@@ -161,7 +257,7 @@ impl TryFrom<String> for SpiffeId {
 
 impl From<SpiffeId> for spiffe::SpiffeId {
     fn from(id: SpiffeId) -> Self {
-        id.inner
+        Arc::unwrap_or_clone(id.0).inner
     }
 }
 
@@ -182,8 +278,7 @@ impl Serialize for SpiffeId {
 
 impl<'de> Deserialize<'de> for SpiffeId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        Self::new(&s).map_err(serde::de::Error::custom)
+        crate::serde_str::deserialize_parsed(deserializer, "a SPIFFE ID", Self::new)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -14,9 +15,10 @@ use crate::SpiffeId;
 /// where the `spiffe` crate lowercases `Example.org`, this type rejects it, so that a name has
 /// exactly one spelling and string comparison is identity comparison.
 ///
-/// Displays, parses and serializes as the bare name (`example.org`).
+/// Displays, parses and serializes as the bare name (`example.org`). Shared: a clone is a
+/// reference count.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TrustDomain(spiffe::TrustDomain);
+pub struct TrustDomain(Arc<spiffe::TrustDomain>);
 
 impl TrustDomain {
     /// Longest trust domain name, in bytes (the limit RFC 3986 puts on a URI host).
@@ -47,7 +49,7 @@ impl TrustDomain {
         if inner.as_str() != name {
             return Err(IdError::BadTrustDomainChar { input: shown(name) });
         }
-        Ok(Self(inner))
+        Ok(Self(Arc::new(inner)))
     }
 
     /// Parses either a bare name (`example.org`) or a SPIFFE ID (`spiffe://example.org[/path]`)
@@ -70,7 +72,7 @@ impl TrustDomain {
 
     /// The SPIFFE ID of the trust domain itself, `spiffe://<name>` (no path).
     pub fn id(&self) -> SpiffeId {
-        match spiffe::SpiffeId::from_segments(self.0.clone(), &[]) {
+        match spiffe::SpiffeId::from_segments((*self.0).clone(), &[]) {
             Ok(inner) => SpiffeId::from_valid(self.clone(), inner),
             // from_segments fails only on a bad segment or an over-long result; with no
             // segments and a name of at most 255 bytes neither can happen.
@@ -85,7 +87,7 @@ impl TrustDomain {
 
     /// Wraps a name the `spiffe` crate already checked and this crate found canonical.
     pub(crate) fn from_valid(inner: spiffe::TrustDomain) -> Self {
-        Self(inner)
+        Self(Arc::new(inner))
     }
 }
 
@@ -147,7 +149,7 @@ impl AsRef<str> for TrustDomain {
 
 impl From<TrustDomain> for spiffe::TrustDomain {
     fn from(td: TrustDomain) -> Self {
-        td.0
+        Arc::unwrap_or_clone(td.0)
     }
 }
 

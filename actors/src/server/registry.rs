@@ -3,11 +3,13 @@
 
 mod apply;
 mod decide;
+mod id_set;
 mod query;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tessera_identity::{
@@ -15,7 +17,12 @@ use tessera_identity::{
     TrustDomain,
 };
 
+use id_set::IdSet;
 pub use query::{EntryFilter, EntryPage, MatchBehavior};
+
+/// The registry's hash maps: keys come from admins, not peers; the hasher is seeded per
+/// process.
+type Index<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Registry settings from the server's config (not part of the folded state).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,22 +120,42 @@ fn key_of(e: &RegistrationEntry) -> EntryKey {
     )
 }
 
-/// Registration entries, indexed.
+/// Which indexes a [`Registry`] keeps. Each copy of the registry keeps what its owner asks
+/// of it: the registry actor answers every query and checks uniqueness ([`Full`]); the sync
+/// hub walks parents ([`Parents`]); the journal only stores snapshots ([`Table`]). Queries on
+/// a missing index fall back to a scan, so a lighter copy is slower, never wrong.
+///
+/// [`Full`]: IndexLevel::Full
+/// [`Parents`]: IndexLevel::Parents
+/// [`Table`]: IndexLevel::Table
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IndexLevel {
+    /// Entries by id only.
+    Table,
+    /// Also by parent ID.
+    Parents,
+    /// Also by SPIFFE ID and selector.
+    #[default]
+    Full,
+}
+
+/// Registration entries, indexed. Entries are shared (`Arc`) between the copies the registry
+/// actor, the sync hub and the journal hold, so a copy costs its maps, not the entries.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(from = "RegistryImage", into = "RegistryImage")]
 pub struct Registry {
     settings: Option<RegistrySettings>,
-    entries: BTreeMap<EntryId, RegistrationEntry>,
-    by_parent: HashMap<SpiffeId, BTreeSet<EntryId>>,
-    by_spiffe_id: HashMap<SpiffeId, BTreeSet<EntryId>>,
-    by_selector: HashMap<Selector, BTreeSet<EntryId>>,
-    by_key: HashMap<EntryKey, EntryId>,
+    level: IndexLevel,
+    entries: BTreeMap<EntryId, Arc<RegistrationEntry>>,
+    by_parent: Index<SpiffeId, IdSet>,
+    by_spiffe_id: Index<SpiffeId, IdSet>,
+    by_selector: Index<Selector, IdSet>,
 }
 
-/// What a snapshot stores: the entries; indexes are rebuilt on load.
+/// What a snapshot stores: the entries in id order; indexes are rebuilt on load.
 #[derive(Serialize, Deserialize)]
 struct RegistryImage {
-    entries: Vec<RegistrationEntry>,
+    entries: Vec<Arc<RegistrationEntry>>,
 }
 
 impl From<Registry> for RegistryImage {
@@ -140,16 +167,70 @@ impl From<Registry> for RegistryImage {
 }
 
 impl From<RegistryImage> for Registry {
+    /// A [`IndexLevel::Table`] registry; [`Registry::indexed`] adds indexes.
     fn from(image: RegistryImage) -> Self {
-        let mut r = Registry::default();
-        for e in image.entries {
-            r.insert(e);
-        }
-        r
+        Registry::from_entries(image.entries)
     }
 }
 
 impl Registry {
+    /// An empty registry keeping the indexes of `level`.
+    pub fn with_level(level: IndexLevel) -> Self {
+        Registry {
+            level,
+            ..Registry::default()
+        }
+    }
+
+    /// A [`IndexLevel::Table`] registry of `entries` (any order; a later duplicate id wins).
+    pub fn from_entries(entries: impl IntoIterator<Item = Arc<RegistrationEntry>>) -> Self {
+        Registry {
+            level: IndexLevel::Table,
+            // Snapshots store entries in id order: `collect` then builds the tree in one pass.
+            entries: entries.into_iter().map(|e| (e.id.clone(), e)).collect(),
+            ..Registry::default()
+        }
+    }
+
+    /// A copy keeping the indexes of `level` (sharing the entries).
+    pub fn indexed(&self, level: IndexLevel) -> Registry {
+        let mut r = Registry {
+            settings: self.settings.clone(),
+            level,
+            entries: self.entries.clone(),
+            ..Registry::default()
+        };
+        if level < IndexLevel::Parents {
+            return r;
+        }
+        // Parents and selectors are shared by many entries: entries come in id order, so each
+        // key's ids are gathered already sorted and its set is built in one pass rather than
+        // by a search per insert. SPIFFE IDs mostly name one entry: inserted as they come.
+        let mut by_parent: Index<SpiffeId, Vec<EntryId>> = Index::default();
+        let mut by_selector: Index<Selector, Vec<EntryId>> = Index::default();
+        let full = level >= IndexLevel::Full;
+        if full {
+            r.by_spiffe_id.reserve(self.entries.len());
+        }
+        for e in self.entries.values() {
+            gather(&mut by_parent, &e.parent_id, &e.id);
+            if full {
+                add(&mut r.by_spiffe_id, &e.spiffe_id, &e.id);
+                for s in e.selectors.iter() {
+                    gather(&mut by_selector, s, &e.id);
+                }
+            }
+        }
+        r.by_parent = settle(by_parent);
+        r.by_selector = settle(by_selector);
+        r
+    }
+
+    /// The indexes kept.
+    pub fn level(&self) -> IndexLevel {
+        self.level
+    }
+
     /// Gives the registry its settings (after construction or snapshot load).
     pub fn configure(&mut self, settings: RegistrySettings) {
         self.settings = Some(settings);
@@ -167,79 +248,143 @@ impl Registry {
 
     /// The entry with this id.
     pub fn get(&self, id: &EntryId) -> Option<&RegistrationEntry> {
+        self.entries.get(id).map(Arc::as_ref)
+    }
+
+    /// The shared entry with this id.
+    pub fn get_shared(&self, id: &EntryId) -> Option<&Arc<RegistrationEntry>> {
         self.entries.get(id)
     }
 
     /// Every entry, in id order.
     pub fn iter(&self) -> impl Iterator<Item = &RegistrationEntry> {
-        self.entries.values()
+        self.entries.values().map(Arc::as_ref)
     }
 
-    /// Entries whose parent is `parent`.
-    pub fn children_of(&self, parent: &SpiffeId) -> impl Iterator<Item = &RegistrationEntry> {
-        self.by_parent
-            .get(parent)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.entries.get(id))
-    }
-
-    /// Entries issuing this SPIFFE ID.
-    pub fn with_spiffe_id(&self, id: &SpiffeId) -> impl Iterator<Item = &RegistrationEntry> {
-        self.by_spiffe_id
-            .get(id)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.entries.get(id))
-    }
-
-    fn insert(&mut self, e: RegistrationEntry) {
-        if let Some(old) = self.entries.get(&e.id).cloned() {
-            self.remove(&old.id);
+    /// Entries whose parent is `parent`, in id order.
+    pub fn children_of<'a>(
+        &'a self,
+        parent: &'a SpiffeId,
+    ) -> Box<dyn Iterator<Item = &'a RegistrationEntry> + 'a> {
+        if self.level < IndexLevel::Parents {
+            return Box::new(self.iter().filter(move |e| &e.parent_id == parent));
         }
-        let id = e.id.clone();
-        self.by_parent
-            .entry(e.parent_id.clone())
-            .or_default()
-            .insert(id.clone());
-        self.by_spiffe_id
-            .entry(e.spiffe_id.clone())
-            .or_default()
-            .insert(id.clone());
+        Box::new(self.lookup(self.by_parent.get(parent)))
+    }
+
+    /// Entries issuing this SPIFFE ID, in id order.
+    pub fn with_spiffe_id<'a>(
+        &'a self,
+        id: &'a SpiffeId,
+    ) -> Box<dyn Iterator<Item = &'a RegistrationEntry> + 'a> {
+        if self.level < IndexLevel::Full {
+            return Box::new(self.iter().filter(move |e| &e.spiffe_id == id));
+        }
+        Box::new(self.lookup(self.by_spiffe_id.get(id)))
+    }
+
+    /// An entry with the uniqueness key `key` (SPIFFE ID, parent, selectors) other than those
+    /// `skip` names. Found among the entries issuing the same SPIFFE ID (usually one).
+    fn with_key<'a>(
+        &'a self,
+        key: &'a EntryKey,
+        skip: impl Fn(&EntryId) -> bool,
+    ) -> Option<&'a EntryId> {
+        let (spiffe_id, parent_id, selectors) = key;
+        self.with_spiffe_id(spiffe_id)
+            .find(|e| &e.parent_id == parent_id && &e.selectors == selectors && !skip(&e.id))
+            .map(|e| &e.id)
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        ids: Option<&'a IdSet>,
+    ) -> impl Iterator<Item = &'a RegistrationEntry> + 'a {
+        ids.into_iter()
+            .flat_map(IdSet::iter)
+            .filter_map(|id| self.get(id))
+    }
+
+    fn insert(&mut self, e: Arc<RegistrationEntry>) {
+        if self.entries.contains_key(&e.id) {
+            self.remove(&e.id);
+        }
+        self.index(&e);
+        self.entries.insert(e.id.clone(), e);
+    }
+
+    fn index(&mut self, e: &RegistrationEntry) {
+        if self.level < IndexLevel::Parents {
+            return;
+        }
+        add(&mut self.by_parent, &e.parent_id, &e.id);
+        if self.level < IndexLevel::Full {
+            return;
+        }
+        add(&mut self.by_spiffe_id, &e.spiffe_id, &e.id);
         for s in e.selectors.iter() {
-            self.by_selector
-                .entry(s.clone())
-                .or_default()
-                .insert(id.clone());
+            add(&mut self.by_selector, s, &e.id);
         }
-        self.by_key.insert(key_of(&e), id.clone());
-        self.entries.insert(id, e);
     }
 
-    fn remove(&mut self, id: &EntryId) -> Option<RegistrationEntry> {
+    fn remove(&mut self, id: &EntryId) -> Option<Arc<RegistrationEntry>> {
         let e = self.entries.remove(id)?;
-        unindex(&mut self.by_parent, &e.parent_id, id);
-        unindex(&mut self.by_spiffe_id, &e.spiffe_id, id);
-        for s in e.selectors.iter() {
-            unindex(&mut self.by_selector, s, id);
+        if self.level >= IndexLevel::Parents {
+            unindex(&mut self.by_parent, &e.parent_id, id);
         }
-        if self.by_key.get(&key_of(&e)) == Some(id) {
-            self.by_key.remove(&key_of(&e));
+        if self.level >= IndexLevel::Full {
+            unindex(&mut self.by_spiffe_id, &e.spiffe_id, id);
+            for s in e.selectors.iter() {
+                unindex(&mut self.by_selector, s, id);
+            }
         }
         Some(e)
     }
 }
 
-fn unindex<K: std::hash::Hash + Eq>(
-    index: &mut HashMap<K, BTreeSet<EntryId>>,
+fn add<K: std::hash::Hash + Eq + Clone>(index: &mut Index<K, IdSet>, key: &K, id: &EntryId) {
+    match index.get_mut(key) {
+        Some(set) => set.insert(id.clone()),
+        None => {
+            index.insert(key.clone(), IdSet::One(id.clone()));
+        }
+    }
+}
+
+fn gather<K: std::hash::Hash + Eq + Clone>(
+    index: &mut Index<K, Vec<EntryId>>,
     key: &K,
     id: &EntryId,
 ) {
-    if let Some(set) = index.get_mut(key) {
-        set.remove(id);
-        if set.is_empty() {
-            index.remove(key);
+    match index.get_mut(key) {
+        Some(ids) => ids.push(id.clone()),
+        None => {
+            index.insert(key.clone(), vec![id.clone()]);
         }
+    }
+}
+
+/// Turns gathered (sorted) ids into sets.
+fn settle<K: std::hash::Hash + Eq>(gathered: Index<K, Vec<EntryId>>) -> Index<K, IdSet> {
+    let mut index = Index::default();
+    index.reserve(gathered.len());
+    for (key, mut ids) in gathered {
+        let set = if ids.len() == 1 {
+            match ids.pop() {
+                Some(id) => IdSet::One(id),
+                None => continue,
+            }
+        } else {
+            IdSet::Many(ids.into_iter().collect())
+        };
+        index.insert(key, set);
+    }
+    index
+}
+
+fn unindex<K: std::hash::Hash + Eq>(index: &mut Index<K, IdSet>, key: &K, id: &EntryId) {
+    if index.get_mut(key).is_some_and(|set| set.remove(id)) {
+        index.remove(key);
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! <dir>/sled/        the sled database: tree `records` (key: seq as u64 BE, value: the
-//!                    encoded record) and tree `snapshots` (key: seq BE, value: snapshot)
+//!                    encoded record), tree `snapshots` (key: seq BE, value: snapshot)
+//!                    and tree `snapshot_anchors` (key: seq BE, value: the record hash the
+//!                    snapshot was taken at), read at open without loading snapshot data
 //! <dir>/ack-head     the last acknowledged head (seq, hash), rewritten after every commit
 //! ```
 //!
@@ -36,6 +38,7 @@ pub struct SledStore {
     db: sled::Db,
     records: sled::Tree,
     snapshots: sled::Tree,
+    snapshot_anchors: sled::Tree,
     marker: Mutex<File>,
 }
 
@@ -79,6 +82,9 @@ impl SledStore {
         let snapshots = db
             .open_tree("snapshots")
             .map_err(|e| fail("cannot open tree `snapshots`", &e))?;
+        let snapshot_anchors = db
+            .open_tree("snapshot_anchors")
+            .map_err(|e| fail("cannot open tree `snapshot_anchors`", &e))?;
         let marker = OpenOptions::new()
             .read(true)
             .write(true)
@@ -91,6 +97,7 @@ impl SledStore {
             db,
             records,
             snapshots,
+            snapshot_anchors,
             marker: Mutex::new(marker),
         })
     }
@@ -211,22 +218,47 @@ impl Store for SledStore {
         self.snapshots
             .insert(snapshot.seq.to_be_bytes(), snapshot.encode())
             .map_err(|e| self.err("cannot store snapshot", e))?;
-        let count = self.snapshots.len();
-        for item in self
-            .snapshots
-            .iter()
-            .keys()
-            .take(count.saturating_sub(SNAPSHOTS_RETAINED))
-        {
-            let key = item.map_err(|e| self.err("cannot list snapshots", e))?;
-            self.snapshots
-                .remove(key)
-                .map_err(|e| self.err("cannot delete an old snapshot", e))?;
+        // The anchor goes in after the data: an anchor never names a snapshot that is not
+        // stored (a crash in between leaves the previous anchor, an older but valid start).
+        self.snapshot_anchors
+            .insert(snapshot.seq.to_be_bytes(), &snapshot.hash.0[..])
+            .map_err(|e| self.err("cannot store the snapshot anchor", e))?;
+        for tree in [&self.snapshots, &self.snapshot_anchors] {
+            let keys: Vec<sled::IVec> = tree
+                .iter()
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.err("cannot list snapshots", e))?;
+            for key in keys
+                .iter()
+                .take(keys.len().saturating_sub(SNAPSHOTS_RETAINED))
+            {
+                tree.remove(key)
+                    .map_err(|e| self.err("cannot delete an old snapshot", e))?;
+            }
         }
         self.db
             .flush()
             .map_err(|e| self.err("sled flush (fsync) failed", e))?;
         Ok(())
+    }
+
+    fn latest_snapshot_anchor(&self) -> Result<Option<(u64, Digest32)>, LogError> {
+        let last = self
+            .snapshot_anchors
+            .last()
+            .map_err(|e| self.err("cannot read snapshot anchors", e))?;
+        match last {
+            Some((key, value)) => match (decode_key(&key), <[u8; 32]>::try_from(&value[..])) {
+                (Some(seq), Ok(hash)) => Ok(Some((seq, Digest32(hash)))),
+                _ => Err(LogError::SnapshotMismatch {
+                    seq: decode_key(&key).unwrap_or(0),
+                    reason: "stored snapshot anchor is malformed".into(),
+                }),
+            },
+            // A log whose snapshots predate anchors: read the latest one.
+            None => Ok(self.latest_snapshot()?.map(|s| (s.seq, s.hash))),
+        }
     }
 
     fn latest_snapshot(&self) -> Result<Option<Snapshot>, LogError> {

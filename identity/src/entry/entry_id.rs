@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
@@ -10,8 +11,11 @@ use crate::id_error::shown;
 
 /// The identifier of a registration entry: 1 to 255 bytes of `[A-Za-z0-9._-]`, as SPIRE
 /// accepts for caller-chosen entry IDs. Generated IDs are UUIDs ([`EntryId::from_random_bytes`]).
+///
+/// Shared text: a clone is a reference count, so the registry's indexes can hold the ID many
+/// times without copying it.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EntryId(String);
+pub struct EntryId(Arc<str>);
 
 /// Why a string is not a valid entry ID.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -63,7 +67,7 @@ impl EntryId {
         {
             return Err(EntryIdError::BadChar { input: shown(id) });
         }
-        Ok(Self(id.to_owned()))
+        Ok(Self(Arc::from(id)))
     }
 
     /// A version-4 UUID (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`, SPIRE's format) made from 16
@@ -79,7 +83,7 @@ impl EntryId {
             s.push(char::from(HEX[usize::from(b >> 4)]));
             s.push(char::from(HEX[usize::from(b & 0x0f)]));
         }
-        Self(s)
+        Self(Arc::from(s))
     }
 
     /// The ID as a string.
@@ -124,8 +128,7 @@ impl Serialize for EntryId {
 
 impl<'de> Deserialize<'de> for EntryId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        Self::new(&s).map_err(serde::de::Error::custom)
+        crate::serde_str::deserialize_parsed(deserializer, "an entry ID", Self::new)
     }
 }
 

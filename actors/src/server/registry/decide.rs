@@ -58,7 +58,10 @@ impl Registry {
                 entry.revision = 0;
                 entry.validate(&settings.trust_domain, &settings.limits)?;
                 let key = key_of(&entry);
-                if let Some(existing) = self.by_key.get(&key).or_else(|| batch_keys.get(&key)) {
+                if let Some(existing) = self
+                    .with_key(&key, |_| false)
+                    .or_else(|| batch_keys.get(&key))
+                {
                     return Err(EntryRejection::AlreadyExists {
                         existing: existing.clone(),
                     });
@@ -90,7 +93,7 @@ impl Registry {
             let result = (|| {
                 let current = updated
                     .get(&entry.id)
-                    .or_else(|| self.entries.get(&entry.id))
+                    .or_else(|| self.get(&entry.id))
                     .ok_or_else(|| EntryRejection::NotFound {
                         id: entry.id.clone(),
                     })?;
@@ -99,9 +102,9 @@ impl Registry {
                 entry.validate(&settings.trust_domain, &settings.limits)?;
                 let key = key_of(&entry);
                 let clash = self
-                    .by_key
-                    .get(&key)
-                    .filter(|other| **other != entry.id && !updated.contains_key(*other))
+                    .with_key(&key, |other| {
+                        *other == entry.id || updated.contains_key(other)
+                    })
                     .or_else(|| {
                         updated
                             .values()

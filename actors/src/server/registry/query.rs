@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use tessera_identity::{EntryId, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain};
 
-use super::Registry;
+use super::{IdSet, IndexLevel, Registry};
 
 /// How a set in a filter is compared with an entry's set (SPIRE's `MatchBehavior`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,9 +86,13 @@ impl Registry {
         &'a self,
         filter: &EntryFilter,
     ) -> Box<dyn Iterator<Item = &'a RegistrationEntry> + 'a> {
-        let from_index = |ids: Option<&'a BTreeSet<EntryId>>| -> Box<dyn Iterator<Item = &'a RegistrationEntry> + 'a> {
-            Box::new(ids.into_iter().flatten().filter_map(|id| self.entries.get(id)))
-        };
+        let from_index =
+            |ids: Option<&'a IdSet>| -> Box<dyn Iterator<Item = &'a RegistrationEntry> + 'a> {
+                Box::new(self.lookup(ids))
+            };
+        if self.level < IndexLevel::Full {
+            return Box::new(self.iter());
+        }
         if let Some(id) = &filter.by_spiffe_id {
             return from_index(self.by_spiffe_id.get(id));
         }
@@ -103,7 +107,7 @@ impl Registry {
                 return from_index(self.by_selector.get(first));
             }
         }
-        Box::new(self.entries.values())
+        Box::new(self.iter())
     }
 
     /// A page of entries passing `filter`, after `page_token`, at most `page_size` (0: all).

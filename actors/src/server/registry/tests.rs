@@ -349,3 +349,104 @@ fn snapshot_image_round_trips_with_indexes() {
         1
     );
 }
+
+#[test]
+fn every_index_level_answers_like_the_full_index() {
+    // Given a registry with shared parents, selectors and a repeated SPIFFE ID, built
+    // incrementally (with a delete and an update on the way) ...
+    let mut events = Vec::new();
+    for i in 0..40u8 {
+        let parent = format!("spiffe://example.org/spire/agent/n{}", i % 3);
+        let selector = format!("unix:uid:{}", i % 4);
+        let mut e = entry(
+            &format!("spiffe://example.org/w{}", i % 30),
+            &parent,
+            &[&selector],
+        );
+        e.id = EntryId::new(&format!("e{i:02}")).unwrap();
+        events.push(ServerEvent::EntryCreated(e));
+    }
+    events.push(ServerEvent::EntryDeleted {
+        id: EntryId::new("e07").unwrap(),
+    });
+    let mut moved = entry("spiffe://example.org/moved", AGENT, &["unix:uid:9"]);
+    moved.id = EntryId::new("e11").unwrap();
+    events.push(ServerEvent::EntryUpdated(moved));
+    let mut incremental = Registry::default();
+    let mut table = Registry::with_level(IndexLevel::Table);
+    for e in &events {
+        incremental.apply(e);
+        table.apply(e);
+    }
+    // ... when copies are indexed at every level from the unindexed fold ...
+    let copies = [
+        table.indexed(IndexLevel::Table),
+        table.indexed(IndexLevel::Parents),
+        table.indexed(IndexLevel::Full),
+    ];
+    // ... then every copy answers every lookup as the incrementally indexed registry does.
+    let ids = |it: Box<dyn Iterator<Item = &RegistrationEntry> + '_>| -> Vec<String> {
+        it.map(|e| e.id.to_string()).collect()
+    };
+    let parents = [
+        "spiffe://example.org/spire/agent/n0",
+        "spiffe://example.org/spire/agent/n2",
+        AGENT,
+        "spiffe://example.org/none",
+    ];
+    let spiffe_ids = [
+        "spiffe://example.org/w1",
+        "spiffe://example.org/w7",
+        "spiffe://example.org/moved",
+    ];
+    for copy in &copies {
+        assert_eq!(copy.len(), incremental.len(), "{:?}", copy.level());
+        for p in parents {
+            assert_eq!(
+                ids(copy.children_of(&id(p))),
+                ids(incremental.children_of(&id(p))),
+                "children of {p} at {:?}",
+                copy.level()
+            );
+        }
+        for s in spiffe_ids {
+            assert_eq!(
+                ids(copy.with_spiffe_id(&id(s))),
+                ids(incremental.with_spiffe_id(&id(s))),
+                "entries of {s} at {:?}",
+                copy.level()
+            );
+        }
+        let filter = EntryFilter {
+            by_selectors: Some((
+                SelectorSet::parse_all(["unix:uid:1"]).unwrap(),
+                MatchBehavior::Exact,
+            )),
+            ..Default::default()
+        };
+        assert_eq!(
+            copy.list(&filter, 0, None),
+            incremental.list(&filter, 0, None)
+        );
+    }
+    assert_eq!(
+        ids(incremental.with_spiffe_id(&id("spiffe://example.org/w1"))),
+        ["e01", "e31"]
+    );
+    assert_eq!(ids(incremental.children_of(&id(AGENT))), ["e11"]);
+}
+
+#[test]
+fn uniqueness_is_checked_at_every_index_level() {
+    let first = entry("spiffe://example.org/a", AGENT, &["unix:uid:1"]);
+    let (events, _) = created(&given(&[]), vec![new(first.clone())], 1);
+    for level in [IndexLevel::Table, IndexLevel::Parents, IndexLevel::Full] {
+        let r = given(&events).indexed(level);
+        let (dup_events, reply) = created(&r, vec![new(first.clone())], 2);
+        assert!(dup_events.is_empty(), "{level:?}");
+        assert!(
+            matches!(&reply[..], [Err(EntryRejection::AlreadyExists { .. })]),
+            "{level:?}: {reply:?}"
+        );
+    }
+}
