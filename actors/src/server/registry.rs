@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tessera_eventlog::typed::{decode_state, encode_state};
 use tessera_identity::{
     EntryError, EntryId, EntryLimits, RegistrationEntry, Selector, SelectorSet, SpiffeId,
     TrustDomain,
@@ -141,8 +142,7 @@ pub enum IndexLevel {
 
 /// Registration entries, indexed. Entries are shared (`Arc`) between the copies the registry
 /// actor, the sync hub and the journal hold, so a copy costs its maps, not the entries.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(from = "RegistryImage", into = "RegistryImage")]
+#[derive(Clone, Debug, Default)]
 pub struct Registry {
     settings: Option<RegistrySettings>,
     level: IndexLevel,
@@ -152,25 +152,99 @@ pub struct Registry {
     by_selector: Index<Selector, IdSet>,
 }
 
-/// What a snapshot stores: the entries in id order; indexes are rebuilt on load.
+/// What a snapshot stores: the entries in id order, in separately encoded chunks so that
+/// start-up decodes them on every core; indexes are rebuilt on load.
 #[derive(Serialize, Deserialize)]
 struct RegistryImage {
-    entries: Vec<Arc<RegistrationEntry>>,
+    chunks: Vec<Chunk>,
 }
 
-impl From<Registry> for RegistryImage {
-    fn from(r: Registry) -> Self {
-        RegistryImage {
-            entries: r.entries.into_values().collect(),
+/// Entries per snapshot chunk.
+const CHUNK_ENTRIES: usize = 65_536;
+
+/// One chunk: the bincode of a list of entries, carried as raw bytes.
+struct Chunk(Vec<u8>);
+
+impl Serialize for Chunk {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Chunk {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = Chunk;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a chunk of encoded entries")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Chunk, E> {
+                Ok(Chunk(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Chunk, E> {
+                Ok(Chunk(v))
+            }
         }
+        deserializer.deserialize_bytes(Bytes)
     }
 }
 
-impl From<RegistryImage> for Registry {
-    /// A [`IndexLevel::Table`] registry; [`Registry::indexed`] adds indexes.
-    fn from(image: RegistryImage) -> Self {
-        Registry::from_entries(image.entries)
+impl Serialize for Registry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let entries: Vec<&Arc<RegistrationEntry>> = self.entries.values().collect();
+        let chunks = entries
+            .chunks(CHUNK_ENTRIES)
+            .map(|part| encode_state(&part).map(Chunk))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(serde::ser::Error::custom)?;
+        RegistryImage { chunks }.serialize(serializer)
     }
+}
+
+impl<'de> Deserialize<'de> for Registry {
+    /// A [`IndexLevel::Table`] registry; [`Registry::indexed`] adds indexes.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let image = RegistryImage::deserialize(deserializer)?;
+        decode_chunks(&image.chunks)
+            .map(Registry::from_entries)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Decodes chunks on up to one thread per core, keeping their order.
+fn decode_chunks(chunks: &[Chunk]) -> Result<Vec<Arc<RegistrationEntry>>, String> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, chunks.len().max(1));
+    let per_thread = chunks.len().div_ceil(threads).max(1);
+    let decode = |part: &[Chunk]| -> Result<Vec<Arc<RegistrationEntry>>, String> {
+        let mut out = Vec::new();
+        for chunk in part {
+            let entries: Vec<Arc<RegistrationEntry>> =
+                decode_state(0, &chunk.0).map_err(|e| e.to_string())?;
+            out.extend(entries);
+        }
+        Ok(out)
+    };
+    let parts: Vec<Result<Vec<_>, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .chunks(per_thread)
+            .map(|part| s.spawn(move || decode(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a snapshot decoding thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut entries = Vec::new();
+    for part in parts {
+        entries.extend(part?);
+    }
+    Ok(entries)
 }
 
 impl Registry {
