@@ -1,11 +1,20 @@
 //! HTTP `/live`, `/ready` and Prometheus `/metrics` (off by default; `[health_checks]`).
 //!
-//! Families (prefix `tessera_server_`): `entries`, `agents`, `join_tokens_pending`,
-//! `log_head_seq`, `actor_in_flight{actor}`, `signing_queued`, `bundle_sequence`,
-//! `x509_cas{status}`, `jwt_keys{status}`, `active_ca_not_after_seconds`.
+//! Families (prefix `tessera_server_`):
+//! - gauges `entries`, `agents`, `join_tokens_pending`, `log_head_seq`,
+//!   `actor_in_flight{actor}`, `signing_queued`, `bundle_sequence`, `x509_cas{status}`,
+//!   `jwt_keys{status}`, `active_ca_not_after_seconds`;
+//! - counter `svids_signed_total{kind,outcome}`: SVIDs by `kind` (`x509`, `jwt`) and `outcome`
+//!   (`ok`; `error`: admitted, then refused or failed; `rejected`: not admitted, queue full or
+//!   batch too large, i.e. `ResourceExhausted`). `rate(..{outcome="ok"}[1m])` is the signing
+//!   rate;
+//! - histogram `signing_duration_seconds{kind}`: per admitted SVID, the time from admission
+//!   to the signed result (queueing included), buckets 50 µs to 5 s; its `_count` equals the
+//!   `ok` plus `error` counts.
 //!
 //! Gauges are read from the actors when scraped, so they are never stale and cost nothing
-//! between scrapes. `/live` answers 200 while the actors run; `/ready` answers 200 once the
+//! between scrapes. The signing families are the signer's own atomic counters (every signing
+//! path goes through it), copied out on scrape by a custom collector. `/live` answers 200 while the actors run; `/ready` answers 200 once the
 //! registry answers a read, 503 otherwise (overloaded, failed, stopping).
 
 use std::future::Future;
@@ -17,7 +26,10 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use tessera_actors::server::authority::signer::{SignOutcome, Signer, SvidKind};
 use tessera_actors::server::authority::SlotStatus;
 use tessera_actors::server::supervisor::Server;
 use tokio::net::TcpListener;
@@ -97,6 +109,9 @@ impl Metrics {
             &["status"],
         )?;
         registry.register(Box::new(jwt_keys.clone()))?;
+        registry.register(Box::new(SigningCollector::new(
+            server.authority.signer().clone(),
+        )?))?;
         Ok(Arc::new(Self {
             server,
             failed: AtomicBool::new(false),
@@ -180,6 +195,107 @@ impl Metrics {
     async fn ready(&self) -> bool {
         !self.is_failed() && self.server.registry.read(|_| ()).await.is_ok()
     }
+}
+
+// === impl SigningCollector ===
+
+const SIGNED: &str = "svids_signed_total";
+const DURATION: &str = "signing_duration_seconds";
+
+/// Copies the signer's counters and latency histograms into families on each scrape.
+#[derive(Debug)]
+struct SigningCollector {
+    signer: Signer,
+    descs: Vec<Desc>,
+}
+
+impl SigningCollector {
+    fn new(signer: Signer) -> Result<Self, prometheus::Error> {
+        let descs = vec![
+            Desc::new(
+                SIGNED.into(),
+                "SVIDs by kind (x509, jwt) and outcome (ok; error: admitted, then refused or \
+                 failed; rejected: queue full or batch too large)."
+                    .into(),
+                vec!["kind".into(), "outcome".into()],
+                Default::default(),
+            )?,
+            Desc::new(
+                DURATION.into(),
+                "Time from admission to the signer to the signed result, per admitted SVID, \
+                 queueing included."
+                    .into(),
+                vec!["kind".into()],
+                Default::default(),
+            )?,
+        ];
+        Ok(Self { signer, descs })
+    }
+}
+
+impl Collector for SigningCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let snapshot = self.signer.metrics();
+        let mut signed = Vec::new();
+        let mut durations = Vec::new();
+        for kind in SvidKind::ALL {
+            for outcome in SignOutcome::ALL {
+                let mut counter = proto::Counter::default();
+                // Exact below 2^53 SVIDs.
+                counter.set_value(snapshot.count(kind, outcome) as f64);
+                let mut m = proto::Metric::from_label(vec![
+                    label("kind", kind.label()),
+                    label("outcome", outcome.label()),
+                ]);
+                m.set_counter(counter);
+                signed.push(m);
+            }
+            let latency = snapshot.latency(kind);
+            let mut h = proto::Histogram::default();
+            h.set_sample_count(latency.count());
+            h.set_sample_sum(latency.sum_seconds());
+            h.set_bucket(
+                latency
+                    .buckets()
+                    .map(|(upper, n)| {
+                        let mut b = proto::Bucket::default();
+                        b.set_upper_bound(upper);
+                        b.set_cumulative_count(n);
+                        b
+                    })
+                    .collect(),
+            );
+            let mut m = proto::Metric::from_label(vec![label("kind", kind.label())]);
+            m.set_histogram(h);
+            durations.push(m);
+        }
+        [
+            (SIGNED, MetricType::COUNTER, signed),
+            (DURATION, MetricType::HISTOGRAM, durations),
+        ]
+        .into_iter()
+        .zip(&self.descs)
+        .map(|((name, kind, metrics), desc)| {
+            let mut family = MetricFamily::default();
+            family.set_name(name.into());
+            family.set_help(desc.help.clone());
+            family.set_field_type(kind);
+            family.set_metric(metrics);
+            family
+        })
+        .collect()
+    }
+}
+
+fn label(name: &str, value: &str) -> proto::LabelPair {
+    let mut pair = proto::LabelPair::default();
+    pair.set_name(name.into());
+    pair.set_value(value.into());
+    pair
 }
 
 fn slot_label(s: SlotStatus) -> &'static str {

@@ -7,15 +7,20 @@
 //! `max_concurrent_jobs` jobs at a time, in chunks of [`CHUNK`] CSRs. The authority actor
 //! installs the CA and key to sign with ([`Signer::install_ca`]); cloning a `Signer` shares
 //! its bounds and what is installed.
+//!
+//! Every path that signs (agent and admin APIs, agent SVIDs, the server's own) comes through
+//! here, so the signer counts SVIDs by kind and outcome and times them from admission to
+//! result ([`Signer::metrics`]; see [`metrics`] for what is counted).
 
 mod error;
 mod jwt;
+pub mod metrics;
 mod types;
 mod x509;
 
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tessera_eventlog::Clock;
 use tessera_identity::{SpiffeId, TrustDomain};
@@ -23,6 +28,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use self::error::{SignError, SvidRejection};
 use self::jwt::check_audience;
+use self::metrics::{monotonic_now, SigningMetrics};
+pub use self::metrics::{LatencySnapshot, SignOutcome, SigningMetricsSnapshot, SvidKind};
 pub use self::types::{
     AgentSvidRequest, IssuedX509Svid, JwtSvid, JwtSvidRequest, SignerSettings, SigningCa,
     SigningJwtKey, X509SvidRequest,
@@ -39,6 +46,8 @@ pub const CHUNK: usize = 16;
 pub struct Admission {
     _permit: Option<OwnedSemaphorePermit>,
     units: usize,
+    /// When it was admitted: signing latency counts from here, so queueing shows.
+    admitted_at: Instant,
 }
 
 #[derive(Default)]
@@ -55,6 +64,7 @@ struct Inner {
     queue: Arc<Semaphore>,
     workers: Arc<Semaphore>,
     installed: RwLock<Installed>,
+    metrics: SigningMetrics,
 }
 
 /// A cloneable handle that signs SVIDs with the installed CA and JWT key.
@@ -95,6 +105,7 @@ impl Signer {
                 queue,
                 workers,
                 installed: RwLock::new(Installed::default()),
+                metrics: SigningMetrics::default(),
             }),
         }
     }
@@ -127,6 +138,11 @@ impl Signer {
         self.read().jwt.as_ref().map(|k| k.record.kid.clone())
     }
 
+    /// SVIDs signed, refused and rejected so far, and their latency, shared by every clone.
+    pub fn metrics(&self) -> SigningMetricsSnapshot {
+        self.inner.metrics.snapshot()
+    }
+
     /// Items admitted and not yet done.
     pub fn queued(&self) -> usize {
         self.limit()
@@ -155,7 +171,9 @@ impl Signer {
     }
 
     /// Reserves queue room for `units` items, or says the queue is full. Synchronous, so an
-    /// actor can admit in its handler and sign in a task.
+    /// actor can admit in its handler and sign in a task. A refusal here is not counted in
+    /// [`Signer::metrics`] (the kind of SVID is not known here); the `sign_*`/`mint_*` methods
+    /// that admit for themselves count theirs.
     ///
     /// # Errors
     /// [`SignError::Overloaded`] naming the limit.
@@ -164,6 +182,7 @@ impl Signer {
             return Ok(Admission {
                 _permit: None,
                 units,
+                admitted_at: monotonic_now(),
             });
         }
         let overloaded = || SignError::Overloaded {
@@ -180,6 +199,7 @@ impl Signer {
         Ok(Admission {
             _permit: Some(permit),
             units,
+            admitted_at: monotonic_now(),
         })
     }
 
@@ -200,7 +220,9 @@ impl Signer {
         &self,
         requests: Vec<X509SvidRequest>,
     ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
-        let admission = self.admit_batch(requests.len())?;
+        let admission = self
+            .admit_batch(requests.len())
+            .map_err(|e| self.refused(SvidKind::X509, requests.len(), e))?;
         self.sign_x509_admitted(admission, requests).await
     }
 
@@ -209,6 +231,30 @@ impl Signer {
     /// # Errors
     /// As [`Signer::sign_x509_batch`].
     pub async fn sign_x509_admitted(
+        &self,
+        admission: Admission,
+        requests: Vec<X509SvidRequest>,
+    ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
+        let (admitted_at, len) = (admission.admitted_at, requests.len());
+        let results = self.sign_x509_unrecorded(admission, requests).await;
+        let m = &self.inner.metrics;
+        match &results {
+            Ok(items) => {
+                let ok = items.iter().filter(|r| r.is_ok()).count();
+                m.record(SvidKind::X509, SignOutcome::Ok, ok, admitted_at);
+                m.record(
+                    SvidKind::X509,
+                    SignOutcome::Error,
+                    items.len() - ok,
+                    admitted_at,
+                );
+            }
+            Err(e) => m.record(SvidKind::X509, SignOutcome::of_error(e), len, admitted_at),
+        }
+        results
+    }
+
+    async fn sign_x509_unrecorded(
         &self,
         admission: Admission,
         requests: Vec<X509SvidRequest>,
@@ -237,7 +283,9 @@ impl Signer {
         &self,
         request: AgentSvidRequest,
     ) -> Result<IssuedX509Svid, SignError> {
-        let admission = self.admit(1)?;
+        let admission = self
+            .admit(1)
+            .map_err(|e| self.refused(SvidKind::X509, 1, e))?;
         self.sign_agent_admitted(admission, request).await
     }
 
@@ -246,6 +294,17 @@ impl Signer {
     /// # Errors
     /// As [`Signer::sign_agent_svid`].
     pub async fn sign_agent_admitted(
+        &self,
+        admission: Admission,
+        request: AgentSvidRequest,
+    ) -> Result<IssuedX509Svid, SignError> {
+        let admitted_at = admission.admitted_at;
+        let result = self.sign_agent_unrecorded(admission, request).await;
+        self.record_one(SvidKind::X509, &result, admitted_at);
+        result
+    }
+
+    async fn sign_agent_unrecorded(
         &self,
         admission: Admission,
         request: AgentSvidRequest,
@@ -266,7 +325,9 @@ impl Signer {
     /// # Errors
     /// A [`SignError`], with [`SignError::Rejected`] for bad input.
     pub async fn mint_jwt_svid(&self, request: JwtSvidRequest) -> Result<JwtSvid, SignError> {
-        let admission = self.admit(1)?;
+        let admission = self
+            .admit(1)
+            .map_err(|e| self.refused(SvidKind::Jwt, 1, e))?;
         self.mint_jwt_admitted(admission, request).await
     }
 
@@ -275,6 +336,17 @@ impl Signer {
     /// # Errors
     /// As [`Signer::mint_jwt_svid`].
     pub async fn mint_jwt_admitted(
+        &self,
+        admission: Admission,
+        request: JwtSvidRequest,
+    ) -> Result<JwtSvid, SignError> {
+        let admitted_at = admission.admitted_at;
+        let result = self.mint_jwt_unrecorded(admission, request).await;
+        self.record_one(SvidKind::Jwt, &result, admitted_at);
+        result
+    }
+
+    async fn mint_jwt_unrecorded(
         &self,
         admission: Admission,
         request: JwtSvidRequest,
@@ -313,6 +385,20 @@ impl Signer {
             })
             .await?;
         token.map_err(SignError::Rejected)
+    }
+
+    /// Counts `n` SVIDs of a request refused before admission, and passes the error on.
+    fn refused(&self, kind: SvidKind, n: usize, e: SignError) -> SignError {
+        self.inner.metrics.count(kind, SignOutcome::of_error(&e), n);
+        e
+    }
+
+    fn record_one<T>(&self, kind: SvidKind, result: &Result<T, SignError>, admitted_at: Instant) {
+        let outcome = match result {
+            Ok(_) => SignOutcome::Ok,
+            Err(e) => SignOutcome::of_error(e),
+        };
+        self.inner.metrics.record(kind, outcome, 1, admitted_at);
     }
 
     fn check_batch(&self, len: usize) -> Result<(), SignError> {

@@ -441,3 +441,114 @@ async fn big_batches_keep_their_order_through_a_single_worker() {
     }
     assert_eq!(signer.queued(), 0);
 }
+
+#[tokio::test]
+async fn every_svid_is_counted_by_kind_and_outcome_and_admitted_ones_are_timed() {
+    use super::metrics::{SignOutcome::*, SvidKind::*};
+
+    let keys = MemoryKeyManager::new();
+    let ca = ca_at(&keys, 1, T0, 86_400);
+    let key = jwt_key_at(&keys, KeyType::EcP256, T0, 600);
+    let clock = clock_at(T0);
+    let settings = SignerSettings {
+        max_queued: 3,
+        max_batch: 3,
+        ..SignerSettings::default()
+    };
+    let signer = signer_with(&clock, settings, Some(&ca), Some(&key));
+    let jwt = |spiffe: &str| JwtSvidRequest {
+        spiffe_id: id(spiffe),
+        audience: vec!["db".into()],
+        ttl: None,
+    };
+
+    // A batch of three: two signed, one refused (foreign ID).
+    let results = signer
+        .sign_x509_batch(vec![
+            request("spiffe://example.org/a", &[]),
+            request("spiffe://other.org/b", &[]),
+            request("spiffe://example.org/c", &[]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
+    signer
+        .sign_agent_svid(AgentSvidRequest {
+            csr_der: csr(),
+            agent_id: id("spiffe://example.org/spire/agent/x"),
+            ttl: None,
+        })
+        .await
+        .unwrap();
+    signer
+        .mint_jwt_svid(jwt("spiffe://example.org/a"))
+        .await
+        .unwrap();
+    assert!(signer
+        .mint_jwt_svid(jwt("spiffe://example.org"))
+        .await
+        .is_err());
+
+    // Queue full: the whole batch and the JWT are rejected, not admitted, so not timed.
+    let held = signer.admit(2).unwrap();
+    let e = signer
+        .sign_x509_batch(vec![
+            request("spiffe://example.org/d", &[]),
+            request("spiffe://example.org/e", &[]),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SignError::Overloaded { .. }));
+    signer
+        .mint_jwt_svid(jwt("spiffe://example.org/a"))
+        .await
+        .unwrap();
+    let full = signer.admit(1).unwrap();
+    let e = signer
+        .mint_jwt_svid(jwt("spiffe://example.org/a"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SignError::Overloaded { .. }));
+    drop((held, full));
+    // Too large a batch is rejected too.
+    assert!(signer
+        .sign_x509_batch(
+            (0..4)
+                .map(|i| request(&format!("spiffe://example.org/{i}"), &[]))
+                .collect()
+        )
+        .await
+        .is_err());
+    // No active CA: admitted, then an error.
+    signer.install_ca(None);
+    assert!(signer
+        .sign_x509_batch(vec![request("spiffe://example.org/f", &[])])
+        .await
+        .is_err());
+
+    let m = signer.metrics();
+    let counts: Vec<u64> = [
+        (X509, Ok),
+        (X509, Error),
+        (X509, Rejected),
+        (Jwt, Ok),
+        (Jwt, Error),
+        (Jwt, Rejected),
+    ]
+    .into_iter()
+    .map(|(kind, outcome)| m.count(kind, outcome))
+    .collect();
+    assert_eq!(counts, [3, 2, 6, 2, 1, 1]);
+    assert_eq!(
+        m.latency(X509).count(),
+        5,
+        "ok + error, rejections are not timed"
+    );
+    assert_eq!(m.latency(Jwt).count(), 3);
+    let buckets: Vec<(f64, u64)> = m.latency(X509).buckets().collect();
+    assert!(buckets
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    assert!(m.latency(X509).sum_seconds() > 0.0);
+    assert_eq!(signer.clone().metrics(), m, "clones share the counters");
+}
