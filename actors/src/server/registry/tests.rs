@@ -450,3 +450,28 @@ fn uniqueness_is_checked_at_every_index_level() {
         );
     }
 }
+
+#[test]
+fn snapshot_chunks_decode_in_order_across_boundaries() {
+    let mut r = Registry::default();
+    for i in 0..10u8 {
+        let mut e = entry(
+            &format!("spiffe://example.org/w{i}"),
+            AGENT,
+            &[&format!("unix:uid:{i}")],
+        );
+        e.id = EntryId::new(&format!("e{i}")).unwrap();
+        r.apply(&ServerEvent::EntryCreated(e));
+    }
+    let bytes = tessera_eventlog::typed::encode_state(&r).unwrap();
+    let back: Registry = tessera_eventlog::typed::decode_state(1, &bytes).unwrap();
+    assert_eq!(back.level(), IndexLevel::Table);
+    let before: Vec<&RegistrationEntry> = r.iter().collect();
+    let after: Vec<&RegistrationEntry> = back.iter().collect();
+    assert_eq!(before, after);
+    // A damaged chunk is an error, not a partial registry.
+    let mut damaged = bytes.clone();
+    let at = damaged.len() / 2;
+    damaged.truncate(at);
+    assert!(tessera_eventlog::typed::decode_state::<Registry>(1, &damaged).is_err());
+}
