@@ -42,6 +42,11 @@ pub struct SledStore {
     marker: Mutex<File>,
 }
 
+/// sled's page cache. Its default (1 GiB) kept every record read at start-up resident;
+/// the log is read once in order at start-up and then near its head, so a small cache serves
+/// it as well and the server's memory is its state, not a copy of its log.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl SledStore {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogError> {
@@ -53,6 +58,7 @@ impl SledStore {
         std::fs::create_dir_all(&dir).map_err(|e| fail("cannot create the log directory", &e))?;
         let config = sled::Config::new()
             .path(dir.join("sled"))
+            .cache_capacity(CACHE_BYTES)
             .mode(sled::Mode::HighThroughput);
         // sled's threads release the directory lock a moment after the last handle is
         // dropped, so a reopen in the same process (a restart in tests, a tool) can find it
