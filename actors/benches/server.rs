@@ -100,6 +100,12 @@ async fn start_server(log: Arc<dyn EventLog>) -> Server {
     )
     .await
     .unwrap();
+    if std::env::var("TESSERA_BENCH_PHASES").is_ok() {
+        eprintln!(
+            "phase: Server::start returned at {:?}",
+            std::time::SystemTime::now()
+        );
+    }
     if server.authority.bundle().is_none() {
         server.authority.tick().await.unwrap();
     }
@@ -207,6 +213,8 @@ fn open(dir: &std::path::Path, check: OpenCheck) -> Arc<LocalLog> {
             Arc::new(SystemClock),
             LogLimits {
                 open_check: check,
+                // As tessera-server opens it: the check runs while start-up replays.
+                check_in_background: true,
                 ..LogLimits::default()
             },
         )
@@ -263,6 +271,13 @@ fn startup_child(dir: &str, mode: &str, min: usize) {
             OpenCheck::FullChain
         };
         let log = open(std::path::Path::new(dir), check);
+        if std::env::var("TESSERA_BENCH_PHASES").is_ok() {
+            eprintln!(
+                "phase: log open {:?} at {:?}",
+                t.elapsed(),
+                std::time::SystemTime::now()
+            );
+        }
         let server = start_server(log.clone()).await;
         let took = t.elapsed();
         let n = server.registry.read(|r| r.len()).await.unwrap();

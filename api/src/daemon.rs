@@ -282,6 +282,8 @@ pub async fn open_log(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Loca
     let dir = config.log_dir();
     let limits = LogLimits {
         open_check: config.open_check,
+        // Checked while start-up replays; the server starts only once it has passed.
+        check_in_background: true,
         ..LogLimits::default()
     };
     // Opening walks the chain: blocking work.

@@ -68,7 +68,7 @@ pub enum ChainFault {
 }
 
 /// Errors of the event log.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
     /// Opening found a damaged, missing or altered record: the log refuses to start rather
     /// than serve a history with a hole in it. Restore the directory from a backup, or

@@ -43,6 +43,10 @@ pub struct LogLimits {
     pub subscription_chunk: usize,
     /// How much of the chain to check when opening; a damaged log refuses to open.
     pub open_check: OpenCheck,
+    /// Run the open check on its own thread instead of before `open` returns: reads (a
+    /// replay) proceed meanwhile, appends wait for its verdict, and [`EventLog::opened`]
+    /// reports it. A server replaying a long log then checks and replays on two cores.
+    pub check_in_background: bool,
 }
 
 impl Default for LogLimits {
@@ -53,6 +57,7 @@ impl Default for LogLimits {
             queue_depth: 4_096,
             subscription_chunk: 1_024,
             open_check: OpenCheck::FullChain,
+            check_in_background: false,
         }
     }
 }
@@ -90,6 +95,8 @@ struct Inner {
     queue: Mutex<Option<mpsc::Sender<Request>>>,
     head: watch::Receiver<Head>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The open check's verdict: `None` while it runs.
+    verdict: watch::Receiver<Option<Result<(), LogError>>>,
 }
 
 impl LocalLog {
@@ -123,18 +130,50 @@ impl LocalLog {
             }),
             OpenCheck::Off => None,
         };
-        let head = if let Some(anchor) = anchor {
-            let report = chain::walk_from(store.as_ref(), anchor)?;
-            if let Some(bad) = report.fault {
-                return Err(LogError::Corrupt {
-                    path: store.location().to_path_buf(),
-                    seq: bad.seq,
-                    fault: bad.fault,
-                });
+        let (verdict_tx, verdict) = watch::channel(None);
+        let mut gate = None;
+        let head = match anchor {
+            Some(anchor) if limits.check_in_background => {
+                let head = tail_head(store.as_ref())?;
+                let (gate_tx, gate_rx) = std::sync::mpsc::channel();
+                let checked = store.clone();
+                std::thread::Builder::new()
+                    .name("tessera-eventlog-check".into())
+                    .spawn(move || {
+                        let outcome = check_chain(checked.as_ref(), anchor).and_then(|found| {
+                            if found == head {
+                                Ok(())
+                            } else {
+                                Err(LogError::Corrupt {
+                                    path: checked.location().to_path_buf(),
+                                    seq: found.seq + 1,
+                                    fault: crate::error::ChainFault::SeqGap {
+                                        expected: found.seq + 1,
+                                        found: head.seq,
+                                    },
+                                })
+                            }
+                        });
+                        let _ =
+                            gate_tx.send(outcome.as_ref().map_err(ToString::to_string).copied());
+                        verdict_tx.send_replace(Some(outcome));
+                    })
+                    .map_err(|e| LogError::Storage {
+                        path: store.location().to_path_buf(),
+                        message: format!("cannot start the open-check thread: {e}"),
+                    })?;
+                gate = Some(gate_rx);
+                head
             }
-            report.head
-        } else {
-            last_head(store.as_ref())?
+            Some(anchor) => {
+                let head = check_chain(store.as_ref(), anchor)?;
+                verdict_tx.send_replace(Some(Ok(())));
+                head
+            }
+            None => {
+                verdict_tx.send_replace(Some(Ok(())));
+                last_head(store.as_ref())?
+            }
         };
         let (queue_tx, queue_rx) = mpsc::channel(limits.queue_depth.max(1));
         let (head_tx, head_rx) = watch::channel(head);
@@ -147,7 +186,7 @@ impl LocalLog {
         };
         let handle = std::thread::Builder::new()
             .name("tessera-eventlog-writer".into())
-            .spawn(move || writer.run(queue_rx, head_tx))
+            .spawn(move || writer.run(gate, queue_rx, head_tx))
             .map_err(|e| LogError::Storage {
                 path: store.location().to_path_buf(),
                 message: format!("cannot start the writer thread: {e}"),
@@ -159,6 +198,7 @@ impl LocalLog {
                 queue: Mutex::new(Some(queue_tx)),
                 head: head_rx,
                 writer: Mutex::new(Some(handle)),
+                verdict,
             }),
         })
     }
@@ -203,6 +243,30 @@ impl Drop for Inner {
     }
 }
 
+/// Walks the chain from `anchor`; the head reached, or the first fault as an error.
+fn check_chain(store: &dyn Store, anchor: Head) -> Result<Head, LogError> {
+    let report = chain::walk_from(store, anchor)?;
+    match report.fault {
+        Some(bad) => Err(LogError::Corrupt {
+            path: store.location().to_path_buf(),
+            seq: bad.seq,
+            fault: bad.fault,
+        }),
+        None => Ok(report.head),
+    }
+}
+
+/// The last stored record's head, read directly (the open check confirms it later).
+fn tail_head(store: &dyn Store) -> Result<Head, LogError> {
+    match store.last_record()? {
+        Some(r) => Ok(Head {
+            seq: r.seq,
+            hash: r.hash,
+        }),
+        None => Ok(Head::EMPTY),
+    }
+}
+
 fn last_head(store: &dyn Store) -> Result<Head, LogError> {
     // Without the walk: the highest decodable record, wherever it is.
     let mut head = Head::EMPTY;
@@ -227,7 +291,21 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut queue: mpsc::Receiver<Request>, head_tx: watch::Sender<Head>) {
+    fn run(
+        mut self,
+        gate: Option<std::sync::mpsc::Receiver<Result<(), String>>>,
+        mut queue: mpsc::Receiver<Request>,
+        head_tx: watch::Sender<Head>,
+    ) {
+        // With the open check in the background, nothing is written until it has passed;
+        // after a fault every append fails with it.
+        if let Some(gate) = gate {
+            match gate.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => self.failed = Some(format!("the open check failed: {reason}")),
+                Err(_) => self.failed = Some("the open check did not finish".into()),
+            }
+        }
         while let Some(first) = queue.blocking_recv() {
             let mut pending = first.records.len();
             let mut group = vec![first];
@@ -448,6 +526,21 @@ impl EventLog for LocalLog {
 
     fn location(&self) -> PathBuf {
         self.inner.store.location().to_path_buf()
+    }
+
+    fn opened(&self) -> BoxFuture<'_, Result<(), LogError>> {
+        let mut verdict = self.inner.verdict.clone();
+        async move {
+            let outcome = verdict
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| LogError::Closed {
+                    reason: Some("the open check stopped without a verdict".into()),
+                })?
+                .clone();
+            outcome.unwrap_or(Ok(()))
+        }
+        .boxed()
     }
 }
 

@@ -129,4 +129,10 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
 
     /// Where the log lives, for messages.
     fn location(&self) -> PathBuf;
+
+    /// Resolves once the check the log ran at open has passed (at once when it ran before
+    /// open returned, or was off); an error naming the first fault if it failed.
+    fn opened(&self) -> BoxFuture<'_, Result<(), LogError>> {
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -37,6 +37,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Durably stores a snapshot, replacing older ones beyond the retention count.
     fn put_snapshot(&self, snapshot: &Snapshot) -> Result<(), LogError>;
 
+    /// The stored record with the highest seq, if any and decodable. The default scans.
+    fn last_record(&self) -> Result<Option<Record>, LogError> {
+        let mut last = None;
+        self.scan(1, &mut |(_, decoded)| {
+            if let Ok(r) = decoded {
+                last = Some(r);
+            }
+            true
+        })?;
+        Ok(last)
+    }
+
     /// The snapshot with the highest seq, if any.
     fn latest_snapshot(&self) -> Result<Option<Snapshot>, LogError>;
 

@@ -184,6 +184,13 @@ impl Server {
         let typed = TypedLog::<ServerEvent>::new(log.clone());
         let (state, seq) = replay(&typed).await?;
         let (state, registry_copy, sync_copy) = index_copies(state).await?;
+        // A log opened with its check in the background was replayed while the check ran;
+        // nothing starts (and nothing is appended) until it has passed.
+        typed
+            .raw()
+            .opened()
+            .await
+            .map_err(|e| StartError::Replay(format!("the log failed its open check: {e}")))?;
 
         // Actor names are global in ractor's registry; several servers may share a process
         // (tests, the simulator), so each server's names carry its instance number.

@@ -249,6 +249,26 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn last_record(&self) -> Result<Option<Record>, LogError> {
+        let last = self
+            .records
+            .last()
+            .map_err(|e| self.err("sled read failed", e))?;
+        match last {
+            None => Ok(None),
+            Some((key, value)) => {
+                let seq = decode_key(&key).unwrap_or(0);
+                Record::decode(&value)
+                    .map(Some)
+                    .map_err(|fault| LogError::Corrupt {
+                        path: self.dir.clone(),
+                        seq,
+                        fault: crate::error::ChainFault::Undecodable(fault),
+                    })
+            }
+        }
+    }
+
     fn latest_snapshot_anchor(&self) -> Result<Option<(u64, Digest32)>, LogError> {
         let last = self
             .snapshot_anchors
