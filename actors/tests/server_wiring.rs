@@ -227,3 +227,94 @@ async fn stop_releases_the_log() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(store.upgrade().is_none(), "the store outlived the server");
 }
+
+async fn hub_caught_up(server: &Server, log: &Arc<LocalLog>) {
+    for _ in 0..500 {
+        if server.sync.seq().await.unwrap() >= log.head().seq {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the sync hub did not fold the log within 2.5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_resumes_after_the_cursor_within_the_window_else_snapshots() {
+    use tessera_actors::server::sync_hub::SyncStart;
+    let log = Arc::new(LocalLog::in_memory(Arc::new(ManualClock::at_unix_secs(0))));
+    let mut s = settings();
+    s.sync_resume_window = 3;
+    let server = start(&log, s).await;
+    let agent = SpiffeId::new(AGENT).unwrap();
+    server
+        .nodes
+        .command(NodeCommand::Attested(AttestedAgent {
+            id: agent.clone(),
+            attestation_type: "x509pop".into(),
+            selectors: SelectorSet::parse_all(["x509pop:subject:cn:n1"]).unwrap(),
+            svid_serial: "01".into(),
+            svid_expires_at: 1_700_003_600,
+            attested_at: 1_700_000_000,
+            can_reattest: true,
+        }))
+        .await
+        .unwrap();
+    let a = create(&server, vec![entry("/a", 1)]).await;
+    hub_caught_up(&server, &log).await;
+    // Given an agent that applied everything up to `cursor` and disconnected ...
+    let cursor = log.head().seq;
+    let b = create(&server, vec![entry("/b", 2)]).await;
+    let deleted = server
+        .registry
+        .command(RegistryCommand::Delete(vec![a[0].id.clone()]))
+        .await
+        .unwrap();
+    assert!(matches!(deleted, RegistryReply::Deleted(_)));
+    hub_caught_up(&server, &log).await;
+
+    // ... when it reconnects with that cursor, it gets exactly what it missed, in order.
+    let (start, _) = server
+        .sync
+        .connect_from(agent.clone(), cursor)
+        .await
+        .unwrap();
+    let SyncStart::Resume { cursor: from, missed } = start else {
+        panic!("expected a resumption, got {start:?}");
+    };
+    assert_eq!(from, cursor);
+    let changes: Vec<ViewChange> = missed.iter().flat_map(|u| u.changes.clone()).collect();
+    assert_eq!(
+        changes,
+        vec![
+            ViewChange::Upsert(b[0].clone()),
+            ViewChange::Remove(a[0].id.clone())
+        ]
+    );
+    assert_eq!(missed.last().map(|u| u.seq), Some(log.head().seq));
+
+    // A current cursor resumes with nothing to catch up on.
+    let (start, _) = server
+        .sync
+        .connect_from(agent.clone(), log.head().seq)
+        .await
+        .unwrap();
+    assert!(matches!(start, SyncStart::Resume { ref missed, .. } if missed.is_empty()));
+
+    // Once more changes than the window holds have committed, the old cursor gets a snapshot
+    // (as does a cursor from the future, or none).
+    create(&server, vec![entry("/c", 3), entry("/d", 4), entry("/e", 5)]).await;
+    hub_caught_up(&server, &log).await;
+    for stale in [cursor, log.head().seq + 10, 0] {
+        let (start, _) = server
+            .sync
+            .connect_from(agent.clone(), stale)
+            .await
+            .unwrap();
+        let SyncStart::Snapshot(snapshot) = start else {
+            panic!("cursor {stale}: expected a snapshot, got {start:?}");
+        };
+        assert_eq!(snapshot.entries.len(), 4, "b, c, d, e");
+        assert_eq!(snapshot.seq, log.head().seq);
+    }
+    server.stop().await;
+}

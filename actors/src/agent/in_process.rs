@@ -14,6 +14,7 @@ use crate::agent::server_client::{ClientError, MintedJwt, ServerClient, SignedX5
 use crate::server::agent_ops::{mint_jwt_for_agent, sign_x509_for_agent, OpsError};
 use crate::server::supervisor::Server;
 use crate::server::sync::ViewChange;
+use crate::server::sync_hub::{SyncStart, SyncUpdate};
 
 /// An attested agent's in-process connection to a server.
 #[derive(Clone, Debug)]
@@ -42,6 +43,21 @@ fn client_error(e: OpsError) -> ClientError {
     }
 }
 
+/// An update as the messages a remote server would send: its changes, then a checkpoint.
+fn messages(update: SyncUpdate) -> Vec<SyncMessage> {
+    let seq = update.seq;
+    let mut out: Vec<SyncMessage> = update
+        .changes
+        .into_iter()
+        .map(|change| match change {
+            ViewChange::Upsert(entry) => SyncMessage::Upsert { seq, entry },
+            ViewChange::Remove(id) => SyncMessage::Remove { seq, id },
+        })
+        .collect();
+    out.push(SyncMessage::Checkpoint { seq });
+    out
+}
+
 impl ServerClient for InProcessClient {
     fn sync(
         &self,
@@ -49,10 +65,10 @@ impl ServerClient for InProcessClient {
     ) -> BoxFuture<'_, Result<BoxStream<'static, Result<SyncMessage, ClientError>>, ClientError>>
     {
         async move {
-            let (snapshot, mut updates) = self
+            let (start, mut updates) = self
                 .server
                 .sync
-                .connect(self.agent.clone())
+                .connect_from(self.agent.clone(), cursor)
                 .await
                 .map_err(|e| ClientError::Unavailable(e.to_string()))?;
             let authority = self.server.authority.clone();
@@ -60,19 +76,30 @@ impl ServerClient for InProcessClient {
             tokio::spawn(async move {
                 let mut bundles = authority.subscribe_bundle();
                 bundles.borrow_and_update();
-                let first = if cursor != 0 && cursor == snapshot.seq {
-                    SyncMessage::Resumed { cursor }
-                } else {
-                    SyncMessage::Snapshot {
-                        seq: snapshot.seq,
-                        entries: snapshot.entries,
-                        bundles: authority.bundle().into_iter().collect(),
+                let (first, missed, mut seq) = match start {
+                    SyncStart::Snapshot(snapshot) => (
+                        vec![SyncMessage::Snapshot {
+                            seq: snapshot.seq,
+                            entries: snapshot.entries,
+                            bundles: authority.bundle().into_iter().collect(),
+                        }],
+                        Vec::new(),
+                        snapshot.seq,
+                    ),
+                    SyncStart::Resume { cursor, missed } => {
+                        let mut first = vec![SyncMessage::Resumed { cursor }];
+                        first.extend(authority.bundle().map(|bundle| SyncMessage::BundleUpdated { seq: cursor, bundle }));
+                        (first, missed, cursor)
                     }
                 };
-                if tx.send(Ok(first)).await.is_err() {
-                    return;
+                for m in first.into_iter().chain(missed.into_iter().flat_map(|update| {
+                    seq = update.seq;
+                    messages(update)
+                })) {
+                    if tx.send(Ok(m)).await.is_err() {
+                        return;
+                    }
                 }
-                let mut seq = snapshot.seq;
                 loop {
                     tokio::select! {
                         update = updates.recv() => {
@@ -81,17 +108,10 @@ impl ServerClient for InProcessClient {
                                 return;
                             };
                             seq = update.seq;
-                            for change in update.changes {
-                                let m = match change {
-                                    ViewChange::Upsert(entry) => SyncMessage::Upsert { seq, entry },
-                                    ViewChange::Remove(id) => SyncMessage::Remove { seq, id },
-                                };
+                            for m in messages(update) {
                                 if tx.send(Ok(m)).await.is_err() {
                                     return;
                                 }
-                            }
-                            if tx.send(Ok(SyncMessage::Checkpoint { seq })).await.is_err() {
-                                return;
                             }
                         }
                         changed = bundles.changed() => {

@@ -61,6 +61,9 @@ pub struct ServerSettings {
     pub sync_stream_buffer: usize,
     /// How often idle sync streams get a checkpoint.
     pub sync_heartbeat: Duration,
+    /// Per-agent changes the sync hub keeps so that reconnecting agents resume instead of
+    /// taking a snapshot.
+    pub sync_resume_window: usize,
     /// The authority's configuration (CA, JWT keys, rotation, signing).
     pub authority: AuthoritySettings,
     /// Where the authority keeps private keys.
@@ -81,6 +84,7 @@ impl ServerSettings {
             snapshot_every: 10_000,
             sync_stream_buffer: 4_096,
             sync_heartbeat: Duration::from_secs(5),
+            sync_resume_window: 65_536,
         }
     }
 }
@@ -263,6 +267,7 @@ impl Server {
                 seq,
                 stream_buffer: settings.sync_stream_buffer,
                 heartbeat: settings.sync_heartbeat,
+                resume_window: settings.sync_resume_window,
             },
             cell.clone(),
         )

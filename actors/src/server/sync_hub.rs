@@ -10,11 +10,16 @@
 //! ```
 //!
 //! Each connected stream has a bounded channel (`stream_buffer`). A stream that falls that far
-//! behind is dropped rather than buffered without bound: the agent reconnects and gets a fresh
-//! snapshot. Mailbox: commands come from the API through [`SyncHubHandle`], which bounds them
+//! behind is dropped rather than buffered without bound: the agent reconnects with its cursor.
+//!
+//! Resumption: the hub keeps the per-agent changes of the most recent records (at most
+//! `resume_window` changes in all). An agent reconnecting with a cursor inside that window gets
+//! the changes it missed and continues; an older cursor (or one from before a restart) gets a
+//! fresh snapshot. Views are folded for every attested agent, connected or not, so the
+//! retained changes take any agent from its view at the cursor to its view now. Mailbox: commands come from the API through [`SyncHubHandle`], which bounds them
 //! like the aggregate handles; committed records arrive at the rate of the log.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +41,20 @@ pub struct SyncSnapshot {
     pub entries: Vec<RegistrationEntry>,
 }
 
+/// How a stream starts.
+#[derive(Clone, Debug)]
+pub enum SyncStart {
+    /// The agent's whole view, replacing what it holds.
+    Snapshot(SyncSnapshot),
+    /// The agent's cursor is recent: the updates it missed after it, then live ones.
+    Resume {
+        /// The cursor the agent sent.
+        cursor: u64,
+        /// Its updates with a seq after the cursor, in log order.
+        missed: Vec<SyncUpdate>,
+    },
+}
+
 /// A change for one agent, after the snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncUpdate {
@@ -51,10 +70,11 @@ pub struct SyncUpdate {
 pub enum SyncHubMsg {
     /// A record committed to the log (from the follower task).
     Committed(u64, Box<ServerEvent>),
-    /// An agent opens its stream.
+    /// An agent opens its stream, resuming after a cursor when it can (0: never).
     Connect(
         SpiffeId,
-        RpcReplyPort<(SyncSnapshot, mpsc::Receiver<SyncUpdate>)>,
+        u64,
+        RpcReplyPort<(SyncStart, mpsc::Receiver<SyncUpdate>)>,
     ),
     /// Which of these entries the agent is authorised for (for signing): per id, the entry,
     /// or the id back if the agent may not have it.
@@ -76,7 +96,7 @@ impl std::fmt::Debug for SyncHubMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SyncHubMsg::Committed(seq, e) => write!(f, "Committed({seq}, {e:?})"),
-            SyncHubMsg::Connect(a, _) => write!(f, "Connect({a})"),
+            SyncHubMsg::Connect(a, cursor, _) => write!(f, "Connect({a}, {cursor})"),
             SyncHubMsg::Authorise(a, ids, _) => write!(f, "Authorise({a}, {} ids)", ids.len()),
             SyncHubMsg::EntriesFor(a, _) => write!(f, "EntriesFor({a})"),
             SyncHubMsg::Seq(_) => f.write_str("Seq"),
@@ -97,6 +117,8 @@ pub struct SyncHubArgs {
     pub stream_buffer: usize,
     /// How often idle streams get a checkpoint.
     pub heartbeat: Duration,
+    /// Most per-agent changes kept for resumption.
+    pub resume_window: usize,
 }
 
 impl std::fmt::Debug for SyncHubArgs {
@@ -116,6 +138,18 @@ pub struct SyncHubState {
     follower: tokio::task::JoinHandle<()>,
     heartbeat: ractor::concurrency::JoinHandle<()>,
     last_heartbeat_seq: u64,
+    /// Changes of recent records, oldest first; they cover every record after `recent_floor`.
+    recent: VecDeque<Recent>,
+    recent_floor: u64,
+    recent_changes: usize,
+    resume_window: usize,
+}
+
+/// The per-agent changes one record made.
+struct Recent {
+    seq: u64,
+    changes: BTreeMap<SpiffeId, Vec<ViewChange>>,
+    bundle_changed: bool,
 }
 
 impl std::fmt::Debug for SyncHubState {
@@ -170,6 +204,10 @@ impl Actor for SyncHub {
             follower,
             heartbeat,
             last_heartbeat_seq: args.seq,
+            recent: VecDeque::new(),
+            recent_floor: args.seq,
+            recent_changes: 0,
+            resume_window: args.resume_window,
         })
     }
 
@@ -193,14 +231,11 @@ impl Actor for SyncHub {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SyncHubMsg::Committed(seq, event) => state.committed(seq, &event),
-            SyncHubMsg::Connect(agent, reply) => {
+            SyncHubMsg::Connect(agent, cursor, reply) => {
                 let (tx, rx) = mpsc::channel(state.stream_buffer);
-                let snapshot = SyncSnapshot {
-                    seq: state.seq,
-                    entries: state.index.entries_for(&agent),
-                };
+                let start = state.start_for(&agent, cursor);
                 state.streams.entry(agent).or_default().push(tx);
-                let _ = reply.send((snapshot, rx));
+                let _ = reply.send((start, rx));
             }
             SyncHubMsg::Authorise(agent, ids, reply) => {
                 let answer = ids
@@ -241,6 +276,48 @@ impl Actor for SyncHub {
 }
 
 impl SyncHubState {
+    /// A resumption after `cursor` if the retained changes cover it, else a snapshot.
+    fn start_for(&self, agent: &SpiffeId, cursor: u64) -> SyncStart {
+        if cursor != 0 && cursor >= self.recent_floor && cursor <= self.seq {
+            let missed = self
+                .recent
+                .iter()
+                .filter(|r| r.seq > cursor)
+                .filter_map(|r| {
+                    let changes = r.changes.get(agent).cloned();
+                    (changes.is_some() || r.bundle_changed).then(|| SyncUpdate {
+                        seq: r.seq,
+                        changes: changes.unwrap_or_default(),
+                        bundle_changed: r.bundle_changed,
+                    })
+                })
+                .collect();
+            return SyncStart::Resume { cursor, missed };
+        }
+        SyncStart::Snapshot(SyncSnapshot {
+            seq: self.seq,
+            entries: self.index.entries_for(agent),
+        })
+    }
+
+    /// Keeps a record's changes for resumption, dropping the oldest beyond the window.
+    fn retain_recent(&mut self, recent: Recent) {
+        let count: usize = recent.changes.values().map(Vec::len).sum();
+        if count == 0 && !recent.bundle_changed {
+            return;
+        }
+        self.recent_changes += count.max(1);
+        self.recent.push_back(recent);
+        while self.recent_changes > self.resume_window {
+            let Some(oldest) = self.recent.pop_front() else {
+                break;
+            };
+            let n: usize = oldest.changes.values().map(Vec::len).sum();
+            self.recent_changes -= n.max(1);
+            self.recent_floor = oldest.seq;
+        }
+    }
+
     fn committed(&mut self, seq: u64, event: &ServerEvent) {
         if seq <= self.seq {
             return; // Already folded (the follower starts after the index's seq).
@@ -253,7 +330,7 @@ impl SyncHubState {
                 | ServerEvent::JwtKeyPrepared(_)
                 | ServerEvent::JwtKeyRetired { .. }
         );
-        let mut changes = self.index.apply(event);
+        let changes = self.index.apply(event);
         let targets: Vec<SpiffeId> = if bundle_changed {
             self.streams.keys().cloned().collect()
         } else {
@@ -266,7 +343,7 @@ impl SyncHubState {
         for agent in targets {
             let update = SyncUpdate {
                 seq,
-                changes: changes.remove(&agent).unwrap_or_default(),
+                changes: changes.get(&agent).cloned().unwrap_or_default(),
                 bundle_changed,
             };
             if let Some(senders) = self.streams.get_mut(&agent) {
@@ -277,6 +354,11 @@ impl SyncHubState {
                 }
             }
         }
+        self.retain_recent(Recent {
+            seq,
+            changes,
+            bundle_changed,
+        });
     }
 }
 
@@ -347,7 +429,24 @@ impl SyncHubHandle {
         &self,
         agent: SpiffeId,
     ) -> Result<(SyncSnapshot, mpsc::Receiver<SyncUpdate>), SyncHubError> {
-        self.call(|port| SyncHubMsg::Connect(agent, port)).await
+        let (start, updates) = self.connect_from(agent, 0).await?;
+        match start {
+            SyncStart::Snapshot(snapshot) => Ok((snapshot, updates)),
+            SyncStart::Resume { .. } => Err(SyncHubError::Unavailable(
+                "the hub resumed a stream that asked for a snapshot".into(),
+            )),
+        }
+    }
+
+    /// Opens an agent's stream after `cursor`: the updates it missed if the hub still holds
+    /// them, else a snapshot; then its updates.
+    pub async fn connect_from(
+        &self,
+        agent: SpiffeId,
+        cursor: u64,
+    ) -> Result<(SyncStart, mpsc::Receiver<SyncUpdate>), SyncHubError> {
+        self.call(|port| SyncHubMsg::Connect(agent, cursor, port))
+            .await
     }
 
     /// Per id, the entry if the agent is authorised for it, else the id back.

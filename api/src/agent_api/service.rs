@@ -156,18 +156,18 @@ impl AgentServer for AgentService {
     ) -> Result<Response<Self::SyncEventsStream>, Status> {
         let (agent, _) = self.authenticate(&request).await?;
         let req = request.into_inner();
-        let (snapshot, updates) = self
+        let (start, updates) = self
             .deps
             .server
             .sync
-            .connect(agent.clone())
+            .connect_from(agent.clone(), req.cursor)
             .await
             .map_err(hub_status)?;
         Ok(Response::new(sync::stream(
             self.deps.clone(),
             agent,
             req,
-            snapshot,
+            start,
             updates,
         )))
     }

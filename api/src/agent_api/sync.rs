@@ -1,13 +1,13 @@
-//! `SyncEvents`: the agent's view as a snapshot in size-bounded chunks (or `Resumed` when its
-//! cursor is current), then each change as it commits, with checkpoints the agent may persist
-//! as its cursor.
+//! `SyncEvents`: the agent's view as a snapshot in size-bounded chunks, or `Resumed` and the
+//! changes it missed when the hub still holds every change after its cursor; then each change
+//! as it commits, with checkpoints the agent may persist as its cursor.
 
 use std::pin::Pin;
 
 use futures::Stream;
 use prost::Message;
 use tessera_actors::server::sync::ViewChange;
-use tessera_actors::server::sync_hub::{SyncSnapshot, SyncUpdate};
+use tessera_actors::server::sync_hub::{SyncSnapshot, SyncStart, SyncUpdate};
 use tessera_identity::SpiffeId;
 use tessera_proto::spire::api::types;
 use tessera_proto::tessera::agent::v1::{
@@ -31,7 +31,7 @@ pub fn stream(
     deps: AgentApiDeps,
     agent: SpiffeId,
     request: SyncRequest,
-    snapshot: SyncSnapshot,
+    start: SyncStart,
     mut updates: mpsc::Receiver<SyncUpdate>,
 ) -> Pin<Box<dyn Stream<Item = Result<SyncResponse, Status>> + Send>> {
     let (tx, rx) = mpsc::channel(16);
@@ -48,13 +48,23 @@ pub fn stream(
         // a bundle only once it has applied the event), not from the hub's fold of the log.
         let mut bundles = deps.authority.subscribe_bundle();
         bundles.borrow_and_update();
-        if send_start(&deps, &tx, request.cursor, &snapshot, max_bytes)
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let mut seq = snapshot.seq;
+        let mut seq = match start {
+            SyncStart::Snapshot(snapshot) => {
+                if send_snapshot(&deps, &tx, &snapshot, max_bytes)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                snapshot.seq
+            }
+            SyncStart::Resume { cursor, missed } => {
+                match send_resumed(&deps, &tx, cursor, missed).await {
+                    Ok(seq) => seq,
+                    Err(()) => return,
+                }
+            }
+        };
         loop {
             tokio::select! {
                 update = updates.recv() => {
@@ -89,19 +99,38 @@ pub fn stream(
     Box::pin(ReceiverStream::new(rx))
 }
 
-async fn send_start(
+/// `Resumed`, the current bundle (it may have rotated meanwhile), then the missed changes;
+/// returns the seq reached.
+async fn send_resumed(
     deps: &AgentApiDeps,
     tx: &Tx,
     cursor: u64,
+    missed: Vec<SyncUpdate>,
+) -> Result<u64, ()> {
+    tx.send(msg(Event::Resumed(Resumed { cursor })))
+        .await
+        .map_err(|_| ())?;
+    if let Some(bundle) = deps.authority.bundle() {
+        let event = Event::BundleUpdated(BundleUpdated {
+            seq: cursor,
+            bundle: Some(convert::bundle(&bundle)),
+        });
+        tx.send(msg(event)).await.map_err(|_| ())?;
+    }
+    let mut seq = cursor;
+    for update in missed {
+        seq = update.seq;
+        send_update(tx, update).await?;
+    }
+    Ok(seq)
+}
+
+async fn send_snapshot(
+    deps: &AgentApiDeps,
+    tx: &Tx,
     snapshot: &SyncSnapshot,
     max_bytes: usize,
 ) -> Result<(), ()> {
-    if cursor != 0 && cursor == snapshot.seq {
-        return tx
-            .send(msg(Event::Resumed(Resumed { cursor })))
-            .await
-            .map_err(|_| ());
-    }
     let bundles: Vec<types::Bundle> = deps
         .authority
         .bundle()
