@@ -197,27 +197,33 @@ impl<E: Event> TypedLog<E> {
         mut apply: impl FnMut(u64, E),
     ) -> Result<u64, TypedError> {
         const CHUNK: usize = 8_192;
-        // The next chunk is read on another task while this one is decoded and folded, so on
-        // a multi-threaded runtime storage and decoding overlap.
+        // The next chunk is read and decoded on another task while this one is folded, so on
+        // a multi-threaded runtime storage, decoding and folding overlap.
         let read_ahead = |from: u64| {
             let log = self.log.clone();
-            tokio::spawn(async move { log.read(from, CHUNK).await })
+            tokio::spawn(async move {
+                let records = log.read(from, CHUNK).await?;
+                records
+                    .iter()
+                    .map(|r| Ok((r.seq, decode::<E>(r)?)))
+                    .collect::<Result<Vec<(u64, E)>, TypedError>>()
+            })
         };
         let mut next = read_ahead(after_seq + 1);
         let mut last = after_seq;
         loop {
-            let records = next.await.map_err(|e| {
+            let events = next.await.map_err(|e| {
                 TypedError::Log(LogError::Closed {
                     reason: Some(format!("replay read task failed: {e}")),
                 })
             })??;
-            let Some(tail) = records.last() else {
+            let Some(&(tail, _)) = events.last() else {
                 return Ok(last);
             };
-            next = read_ahead(tail.seq + 1);
-            for r in &records {
-                apply(r.seq, decode(r)?);
-                last = r.seq;
+            next = read_ahead(tail + 1);
+            for (seq, event) in events {
+                apply(seq, event);
+                last = seq;
             }
         }
     }
