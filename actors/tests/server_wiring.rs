@@ -278,7 +278,11 @@ async fn reconnect_resumes_after_the_cursor_within_the_window_else_snapshots() {
         .connect_from(agent.clone(), cursor)
         .await
         .unwrap();
-    let SyncStart::Resume { cursor: from, missed } = start else {
+    let SyncStart::Resume {
+        cursor: from,
+        missed,
+    } = start
+    else {
         panic!("expected a resumption, got {start:?}");
     };
     assert_eq!(from, cursor);
@@ -302,7 +306,11 @@ async fn reconnect_resumes_after_the_cursor_within_the_window_else_snapshots() {
 
     // Once more changes than the window holds have committed, the old cursor gets a snapshot
     // (as does a cursor from the future, or none).
-    create(&server, vec![entry("/c", 3), entry("/d", 4), entry("/e", 5)]).await;
+    create(
+        &server,
+        vec![entry("/c", 3), entry("/d", 4), entry("/e", 5)],
+    )
+    .await;
     hub_caught_up(&server, &log).await;
     for stale in [cursor, log.head().seq + 10, 0] {
         let (start, _) = server
