@@ -8,9 +8,11 @@
 //!    ▼                                               ▼
 //!  GrpcClient (mTLS) ◀──── ServerTrust (bundle: --trustBundle, then synced)
 //!    │
-//!  AgentRuntime (tessera-actors): AgentCore + sync loop ──▶ WorkloadSource
-//!    │
-//!  tasks: agent SVID renewal at half-life · bundle follower · re-attest on refusal
+//!  supervise ── Session: AgentRuntime (tessera-actors: AgentCore + sync loop),
+//!    │                   agent SVID renewal at half-life, refusal signs
+//!    │          refused? x509pop: attest again, new Session │ join_token: stop (token spent)
+//!    ▼
+//!  Relay ──▶ WorkloadSource (survives sessions) ──▶ bundle follower, Workload API
 //! ```
 //!
 //! If the server is unreachable the agent keeps serving what its cache holds until it
@@ -19,18 +21,16 @@
 mod attest;
 mod client;
 mod convert;
+mod relay;
+mod session;
 mod store;
+mod supervise;
 mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{CertificateParams, KeyPair};
-use tessera_actors::agent::core::{AgentArgs, PersistFn};
-use tessera_actors::agent::rotation::RotationSettings;
-use tessera_actors::agent::runtime::{AgentRuntime, Backoff};
 use tessera_actors::agent::view::WorkloadSource;
-use tessera_actors::random::OsRandom;
 use tessera_eventlog::{Clock, SystemClock};
 use tessera_identity::Bundle;
 use tokio::sync::watch;
@@ -40,9 +40,15 @@ pub use attest::AttestFailure;
 pub use store::StoreError;
 
 use self::client::GrpcClient;
+use self::relay::Relay;
+use self::session::{Session, Shared};
 use self::store::Store;
 use self::tls::{ClientIdentity, ServerTrust};
 use crate::config::{AgentConfig, NodeAttestorConfig};
+use crate::shutdown::{Shutdown, ShutdownTrigger};
+
+/// Longest wait, when the agent stops, for the node side to write its cache.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why the node side stopped or could not start.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -62,6 +68,15 @@ pub enum NodeError {
     /// The server no longer accepts the agent and it cannot attest again.
     #[error("{0}")]
     Refused(String),
+    /// The server banned the agent: it refuses the agent, and its attestation, until an
+    /// operator deletes the agent's record.
+    #[error("agent {agent_id} is banned by the server, which refuses it and its attestation; the agent stops. To let it attest again, delete its record on the server with `tessera-server agent evict --spiffeID {agent_id}`, then restart the agent")]
+    Banned {
+        /// The agent's SPIFFE ID.
+        agent_id: String,
+        /// The server's answer.
+        reason: String,
+    },
     /// Internal start-up failure.
     #[error("cannot start the agent: {0}")]
     Start(String),
@@ -70,17 +85,21 @@ pub enum NodeError {
 /// A running node side.
 #[derive(Debug, Clone)]
 pub struct NodeHandle {
-    runtime: AgentRuntime,
+    relay: Arc<Relay>,
     failed: watch::Receiver<Option<NodeError>>,
+    stop: Arc<ShutdownTrigger>,
+    /// Set when the supervisor has stopped the last session (its core wrote the cache).
+    stopped: watch::Receiver<bool>,
 }
 
 impl NodeHandle {
-    /// What the Workload API serves from.
+    /// What the Workload API serves from, across re-attestations.
     pub fn source(&self) -> Arc<dyn WorkloadSource> {
-        Arc::new(self.runtime.clone())
+        self.relay.clone()
     }
 
-    /// Resolves when the node side has stopped for good (e.g. evicted with a spent join token).
+    /// Resolves when the node side has stopped for good (e.g. evicted with a spent join token,
+    /// or banned).
     pub async fn failed(&self) -> NodeError {
         let mut rx = self.failed.clone();
         loop {
@@ -93,9 +112,18 @@ impl NodeHandle {
         }
     }
 
-    /// Stops the agent's actors.
-    pub fn stop(&self) {
-        self.runtime.stop();
+    /// Stops the agent's actors, and any re-attestation under way, and waits (bounded) until
+    /// the cache is written.
+    pub async fn stop(&self) {
+        self.stop.fire();
+        let mut stopped = self.stopped.clone();
+        if tokio::time::timeout(STOP_TIMEOUT, stopped.wait_for(|s| *s))
+            .await
+            .is_err()
+        {
+            tracing::warn!(after = ?STOP_TIMEOUT, "the node side did not stop in time");
+            self.relay.runtime().stop();
+        }
     }
 }
 
@@ -157,7 +185,9 @@ pub async fn start(config: &AgentConfig) -> Result<NodeHandle, NodeError> {
                     .node_attestor
                     .as_ref()
                     .ok_or_else(|| NodeError::NoAttestor(config.data_dir.display().to_string()))?;
-                let attested = attest_with_retry(config, bootstrap_trust.clone(), attestor).await?;
+                let attested = attest_with_retry(config, bootstrap_trust.clone(), attestor)
+                    .await
+                    .map_err(|e| NodeError::Attest(e.to_string()))?;
                 tracing::info!(reattestable = attested.reattestable, "node attested");
                 store
                     .save_identity(&attested.identity)
@@ -180,53 +210,39 @@ pub async fn start(config: &AgentConfig) -> Result<NodeHandle, NodeError> {
         )
         .map_err(NodeError::Start)?,
     );
-    let persist_store = store.clone();
-    let persist: PersistFn = Arc::new(move |cache| {
-        if let Err(e) = persist_store.save_cache(cache) {
-            tracing::warn!(error = %e, "cannot persist the cache");
-        }
-    });
-    let (runtime, _sync) = AgentRuntime::start(
-        AgentArgs {
-            trust_domain: td.clone(),
-            cache: store.load_cache(),
-            client: client.clone(),
-            clock: clock.clone(),
-            rotation: RotationSettings {
-                renew_at_percent: 50,
-                jitter_percent: config.rotation.jitter_percent,
-                batch: config.rotation.batch_size,
-            },
-            persist: Some(persist),
-        },
-        Arc::new(OsRandom::new()),
-        Backoff {
-            initial: config.sync.backoff_initial,
-            max: config.sync.backoff_max,
-        },
-    )
-    .await
-    .map_err(|e| NodeError::Start(e.to_string()))?;
-
     let (failed_tx, failed) = watch::channel(None);
-    let failed_tx = Arc::new(failed_tx);
-    spawn_bundle_follower(&runtime, client.clone(), store.clone());
-    spawn_renewal(
-        identity,
-        client.clone(),
-        store.clone(),
-        clock.clone(),
-        failed_tx.clone(),
-    );
-    spawn_refusal_watch(runtime.clone(), config.clone(), failed_tx);
-    Ok(NodeHandle { runtime, failed })
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        store: store.clone(),
+        client: client.clone(),
+        clock,
+        failed: failed_tx,
+    });
+    let session = Session::start(&shared, identity).await?;
+    let relay = Relay::new(session.runtime().clone());
+    spawn_bundle_follower(&relay, client, store);
+    let (trigger, stop) = Shutdown::new();
+    let (stopped_tx, stopped) = watch::channel(false);
+    let supervised = relay.clone();
+    tokio::spawn(async move {
+        supervise::supervise(shared, session, supervised, stop).await;
+        stopped_tx.send_replace(true);
+    });
+    Ok(NodeHandle {
+        relay,
+        failed,
+        stop: Arc::new(trigger),
+        stopped,
+    })
 }
 
+/// Attests with `attestor`, retrying with backoff while the server is unreachable (about five
+/// minutes); a refusal is not retried.
 async fn attest_with_retry(
     config: &AgentConfig,
     trust: Arc<ServerTrust>,
     attestor: &NodeAttestorConfig,
-) -> Result<attest::Attested, NodeError> {
+) -> Result<attest::Attested, AttestFailure> {
     let mut delay = Duration::from_millis(500);
     // Bounded: about five minutes of retries while the server is unreachable.
     for _ in 0..12 {
@@ -245,18 +261,18 @@ async fn attest_with_retry(
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
-            Err(e) => return Err(NodeError::Attest(e.to_string())),
+            Err(e) => return Err(e),
         }
     }
-    Err(NodeError::Attest(format!(
+    Err(AttestFailure::Unavailable(format!(
         "server {}:{} unreachable for about five minutes",
         config.server_address, config.server_port
     )))
 }
 
 /// The synced bundle becomes what the agent trusts the server by, and is stored for restarts.
-fn spawn_bundle_follower(runtime: &AgentRuntime, client: Arc<GrpcClient>, store: Store) {
-    let mut rx = runtime.identities();
+fn spawn_bundle_follower(relay: &Relay, client: Arc<GrpcClient>, store: Store) {
+    let mut rx = relay.identities();
     tokio::spawn(async move {
         let mut last: Option<Bundle> = None;
         loop {
@@ -272,79 +288,5 @@ fn spawn_bundle_follower(runtime: &AgentRuntime, client: Arc<GrpcClient>, store:
                 return;
             }
         }
-    });
-}
-
-/// Renews the agent SVID at half its lifetime.
-fn spawn_renewal(
-    mut identity: ClientIdentity,
-    client: Arc<GrpcClient>,
-    store: Store,
-    clock: Arc<dyn Clock>,
-    failed: Arc<watch::Sender<Option<NodeError>>>,
-) {
-    tokio::spawn(async move {
-        loop {
-            let now = now_secs(clock.as_ref());
-            let wait = match not_after(&identity) {
-                Some((nb, na)) => (nb + (na - nb) / 2 - now).max(1),
-                None => 60,
-            };
-            tokio::time::sleep(Duration::from_secs(u64::try_from(wait).unwrap_or(60))).await;
-            let renewed = async {
-                let key = KeyPair::generate().map_err(|e| e.to_string())?;
-                let csr = CertificateParams::new(Vec::<String>::new())
-                    .and_then(|p| p.serialize_request(&key))
-                    .map_err(|e| e.to_string())?;
-                let (chain, _) = client
-                    .renew(csr.der().to_vec())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>(ClientIdentity {
-                    cert_chain: chain,
-                    key_pkcs8: Arc::new(zeroize::Zeroizing::new(key.serialize_der())),
-                })
-            }
-            .await;
-            match renewed {
-                Ok(new) => {
-                    if let Err(e) = store.save_identity(&new) {
-                        tracing::warn!(error = %e, "cannot store the renewed agent SVID");
-                    }
-                    if let Err(e) = client.set_identity(&new) {
-                        failed.send_replace(Some(NodeError::Start(e)));
-                        return;
-                    }
-                    identity = new;
-                    tracing::info!("agent SVID renewed");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "agent SVID renewal failed; retrying in 30 s");
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                }
-            }
-        }
-    });
-}
-
-/// When the server refuses the agent (evicted, banned): re-attest if the attestor allows it
-/// (x509pop), else stop with a clear error (a join token is spent).
-fn spawn_refusal_watch(
-    runtime: AgentRuntime,
-    config: AgentConfig,
-    failed: Arc<watch::Sender<Option<NodeError>>>,
-) {
-    tokio::spawn(async move {
-        let reason = runtime.refused().await;
-        let error = match &config.node_attestor {
-            Some(NodeAttestorConfig::X509Pop(_)) => NodeError::Refused(format!(
-                "the server refused this agent ({reason}); restart it to attest again with x509pop"
-            )),
-            _ => NodeError::Refused(format!(
-                "the server refused this agent ({reason}); its join token is spent: generate a new one with `tessera-server token generate`, delete {}/agent_svid.pem and restart with --joinToken",
-                config.data_dir.display()
-            )),
-        };
-        failed.send_replace(Some(error));
     });
 }

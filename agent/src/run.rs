@@ -39,6 +39,6 @@ async fn run_node(config: AgentConfig, shutdown: Shutdown) -> Result<(), RunErro
         }
         failed = node.failed() => Err(RunError::Node(Box::new(failed))),
     };
-    node.stop();
+    node.stop().await;
     outcome
 }

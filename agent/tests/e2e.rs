@@ -5,7 +5,10 @@
 //!   the last one ends it with PermissionDenied;
 //! - the server killed: the agent keeps serving; the agent restarted while the server is
 //!   down: it serves its persisted cache at once;
-//! - a short X.509-SVID TTL: rotation observed on the open stream.
+//! - a short X.509-SVID TTL: rotation observed on the open stream;
+//! - evicted, a join-token agent exits naming the fix (its token is spent);
+//! - x509pop: attestation by proof of possession; evicted, the agent attests again without a
+//!   restart and keeps serving; banned, it exits naming the fix.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
@@ -248,14 +251,42 @@ async fn short_ttl_svids_rotate_on_the_open_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn x509pop_node_attests_by_proof_of_possession_and_serves() {
+async fn an_evicted_join_token_agent_stops_naming_the_fix() {
+    let mut p = pair();
+    create(&p, "/web", &[]);
+    let c = client(&p).await;
+    within("an SVID before the eviction", async {
+        while c.fetch_x509_svid().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    p.server.ok(&["agent", "evict", "--spiffeID", &p.agent_id]);
+    let mut status = None;
+    wait_until("the evicted agent's exit", || {
+        status = p.agent.child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(!status.unwrap().success(), "{status:?}");
+    let log = std::fs::read_to_string(p.server.dir.join("agent.log")).unwrap();
+    let exit = log
+        .lines()
+        .find(|l| l.starts_with("run: "))
+        .unwrap_or_default();
+    assert!(
+        exit.contains("join token is spent") && exit.contains("tessera-server token generate"),
+        "the exit message names the fix: {log}"
+    );
+}
+
+/// A node PKI for x509pop under `dir`: a CA the server trusts and this node's certificate
+/// and key. Returns the server's and the agent's config files.
+fn x509pop_configs(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
     };
 
-    let dir = tempfile::tempdir().unwrap();
-    // A node PKI: a CA the server trusts for x509pop, and this node's certificate and key.
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -271,7 +302,7 @@ async fn x509pop_node_attests_by_proof_of_possession_and_serves() {
     node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let node_cert = node.signed_by(&node_key, &issuer).unwrap();
     let write = |name: &str, text: &str| {
-        let p = dir.path().join(name);
+        let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
     };
@@ -293,10 +324,11 @@ async fn x509pop_node_attests_by_proof_of_possession_and_serves() {
             cert_path.display().to_string()
         ),
     );
+    (server_conf, agent_conf)
+}
 
-    let server = ServerProc::start_with(dir.path(), 0, Some(&server_conf));
-    let bundle = server.bundle_file();
-    let agent = AgentProc::start_with(dir.path(), server.port, &bundle, None, Some(&agent_conf));
+/// Waits for the x509pop agent to be attested; returns its SPIFFE ID.
+fn x509pop_agent_id(server: &ServerProc) -> String {
     let mut agent_id = String::new();
     wait_until("x509pop attestation", || {
         let out = String::from_utf8_lossy(&server.cli(&["agent", "list"]).stdout).into_owned();
@@ -311,6 +343,32 @@ async fn x509pop_node_attests_by_proof_of_possession_and_serves() {
             None => false,
         }
     });
+    agent_id
+}
+
+/// An X.509-SVID from the agent at `endpoint`, retried until it has one for us.
+async fn fetch_svid(endpoint: &str, what: &str) -> spiffe::X509Svid {
+    within(what, async {
+        loop {
+            if let Ok(c) = WorkloadApiClient::connect_to(endpoint).await {
+                if let Ok(s) = c.fetch_x509_svid().await {
+                    return s;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x509pop_node_attests_by_proof_of_possession_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_conf, agent_conf) = x509pop_configs(dir.path());
+    let server = ServerProc::start_with(dir.path(), 0, Some(&server_conf));
+    let bundle = server.bundle_file();
+    let agent = AgentProc::start_with(dir.path(), server.port, &bundle, None, Some(&agent_conf));
+    let agent_id = x509pop_agent_id(&server);
     let shown = server.ok(&["agent", "show", "--spiffeID", &agent_id]);
     assert!(
         shown.contains("x509pop:subject:cn:node-1.example.org"),
@@ -328,17 +386,89 @@ async fn x509pop_node_attests_by_proof_of_possession_and_serves() {
         "--selector",
         &uid,
     ]);
-    let endpoint = agent.endpoint();
-    let svid = within("an SVID through the x509pop agent", async {
-        loop {
-            if let Ok(c) = WorkloadApiClient::connect_to(&endpoint).await {
-                if let Ok(s) = c.fetch_x509_svid().await {
-                    return s;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let svid = fetch_svid(&agent.endpoint(), "an SVID through the x509pop agent").await;
     assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/popped");
+}
+
+/// The serial of the agent's current SVID, as the server has it (`None` while it has no
+/// record of the agent).
+fn agent_serial(server: &ServerProc, agent_id: &str) -> Option<String> {
+    let out = server.cli(&["agent", "show", "--spiffeID", agent_id]);
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        l.strip_prefix("Serial number")
+            .map(|r| r.trim_start_matches([' ', ':']).trim().to_owned())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_x509pop_agent_attests_again_and_a_banned_one_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_conf, agent_conf) = x509pop_configs(dir.path());
+    let server = ServerProc::start_with(dir.path(), 0, Some(&server_conf));
+    let bundle = server.bundle_file();
+    let mut agent =
+        AgentProc::start_with(dir.path(), server.port, &bundle, None, Some(&agent_conf));
+    let agent_id = x509pop_agent_id(&server);
+    let uid = format!("unix:uid:{}", my_uid());
+    server.ok(&[
+        "entry",
+        "create",
+        "--spiffeID",
+        "spiffe://example.org/popped",
+        "--parentID",
+        &agent_id,
+        "--selector",
+        &uid,
+    ]);
+    let endpoint = agent.endpoint();
+    let svid = fetch_svid(&endpoint, "an SVID before the eviction").await;
+    assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/popped");
+    let first_serial = agent_serial(&server, &agent_id).expect("the agent's record");
+    let svid_file = dir.path().join("agent/agent_svid.pem");
+    let first_svid = std::fs::read(&svid_file).unwrap();
+
+    // Evicted: the agent attests again by itself, with the same ID (the certificate's
+    // fingerprint) and a new agent SVID, and keeps serving without a restart.
+    assert!(server
+        .ok(&["agent", "evict", "--spiffeID", &agent_id])
+        .contains("evicted"));
+    let mut second_serial = None;
+    wait_until("re-attestation after the eviction", || {
+        second_serial = agent_serial(&server, &agent_id).filter(|s| *s != first_serial);
+        second_serial.is_some()
+    });
+    wait_until("the new agent SVID stored", || {
+        std::fs::read(&svid_file).is_ok_and(|b| b != first_svid)
+    });
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent runs on"
+    );
+    let svid = fetch_svid(&endpoint, "an SVID after the re-attestation").await;
+    assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/popped");
+
+    // Banned: attesting again is refused; the agent says so, names the fix, and exits
+    // non-zero (as SPIRE's agent does).
+    server.ok(&["agent", "ban", "--spiffeID", &agent_id]);
+    let mut status = None;
+    wait_until("the banned agent's exit", || {
+        status = agent.child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(!status.unwrap().success(), "{status:?}");
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    assert!(log.contains("re-attested with x509pop"), "{log}");
+    // The error `main` prints on the way out.
+    let exit = log
+        .lines()
+        .find(|l| l.starts_with("run: "))
+        .unwrap_or_default();
+    assert!(
+        exit.contains(&format!("agent {agent_id} is banned"))
+            && exit.contains(&format!("tessera-server agent evict --spiffeID {agent_id}")),
+        "the exit message names the ban and the fix: {log}"
+    );
 }

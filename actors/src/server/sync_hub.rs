@@ -354,6 +354,13 @@ impl SyncHubState {
                 }
             }
         }
+        // An evicted or banned agent has been sent the removal of its whole view; closing its
+        // streams makes it reconnect, be refused, and attest again (or stop) at once.
+        if let ServerEvent::AgentEvicted { agent_id } | ServerEvent::AgentBanned { agent_id } =
+            event
+        {
+            self.streams.remove(agent_id);
+        }
         self.retain_recent(Recent {
             seq,
             changes,

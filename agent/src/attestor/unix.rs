@@ -8,6 +8,9 @@
 //! | `unix:supplementary_gid:N`, `unix:supplementary_group:NAME` | `/proc/<pid>/status` `Groups:` |
 //! | `unix:path:P`, `unix:sha256:HEX` | `/proc/<pid>/exe`, when `discover_workload_path` |
 //!
+//! The account files are parsed once and kept until they change (a `stat` per call, see
+//! [`accounts`]); the binary's digest is kept by file identity ([`exe`]).
+//!
 //! Before trusting `/proc/<pid>`, the attestor checks that the process there still has the
 //! effective uid and gid the socket reported: a caller that exited and whose pid was reused
 //! by another process is refused rather than described by the newcomer's groups and binary.
@@ -19,8 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use tessera_eventlog::{Clock, SystemClock};
 use tessera_identity::Selector;
 
+use self::accounts::AccountsFile;
 use self::exe::{DigestCache, Hashed};
 use super::{AttestError, PeerCredentials, WorkloadAttestor};
 
@@ -79,15 +84,26 @@ impl Default for UnixAttestorConfig {
 #[derive(Debug, Clone)]
 pub struct UnixAttestor {
     config: Arc<UnixAttestorConfig>,
+    passwd: Arc<AccountsFile>,
+    groups: Arc<AccountsFile>,
     digests: Arc<DigestCache>,
+    clock: Arc<dyn Clock>,
 }
 
 impl UnixAttestor {
     /// An attestor with `config`.
     pub fn new(config: UnixAttestorConfig) -> Self {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// An attestor with `config`, judging how recently the account files changed by `clock`.
+    pub fn with_clock(config: UnixAttestorConfig, clock: Arc<dyn Clock>) -> Self {
         Self {
+            passwd: Arc::new(AccountsFile::new(config.passwd_path.clone())),
+            groups: Arc::new(AccountsFile::new(config.group_path.clone())),
             config: Arc::new(config),
             digests: Arc::new(DigestCache::default()),
+            clock,
         }
     }
 
@@ -97,12 +113,13 @@ impl UnixAttestor {
         let mut out = Vec::new();
         push(&mut out, "uid", &caller.uid.to_string());
         push(&mut out, "gid", &caller.gid.to_string());
-        let passwd = accounts::read_bounded(&c.passwd_path).map_err(io_err(&c.passwd_path))?;
-        if let Some(user) = accounts::name_for_id(&passwd, caller.uid) {
+        let now = self.clock.now_unix_nanos();
+        let passwd = self.passwd.load(now).map_err(io_err(self.passwd.path()))?;
+        if let Some(user) = passwd.name(caller.uid) {
             push(&mut out, "user", user);
         }
-        let groups = accounts::read_bounded(&c.group_path).map_err(io_err(&c.group_path))?;
-        if let Some(group) = accounts::name_for_id(&groups, caller.gid) {
+        let groups = self.groups.load(now).map_err(io_err(self.groups.path()))?;
+        if let Some(group) = groups.name(caller.gid) {
             push(&mut out, "group", group);
         }
         let Some(pid) = caller.pid else {
@@ -125,7 +142,7 @@ impl UnixAttestor {
         }
         for gid in status.groups {
             push(&mut out, "supplementary_gid", &gid.to_string());
-            if let Some(name) = accounts::name_for_id(&groups, gid) {
+            if let Some(name) = groups.name(gid) {
                 push(&mut out, "supplementary_group", name);
             }
         }

@@ -98,6 +98,11 @@ impl GrpcClient {
         Ok(())
     }
 
+    /// What the server is trusted by (for attesting again over a plain TLS channel).
+    pub fn trust(&self) -> Arc<ServerTrust> {
+        self.trust.clone()
+    }
+
     /// Trusts the server by `bundle` from now on.
     pub fn set_bundle(&self, bundle: Bundle) {
         self.trust.set_bundle(bundle);

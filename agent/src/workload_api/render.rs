@@ -80,11 +80,12 @@ pub(crate) fn caller_bundles<'a>(
 /// The X.509 authorities of `bundle` as the standard carries them: DER certificates,
 /// concatenated.
 fn concat_der(bundle: &Bundle) -> Vec<u8> {
-    bundle
-        .x509_authorities()
-        .iter()
-        .flat_map(|a| a.der().iter().copied())
-        .collect()
+    let authorities = bundle.x509_authorities();
+    let mut out = Vec::with_capacity(authorities.iter().map(|a| a.der().len()).sum());
+    for a in authorities {
+        out.extend_from_slice(a.der());
+    }
+    out
 }
 
 /// `FetchX509SVID`: every entitled SVID with its key, its trust domain's bundle and hint,

@@ -121,6 +121,66 @@ fn path_and_sha256_only_when_enabled_and_within_the_limit() {
 }
 
 #[test]
+fn changed_account_files_are_read_again() {
+    let f = fixture();
+    let caller = PeerCredentials { pid: None, ..ALICE };
+    // Long after the files' last change: the parses are trusted until the files change.
+    let clock = tessera_eventlog::ManualClock::at_unix_secs(4_000_000_000);
+    let a = UnixAttestor::with_clock(f.config.clone(), Arc::new(clock));
+    let names = |a: &UnixAttestor| {
+        let got = set(a.attest_blocking(&caller).unwrap());
+        ["user", "group"].map(|kind| {
+            got.iter()
+                .find(|s| s.value().starts_with(&format!("{kind}:")))
+                .map(|s| s.value().to_owned())
+        })
+    };
+    assert_eq!(
+        names(&a),
+        [Some("user:alice".into()), Some("group:alice".into())]
+    );
+    assert_eq!(names(&a), names(&a), "an unchanged file answers the same");
+
+    std::fs::write(
+        &f.config.passwd_path,
+        "root:x:0:0::/root:/bin/sh\nalicia:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    let tmp = f.config.group_path.with_extension("new");
+    std::fs::write(&tmp, "root:x:0:\nstaff:x:1000:\n").unwrap();
+    std::fs::rename(&tmp, &f.config.group_path).unwrap();
+    assert_eq!(
+        names(&a),
+        [Some("user:alicia".into()), Some("group:staff".into())]
+    );
+
+    std::fs::remove_file(&f.config.passwd_path).unwrap();
+    assert_eq!(names(&a), [None, Some("group:staff".into())]);
+}
+
+#[test]
+fn a_same_size_rewrite_just_after_a_read_is_seen() {
+    // With the real clock the files were changed just now: however coarse the file times,
+    // a rewrite that leaves size and times unchanged is still read.
+    let f = fixture();
+    let caller = PeerCredentials { pid: None, ..ALICE };
+    let a = UnixAttestor::new(f.config.clone());
+    let user = |a: &UnixAttestor| {
+        set(a.attest_blocking(&caller).unwrap())
+            .iter()
+            .find(|s| s.value().starts_with("user:"))
+            .map(|s| s.value().to_owned())
+    };
+    assert_eq!(user(&a), Some("user:alice".into()));
+    std::fs::write(
+        &f.config.passwd_path,
+        "root:x:0:0::/root:/bin/sh\nbobby:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    assert_eq!(user(&a), Some("user:bobby".into()));
+}
+
+#[test]
 fn no_pid_gives_socket_selectors_only() {
     let f = fixture();
     let caller = PeerCredentials { pid: None, ..ALICE };
