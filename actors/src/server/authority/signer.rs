@@ -39,7 +39,7 @@ use super::x509::{now_secs, random_serial, secs, NOT_BEFORE_CUSHION_SECS};
 use crate::random::RandomSource;
 
 /// CSRs signed per blocking job: big batches spread over the pool, small ones pay one hop.
-pub const CHUNK: usize = 16;
+pub const CHUNK: usize = 64;
 
 /// A reservation of queue room; released when dropped.
 #[derive(Debug)]
