@@ -42,10 +42,11 @@ pub struct SledStore {
     marker: Mutex<File>,
 }
 
-/// sled's page cache. Its default (1 GiB) kept every record read at start-up resident;
-/// the log is read once in order at start-up and then near its head, so a small cache serves
-/// it as well and the server's memory is its state, not a copy of its log.
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's page cache. Its default (1 GiB) kept most of a large log resident after start-up;
+/// 64 MiB made the second start-up pass over the log (chain check, then replay) read from
+/// disk again (1 M-event replay 1.7 s -> 4.5 s). 256 MiB keeps that pass cached for a million
+/// events while bounding what the log costs in memory.
+const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 impl SledStore {
     /// Opens (creating if needed) the store in `dir`.
