@@ -155,35 +155,43 @@ pub struct Registry {
 /// What a snapshot stores: the entries in id order, in separately encoded chunks so that
 /// start-up decodes them on every core; indexes are rebuilt on load.
 #[derive(Serialize, Deserialize)]
-struct RegistryImage {
-    chunks: Vec<Chunk>,
+struct RegistryImage<'a> {
+    #[serde(borrow)]
+    chunks: Vec<Chunk<'a>>,
 }
 
 /// Entries per snapshot chunk (a few in unit tests, so that they cross chunk boundaries).
 const CHUNK_ENTRIES: usize = if cfg!(test) { 3 } else { 65_536 };
 
-/// One chunk: the bincode of a list of entries, carried as raw bytes.
-struct Chunk(Vec<u8>);
+/// One chunk: the bincode of a list of entries, carried as raw bytes; borrowed from the
+/// snapshot when the decoder allows (bincode from a slice does), so the data is not copied.
+struct Chunk<'a>(std::borrow::Cow<'a, [u8]>);
 
-impl Serialize for Chunk {
+impl Serialize for Chunk<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_bytes(&self.0)
     }
 }
 
-impl<'de> Deserialize<'de> for Chunk {
+impl<'de: 'a, 'a> Deserialize<'de> for Chunk<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Bytes;
         impl<'de> serde::de::Visitor<'de> for Bytes {
-            type Value = Chunk;
+            type Value = Chunk<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a chunk of encoded entries")
             }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Chunk, E> {
-                Ok(Chunk(v.to_vec()))
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<Self::Value, E> {
+                Ok(Chunk(std::borrow::Cow::Borrowed(v)))
             }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Chunk, E> {
-                Ok(Chunk(v))
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+                Ok(Chunk(std::borrow::Cow::Owned(v.to_vec())))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+                Ok(Chunk(std::borrow::Cow::Owned(v)))
             }
         }
         deserializer.deserialize_bytes(Bytes)
@@ -195,7 +203,7 @@ impl Serialize for Registry {
         let entries: Vec<&Arc<RegistrationEntry>> = self.entries.values().collect();
         let chunks = entries
             .chunks(CHUNK_ENTRIES)
-            .map(|part| encode_state(&part).map(Chunk))
+            .map(|part| encode_state(&part).map(|bytes| Chunk(bytes.into())))
             .collect::<Result<Vec<_>, _>>()
             .map_err(serde::ser::Error::custom)?;
         RegistryImage { chunks }.serialize(serializer)
@@ -213,12 +221,12 @@ impl<'de> Deserialize<'de> for Registry {
 }
 
 /// Decodes chunks on up to one thread per core, keeping their order.
-fn decode_chunks(chunks: &[Chunk]) -> Result<Vec<Arc<RegistrationEntry>>, String> {
+fn decode_chunks(chunks: &[Chunk<'_>]) -> Result<Vec<Arc<RegistrationEntry>>, String> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, chunks.len().max(1));
     let per_thread = chunks.len().div_ceil(threads).max(1);
-    let decode = |part: &[Chunk]| -> Result<Vec<Arc<RegistrationEntry>>, String> {
+    let decode = |part: &[Chunk<'_>]| -> Result<Vec<Arc<RegistrationEntry>>, String> {
         let mut out = Vec::new();
         for chunk in part {
             let entries: Vec<Arc<RegistrationEntry>> =
