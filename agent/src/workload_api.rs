@@ -11,6 +11,7 @@
 //! RPCs answer `Unimplemented`. The gRPC health service is served on the same socket, for
 //! `tessera-agent healthcheck`. Error codes are chosen once, in [`error`].
 
+mod authority;
 pub mod error;
 pub mod incoming;
 pub mod jwt;

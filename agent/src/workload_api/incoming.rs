@@ -1,7 +1,8 @@
 //! Accepted Workload API connections, each carrying its caller's credentials: read with
 //! `SO_PEERCRED` once at accept and handed to every request as a request extension
 //! ([`PeerCredentials`], through tonic's `Connected`). A connection whose credentials cannot
-//! be read is dropped: nothing is served to an unknown caller.
+//! be read is dropped: nothing is served to an unknown caller. What the client sends passes
+//! through [`AuthorityFix`] (grpc clients that send the socket path as `:authority`).
 
 use std::io;
 use std::pin::Pin;
@@ -13,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::server::Connected;
 
+use super::authority::AuthorityFix;
 use crate::attestor::PeerCredentials;
 
 /// A Unix connection and the credentials of the process that opened it.
@@ -20,6 +22,8 @@ use crate::attestor::PeerCredentials;
 pub struct PeerStream {
     io: UnixStream,
     peer: PeerCredentials,
+    fix: AuthorityFix,
+    closed: bool,
 }
 
 impl PeerStream {
@@ -29,6 +33,8 @@ impl PeerStream {
         Ok(Self {
             io,
             peer: PeerCredentials::from_ucred(&cred),
+            fix: AuthorityFix::default(),
+            closed: false,
         })
     }
 
@@ -52,7 +58,25 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = &mut *self;
+        loop {
+            if this.fix.has_ready() || this.closed {
+                let n = this.fix.take(buf.initialize_unfilled());
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = [0u8; 8192];
+            let mut read = ReadBuf::new(&mut raw);
+            match Pin::new(&mut this.io).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                    this.fix.finish();
+                    this.closed = true;
+                }
+                Poll::Ready(Ok(())) => this.fix.feed(read.filled()),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
