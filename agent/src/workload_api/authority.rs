@@ -70,11 +70,9 @@ impl AuthorityFix {
 
     /// The client closed: whatever is held goes out as it came.
     pub fn finish(&mut self) {
-        if let Some((_, _, _, fragments)) = self.block.take() {
-            // An unfinished block cannot be re-framed; h2 sees the connection end anyway.
-            drop(fragments);
-        }
-        self.ready.extend(self.pending.drain(..));
+        // An unfinished header block goes out as gathered, like any other held byte: h2
+        // then sees the connection end where the client ended it.
+        self.give_up_with_block();
     }
 
     fn give_up(&mut self) {
