@@ -545,3 +545,88 @@ async fn background_open_check_reports_damage_and_refuses_appends() {
     );
     assert_eq!(log.head().seq, 50);
 }
+
+#[test]
+fn sled_snapshots_are_files_read_newest_first_and_legacy_ones_still_load() {
+    use tessera_eventlog::record::Digest32;
+    use tessera_eventlog::Snapshot;
+    let snap = |seq: u64| Snapshot {
+        seq,
+        hash: Digest32([seq as u8; 32]),
+        data: format!("state@{seq}").into_bytes(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("snapshots");
+    {
+        // A store written before snapshot files: the snapshot is a value in the database,
+        // with or without an anchor.
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .raw_legacy_snapshots()
+            .insert(5u64.to_be_bytes(), snap(5).encode())
+            .unwrap();
+        assert_eq!(store.latest_snapshot().unwrap(), Some(snap(5)));
+        assert_eq!(
+            store.latest_snapshot_anchor().unwrap(),
+            Some((5, snap(5).hash))
+        );
+        // A new snapshot goes to a file and supersedes the in-database one.
+        store.put_snapshot(&snap(8)).unwrap();
+        assert!(store.raw_legacy_snapshots().is_empty());
+        assert_eq!(store.latest_snapshot().unwrap(), Some(snap(8)));
+        store.put_snapshot(&snap(12)).unwrap();
+        store.put_snapshot(&snap(20)).unwrap();
+    }
+    let names = |d: &std::path::Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&files),
+        ["00000000000000000012.snap", "00000000000000000020.snap"],
+        "two retained, no temporary left"
+    );
+    let newest = files.join("00000000000000000020.snap");
+
+    // Reopened: the newest is read.
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(store.latest_snapshot().unwrap(), Some(snap(20)));
+    drop(store);
+
+    // Damaged data: refused with the file named and the fix, never decoded.
+    let good = std::fs::read(&newest).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    std::fs::write(&newest, &bad).unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.latest_snapshot_anchor().unwrap(),
+        Some((20, snap(20).hash))
+    );
+    let err = store.latest_snapshot().unwrap_err().to_string();
+    assert!(
+        err.contains("00000000000000000020.snap") && err.contains("move it out"),
+        "{err}"
+    );
+    drop(store);
+
+    // Moved away (or lost): start-up falls back to the previous snapshot.
+    std::fs::rename(&newest, dir.path().join("moved.snap")).unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.latest_snapshot_anchor().unwrap(),
+        Some((12, snap(12).hash))
+    );
+    assert_eq!(store.latest_snapshot().unwrap(), Some(snap(12)));
+    drop(store);
+
+    // A file that names another snapshot than its anchor is skipped too.
+    std::fs::copy(files.join("00000000000000000012.snap"), &newest).unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(store.latest_snapshot().unwrap(), Some(snap(12)));
+}

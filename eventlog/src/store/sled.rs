@@ -4,9 +4,11 @@
 //!
 //! ```text
 //! <dir>/sled/        the sled database: tree `records` (key: seq as u64 BE, value: the
-//!                    encoded record), tree `snapshots` (key: seq BE, value: snapshot)
-//!                    and tree `snapshot_anchors` (key: seq BE, value: the record hash the
-//!                    snapshot was taken at), read at open without loading snapshot data
+//!                    encoded record) and tree `snapshot_anchors` (key: seq BE, value: the
+//!                    record hash the snapshot was taken at), read at open without loading
+//!                    snapshot data; tree `snapshots` holds snapshots written before they
+//!                    moved to files (read if no file is there, emptied by the next snapshot)
+//! <dir>/snapshots/   one file per snapshot (see `snapshot_file`), written before its anchor
 //! <dir>/ack-head     the last acknowledged head (seq, hash), rewritten after every commit
 //! ```
 //!
@@ -26,6 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{DecodeError, LogError};
 use crate::record::{Digest32, Record};
 use crate::snapshot::Snapshot;
+use crate::store::snapshot_file::{self, ReadError};
 use crate::store::{Store, StoredRecord, SNAPSHOTS_RETAINED};
 
 const MARKER_MAGIC: &[u8; 4] = b"TSAH";
@@ -35,6 +38,7 @@ const MARKER_LEN: usize = 4 + 8 + 32 + 8;
 #[derive(Debug)]
 pub struct SledStore {
     dir: PathBuf,
+    snapshot_dir: PathBuf,
     db: sled::Db,
     records: sled::Tree,
     snapshots: sled::Tree,
@@ -100,6 +104,7 @@ impl SledStore {
             .open(dir.join("ack-head"))
             .map_err(|e| fail("cannot open the ack-head marker", &e))?;
         Ok(Self {
+            snapshot_dir: dir.join("snapshots"),
             dir,
             db,
             records,
@@ -112,6 +117,12 @@ impl SledStore {
     /// The raw sled tree of records: for tests that simulate damage a sled checksum cannot see.
     pub fn raw_records(&self) -> &sled::Tree {
         &self.records
+    }
+
+    /// The `snapshots` tree where snapshots were stored before files: for tests of reading
+    /// a store written by an older build.
+    pub fn raw_legacy_snapshots(&self) -> &sled::Tree {
+        &self.snapshots
     }
 
     fn err(&self, what: &str, e: impl std::fmt::Display) -> LogError {
@@ -142,6 +153,75 @@ fn marker_check(seq: u64, hash: &Digest32) -> [u8; 8] {
     let mut out = [0; 8];
     out.copy_from_slice(&d[..8]);
     out
+}
+
+/// Where a snapshot's data is.
+enum Place {
+    /// A snapshot file.
+    File(PathBuf),
+    /// The `snapshots` tree, as snapshots were stored before files (the value as stored).
+    Database(sled::IVec),
+}
+
+impl SledStore {
+    /// The newest snapshot whose data is there: anchors newest first, each with its file (its
+    /// header naming the same seq and hash) or, from before files, its value in the
+    /// `snapshots` tree. A store from before anchors: the tree's last value.
+    fn latest_stored(&self) -> Result<Option<(u64, Digest32, Place)>, LogError> {
+        let mut anchored = false;
+        for item in self.snapshot_anchors.iter().rev() {
+            anchored = true;
+            let (key, value) = item.map_err(|e| self.err("cannot read snapshot anchors", e))?;
+            let (Some(seq), Ok(hash)) = (decode_key(&key), <[u8; 32]>::try_from(&value[..])) else {
+                return Err(LogError::SnapshotMismatch {
+                    seq: decode_key(&key).unwrap_or(0),
+                    reason: "stored snapshot anchor is malformed".into(),
+                });
+            };
+            let hash = Digest32(hash);
+            let path = snapshot_file::path_of(&self.snapshot_dir, seq);
+            match snapshot_file::peek(&path) {
+                Ok(found) if found == (seq, hash) => {
+                    return Ok(Some((seq, hash, Place::File(path))))
+                }
+                Ok(_) | Err(ReadError::Damaged(_)) => {
+                    tracing::warn!(path = %path.display(), seq, "snapshot file does not match its anchor; trying an older snapshot");
+                }
+                Err(ReadError::Io(e)) => {
+                    return Err(self.err(&format!("cannot read {}", path.display()), e))
+                }
+                Err(ReadError::Missing) => {}
+            }
+            let legacy = self
+                .snapshots
+                .get(key)
+                .map_err(|e| self.err("cannot read snapshots", e))?;
+            if let Some(value) = legacy {
+                return Ok(Some((seq, hash, Place::Database(value))));
+            }
+        }
+        if anchored {
+            return Ok(None);
+        }
+        let legacy = self
+            .snapshots
+            .last()
+            .map_err(|e| self.err("cannot read snapshots", e))?;
+        let Some((key, value)) = legacy else {
+            return Ok(None);
+        };
+        let seq = decode_key(&key).unwrap_or(0);
+        // The header alone (the data is decoded once, by `latest_snapshot`).
+        let head = value
+            .get(..Snapshot::HEADER_LEN)
+            .ok_or(crate::error::DecodeError::Truncated)
+            .and_then(|header| Snapshot::from_header(header, Vec::new()))
+            .map_err(|e| LogError::SnapshotMismatch {
+                seq,
+                reason: format!("stored snapshot is undecodable: {e}"),
+            })?;
+        Ok(Some((head.seq, head.hash, Place::Database(value))))
+    }
 }
 
 fn decode_key(key: &[u8]) -> Option<u64> {
@@ -222,31 +302,51 @@ impl Store for SledStore {
     }
 
     fn put_snapshot(&self, snapshot: &Snapshot) -> Result<(), LogError> {
-        self.snapshots
-            .insert(snapshot.seq.to_be_bytes(), snapshot.encode())
-            .map_err(|e| self.err("cannot store snapshot", e))?;
-        // The anchor goes in after the data: an anchor never names a snapshot that is not
-        // stored (a crash in between leaves the previous anchor, an older but valid start).
+        snapshot_file::write(&self.snapshot_dir, snapshot).map_err(|e| {
+            self.err(
+                &format!(
+                    "cannot write snapshot file {}",
+                    snapshot_file::path_of(&self.snapshot_dir, snapshot.seq).display()
+                ),
+                e,
+            )
+        })?;
+        // The anchor goes in after the file is durable: an anchor never names a snapshot that
+        // is not stored (a crash in between leaves the previous anchor, an older valid start).
         self.snapshot_anchors
             .insert(snapshot.seq.to_be_bytes(), &snapshot.hash.0[..])
             .map_err(|e| self.err("cannot store the snapshot anchor", e))?;
-        for tree in [&self.snapshots, &self.snapshot_anchors] {
-            let keys: Vec<sled::IVec> = tree
-                .iter()
-                .keys()
-                .collect::<Result<_, _>>()
-                .map_err(|e| self.err("cannot list snapshots", e))?;
-            for key in keys
-                .iter()
-                .take(keys.len().saturating_sub(SNAPSHOTS_RETAINED))
-            {
-                tree.remove(key)
-                    .map_err(|e| self.err("cannot delete an old snapshot", e))?;
-            }
+        let anchors: Vec<sled::IVec> = self
+            .snapshot_anchors
+            .iter()
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err("cannot list snapshot anchors", e))?;
+        for key in anchors
+            .iter()
+            .take(anchors.len().saturating_sub(SNAPSHOTS_RETAINED))
+        {
+            self.snapshot_anchors
+                .remove(key)
+                .map_err(|e| self.err("cannot delete an old snapshot anchor", e))?;
         }
+        // Snapshots from before files: superseded by this one.
+        self.snapshots
+            .clear()
+            .map_err(|e| self.err("cannot delete old in-database snapshots", e))?;
         self.db
             .flush()
             .map_err(|e| self.err("sled flush (fsync) failed", e))?;
+        // Files go after their anchors (an anchor without its file is skipped at open).
+        let files = snapshot_file::list(&self.snapshot_dir)
+            .map_err(|e| self.err("cannot list snapshot files", e))?;
+        for seq in files
+            .iter()
+            .take(files.len().saturating_sub(SNAPSHOTS_RETAINED))
+        {
+            snapshot_file::remove(&self.snapshot_dir, *seq)
+                .map_err(|e| self.err("cannot delete an old snapshot file", e))?;
+        }
         Ok(())
     }
 
@@ -271,37 +371,40 @@ impl Store for SledStore {
     }
 
     fn latest_snapshot_anchor(&self) -> Result<Option<(u64, Digest32)>, LogError> {
-        let last = self
-            .snapshot_anchors
-            .last()
-            .map_err(|e| self.err("cannot read snapshot anchors", e))?;
-        match last {
-            Some((key, value)) => match (decode_key(&key), <[u8; 32]>::try_from(&value[..])) {
-                (Some(seq), Ok(hash)) => Ok(Some((seq, Digest32(hash)))),
-                _ => Err(LogError::SnapshotMismatch {
-                    seq: decode_key(&key).unwrap_or(0),
-                    reason: "stored snapshot anchor is malformed".into(),
-                }),
-            },
-            // A log whose snapshots predate anchors: read the latest one.
-            None => Ok(self.latest_snapshot()?.map(|s| (s.seq, s.hash))),
-        }
+        Ok(self.latest_stored()?.map(|(seq, hash, _)| (seq, hash)))
     }
 
     fn latest_snapshot(&self) -> Result<Option<Snapshot>, LogError> {
-        let Some((key, value)) = self
-            .snapshots
-            .last()
-            .map_err(|e| self.err("cannot read snapshots", e))?
-        else {
+        let Some((seq, hash, place)) = self.latest_stored()? else {
             return Ok(None);
         };
-        let seq = decode_key(&key).unwrap_or(0);
-        Snapshot::decode(&value)
-            .map(Some)
-            .map_err(|e| LogError::SnapshotMismatch {
+        let snapshot = match place {
+            Place::File(path) => {
+                snapshot_file::read(&path).map_err(|e| LogError::SnapshotMismatch {
+                    seq,
+                    reason: format!(
+                        "snapshot file {} is unusable ({e}); move it out of the directory and \
+                         restart: start-up then uses the previous snapshot or replays the log",
+                        path.display()
+                    ),
+                })?
+            }
+            Place::Database(value) => {
+                Snapshot::decode(&value).map_err(|e| LogError::SnapshotMismatch {
+                    seq,
+                    reason: format!("stored snapshot is undecodable: {e}"),
+                })?
+            }
+        };
+        if (snapshot.seq, snapshot.hash) != (seq, hash) {
+            return Err(LogError::SnapshotMismatch {
                 seq,
-                reason: format!("stored snapshot is undecodable: {e}"),
-            })
+                reason: format!(
+                    "the stored snapshot is of seq {}, not the one its anchor names",
+                    snapshot.seq
+                ),
+            });
+        }
+        Ok(Some(snapshot))
     }
 }
