@@ -3,7 +3,7 @@
 
 mod apply;
 mod decide;
-mod id_set;
+mod entry_set;
 mod query;
 #[cfg(test)]
 mod tests;
@@ -18,7 +18,7 @@ use tessera_identity::{
     TrustDomain,
 };
 
-use id_set::IdSet;
+use entry_set::{ById, EntrySet};
 pub use query::{EntryFilter, EntryPage, MatchBehavior};
 
 /// The registry's hash maps: keys come from admins, not peers; the hasher is seeded per
@@ -147,9 +147,9 @@ pub struct Registry {
     settings: Option<RegistrySettings>,
     level: IndexLevel,
     entries: BTreeMap<EntryId, Arc<RegistrationEntry>>,
-    by_parent: Index<SpiffeId, IdSet>,
-    by_spiffe_id: Index<SpiffeId, IdSet>,
-    by_selector: Index<Selector, IdSet>,
+    by_parent: Index<SpiffeId, EntrySet>,
+    by_spiffe_id: Index<SpiffeId, EntrySet>,
+    by_selector: Index<Selector, EntrySet>,
 }
 
 /// What a snapshot stores: the entries in id order, in separately encoded chunks so that
@@ -276,36 +276,77 @@ impl Registry {
 
     /// A copy keeping the indexes of `level` (sharing the entries).
     pub fn indexed(&self, level: IndexLevel) -> Registry {
-        let mut r = Registry {
+        let mut r = self.table_copy(level);
+        if level >= IndexLevel::Parents {
+            r.by_parent = self.parent_index();
+        }
+        if level >= IndexLevel::Full {
+            r.by_spiffe_id = self.spiffe_id_index();
+            r.by_selector = self.selector_index();
+        }
+        r
+    }
+
+    /// A [`IndexLevel::Full`] copy and a [`IndexLevel::Parents`] copy (what the registry
+    /// actor and the sync hub start from), their indexes built on two threads.
+    ///
+    /// # Errors
+    /// When an indexing thread panicked.
+    pub fn indexed_full_and_parents(&self) -> Result<(Registry, Registry), String> {
+        // Measured at a million entries: the SPIFFE-ID index (a key per entry) costs about
+        // as much as a parent index and the selector index together.
+        std::thread::scope(|s| {
+            let spiffe_and_parents = s.spawn(move || (self.spiffe_id_index(), self.parent_index()));
+            let mut parents = self.table_copy(IndexLevel::Parents);
+            parents.by_parent = self.parent_index();
+            let mut full = self.table_copy(IndexLevel::Full);
+            full.by_selector = self.selector_index();
+            (full.by_spiffe_id, full.by_parent) = spiffe_and_parents
+                .join()
+                .map_err(|_| "indexing the registry panicked".to_string())?;
+            Ok((full, parents))
+        })
+    }
+
+    /// A copy with the same entries (shared) and settings, no index built yet.
+    fn table_copy(&self, level: IndexLevel) -> Registry {
+        Registry {
             settings: self.settings.clone(),
             level,
             entries: self.entries.clone(),
             ..Registry::default()
-        };
-        if level < IndexLevel::Parents {
-            return r;
         }
-        // Parents and selectors are shared by many entries: entries come in id order, so each
-        // key's ids are gathered already sorted and its set is built in one pass rather than
-        // by a search per insert. SPIFFE IDs mostly name one entry: inserted as they come.
-        let mut by_parent: Index<SpiffeId, Vec<EntryId>> = Index::default();
-        let mut by_selector: Index<Selector, Vec<EntryId>> = Index::default();
-        let full = level >= IndexLevel::Full;
-        if full {
-            r.by_spiffe_id.reserve(self.entries.len());
-        }
+    }
+
+    // Parents and selectors are shared by many entries: entries come in id order, so each
+    // key's ids are gathered already sorted and its set is built in one pass rather than by a
+    // search per insert. SPIFFE IDs mostly name one entry: inserted as they come.
+
+    fn parent_index(&self) -> Index<SpiffeId, EntrySet> {
+        let mut by_parent: Index<SpiffeId, Vec<ById>> = Index::default();
         for e in self.entries.values() {
-            gather(&mut by_parent, &e.parent_id, &e.id);
-            if full {
-                add(&mut r.by_spiffe_id, &e.spiffe_id, &e.id);
-                for s in e.selectors.iter() {
-                    gather(&mut by_selector, s, &e.id);
-                }
+            gather(&mut by_parent, &e.parent_id, e);
+        }
+        settle(by_parent)
+    }
+
+    fn selector_index(&self) -> Index<Selector, EntrySet> {
+        let mut by_selector: Index<Selector, Vec<ById>> = Index::default();
+        for e in self.entries.values() {
+            for s in e.selectors.iter() {
+                gather(&mut by_selector, s, e);
             }
         }
-        r.by_parent = settle(by_parent);
-        r.by_selector = settle(by_selector);
-        r
+        settle(by_selector)
+    }
+
+    fn spiffe_id_index(&self) -> Index<SpiffeId, EntrySet> {
+        let mut by_spiffe_id = Index::default();
+        by_spiffe_id.reserve(self.entries.len());
+        for e in self.entries.values() {
+            add(&mut by_spiffe_id, &e.spiffe_id, e);
+        }
+        by_spiffe_id
     }
 
     /// The indexes kept.
@@ -380,11 +421,9 @@ impl Registry {
 
     fn lookup<'a>(
         &'a self,
-        ids: Option<&'a IdSet>,
+        set: Option<&'a EntrySet>,
     ) -> impl Iterator<Item = &'a RegistrationEntry> + 'a {
-        ids.into_iter()
-            .flat_map(IdSet::iter)
-            .filter_map(|id| self.get(id))
+        set.into_iter().flat_map(EntrySet::iter)
     }
 
     fn insert(&mut self, e: Arc<RegistrationEntry>) {
@@ -395,17 +434,17 @@ impl Registry {
         self.entries.insert(e.id.clone(), e);
     }
 
-    fn index(&mut self, e: &RegistrationEntry) {
+    fn index(&mut self, e: &Arc<RegistrationEntry>) {
         if self.level < IndexLevel::Parents {
             return;
         }
-        add(&mut self.by_parent, &e.parent_id, &e.id);
+        add(&mut self.by_parent, &e.parent_id, e);
         if self.level < IndexLevel::Full {
             return;
         }
-        add(&mut self.by_spiffe_id, &e.spiffe_id, &e.id);
+        add(&mut self.by_spiffe_id, &e.spiffe_id, e);
         for s in e.selectors.iter() {
-            add(&mut self.by_selector, s, &e.id);
+            add(&mut self.by_selector, s, e);
         }
     }
 
@@ -424,47 +463,45 @@ impl Registry {
     }
 }
 
-fn add<K: std::hash::Hash + Eq + Clone>(index: &mut Index<K, IdSet>, key: &K, id: &EntryId) {
+fn add<K: std::hash::Hash + Eq + Clone>(
+    index: &mut Index<K, EntrySet>,
+    key: &K,
+    entry: &Arc<RegistrationEntry>,
+) {
     match index.get_mut(key) {
-        Some(set) => set.insert(id.clone()),
+        Some(set) => set.insert(entry),
         None => {
-            index.insert(key.clone(), IdSet::One(id.clone()));
+            index.insert(key.clone(), EntrySet::One(entry.clone()));
         }
     }
 }
 
 fn gather<K: std::hash::Hash + Eq + Clone>(
-    index: &mut Index<K, Vec<EntryId>>,
+    index: &mut Index<K, Vec<ById>>,
     key: &K,
-    id: &EntryId,
+    entry: &Arc<RegistrationEntry>,
 ) {
     match index.get_mut(key) {
-        Some(ids) => ids.push(id.clone()),
+        Some(entries) => entries.push(ById::new(entry)),
         None => {
-            index.insert(key.clone(), vec![id.clone()]);
+            index.insert(key.clone(), vec![ById::new(entry)]);
         }
     }
 }
 
-/// Turns gathered (sorted) ids into sets.
-fn settle<K: std::hash::Hash + Eq>(gathered: Index<K, Vec<EntryId>>) -> Index<K, IdSet> {
+/// Turns gathered (sorted) entries into sets.
+fn settle<K: std::hash::Hash + Eq>(gathered: Index<K, Vec<ById>>) -> Index<K, EntrySet> {
     let mut index = Index::default();
     index.reserve(gathered.len());
-    for (key, mut ids) in gathered {
-        let set = if ids.len() == 1 {
-            match ids.pop() {
-                Some(id) => IdSet::One(id),
-                None => continue,
-            }
-        } else {
-            IdSet::Many(ids.into_iter().collect())
-        };
-        index.insert(key, set);
+    for (key, entries) in gathered {
+        if let Some(set) = EntrySet::from_sorted(entries) {
+            index.insert(key, set);
+        }
     }
     index
 }
 
-fn unindex<K: std::hash::Hash + Eq>(index: &mut Index<K, IdSet>, key: &K, id: &EntryId) {
+fn unindex<K: std::hash::Hash + Eq>(index: &mut Index<K, EntrySet>, key: &K, id: &EntryId) {
     if index.get_mut(key).is_some_and(|set| set.remove(id)) {
         index.remove(key);
     }

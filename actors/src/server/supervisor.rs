@@ -34,7 +34,7 @@ use crate::server::events::ServerEvent;
 use crate::server::journal::{Journal, JournalArgs, JournalMsg};
 use crate::server::keys::{KeyManager, MemoryKeyManager};
 use crate::server::nodes::Nodes;
-use crate::server::registry::{IndexLevel, Registry, RegistrySettings};
+use crate::server::registry::{Registry, RegistrySettings};
 use crate::server::state::ServerState;
 use crate::server::sync::SyncIndex;
 use crate::server::sync_hub::{SyncHub, SyncHubArgs, SyncHubHandle};
@@ -368,15 +368,11 @@ async fn replay(log: &TypedLog<ServerEvent>) -> Result<(ServerState, u64), Start
 /// off the async threads: with a million entries each takes a noticeable part of start-up.
 async fn index_copies(state: ServerState) -> Result<(ServerState, Registry, Registry), StartError> {
     tokio::task::spawn_blocking(move || {
-        let (full, parents) = std::thread::scope(|s| {
-            let full = s.spawn(|| state.registry.indexed(IndexLevel::Full));
-            let parents = state.registry.indexed(IndexLevel::Parents);
-            (full.join(), parents)
-        });
-        match full {
-            Ok(full) => Ok((state, full, parents)),
-            Err(_) => Err(StartError::Replay("indexing the registry panicked".into())),
-        }
+        let (full, parents) = state
+            .registry
+            .indexed_full_and_parents()
+            .map_err(StartError::Replay)?;
+        Ok((state, full, parents))
     })
     .await
     .map_err(|e| StartError::Replay(format!("indexing the registry failed: {e}")))?

@@ -141,6 +141,13 @@ impl EntryId {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// The first eight bytes, big-endian, zero-padded: where two prefixes differ, the IDs
+    /// order as their prefixes do. Lets a collection that holds IDs behind pointers order
+    /// them mostly without following the pointers.
+    pub fn order_prefix(&self) -> u64 {
+        self.prefix
+    }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use tessera_identity::{EntryId, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain};
 
-use super::{IdSet, IndexLevel, Registry};
+use super::{EntrySet, IndexLevel, Registry};
 
 /// How a set in a filter is compared with an entry's set (SPIRE's `MatchBehavior`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -87,8 +87,8 @@ impl Registry {
         filter: &EntryFilter,
     ) -> Box<dyn Iterator<Item = &'a RegistrationEntry> + 'a> {
         let from_index =
-            |ids: Option<&'a IdSet>| -> Box<dyn Iterator<Item = &'a RegistrationEntry> + 'a> {
-                Box::new(self.lookup(ids))
+            |set: Option<&'a EntrySet>| -> Box<dyn Iterator<Item = &'a RegistrationEntry> + 'a> {
+                Box::new(self.lookup(set))
             };
         if self.level < IndexLevel::Full {
             return Box::new(self.iter());

@@ -17,7 +17,7 @@ fn id(s: &str) -> SpiffeId {
     SpiffeId::new(s).unwrap()
 }
 
-fn entry(spiffe: &str, parent: &str, selectors: &[&str]) -> RegistrationEntry {
+pub(super) fn entry(spiffe: &str, parent: &str, selectors: &[&str]) -> RegistrationEntry {
     RegistrationEntry {
         id: EntryId::new("placeholder").unwrap(),
         spiffe_id: id(spiffe),
