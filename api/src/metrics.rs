@@ -146,6 +146,8 @@ impl Metrics {
             ("registry", s.registry.in_flight()),
             ("nodes", s.nodes.in_flight()),
             ("tokens", s.tokens.in_flight()),
+            ("authority", s.authority.in_flight()),
+            ("sync_hub", s.sync.in_flight()),
         ] {
             self.in_flight
                 .with_label_values(&[actor])

@@ -408,6 +408,11 @@ impl SyncHubHandle {
         &self.actor
     }
 
+    /// Requests waiting for or running in the hub now (at most `max_in_flight`).
+    pub fn in_flight(&self) -> usize {
+        self.limit - self.in_flight.available_permits()
+    }
+
     async fn call<R: Send + 'static>(
         &self,
         msg: impl FnOnce(RpcReplyPort<R>) -> SyncHubMsg,

@@ -158,6 +158,11 @@ async fn live_ready_and_metrics_over_http() {
         body.contains(&format!("tessera_server_log_head_seq {}", f.base)),
         "{body}"
     );
+    // Every actor behind a bounded door has its row; nothing is in flight at rest.
+    for actor in ["registry", "nodes", "tokens", "authority", "sync_hub"] {
+        let series = format!("tessera_server_actor_in_flight{{actor=\"{actor}\"}}");
+        assert_eq!(sample(&body, &series), 0.0, "{series}");
+    }
     endpoint.metrics.set_failed();
     assert!(endpoint.get("/live").await.starts_with("HTTP/1.1 503"));
     assert!(endpoint.get("/ready").await.starts_with("HTTP/1.1 503"));

@@ -98,6 +98,12 @@ impl AuthorityHandle {
         &self.actor
     }
 
+    /// Requests waiting for or running in the actor now (at most `max_in_flight`); signing
+    /// bypasses the actor and is counted by the signer's own metrics.
+    pub fn in_flight(&self) -> usize {
+        self.limit - self.door.available_permits()
+    }
+
     /// The signer (signing goes straight to it, bounded by its own queue).
     pub fn signer(&self) -> &Signer {
         &self.signer
