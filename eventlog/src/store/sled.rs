@@ -337,7 +337,10 @@ impl Store for SledStore {
         self.db
             .flush()
             .map_err(|e| self.err("sled flush (fsync) failed", e))?;
-        // Files go after their anchors (an anchor without its file is skipped at open).
+        // Files go after their anchors (an anchor without its file is skipped at open), with
+        // any temporary a crash left mid-write.
+        snapshot_file::remove_temporaries(&self.snapshot_dir)
+            .map_err(|e| self.err("cannot delete a leftover snapshot temporary", e))?;
         let files = snapshot_file::list(&self.snapshot_dir)
             .map_err(|e| self.err("cannot list snapshot files", e))?;
         for seq in files

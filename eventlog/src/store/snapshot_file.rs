@@ -158,6 +158,25 @@ pub(crate) fn read(path: &Path) -> Result<Snapshot, ReadError> {
     Ok(snapshot)
 }
 
+/// Deletes temporaries a crash left behind in `dir` (one writer: none is being written).
+pub(crate) fn remove_temporaries(dir: &Path) -> std::io::Result<()> {
+    let items = match std::fs::read_dir(dir) {
+        Ok(items) => items,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for item in items {
+        let path = item?.path();
+        if path.extension().is_some_and(|x| x == "tmp") {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Deletes the snapshot file at `seq` in `dir`, if present.
 pub(crate) fn remove(dir: &Path, seq: u64) -> std::io::Result<()> {
     match std::fs::remove_file(path_of(dir, seq)) {
@@ -190,6 +209,10 @@ mod tests {
             .unwrap();
         }
         std::fs::write(dir.path().join("notes.txt"), "not a snapshot").unwrap();
+        std::fs::write(dir.path().join("00000000000000000050.tmp"), "torn").unwrap();
+        remove_temporaries(dir.path()).unwrap();
+        assert!(!dir.path().join("00000000000000000050.tmp").exists());
+        assert!(dir.path().join("notes.txt").exists());
         assert_eq!(list(dir.path()).unwrap(), [4, 30, 1_000]);
         assert_eq!(
             read(&path_of(dir.path(), 30)).unwrap(),
