@@ -39,7 +39,7 @@ pub use log::{
     AppendCondition, AppendReceipt, BadRecord, EventLog, Head, Subscription, VerifyReport,
 };
 pub use record::{Digest32, NewRecord, Record};
-pub use snapshot::Snapshot;
+pub use snapshot::{Snapshot, SnapshotStream};
 pub use typed::{CodecError, Event, TypedError, TypedLog};
 
 /// Verifies a sequence of records (e.g. read from an export) as a chain starting at seq 1.

@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::error::{ChainFault, LogError};
 use crate::log::{AppendCondition, AppendReceipt, EventLog, Head, Subscription, VerifyReport};
 use crate::record::{NewRecord, Record};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotStream};
 use crate::store::memory::MemoryStore;
 use crate::store::sled::SledStore;
 use crate::store::Store;
@@ -212,6 +212,28 @@ impl LocalLog {
     /// The underlying store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// Whether a snapshot at `seq` with `hash` belongs to this log's history.
+    fn check_snapshot_anchor(
+        &self,
+        seq: u64,
+        hash: crate::record::Digest32,
+    ) -> Result<(), LogError> {
+        match self.inner.store.read(seq, 1)?.into_iter().next() {
+            Some(r) if r.seq == seq && r.hash == hash => Ok(()),
+            Some(r) if r.seq == seq => Err(LogError::SnapshotMismatch {
+                seq,
+                reason: format!(
+                    "snapshot was taken after record hash {hash}, the log has {}",
+                    r.hash
+                ),
+            }),
+            _ => Err(LogError::SnapshotMismatch {
+                seq,
+                reason: "the log has no record at that seq".into(),
+            }),
+        }
     }
 }
 
@@ -505,21 +527,19 @@ impl EventLog for LocalLog {
             let Some(snapshot) = self.inner.store.latest_snapshot()? else {
                 return Ok(None);
             };
-            let record = self.inner.store.read(snapshot.seq, 1)?.into_iter().next();
-            match record {
-                Some(r) if r.seq == snapshot.seq && r.hash == snapshot.hash => Ok(Some(snapshot)),
-                Some(r) if r.seq == snapshot.seq => Err(LogError::SnapshotMismatch {
-                    seq: snapshot.seq,
-                    reason: format!(
-                        "snapshot was taken after record hash {}, the log has {}",
-                        snapshot.hash, r.hash
-                    ),
-                }),
-                _ => Err(LogError::SnapshotMismatch {
-                    seq: snapshot.seq,
-                    reason: "the log has no record at that seq".into(),
-                }),
-            }
+            self.check_snapshot_anchor(snapshot.seq, snapshot.hash)?;
+            Ok(Some(snapshot))
+        }
+        .boxed()
+    }
+
+    fn latest_snapshot_stream(&self) -> BoxFuture<'_, Result<Option<SnapshotStream>, LogError>> {
+        async move {
+            let Some(stream) = self.inner.store.latest_snapshot_stream()? else {
+                return Ok(None);
+            };
+            self.check_snapshot_anchor(stream.seq, stream.hash)?;
+            Ok(Some(stream))
         }
         .boxed()
     }

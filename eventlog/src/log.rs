@@ -8,7 +8,7 @@ use futures::stream::BoxStream;
 
 use crate::error::{ChainFault, LogError};
 use crate::record::{Digest32, NewRecord, Record};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotStream};
 
 /// The last committed record's seq and hash (`seq` 0 and zero hash for an empty log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -126,6 +126,12 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
 
     /// The latest snapshot, checked against the log's hash at its seq.
     fn latest_snapshot(&self) -> BoxFuture<'_, Result<Option<Snapshot>, LogError>>;
+
+    /// The latest snapshot as [`EventLog::latest_snapshot`], its data read as a stream (see
+    /// [`SnapshotStream`]). The default reads it whole.
+    fn latest_snapshot_stream(&self) -> BoxFuture<'_, Result<Option<SnapshotStream>, LogError>> {
+        Box::pin(async move { Ok(self.latest_snapshot().await?.map(SnapshotStream::from)) })
+    }
 
     /// Where the log lives, for messages.
     fn location(&self) -> PathBuf;

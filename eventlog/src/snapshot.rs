@@ -80,6 +80,98 @@ impl Snapshot {
     }
 }
 
+/// A snapshot whose data is read as a stream rather than held in one buffer: a million-entry
+/// state is a 150 MB snapshot, and a reader that decodes as it reads needs only a little of it
+/// in memory at once. Its source was checked whole (checksum) before it is handed out.
+pub struct SnapshotStream {
+    /// The last record folded into the data.
+    pub seq: u64,
+    /// That record's hash.
+    pub hash: Digest32,
+    /// The data's length in bytes.
+    pub len: u64,
+    data: Box<dyn std::io::BufRead + Send>,
+}
+
+impl std::fmt::Debug for SnapshotStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotStream")
+            .field("seq", &self.seq)
+            .field("hash", &self.hash)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotStream {
+    /// A stream over `len` bytes of checked data from `data`.
+    pub fn new(seq: u64, hash: Digest32, len: u64, data: Box<dyn std::io::BufRead + Send>) -> Self {
+        Self {
+            seq,
+            hash,
+            len,
+            data,
+        }
+    }
+
+    /// Whether the reader took every byte of the data: a decoder that stops early has read
+    /// a different state than was written.
+    ///
+    /// # Errors
+    /// A message saying how many bytes were left, or that reading failed.
+    pub fn finish(mut self) -> Result<(), String> {
+        let mut left = 0u64;
+        loop {
+            let n = match self.data.fill_buf() {
+                Ok(buf) => buf.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("cannot read the snapshot's end: {e}")),
+            };
+            if n == 0 {
+                break;
+            }
+            left += n as u64;
+            self.data.consume(n);
+        }
+        match left {
+            0 => Ok(()),
+            n => Err(format!("{n} trailing bytes")),
+        }
+    }
+}
+
+impl std::io::Read for SnapshotStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.data.read(buf)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        self.data.read_exact(buf)
+    }
+}
+
+impl std::io::BufRead for SnapshotStream {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.data.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.data.consume(amount);
+    }
+}
+
+impl From<Snapshot> for SnapshotStream {
+    fn from(snapshot: Snapshot) -> Self {
+        let len = snapshot.data.len() as u64;
+        Self::new(
+            snapshot.seq,
+            snapshot.hash,
+            len,
+            Box::new(std::io::Cursor::new(snapshot.data)),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::error::{DecodeError, LogError};
 use crate::record::{Digest32, Record};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotStream};
 
 pub mod memory;
 pub mod sled;
@@ -52,6 +52,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The snapshot with the highest seq, if any.
     fn latest_snapshot(&self) -> Result<Option<Snapshot>, LogError>;
+
+    /// The snapshot with the highest seq, its data to be read as a stream. The default reads
+    /// it whole; backends that store snapshots as files override this.
+    fn latest_snapshot_stream(&self) -> Result<Option<SnapshotStream>, LogError> {
+        Ok(self.latest_snapshot()?.map(SnapshotStream::from))
+    }
 
     /// The seq and record hash of the latest snapshot, without reading its data: where an
     /// open that checks the chain from the latest snapshot starts. Backends that keep snapshot

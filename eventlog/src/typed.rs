@@ -137,6 +137,27 @@ pub fn decode_state<S: DeserializeOwned>(seq: u64, data: &[u8]) -> Result<S, Cod
     decode_payload(seq, "snapshot", 0, data)
 }
 
+/// Decodes folded state from a snapshot stream as it is read (no buffer of the snapshot's
+/// size), checking that the decoder took every byte.
+///
+/// # Errors
+/// [`CodecError::Decode`] when the data does not decode as `S` or has bytes left over.
+pub fn decode_state_stream<S: DeserializeOwned>(
+    mut stream: crate::snapshot::SnapshotStream,
+) -> Result<S, CodecError> {
+    let seq = stream.seq;
+    let fail = |message: String| CodecError::Decode {
+        seq,
+        kind: "snapshot".into(),
+        schema_version: 0,
+        message,
+    };
+    let value = bincode::serde::decode_from_std_read(&mut stream, config())
+        .map_err(|e| fail(e.to_string()))?;
+    stream.finish().map_err(fail)?;
+    Ok(value)
+}
+
 /// Appending or replaying typed events failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TypedError {

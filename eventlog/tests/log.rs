@@ -408,6 +408,21 @@ async fn snapshot_plus_tail_equals_full_replay() {
         assert_eq!(from_snap, full, "{backend}");
         assert_eq!(full, BTreeMap::from([("b".to_string(), 7)]), "{backend}");
 
+        // The same snapshot decoded as a stream (how the server starts).
+        let stream = raw
+            .latest_snapshot_stream()
+            .await
+            .unwrap()
+            .expect("snapshot stored");
+        assert_eq!(stream.seq, 3, "{backend}");
+        let streamed: BTreeMap<String, u64> =
+            tessera_eventlog::typed::decode_state_stream(stream).unwrap();
+        assert_eq!(
+            streamed,
+            tessera_eventlog::typed::decode_state::<BTreeMap<String, u64>>(3, &snap.data).unwrap(),
+            "{backend}"
+        );
+
         let err = raw.save_snapshot(99, vec![]).await.unwrap_err();
         assert!(
             matches!(err, LogError::SnapshotMismatch { seq: 99, .. }),
@@ -592,9 +607,15 @@ fn sled_snapshots_are_files_read_newest_first_and_legacy_ones_still_load() {
     );
     let newest = files.join("00000000000000000020.snap");
 
-    // Reopened: the newest is read.
+    // Reopened: the newest is read, whole or as a stream.
     let store = SledStore::open(dir.path()).unwrap();
     assert_eq!(store.latest_snapshot().unwrap(), Some(snap(20)));
+    let mut stream = store.latest_snapshot_stream().unwrap().unwrap();
+    assert_eq!((stream.seq, stream.hash), (20, snap(20).hash));
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut data).unwrap();
+    assert_eq!(data, snap(20).data);
+    stream.finish().unwrap();
     drop(store);
 
     // Damaged data: refused with the file named and the fix, never decoded.
@@ -613,6 +634,11 @@ fn sled_snapshots_are_files_read_newest_first_and_legacy_ones_still_load() {
         err.contains("00000000000000000020.snap") && err.contains("move it out"),
         "{err}"
     );
+    let err = store.latest_snapshot_stream().unwrap_err().to_string();
+    assert!(
+        err.contains("00000000000000000020.snap") && err.contains("move it out"),
+        "the stream checks the whole file before handing out a byte: {err}"
+    );
     drop(store);
 
     // Moved away (or lost): start-up falls back to the previous snapshot.
@@ -629,4 +655,5 @@ fn sled_snapshots_are_files_read_newest_first_and_legacy_ones_still_load() {
     std::fs::copy(files.join("00000000000000000012.snap"), &newest).unwrap();
     let store = SledStore::open(dir.path()).unwrap();
     assert_eq!(store.latest_snapshot().unwrap(), Some(snap(12)));
+    assert_eq!(store.latest_snapshot_stream().unwrap().unwrap().seq, 12);
 }

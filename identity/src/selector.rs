@@ -284,13 +284,38 @@ impl<'de> Deserialize<'de> for Selector {
 ///
 /// Serializes as a sorted list of `type:value` strings; deserializing sorts and dedups, so any
 /// list decodes to the same set whatever its order.
+///
+/// Shared and immutable: a clone is a reference count, and sets decoded on one thread that
+/// repeat (many entries select `k8s:ns:prod` + `k8s:sa:web`) are held once.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SelectorSet(Vec<Selector>);
+pub struct SelectorSet(Arc<[Selector]>);
+
+thread_local! {
+    /// Sets this thread decoded recently, so that a replayed log holds each repeated set once.
+    static RECENT_SETS: std::cell::RefCell<std::collections::HashSet<Arc<[Selector]>>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
+}
 
 impl SelectorSet {
     /// The empty set.
     pub fn new() -> Self {
-        Self(Vec::new())
+        Self::default()
+    }
+
+    /// The set of sorted, deduplicated `selectors`, sharing a copy this thread made recently.
+    fn shared(selectors: Vec<Selector>) -> Self {
+        RECENT_SETS.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            if let Some(found) = recent.get(selectors.as_slice()) {
+                return Self(found.clone());
+            }
+            let set: Arc<[Selector]> = selectors.into();
+            if recent.len() >= MAX_RECENT {
+                recent.clear();
+            }
+            recent.insert(set.clone());
+            Self(set)
+        })
     }
 
     /// Parses each string as a selector.
@@ -306,7 +331,11 @@ impl SelectorSet {
         match self.0.binary_search(&selector) {
             Ok(_) => false,
             Err(at) => {
-                self.0.insert(at, selector);
+                let mut grown = Vec::with_capacity(self.0.len() + 1);
+                grown.extend_from_slice(&self.0[..at]);
+                grown.push(selector);
+                grown.extend_from_slice(&self.0[at..]);
+                self.0 = grown.into();
                 true
             }
         }
@@ -327,7 +356,7 @@ impl SelectorSet {
         }
         // Both sides are sorted: one merge pass.
         let mut theirs = other.0.iter();
-        'ours: for mine in &self.0 {
+        'ours: for mine in self.0.iter() {
             for candidate in theirs.by_ref() {
                 match candidate.cmp(mine) {
                     std::cmp::Ordering::Less => continue,
@@ -366,7 +395,7 @@ impl FromIterator<Selector> for SelectorSet {
         let mut v: Vec<Selector> = iter.into_iter().collect();
         v.sort_unstable();
         v.dedup();
-        Self(v)
+        Self(v.into())
     }
 }
 
@@ -381,7 +410,8 @@ impl IntoIterator for SelectorSet {
     type IntoIter = std::vec::IntoIter<Selector>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        // The selectors may be shared with other sets: the caller gets its own copies.
+        Vec::from(&self.0[..]).into_iter()
     }
 }
 
@@ -410,7 +440,10 @@ impl Serialize for SelectorSet {
 
 impl<'de> Deserialize<'de> for SelectorSet {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Vec::<Selector>::deserialize(deserializer).map(Self::from)
+        let mut v = Vec::<Selector>::deserialize(deserializer)?;
+        v.sort_unstable();
+        v.dedup();
+        Ok(Self::shared(v))
     }
 }
 
@@ -424,6 +457,21 @@ mod tests {
 
     fn set(items: &[&str]) -> SelectorSet {
         SelectorSet::parse_all(items.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn decoded_sets_are_sorted_and_repeats_shared() {
+        let one: SelectorSet =
+            serde_json::from_str(r#"["unix:uid:1","k8s:ns:a","unix:uid:1"]"#).unwrap();
+        let two: SelectorSet = serde_json::from_str(r#"["k8s:ns:a","unix:uid:1"]"#).unwrap();
+        assert_eq!(one, set(&["k8s:ns:a", "unix:uid:1"]));
+        assert!(Arc::ptr_eq(&one.0, &two.0));
+        let mut grown = one.clone();
+        assert!(grown.insert(sel("docker:label:x")));
+        assert!(!grown.insert(sel("k8s:ns:a")));
+        assert_eq!(grown.len(), 3);
+        assert_eq!(one.len(), 2, "a shared set is not changed through a clone");
+        assert_eq!(grown.into_iter().next(), Some(sel("docker:label:x")));
     }
 
     #[test]

@@ -36,9 +36,12 @@ pub struct SpiffeId(Arc<IdInner>);
 
 #[derive(Clone)]
 struct IdInner {
-    // Kept next to `inner` (it is derived from it) so `trust_domain()` can hand out a reference.
+    // Kept next to the text (it is derived from it) so `trust_domain()` can hand out a
+    // reference; shared between IDs of one trust domain.
     trust_domain: TrustDomain,
-    inner: spiffe::SpiffeId,
+    /// The whole ID, `spiffe://<trust domain><path>`, as checked: one allocation, so that a
+    /// million IDs held by the registry cost two allocations each rather than four.
+    text: Box<str>,
 }
 
 thread_local! {
@@ -73,9 +76,8 @@ fn shared_trust_domain(td: &spiffe::TrustDomain) -> TrustDomain {
 
 impl PartialEq for SpiffeId {
     fn eq(&self, other: &Self) -> bool {
-        // The trust domain is part of `inner`: comparing (and hashing, ordering) `inner` alone
-        // is comparing the whole ID, by trust domain then path.
-        Arc::ptr_eq(&self.0, &other.0) || self.0.inner == other.0.inner
+        // One spelling per ID: equal texts are equal IDs.
+        Arc::ptr_eq(&self.0, &other.0) || self.0.text == other.0.text
     }
 }
 
@@ -83,13 +85,14 @@ impl Eq for SpiffeId {}
 
 impl Hash for SpiffeId {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.inner.hash(state);
+        self.0.text.hash(state);
     }
 }
 
 impl Ord for SpiffeId {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.inner.cmp(&other.0.inner)
+        (self.0.trust_domain.as_str(), self.path())
+            .cmp(&(other.0.trust_domain.as_str(), other.path()))
     }
 }
 
@@ -127,7 +130,7 @@ impl SpiffeId {
         }
         Ok(Self(Arc::new(IdInner {
             trust_domain: shared_trust_domain(inner.trust_domain()),
-            inner,
+            text: Box::from(id),
         })))
     }
 
@@ -156,7 +159,8 @@ impl SpiffeId {
 
     /// The path: empty for a trust domain's own ID, else `/seg/seg...`.
     pub fn path(&self) -> &str {
-        self.0.inner.path()
+        let start = SCHEME_PREFIX.len() + self.0.trust_domain.as_str().len();
+        self.0.text.get(start..).unwrap_or_default()
     }
 
     /// The path segments, in order (none for a trust domain's own ID).
@@ -175,16 +179,21 @@ impl SpiffeId {
         &self.0.trust_domain == trust_domain
     }
 
+    /// The ID as text, `spiffe://<trust domain><path>`.
+    pub fn as_str(&self) -> &str {
+        &self.0.text
+    }
+
     /// The `spiffe` crate's view of this ID.
-    pub fn as_spiffe(&self) -> &spiffe::SpiffeId {
-        &self.0.inner
+    pub fn to_spiffe(&self) -> spiffe::SpiffeId {
+        spiffe::SpiffeId::from(self.clone())
     }
 
     /// Pairs a trust domain with an ID the `spiffe` crate built from it.
-    pub(crate) fn from_valid(trust_domain: TrustDomain, inner: spiffe::SpiffeId) -> Self {
+    pub(crate) fn from_valid(trust_domain: TrustDomain, inner: &spiffe::SpiffeId) -> Self {
         Self(Arc::new(IdInner {
             trust_domain,
-            inner,
+            text: inner.to_string().into(),
         }))
     }
 }
@@ -221,7 +230,7 @@ impl SpiffeId {
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SCHEME_PREFIX}{}{}", self.0.trust_domain, self.path())
+        f.write_str(&self.0.text)
     }
 }
 
@@ -257,7 +266,12 @@ impl TryFrom<String> for SpiffeId {
 
 impl From<SpiffeId> for spiffe::SpiffeId {
     fn from(id: SpiffeId) -> Self {
-        Arc::unwrap_or_clone(id.0).inner
+        match spiffe::SpiffeId::new(&id.0.text) {
+            Ok(inner) => inner,
+            // The text passed this parser when the ID was made (`new`), or is its output
+            // (`from_valid`).
+            Err(e) => unreachable!("spiffe crate rejected {id}, which it accepted before: {e}"),
+        }
     }
 }
 
@@ -288,6 +302,21 @@ mod tests {
 
     fn id(s: &str) -> Result<SpiffeId, IdError> {
         SpiffeId::new(s)
+    }
+
+    #[test]
+    fn orders_by_trust_domain_then_path_and_converts() {
+        // Text order would put "a.b" first ('.' < '/').
+        let (short, long) = (id("spiffe://a/x").unwrap(), id("spiffe://a.b/x").unwrap());
+        assert!(short < long);
+        assert!(id("spiffe://a/x").unwrap() < id("spiffe://a/y").unwrap());
+        assert_eq!(short, id("spiffe://a/x").unwrap());
+        assert_eq!(long.as_str(), "spiffe://a.b/x");
+        let theirs = long.to_spiffe();
+        assert_eq!(theirs.to_string(), "spiffe://a.b/x");
+        assert_eq!(SpiffeId::try_from(theirs).unwrap(), long);
+        let td = long.trust_domain().id();
+        assert_eq!((td.as_str(), td.path()), ("spiffe://a.b", ""));
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl TrustDomain {
     /// The SPIFFE ID of the trust domain itself, `spiffe://<name>` (no path).
     pub fn id(&self) -> SpiffeId {
         match spiffe::SpiffeId::from_segments((*self.0).clone(), &[]) {
-            Ok(inner) => SpiffeId::from_valid(self.clone(), inner),
+            Ok(inner) => SpiffeId::from_valid(self.clone(), &inner),
             // from_segments fails only on a bad segment or an over-long result; with no
             // segments and a name of at most 255 bytes neither can happen.
             Err(e) => unreachable!("spiffe crate rejected the ID of trust domain {self}: {e}"),

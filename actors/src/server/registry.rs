@@ -8,7 +8,7 @@ mod query;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -146,7 +146,7 @@ pub enum IndexLevel {
 pub struct Registry {
     settings: Option<RegistrySettings>,
     level: IndexLevel,
-    entries: BTreeMap<EntryId, Arc<RegistrationEntry>>,
+    entries: BTreeSet<ById>,
     by_parent: Index<SpiffeId, EntrySet>,
     by_spiffe_id: Index<SpiffeId, EntrySet>,
     by_selector: Index<Selector, EntrySet>,
@@ -161,7 +161,7 @@ struct RegistryImage<'a> {
 }
 
 /// Entries per snapshot chunk (a few in unit tests, so that they cross chunk boundaries).
-const CHUNK_ENTRIES: usize = if cfg!(test) { 3 } else { 65_536 };
+const CHUNK_ENTRIES: usize = if cfg!(test) { 3 } else { 16_384 };
 
 /// One chunk: the bincode of a list of entries, carried as raw bytes; borrowed from the
 /// snapshot when the decoder allows (bincode from a slice does), so the data is not copied.
@@ -200,7 +200,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Chunk<'a> {
 
 impl Serialize for Registry {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let entries: Vec<&Arc<RegistrationEntry>> = self.entries.values().collect();
+        let entries: Vec<&Arc<RegistrationEntry>> = self.entries.iter().map(|e| &e.entry).collect();
         let chunks = entries
             .chunks(CHUNK_ENTRIES)
             .map(|part| encode_state(&part).map(|bytes| Chunk(bytes.into())))
@@ -213,46 +213,137 @@ impl Serialize for Registry {
 impl<'de> Deserialize<'de> for Registry {
     /// A [`IndexLevel::Table`] registry; [`Registry::indexed`] adds indexes.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let image = RegistryImage::deserialize(deserializer)?;
-        decode_chunks(&image.chunks)
-            .map(Registry::from_entries)
-            .map_err(serde::de::Error::custom)
+        struct Image;
+        impl<'de> serde::de::Visitor<'de> for Image {
+            type Value = Registry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a registry image")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Registry, A::Error> {
+                let entries = seq
+                    .next_element_seed(DecodeChunks)?
+                    .ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
+                Ok(Registry::from_entries(entries))
+            }
+        }
+        // The shape of `RegistryImage`, its chunks decoded as they arrive.
+        deserializer.deserialize_struct("RegistryImage", &["chunks"], Image)
     }
 }
 
-/// Decodes chunks on up to one thread per core, keeping their order.
-fn decode_chunks(chunks: &[Chunk<'_>]) -> Result<Vec<Arc<RegistrationEntry>>, String> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, chunks.len().max(1));
-    let per_thread = chunks.len().div_ceil(threads).max(1);
-    let decode = |part: &[Chunk<'_>]| -> Result<Vec<Arc<RegistrationEntry>>, String> {
-        let mut out = Vec::new();
-        for chunk in part {
-            let entries: Vec<Arc<RegistrationEntry>> =
-                decode_state(0, &chunk.0).map_err(|e| e.to_string())?;
-            out.extend(entries);
-        }
-        Ok(out)
-    };
-    let parts: Vec<Result<Vec<_>, String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .chunks(per_thread)
-            .map(|part| s.spawn(move || decode(part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a snapshot decoding thread panicked".into()))
-            })
-            .collect()
-    });
-    let mut entries = Vec::new();
-    for part in parts {
-        entries.extend(part?);
+/// Decodes an image's chunks as the deserializer hands them out: from a stream, each chunk is
+/// read while earlier ones are decoded on the other cores, and freed once decoded.
+struct DecodeChunks;
+
+impl<'de> serde::de::DeserializeSeed<'de> for DecodeChunks {
+    type Value = Vec<Arc<RegistrationEntry>>;
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
     }
-    Ok(entries)
+}
+
+impl<'de> serde::de::Visitor<'de> for DecodeChunks {
+    type Value = Vec<Arc<RegistrationEntry>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("chunks of encoded entries")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        decode_chunks(|| seq.next_element::<Chunk<'de>>()).map_err(|e| match e {
+            ChunkError::Read(e) => e,
+            ChunkError::Decode(message) => serde::de::Error::custom(message),
+        })
+    }
+}
+
+enum ChunkError<E> {
+    /// The deserializer failed handing out a chunk.
+    Read(E),
+    /// A chunk did not decode.
+    Decode(String),
+}
+
+/// Decodes the chunks `next` hands out (in order, until `None`) on one thread per core while
+/// this thread fetches the next ones; the entries in chunk order.
+fn decode_chunks<'de, E>(
+    mut next: impl FnMut() -> Result<Option<Chunk<'de>>, E>,
+) -> Result<Vec<Arc<RegistrationEntry>>, ChunkError<E>> {
+    type Decoded = (usize, Result<Vec<Arc<RegistrationEntry>>, String>);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let (send, receive) = std::sync::mpsc::sync_channel::<(usize, Chunk<'de>)>(workers);
+    let receive = std::sync::Mutex::new(receive);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let work = || -> Vec<Decoded> {
+        let mut done = Vec::new();
+        loop {
+            let job = receive
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .recv();
+            let Ok((index, chunk)) = job else {
+                return done;
+            };
+            // After a failure the rest is only drained, so the reader never waits on a full
+            // channel.
+            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                continue;
+            }
+            let decoded = decode_state(0, &chunk.0).map_err(|e| e.to_string());
+            if decoded.is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            done.push((index, decoded));
+        }
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
+        let mut read_error = None;
+        let mut count = 0;
+        loop {
+            match next() {
+                Ok(Some(chunk)) => {
+                    if send.send((count, chunk)).is_err() {
+                        break;
+                    }
+                    count += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    read_error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(send);
+        let mut parts: Vec<Decoded> = Vec::with_capacity(count);
+        for handle in handles {
+            parts.extend(
+                handle.join().map_err(|_| {
+                    ChunkError::Decode("a snapshot decoding thread panicked".into())
+                })?,
+            );
+        }
+        if let Some(e) = read_error {
+            return Err(ChunkError::Read(e));
+        }
+        parts.sort_unstable_by_key(|(index, _)| *index);
+        let mut entries = Vec::new();
+        for (_, part) in parts {
+            let part = part.map_err(ChunkError::Decode)?;
+            if entries.is_empty() {
+                entries.reserve(part.len() * count);
+            }
+            entries.extend(part);
+        }
+        Ok(entries)
+    })
 }
 
 impl Registry {
@@ -269,7 +360,7 @@ impl Registry {
         Registry {
             level: IndexLevel::Table,
             // Snapshots store entries in id order: `collect` then builds the tree in one pass.
-            entries: entries.into_iter().map(|e| (e.id.clone(), e)).collect(),
+            entries: entries.into_iter().map(ById::from_shared).collect(),
             ..Registry::default()
         }
     }
@@ -288,22 +379,25 @@ impl Registry {
     }
 
     /// A [`IndexLevel::Full`] copy and a [`IndexLevel::Parents`] copy (what the registry
-    /// actor and the sync hub start from), their indexes built on two threads.
+    /// actor and the sync hub start from), built on two threads; the two parent indexes
+    /// start as one (their sets are shared until changed).
     ///
     /// # Errors
     /// When an indexing thread panicked.
     pub fn indexed_full_and_parents(&self) -> Result<(Registry, Registry), String> {
         // Measured at a million entries: the SPIFFE-ID index (a key per entry) costs about
-        // as much as a parent index and the selector index together.
+        // as much as the parent index and the selector index together.
         std::thread::scope(|s| {
-            let spiffe_and_parents = s.spawn(move || (self.spiffe_id_index(), self.parent_index()));
-            let mut parents = self.table_copy(IndexLevel::Parents);
-            parents.by_parent = self.parent_index();
+            let spiffe_ids =
+                s.spawn(move || (self.spiffe_id_index(), self.table_copy(IndexLevel::Parents)));
             let mut full = self.table_copy(IndexLevel::Full);
+            full.by_parent = self.parent_index();
             full.by_selector = self.selector_index();
-            (full.by_spiffe_id, full.by_parent) = spiffe_and_parents
+            let (by_spiffe_id, mut parents) = spiffe_ids
                 .join()
                 .map_err(|_| "indexing the registry panicked".to_string())?;
+            full.by_spiffe_id = by_spiffe_id;
+            parents.by_parent = full.by_parent.clone();
             Ok((full, parents))
         })
     }
@@ -324,16 +418,16 @@ impl Registry {
 
     fn parent_index(&self) -> Index<SpiffeId, EntrySet> {
         let mut by_parent: Index<SpiffeId, Vec<ById>> = Index::default();
-        for e in self.entries.values() {
-            gather(&mut by_parent, &e.parent_id, e);
+        for e in &self.entries {
+            gather(&mut by_parent, &e.entry.parent_id, e);
         }
         settle(by_parent)
     }
 
     fn selector_index(&self) -> Index<Selector, EntrySet> {
         let mut by_selector: Index<Selector, Vec<ById>> = Index::default();
-        for e in self.entries.values() {
-            for s in e.selectors.iter() {
+        for e in &self.entries {
+            for s in e.entry.selectors.iter() {
                 gather(&mut by_selector, s, e);
             }
         }
@@ -343,8 +437,8 @@ impl Registry {
     fn spiffe_id_index(&self) -> Index<SpiffeId, EntrySet> {
         let mut by_spiffe_id = Index::default();
         by_spiffe_id.reserve(self.entries.len());
-        for e in self.entries.values() {
-            add(&mut by_spiffe_id, &e.spiffe_id, e);
+        for e in &self.entries {
+            add(&mut by_spiffe_id, &e.entry.spiffe_id, &e.entry);
         }
         by_spiffe_id
     }
@@ -371,17 +465,17 @@ impl Registry {
 
     /// The entry with this id.
     pub fn get(&self, id: &EntryId) -> Option<&RegistrationEntry> {
-        self.entries.get(id).map(Arc::as_ref)
+        self.entries.get(id).map(|e| e.entry.as_ref())
     }
 
     /// The shared entry with this id.
     pub fn get_shared(&self, id: &EntryId) -> Option<&Arc<RegistrationEntry>> {
-        self.entries.get(id)
+        self.entries.get(id).map(|e| &e.entry)
     }
 
     /// Every entry, in id order.
     pub fn iter(&self) -> impl Iterator<Item = &RegistrationEntry> {
-        self.entries.values().map(Arc::as_ref)
+        self.entries.iter().map(|e| e.entry.as_ref())
     }
 
     /// Entries whose parent is `parent`, in id order.
@@ -427,11 +521,11 @@ impl Registry {
     }
 
     fn insert(&mut self, e: Arc<RegistrationEntry>) {
-        if self.entries.contains_key(&e.id) {
+        if self.entries.contains(&e.id) {
             self.remove(&e.id);
         }
         self.index(&e);
-        self.entries.insert(e.id.clone(), e);
+        self.entries.insert(ById::from_shared(e));
     }
 
     fn index(&mut self, e: &Arc<RegistrationEntry>) {
@@ -449,7 +543,7 @@ impl Registry {
     }
 
     fn remove(&mut self, id: &EntryId) -> Option<Arc<RegistrationEntry>> {
-        let e = self.entries.remove(id)?;
+        let e = self.entries.take(id)?.entry;
         if self.level >= IndexLevel::Parents {
             unindex(&mut self.by_parent, &e.parent_id, id);
         }
@@ -476,15 +570,11 @@ fn add<K: std::hash::Hash + Eq + Clone>(
     }
 }
 
-fn gather<K: std::hash::Hash + Eq + Clone>(
-    index: &mut Index<K, Vec<ById>>,
-    key: &K,
-    entry: &Arc<RegistrationEntry>,
-) {
+fn gather<K: std::hash::Hash + Eq + Clone>(index: &mut Index<K, Vec<ById>>, key: &K, entry: &ById) {
     match index.get_mut(key) {
-        Some(entries) => entries.push(ById::new(entry)),
+        Some(entries) => entries.push(entry.clone()),
         None => {
-            index.insert(key.clone(), vec![ById::new(entry)]);
+            index.insert(key.clone(), vec![entry.clone()]);
         }
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorRef, SupervisionEvent};
-use tessera_eventlog::typed::decode_state;
+use tessera_eventlog::typed::decode_state_stream;
 use tessera_eventlog::{Clock, EventLog, TypedLog};
 use tessera_identity::{EntryLimits, TrustDomain};
 use tokio::sync::watch;
@@ -345,15 +345,26 @@ fn spawn_err(actor: &'static str, e: impl std::fmt::Display) -> StartError {
 
 /// Latest snapshot + tail of the log.
 async fn replay(log: &TypedLog<ServerEvent>) -> Result<(ServerState, u64), StartError> {
-    let (mut state, after) = match log.raw().latest_snapshot().await {
-        Ok(Some(snap)) => match decode_state::<ServerState>(snap.seq, &snap.data) {
-            Ok(state) => (state, snap.seq),
-            Err(e) => {
-                // A snapshot this build cannot read is only a lost shortcut.
-                tracing::warn!(error = %e, seq = snap.seq, "ignoring undecodable snapshot; replaying from the start");
-                (ServerState::default(), 0)
+    // The snapshot is decoded as it is read, off the async threads: a million entries are a
+    // 150 MB snapshot, which then never sits in memory whole beside the state it decodes to.
+    let (mut state, after) = match log.raw().latest_snapshot_stream().await {
+        Ok(Some(stream)) => {
+            let seq = stream.seq;
+            let decoded =
+                tokio::task::spawn_blocking(move || decode_state_stream::<ServerState>(stream))
+                    .await
+                    .map_err(|e| {
+                        StartError::Replay(format!("decoding the snapshot failed: {e}"))
+                    })?;
+            match decoded {
+                Ok(state) => (state, seq),
+                Err(e) => {
+                    // A snapshot this build cannot read is only a lost shortcut.
+                    tracing::warn!(error = %e, seq, "ignoring undecodable snapshot; replaying from the start");
+                    (ServerState::default(), 0)
+                }
             }
-        },
+        }
         Ok(None) => (ServerState::default(), 0),
         Err(e) => return Err(StartError::Replay(e.to_string())),
     };

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{DecodeError, LogError};
 use crate::record::{Digest32, Record};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotStream};
 use crate::store::snapshot_file::{self, ReadError};
 use crate::store::{Store, StoredRecord, SNAPSHOTS_RETAINED};
 
@@ -224,6 +224,18 @@ impl SledStore {
     }
 }
 
+/// A snapshot file that fails its checks: start-up stops and says how to go on.
+fn unusable(seq: u64, path: &Path, e: ReadError) -> LogError {
+    LogError::SnapshotMismatch {
+        seq,
+        reason: format!(
+            "snapshot file {} is unusable ({e}); move it out of the directory and restart: \
+             start-up then uses the previous snapshot or replays the log",
+            path.display()
+        ),
+    }
+}
+
 fn decode_key(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
@@ -373,6 +385,29 @@ impl Store for SledStore {
         }
     }
 
+    fn latest_snapshot_stream(&self) -> Result<Option<SnapshotStream>, LogError> {
+        let Some((seq, hash, place)) = self.latest_stored()? else {
+            return Ok(None);
+        };
+        match place {
+            Place::File(path) => {
+                let stream =
+                    snapshot_file::open_stream(&path).map_err(|e| unusable(seq, &path, e))?;
+                if (stream.seq, stream.hash) != (seq, hash) {
+                    return Err(LogError::SnapshotMismatch {
+                        seq,
+                        reason: format!(
+                            "the stored snapshot is of seq {}, not the one its anchor names",
+                            stream.seq
+                        ),
+                    });
+                }
+                Ok(Some(stream))
+            }
+            Place::Database(_) => Ok(self.latest_snapshot()?.map(SnapshotStream::from)),
+        }
+    }
+
     fn latest_snapshot_anchor(&self) -> Result<Option<(u64, Digest32)>, LogError> {
         Ok(self.latest_stored()?.map(|(seq, hash, _)| (seq, hash)))
     }
@@ -382,16 +417,7 @@ impl Store for SledStore {
             return Ok(None);
         };
         let snapshot = match place {
-            Place::File(path) => {
-                snapshot_file::read(&path).map_err(|e| LogError::SnapshotMismatch {
-                    seq,
-                    reason: format!(
-                        "snapshot file {} is unusable ({e}); move it out of the directory and \
-                         restart: start-up then uses the previous snapshot or replays the log",
-                        path.display()
-                    ),
-                })?
-            }
+            Place::File(path) => snapshot_file::read(&path).map_err(|e| unusable(seq, &path, e))?,
             Place::Database(value) => {
                 Snapshot::decode(&value).map_err(|e| LogError::SnapshotMismatch {
                     seq,

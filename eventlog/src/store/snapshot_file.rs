@@ -18,10 +18,10 @@
 //! synced, so a crash leaves either the whole file or none under the final name.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotStream};
 
 const MAGIC: &[u8; 4] = b"TSNP";
 const PREFIX_LEN: usize = 4 + 4 + 8;
@@ -158,6 +158,47 @@ pub(crate) fn read(path: &Path) -> Result<Snapshot, ReadError> {
     Ok(snapshot)
 }
 
+/// Bytes read at a time when checking and streaming a file.
+const STREAM_BUFFER: usize = 1 << 20;
+
+/// Opens the snapshot file at `path` for streaming its data: the whole file is checked
+/// (length, checksum) first, through one small buffer, so what the stream hands out is what
+/// was written and a damaged file fails here, before anything is decoded.
+pub(crate) fn open_stream(path: &Path) -> Result<SnapshotStream, ReadError> {
+    let (mut file, expected_crc, data_len, head) = open_checked(path)?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head.header());
+    let mut buffer = vec![0u8; STREAM_BUFFER];
+    let mut seen = 0usize;
+    loop {
+        let n = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ReadError::Io(e)),
+        };
+        crc.update(&buffer[..n]);
+        seen += n;
+    }
+    if seen != data_len {
+        return Err(ReadError::Damaged(
+            "its length changed while it was read".into(),
+        ));
+    }
+    if crc.finalize() != expected_crc {
+        return Err(ReadError::Damaged("checksum mismatch".into()));
+    }
+    let start = (PREFIX_LEN + Snapshot::HEADER_LEN) as u64;
+    file.seek(SeekFrom::Start(start)).map_err(ReadError::Io)?;
+    let data = std::io::BufReader::with_capacity(STREAM_BUFFER, file.take(data_len as u64));
+    Ok(SnapshotStream::new(
+        head.seq,
+        head.hash,
+        data_len as u64,
+        Box::new(data),
+    ))
+}
+
 /// Deletes temporaries a crash left behind in `dir` (one writer: none is being written).
 pub(crate) fn remove_temporaries(dir: &Path) -> std::io::Result<()> {
     let items = match std::fs::read_dir(dir) {
@@ -244,14 +285,58 @@ mod tests {
                 matches!(read(&path), Err(ReadError::Damaged(_))),
                 "cut at {cut}"
             );
+            assert!(
+                matches!(open_stream(&path), Err(ReadError::Damaged(_))),
+                "stream, cut at {cut}"
+            );
         }
         for at in 0..good.len() {
             let mut bad = good.clone();
             bad[at] ^= 0x40;
             std::fs::write(&path, &bad).unwrap();
             assert!(read(&path).is_err(), "flipped byte {at}");
+            assert!(open_stream(&path).is_err(), "stream, flipped byte {at}");
         }
         std::fs::write(&path, &good).unwrap();
         assert_eq!(read(&path).unwrap(), snapshot(7, b"some folded state"));
+    }
+
+    #[test]
+    fn streams_hand_out_the_data_and_count_what_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        // Larger than the stream's buffer, so the checksum pass and the reads go round.
+        let data: Vec<u8> = (0..STREAM_BUFFER * 2 + 7)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        write(dir.path(), &snapshot(9, &data)).unwrap();
+        let path = path_of(dir.path(), 9);
+
+        let mut stream = open_stream(&path).unwrap();
+        assert_eq!(
+            (stream.seq, stream.hash, stream.len),
+            (9, Digest32([9; 32]), data.len() as u64)
+        );
+        let mut read_back = Vec::new();
+        stream.read_to_end(&mut read_back).unwrap();
+        assert_eq!(read_back, data);
+        stream.finish().unwrap();
+
+        // A reader that stops early is told how much it left.
+        let mut stream = open_stream(&path).unwrap();
+        let mut first = [0u8; 10];
+        stream.read_exact(&mut first).unwrap();
+        assert_eq!(first[..], data[..10]);
+        let left = stream.finish().unwrap_err();
+        assert!(
+            left.contains(&format!("{} trailing bytes", data.len() - 10)),
+            "{left}"
+        );
+
+        // Snapshots held in memory stream the same way.
+        let mut stream = SnapshotStream::from(snapshot(9, b"abc"));
+        let mut all = String::new();
+        stream.read_to_string(&mut all).unwrap();
+        assert_eq!(all, "abc");
+        stream.finish().unwrap();
     }
 }

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
                 Some(id.trust_domain())
             );
             // The spiffe crate agrees with every ID accepted here.
-            assert_eq!(id.as_spiffe().to_string(), printed);
+            assert_eq!(id.to_spiffe().to_string(), printed);
         }
         // Messages stay bounded whatever the input's size.
         Err(e) => assert!(e.to_string().len() < 1024),

@@ -13,12 +13,10 @@ use crate::id_error::shown;
 /// accepts for caller-chosen entry IDs. Generated IDs are UUIDs ([`EntryId::from_random_bytes`]).
 ///
 /// Shared text: a clone is a reference count, so the registry's indexes can hold the ID many
-/// times without copying it. The first eight bytes are also kept inline: ordering a million
-/// ids in a tree then rarely follows the pointer to the text (generated UUIDs differ there).
-#[derive(Clone)]
+/// times without copying it. Sixteen bytes: a registration entry holds one, and a million
+/// entries are held in memory.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EntryId {
-    /// The first eight bytes, big-endian, zero-padded.
-    prefix: u64,
     text: Arc<str>,
 }
 
@@ -31,40 +29,7 @@ fn prefix_of(id: &str) -> u64 {
 
 impl EntryId {
     fn from_checked(id: Arc<str>) -> Self {
-        Self {
-            prefix: prefix_of(&id),
-            text: id,
-        }
-    }
-}
-
-impl PartialEq for EntryId {
-    fn eq(&self, other: &Self) -> bool {
-        self.prefix == other.prefix && self.text == other.text
-    }
-}
-
-impl Eq for EntryId {}
-
-impl std::hash::Hash for EntryId {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.text.hash(state);
-    }
-}
-
-impl Ord for EntryId {
-    // Valid ids hold no NUL byte, so the zero-padded prefix orders as the text's first eight
-    // bytes do, a shorter id first: comparing prefixes, then the text, is comparing the text.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.prefix
-            .cmp(&other.prefix)
-            .then_with(|| self.text.cmp(&other.text))
-    }
-}
-
-impl PartialOrd for EntryId {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
+        Self { text: id }
     }
 }
 
@@ -143,10 +108,11 @@ impl EntryId {
     }
 
     /// The first eight bytes, big-endian, zero-padded: where two prefixes differ, the IDs
-    /// order as their prefixes do. Lets a collection that holds IDs behind pointers order
-    /// them mostly without following the pointers.
+    /// order as their prefixes do (valid IDs hold no NUL byte, so a shorter ID orders first
+    /// either way). Lets a collection that holds IDs behind pointers keep the prefix beside
+    /// the pointer and order them mostly without following it.
     pub fn order_prefix(&self) -> u64 {
-        self.prefix
+        prefix_of(&self.text)
     }
 }
 
@@ -196,7 +162,8 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// The inline prefix never changes the order: ids order as their text does.
+        /// Ids order as their text does, and where order prefixes differ they order the
+        /// same way (what collections keeping the prefix inline rely on).
         #[test]
         fn orders_as_its_text(a in "[A-Za-z0-9._-]{1,20}", b in "[A-Za-z0-9._-]{1,20}") {
             let (x, y) = (EntryId::new(&a).unwrap(), EntryId::new(&b).unwrap());
@@ -205,8 +172,12 @@ mod tests {
             // Shared prefixes, shorter ids, equal first eight bytes.
             let longer = format!("{a}{b}");
             let z = EntryId::new(&longer).unwrap();
-            prop_assert_eq!(x.cmp(&z), a.as_str().cmp(longer.as_str()));
-            prop_assert_eq!(z.cmp(&y), longer.as_str().cmp(b.as_str()));
+            for (p, q) in [(&x, &y), (&x, &z), (&z, &y)] {
+                let by_prefix = p.order_prefix().cmp(&q.order_prefix());
+                if by_prefix.is_ne() {
+                    prop_assert_eq!(by_prefix, p.as_str().cmp(q.as_str()));
+                }
+            }
         }
     }
 

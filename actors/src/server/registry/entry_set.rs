@@ -17,14 +17,18 @@ use tessera_identity::{EntryId, RegistrationEntry};
 #[derive(Clone, Debug)]
 pub(crate) struct ById {
     prefix: u64,
-    entry: Arc<RegistrationEntry>,
+    pub(crate) entry: Arc<RegistrationEntry>,
 }
 
 impl ById {
     pub(crate) fn new(entry: &Arc<RegistrationEntry>) -> Self {
+        Self::from_shared(entry.clone())
+    }
+
+    pub(crate) fn from_shared(entry: Arc<RegistrationEntry>) -> Self {
         ById {
             prefix: entry.id.order_prefix(),
-            entry: entry.clone(),
+            entry,
         }
     }
 }
@@ -38,7 +42,7 @@ impl PartialEq for ById {
 impl Eq for ById {}
 
 impl Ord for ById {
-    // As `EntryId` orders: prefix, then the whole id.
+    // As `EntryId` orders (see `EntryId::order_prefix`): prefix, then the whole id.
     fn cmp(&self, other: &Self) -> Ordering {
         self.prefix
             .cmp(&other.prefix)
@@ -60,12 +64,15 @@ impl Borrow<EntryId> for ById {
 }
 
 /// The entries under one index key, in id order.
+///
+/// Sixteen bytes, and a set of many is shared between copies of an index until one of them
+/// changes it (the registry actor's and the sync hub's parent indexes start as one).
 #[derive(Clone, Debug)]
 pub(crate) enum EntrySet {
     /// Exactly one entry.
     One(Arc<RegistrationEntry>),
     /// Two or more entries.
-    Many(BTreeSet<ById>),
+    Many(Arc<BTreeSet<ById>>),
 }
 
 impl EntrySet {
@@ -75,7 +82,7 @@ impl EntrySet {
             return entries.pop().map(|only| EntrySet::One(only.entry));
         }
         // Sorted input: `collect` checks the order in one pass and builds the tree in bulk.
-        Some(EntrySet::Many(entries.into_iter().collect()))
+        Some(EntrySet::Many(Arc::new(entries.into_iter().collect())))
     }
 
     /// Adds `entry`, replacing one with the same id.
@@ -84,10 +91,10 @@ impl EntrySet {
             EntrySet::One(only) if only.id == entry.id => *only = entry.clone(),
             EntrySet::One(only) => {
                 let first = ById::new(only);
-                *self = EntrySet::Many(BTreeSet::from([first, ById::new(entry)]));
+                *self = EntrySet::Many(Arc::new(BTreeSet::from([first, ById::new(entry)])));
             }
             EntrySet::Many(set) => {
-                set.replace(ById::new(entry));
+                Arc::make_mut(set).replace(ById::new(entry));
             }
         }
     }
@@ -97,11 +104,15 @@ impl EntrySet {
         match self {
             EntrySet::One(only) => &only.id == id,
             EntrySet::Many(set) => {
-                set.remove(id);
-                if set.len() == 1 {
-                    if let Some(last) = set.pop_first() {
-                        *self = EntrySet::One(last.entry);
+                if !set.contains(id) {
+                    return false;
+                }
+                if set.len() == 2 {
+                    if let Some(last) = set.iter().find(|e| e.entry.id != *id) {
+                        *self = EntrySet::One(last.entry.clone());
                     }
+                } else {
+                    Arc::make_mut(set).remove(id);
                 }
                 false
             }

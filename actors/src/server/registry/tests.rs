@@ -474,4 +474,49 @@ fn snapshot_chunks_decode_in_order_across_boundaries() {
     let at = damaged.len() / 2;
     damaged.truncate(at);
     assert!(tessera_eventlog::typed::decode_state::<Registry>(1, &damaged).is_err());
+
+    // Streamed (the chunks arrive as owned buffers, decoded as they come): the same registry.
+    let stream = tessera_eventlog::SnapshotStream::from(tessera_eventlog::Snapshot {
+        seq: 1,
+        hash: tessera_eventlog::Digest32([0; 32]),
+        data: bytes,
+    });
+    let streamed: Registry = tessera_eventlog::typed::decode_state_stream(stream).unwrap();
+    assert_eq!(streamed.iter().collect::<Vec<_>>(), before);
+}
+
+#[test]
+fn a_chunk_that_does_not_decode_fails_the_whole_image_without_hanging() {
+    let good = super::Chunk(
+        tessera_eventlog::typed::encode_state(&vec![Arc::new(entry(
+            "spiffe://example.org/w",
+            AGENT,
+            &["unix:uid:1"],
+        ))])
+        .unwrap()
+        .into(),
+    );
+    let bad = || super::Chunk(vec![0xff; 5].into());
+    // More chunks after the bad one than the decoders and their queue hold: they are drained.
+    for at in [0, 3, 39] {
+        let chunks = (0..40)
+            .map(|i| {
+                if i == at {
+                    bad()
+                } else {
+                    super::Chunk(good.0.clone())
+                }
+            })
+            .collect();
+        let bytes =
+            tessera_eventlog::typed::encode_state(&super::RegistryImage { chunks }).unwrap();
+        let err = tessera_eventlog::typed::decode_state::<Registry>(1, &bytes).unwrap_err();
+        assert!(err.to_string().contains("snapshot"), "{err}");
+        let stream = tessera_eventlog::SnapshotStream::from(tessera_eventlog::Snapshot {
+            seq: 1,
+            hash: tessera_eventlog::Digest32([0; 32]),
+            data: bytes,
+        });
+        assert!(tessera_eventlog::typed::decode_state_stream::<Registry>(stream).is_err());
+    }
 }
