@@ -224,10 +224,13 @@ impl<E: Event> TypedLog<E> {
             let log = self.log.clone();
             tokio::spawn(async move {
                 let records = log.read(from, CHUNK).await?;
-                records
-                    .iter()
-                    .map(|r| Ok((r.seq, decode::<E>(r)?)))
-                    .collect::<Result<Vec<(u64, E)>, TypedError>>()
+                // Sized up front: a collect through `Result` starts small and doubles, and
+                // each doubling of a multi-megabyte buffer is fresh memory to fault in.
+                let mut events = Vec::with_capacity(records.len());
+                for r in &records {
+                    events.push((r.seq, decode::<E>(r)?));
+                }
+                Ok::<_, TypedError>(events)
             })
         };
         let mut next = read_ahead(after_seq + 1);

@@ -47,3 +47,10 @@ pub use crate::svid::{
     check_x509_svid_leaf, verify_x509_svid, SvidError, VerifiedX509Svid, MAX_CHAIN_LEN,
 };
 pub use crate::trust_domain::TrustDomain;
+
+/// The per-thread caches that share repeated values while a log or snapshot is decoded: keys
+/// come from the log (written by this server from admin input), hashed with a per-process
+/// seed.
+pub(crate) type RecentSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+/// See [`RecentSet`].
+pub(crate) type RecentMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -202,8 +202,8 @@ fn check_value(v: &str, input: impl Fn() -> String) -> Result<(), SelectorError>
 
 thread_local! {
     /// Selectors recently decoded on this thread; bounded, emptied when full.
-    static RECENT: std::cell::RefCell<std::collections::HashSet<Selector>> =
-        std::cell::RefCell::new(std::collections::HashSet::new());
+    static RECENT: std::cell::RefCell<crate::RecentSet<Selector>> =
+        std::cell::RefCell::new(crate::RecentSet::default());
 }
 
 /// Most selectors [`RECENT`] holds.
@@ -292,8 +292,8 @@ pub struct SelectorSet(Arc<[Selector]>);
 
 thread_local! {
     /// Sets this thread decoded recently, so that a replayed log holds each repeated set once.
-    static RECENT_SETS: std::cell::RefCell<std::collections::HashSet<Arc<[Selector]>>> =
-        std::cell::RefCell::new(std::collections::HashSet::new());
+    static RECENT_SETS: std::cell::RefCell<crate::RecentSet<Arc<[Selector]>>> =
+        std::cell::RefCell::new(crate::RecentSet::default());
 }
 
 impl SelectorSet {

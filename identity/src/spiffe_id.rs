@@ -53,8 +53,8 @@ thread_local! {
 thread_local! {
     /// Recently decoded IDs that repeat (entries' parent IDs: many entries per agent), so a
     /// replayed log holds one copy of each; bounded, emptied when full.
-    static RECENT_PARENTS: RefCell<std::collections::HashMap<Box<str>, SpiffeId>> =
-        RefCell::new(std::collections::HashMap::new());
+    static RECENT_PARENTS: RefCell<crate::RecentMap<Box<str>, SpiffeId>> =
+        RefCell::new(crate::RecentMap::default());
 }
 
 /// Most IDs [`SpiffeId::deserialize_shared`] remembers per thread.

@@ -18,7 +18,7 @@ use tessera_identity::{
     TrustDomain,
 };
 
-use entry_set::{ById, EntrySet};
+use entry_set::{ById, EntrySet, IdProbe};
 pub use query::{EntryFilter, EntryPage, MatchBehavior};
 
 /// The registry's hash maps: keys come from admins, not peers; the hasher is seeded per
@@ -465,12 +465,19 @@ impl Registry {
 
     /// The entry with this id.
     pub fn get(&self, id: &EntryId) -> Option<&RegistrationEntry> {
-        self.entries.get(id).map(|e| e.entry.as_ref())
+        self.entries
+            .get(IdProbe::new(id).key())
+            .map(|e| e.entry.as_ref())
+    }
+
+    /// Whether an entry has this id.
+    pub fn contains(&self, id: &EntryId) -> bool {
+        self.entries.contains(IdProbe::new(id).key())
     }
 
     /// The shared entry with this id.
     pub fn get_shared(&self, id: &EntryId) -> Option<&Arc<RegistrationEntry>> {
-        self.entries.get(id).map(|e| &e.entry)
+        self.entries.get(IdProbe::new(id).key()).map(|e| &e.entry)
     }
 
     /// Every entry, in id order.
@@ -521,11 +528,12 @@ impl Registry {
     }
 
     fn insert(&mut self, e: Arc<RegistrationEntry>) {
-        if self.entries.contains(&e.id) {
-            self.remove(&e.id);
+        // One search of the table; an entry replaced leaves the indexes before its successor
+        // joins them (they may share keys).
+        if let Some(old) = self.entries.replace(ById::new(&e)) {
+            self.unindex(&old.entry);
         }
         self.index(&e);
-        self.entries.insert(ById::from_shared(e));
     }
 
     fn index(&mut self, e: &Arc<RegistrationEntry>) {
@@ -543,17 +551,21 @@ impl Registry {
     }
 
     fn remove(&mut self, id: &EntryId) -> Option<Arc<RegistrationEntry>> {
-        let e = self.entries.take(id)?.entry;
+        let e = self.entries.take(IdProbe::new(id).key())?.entry;
+        self.unindex(&e);
+        Some(e)
+    }
+
+    fn unindex(&mut self, e: &RegistrationEntry) {
         if self.level >= IndexLevel::Parents {
-            unindex(&mut self.by_parent, &e.parent_id, id);
+            unindex(&mut self.by_parent, &e.parent_id, &e.id);
         }
         if self.level >= IndexLevel::Full {
-            unindex(&mut self.by_spiffe_id, &e.spiffe_id, id);
+            unindex(&mut self.by_spiffe_id, &e.spiffe_id, &e.id);
             for s in e.selectors.iter() {
-                unindex(&mut self.by_selector, s, id);
+                unindex(&mut self.by_selector, s, &e.id);
             }
         }
-        Some(e)
     }
 }
 

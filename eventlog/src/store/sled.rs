@@ -264,7 +264,7 @@ impl Store for SledStore {
     }
 
     fn read(&self, from: u64, limit: usize) -> Result<Vec<Record>, LogError> {
-        let mut out = Vec::with_capacity(limit.min(4096));
+        let mut out = Vec::with_capacity(limit.min(16_384));
         for item in self.records.range(from.to_be_bytes()..).take(limit) {
             let (key, value) = item.map_err(|e| self.err("sled read failed", e))?;
             let seq = decode_key(&key).unwrap_or(0);

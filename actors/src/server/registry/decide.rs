@@ -47,7 +47,7 @@ impl Registry {
                 let mut entry = item.entry;
                 entry.id = match item.id {
                     Some(id) => {
-                        if self.entries.contains(&id) || batch_ids.contains(&id) {
+                        if self.contains(&id) || batch_ids.contains(&id) {
                             return Err(EntryRejection::IdInUse { id });
                         }
                         id
@@ -136,7 +136,7 @@ impl Registry {
         let results = ids
             .into_iter()
             .map(|id| {
-                if !self.entries.contains(&id) || !seen.insert(id.clone()) {
+                if !self.contains(&id) || !seen.insert(id.clone()) {
                     return Err(EntryRejection::NotFound { id });
                 }
                 events.push(ServerEvent::EntryDeleted { id: id.clone() });

@@ -44,9 +44,81 @@ impl Eq for ById {}
 impl Ord for ById {
     // As `EntryId` orders (see `EntryId::order_prefix`): prefix, then the whole id.
     fn cmp(&self, other: &Self) -> Ordering {
+        (self as &dyn IdKey).cmp(other as &dyn IdKey)
+    }
+}
+
+/// An id with its order prefix: what sets of [`ById`] are searched by, so that a search
+/// compares the inline prefixes and follows a pointer to the id's text only on a tie (a search
+/// by the bare [`EntryId`] would follow two pointers at every step down the tree).
+pub(crate) trait IdKey {
+    fn prefix(&self) -> u64;
+    fn id(&self) -> &EntryId;
+}
+
+impl IdKey for ById {
+    fn prefix(&self) -> u64 {
         self.prefix
-            .cmp(&other.prefix)
-            .then_with(|| self.entry.id.cmp(&other.entry.id))
+    }
+    fn id(&self) -> &EntryId {
+        &self.entry.id
+    }
+}
+
+/// An id to search a set of [`ById`] for: `set.get(IdProbe::new(id).key())`.
+pub(crate) struct IdProbe<'a> {
+    prefix: u64,
+    id: &'a EntryId,
+}
+
+impl<'a> IdProbe<'a> {
+    pub(crate) fn new(id: &'a EntryId) -> Self {
+        IdProbe {
+            prefix: id.order_prefix(),
+            id,
+        }
+    }
+
+    pub(crate) fn key(&self) -> &(dyn IdKey + 'a) {
+        self
+    }
+}
+
+impl IdKey for IdProbe<'_> {
+    fn prefix(&self) -> u64 {
+        self.prefix
+    }
+    fn id(&self) -> &EntryId {
+        self.id
+    }
+}
+
+impl PartialEq for dyn IdKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for dyn IdKey + '_ {}
+
+impl PartialOrd for dyn IdKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn IdKey + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.prefix()
+            .cmp(&other.prefix())
+            .then_with(|| self.id().cmp(other.id()))
+    }
+}
+
+// Consistent with `Ord`: both order by prefix, then id.
+impl<'a> Borrow<dyn IdKey + 'a> for ById {
+    fn borrow(&self) -> &(dyn IdKey + 'a) {
+        self
     }
 }
 
@@ -104,7 +176,8 @@ impl EntrySet {
         match self {
             EntrySet::One(only) => &only.id == id,
             EntrySet::Many(set) => {
-                if !set.contains(id) {
+                let probe = IdProbe::new(id);
+                if !set.contains(probe.key()) {
                     return false;
                 }
                 if set.len() == 2 {
@@ -112,7 +185,7 @@ impl EntrySet {
                         *self = EntrySet::One(last.entry.clone());
                     }
                 } else {
-                    Arc::make_mut(set).remove(id);
+                    Arc::make_mut(set).remove(probe.key());
                 }
                 false
             }
