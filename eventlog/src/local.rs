@@ -535,7 +535,16 @@ impl EventLog for LocalLog {
 
     fn latest_snapshot_stream(&self) -> BoxFuture<'_, Result<Option<SnapshotStream>, LogError>> {
         async move {
-            let Some(stream) = self.inner.store.latest_snapshot_stream()? else {
+            // Opening checks the whole file (150 MB at a million entries): off the async
+            // threads.
+            let store = self.inner.store.clone();
+            let opened = tokio::task::spawn_blocking(move || store.latest_snapshot_stream())
+                .await
+                .map_err(|e| LogError::Storage {
+                    path: self.inner.store.location().to_path_buf(),
+                    message: format!("opening the latest snapshot did not finish: {e}"),
+                })?;
+            let Some(stream) = opened? else {
                 return Ok(None);
             };
             self.check_snapshot_anchor(stream.seq, stream.hash)?;
