@@ -96,31 +96,56 @@ async fn reply_comes_after_the_event_is_durable_and_restart_replays_it() {
 
 #[tokio::test]
 async fn snapshot_then_tail_restores_the_same_state() {
-    let log = Arc::new(LocalLog::in_memory(Arc::new(ManualClock::at_unix_secs(0))));
-    let mut s = settings();
-    s.snapshot_every = 0;
-    let server = start(&log, s.clone()).await;
-    create(&server, vec![entry("/a", 1)]).await;
-    // Wait until the journal has folded seq 1, then snapshot.
-    for _ in 0..200 {
-        if server.snapshot_now().await.unwrap() == 1 {
-            break;
+    // In memory (the snapshot streams from a buffer) and on sled (from its file).
+    let dir = tempfile::tempdir().unwrap();
+    let clock = || Arc::new(ManualClock::at_unix_secs(0));
+    let logs = [
+        Arc::new(LocalLog::in_memory(clock())),
+        Arc::new(LocalLog::open_sled(dir.path(), clock()).unwrap()),
+    ];
+    for log in logs {
+        let mut s = settings();
+        s.snapshot_every = 0;
+        let server = start(&log, s.clone()).await;
+        create(&server, vec![entry("/a", 1)]).await;
+        // Wait until the journal has folded seq 1, then snapshot.
+        for _ in 0..200 {
+            if server.snapshot_now().await.unwrap() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    create(&server, vec![entry("/b", 2)]).await;
-    server.stop().await;
-    let snap = log
-        .latest_snapshot()
-        .await
-        .unwrap()
-        .expect("snapshot stored");
-    assert_eq!(snap.seq, 1);
+        create(&server, vec![entry("/b", 2)]).await;
+        let entries_before = server
+            .registry
+            .read(|r| r.iter().cloned().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let bundle_before = server.authority.bundle();
+        server.stop().await;
+        let snap = log
+            .latest_snapshot()
+            .await
+            .unwrap()
+            .expect("snapshot stored");
+        assert_eq!(snap.seq, 1);
 
-    let server = start(&log, s).await;
-    let count = server.registry.read(|r| r.len()).await.unwrap();
-    assert_eq!(count, 2, "snapshot (1 entry) + tail (1 entry)");
-    server.stop().await;
+        let server = start(&log, s).await;
+        let entries_after = server
+            .registry
+            .read(|r| r.iter().cloned().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        assert_eq!(
+            entries_after.len(),
+            2,
+            "snapshot (1 entry) + tail (1 entry)"
+        );
+        assert_eq!(entries_after, entries_before);
+        assert_eq!(server.authority.bundle(), bundle_before);
+        server.stop().await;
+        log.close();
+    }
 }
 
 #[tokio::test]
