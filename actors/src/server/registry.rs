@@ -295,7 +295,12 @@ fn decode_chunks<'de, E>(
             if failed.load(std::sync::atomic::Ordering::Relaxed) {
                 continue;
             }
-            let decoded = decode_state(0, &chunk.0).map_err(|e| e.to_string());
+            // A decoder that panicked counts as a failed chunk: a worker that died would leave
+            // the reader blocked on a full channel.
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                decode_state(0, &chunk.0).map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|_| Err("decoding a snapshot chunk panicked".into()));
             if decoded.is_err() {
                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
             }
