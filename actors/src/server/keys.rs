@@ -7,11 +7,10 @@
 //! by the authority to sign JWTs; its `Debug` shows the public key's fingerprint only, and the
 //! PKCS#8 bytes it holds are zeroized on drop.
 //!
-//! **RSA:** ring, the only crypto backend in the workspace, cannot generate RSA keys, and no
-//! pure-Rust RSA generator is a dependency. So [`KeyType::Rsa2048`] and [`KeyType::Rsa4096`]
-//! can be *loaded* (an existing PKCS#8 RSA key: an upstream CA's key, or one imported with
-//! [`KeyManager::import`]) but [`KeyManager::generate`] refuses them with
-//! [`KeyError::RsaGenerationUnsupported`]. Generated keys are EC P-256 (default) or P-384.
+//! **RSA:** ring, the crypto backend, cannot generate RSA keys; the `rsa` crate generates
+//! them ([`KeyType::Rsa2048`], [`KeyType::Rsa4096`]) and ring signs with them, as with keys
+//! loaded from PKCS#8 (an upstream CA's key, or one imported with [`KeyManager::import`]).
+//! Generated keys are EC P-256 (default), P-384, or RSA.
 
 mod disk;
 mod memory;
@@ -26,7 +25,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) use self::disk::decode_key_file;
 pub use self::disk::DiskKeyManager;
 pub use self::memory::MemoryKeyManager;
-/// Test keys (an RSA key ring cannot generate) for tests elsewhere in the crate.
+/// Test keys (a fixed RSA key, so tests need not generate one) for tests elsewhere in the
+/// crate.
 #[cfg(test)]
 pub(crate) use self::signing_key::tests as test_keys;
 pub use self::signing_key::SigningKeyPair;
@@ -61,11 +61,6 @@ impl KeyType {
             Self::Rsa2048 => "rsa-2048",
             Self::Rsa4096 => "rsa-4096",
         }
-    }
-
-    /// Whether this build can generate keys of this type (not RSA: see the module docs).
-    pub fn can_generate(self) -> bool {
-        matches!(self, Self::EcP256 | Self::EcP384)
     }
 
     /// The JWS `alg` of JWTs signed with such a key.
@@ -117,16 +112,6 @@ pub enum KeyError {
         name: String,
         /// Which rule it breaks.
         reason: &'static str,
-    },
-    /// Generating an RSA key was asked for; this build cannot.
-    #[error(
-        "cannot generate a {key_type} key: ring, Tessera's crypto library, has no RSA key \
-         generation; use \"ec-p256\" (default) or \"ec-p384\" for the CA and JWT keys (an RSA key \
-         can still be used as the UpstreamAuthority \"disk\" key, or imported)"
-    )]
-    RsaGenerationUnsupported {
-        /// The RSA type asked for.
-        key_type: KeyType,
     },
     /// A key with this name exists already; keys are never overwritten.
     #[error("key \"{key_ref}\" already exists{}; pick another name", at(.path))]
@@ -210,7 +195,7 @@ pub trait KeyManager: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     /// [`KeyError::InvalidName`], [`KeyError::AlreadyExists`] (a key is never overwritten),
-    /// [`KeyError::RsaGenerationUnsupported`], or a storage error.
+    /// [`KeyError::Crypto`], or a storage error.
     fn generate(&self, name: &str, key_type: KeyType) -> Result<String, KeyError>;
 
     /// Stores an existing unencrypted PKCS#8 private key (DER) under `name`; returns its

@@ -21,18 +21,6 @@ pub(super) fn authority(
         Some(t) => parse_key_type("server.jwt_key_type", t)?,
         None => ca_key_type,
     };
-    for (key, value) in [
-        ("server.ca_key_type", ca_key_type),
-        ("server.jwt_key_type", jwt_key_type),
-    ] {
-        if !value.can_generate() {
-            return Err(invalid(
-                key,
-                value,
-                "this build cannot generate RSA keys (ring has no RSA key generation); use \"ec-p256\" (default) or \"ec-p384\"",
-            ));
-        }
-    }
     if s.ca_ttl < Duration::from_secs(60) {
         return Err(invalid(
             "server.ca_ttl",

@@ -201,10 +201,6 @@ fn bad_values_name_their_key() {
         ),
         ("[log]\nopen_check = \"never\"\n", "log.open_check"),
         ("[server]\njoin_token_ttl = 0\n", "server.join_token_ttl"),
-        (
-            "[server]\nca_key_type = \"rsa-2048\"\n",
-            "server.ca_key_type",
-        ),
         ("[server]\nca_ttl = \"30s\"\n", "server.ca_ttl"),
         (
             "[server.ca_subject]\ncountry = [\"US\", \"FR\"]\n",

@@ -98,13 +98,10 @@ mod tests {
     }
 
     #[test]
-    fn rsa_can_be_imported_but_not_generated() {
+    fn rsa_can_be_generated_and_imported() {
         let km = MemoryKeyManager::new();
-        assert!(matches!(
-            km.generate("r", KeyType::Rsa2048),
-            Err(KeyError::RsaGenerationUnsupported { .. })
-        ));
-        assert!(km.key_refs().is_empty());
+        let generated = km.generate("g", KeyType::Rsa2048).unwrap();
+        assert_eq!(km.load(&generated).unwrap().key_type(), KeyType::Rsa2048);
         km.import("r", rsa_2048().pkcs8_der()).unwrap();
         assert_eq!(km.load("r").unwrap().key_type(), KeyType::Rsa2048);
     }

@@ -183,6 +183,29 @@ async fn first_tick_persists_a_ca_and_jwt_key_before_replying() {
 }
 
 #[tokio::test]
+async fn an_rsa_2048_authority_issues_svids_and_jwts_that_verify() {
+    let h = Harness::new();
+    let mut settings = h.settings();
+    settings.ca.key_type = KeyType::Rsa2048;
+    settings.jwt_key_type = KeyType::Rsa2048;
+    let (handle, join) = h.start_with(settings, h.keys.clone()).await;
+    handle.tick().await.unwrap();
+    let bundle = handle.bundle().unwrap();
+    let root = &bundle.x509_authorities()[0];
+    let (_, cert) = x509_parser::parse_x509_certificate(root.der()).unwrap();
+    assert_eq!(
+        cert.signature_algorithm.algorithm.to_id_string(),
+        "1.2.840.113549.1.1.11",
+        "sha256WithRSAEncryption"
+    );
+    let issued = svid(&handle, "web").await;
+    verify(&issued.cert_chain, &bundle, T0 + 1).unwrap();
+    let (header, _) = verify_jwt(&jwt(&handle).await, &bundle).unwrap();
+    assert_eq!(header["alg"], "RS256");
+    stop(handle, join).await;
+}
+
+#[tokio::test]
 async fn rotation_prepares_activates_and_retires_with_both_roots_trusted_in_the_overlap() {
     let h = Harness::new();
     let (handle, join) = h.start().await;
@@ -361,7 +384,7 @@ async fn a_full_signing_queue_is_refused_through_the_actor_too() {
 async fn bad_settings_fail_the_spawn() {
     let h = Harness::new();
     let mut settings = h.settings();
-    settings.jwt_key_type = KeyType::Rsa2048;
+    settings.jwt_key_ttl = Duration::from_secs(1);
     let args = AuthorityArgs::new(
         h.log.clone(),
         Arc::new(h.clock.clone()),
@@ -371,7 +394,7 @@ async fn bad_settings_fail_the_spawn() {
         None,
     );
     let err = AuthorityHandle::spawn(None, args).await.unwrap_err();
-    assert!(err.to_string().contains("jwt_key_type"), "{err}");
+    assert!(err.to_string().contains("jwt_key_ttl"), "{err}");
 }
 
 #[tokio::test]

@@ -56,7 +56,7 @@ fn self_signed_ca_has_spire_shape() {
 }
 
 #[test]
-fn p384_cas_are_built_and_rsa_is_refused_without_leaving_a_key() {
+fn p384_and_rsa_cas_are_built() {
     let keys = MemoryKeyManager::new();
     let p384 = CaSettings {
         key_type: KeyType::EcP384,
@@ -70,13 +70,16 @@ fn p384_cas_are_built_and_rsa_is_refused_without_leaving_a_key() {
         key_type: KeyType::Rsa2048,
         ..settings(600)
     };
+    let ca = build_ca(&td(), &rsa, &keys, &SeededRandom::new(1), T0).unwrap();
+    assert_eq!(ca.key.key_type(), KeyType::Rsa2048);
+    let (_, cert) = x509_parser::parse_x509_certificate(&ca.record.cert_der).unwrap();
+    assert_eq!(cert.public_key().raw, ca.key.spki_der().as_slice());
+    // Self-signed with the RSA key: sha256WithRSAEncryption.
     assert_eq!(
-        build_ca(&td(), &rsa, &keys, &SeededRandom::new(1), T0).unwrap_err(),
-        CaBuildError::Key(KeyError::RsaGenerationUnsupported {
-            key_type: KeyType::Rsa2048
-        })
+        cert.signature_algorithm.algorithm.to_id_string(),
+        "1.2.840.113549.1.1.11"
     );
-    assert!(keys.key_refs().is_empty());
+    assert_eq!(keys.key_refs().len(), 1);
 }
 
 #[test]
