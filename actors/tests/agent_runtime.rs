@@ -15,6 +15,7 @@ use tessera_actors::agent::runtime::{AgentRuntime, Backoff};
 use tessera_actors::agent::view::{IdentitySnapshot, WorkloadSource};
 use tessera_actors::random::OsRandom;
 use tessera_actors::server::events::AttestedAgent;
+use tessera_actors::server::keys::{KeyType, SigningKeyPair};
 use tessera_actors::server::nodes::NodeCommand;
 use tessera_actors::server::registry::{NewEntry, RegistryCommand, RegistryReply};
 use tessera_actors::server::supervisor::{Server, ServerSettings};
@@ -113,7 +114,11 @@ async fn agent_follows_the_server_signs_and_serves() {
             cache: Cache::default(),
             client,
             clock: Arc::new(SystemClock),
-            rotation: RotationSettings::default(),
+            // Not the default key type, to see the setting reach the keys made.
+            rotation: RotationSettings {
+                key_type: KeyType::EcP384,
+                ..RotationSettings::default()
+            },
             persist: None,
         },
         Arc::new(OsRandom::new()),
@@ -132,6 +137,10 @@ async fn agent_follows_the_server_signs_and_serves() {
     let now = SystemTime::now();
     let verified = verify_x509_svid(&svid.cert_chain, &bundle, now).unwrap();
     assert_eq!(verified.spiffe_id(), &web.spiffe_id);
+    let key = SigningKeyPair::from_pkcs8(&svid.key_pkcs8, "the workload key").unwrap();
+    assert_eq!(key.key_type(), KeyType::EcP384);
+    let (_, leaf) = x509_parser::parse_x509_certificate(&svid.cert_chain[0]).unwrap();
+    assert_eq!(leaf.public_key().raw, key.spki_der().as_slice());
 
     // A new entry reaches the agent and gets its SVID; a deleted one disappears.
     let RegistryReply::Created(second) = server

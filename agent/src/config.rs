@@ -137,14 +137,9 @@ pub struct X509PopConfig {
     pub intermediates_path: Option<PathBuf>,
 }
 
-/// Key type of workload X.509-SVIDs (made on the node; never leave it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SvidKeyType {
-    /// ECDSA P-256 (default, as SPIRE's).
-    EcP256,
-    /// ECDSA P-384.
-    EcP384,
-}
+/// Key type of workload X.509-SVIDs (made on the node; they never leave it): EC P-256
+/// (default, as SPIRE's), EC P-384, RSA 2048 or RSA 4096.
+pub use tessera_actors::server::keys::KeyType as SvidKeyType;
 
 /// `[sync]`: how the node side reconnects its stream of changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,17 +297,16 @@ impl AgentConfig {
                 &x.certificate_path,
             )?;
         }
-        let workload_x509_svid_key_type = match a.workload_x509_svid_key_type.as_str() {
-            "ec-p256" => SvidKeyType::EcP256,
-            "ec-p384" => SvidKeyType::EcP384,
-            other => {
-                return Err(invalid(
+        let workload_x509_svid_key_type: SvidKeyType = a
+            .workload_x509_svid_key_type
+            .parse()
+            .map_err(|e: tessera_actors::server::keys::KeyError| {
+                invalid(
                     "agent.workload_x509_svid_key_type",
-                    other,
-                    "use \"ec-p256\" or \"ec-p384\" (this build cannot generate RSA keys)",
-                ))
-            }
-        };
+                    &a.workload_x509_svid_key_type,
+                    &e.to_string(),
+                )
+            })?;
         positive("agent.x509_svid_cache_max_size", a.x509_svid_cache_max_size)?;
         positive("agent.jwt_svid_cache_max_size", a.jwt_svid_cache_max_size)?;
 

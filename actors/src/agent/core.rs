@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use rcgen::{CertificateParams, KeyPair};
+use rcgen::CertificateParams;
 use tessera_eventlog::Clock;
 use tessera_identity::{EntryId, SpiffeId, TrustDomain};
 use tokio::sync::watch;
@@ -25,6 +25,7 @@ use crate::agent::rotation::{due, RotationSettings};
 use crate::agent::server_client::{ClientError, ServerClient, SignedX509, SyncMessage};
 use crate::agent::view::{HeldJwtSvid, IdentitySnapshot, JwtFetchError};
 use crate::server::aggregate_actor::unix_secs;
+use crate::server::keys::SigningKeyPair;
 
 /// Most JWT-SVIDs cached at once; beyond it expired and then oldest ones are dropped.
 pub const MAX_CACHED_JWTS: usize = 10_000;
@@ -357,18 +358,19 @@ impl AgentState {
             .extend(batch.iter().map(|(id, _)| id.clone()));
         let client = self.args.client.clone();
         let me = myself.clone();
+        let key_type = self.args.rotation.key_type;
         tokio::spawn(async move {
             // Key generation is CPU work: off the runtime's worker threads.
             let prepared = tokio::task::spawn_blocking(move || {
                 batch
                     .into_iter()
                     .filter_map(|(id, revision)| {
-                        let key = KeyPair::generate().ok()?;
+                        let key = SigningKeyPair::generate(key_type).ok()?;
                         let csr = CertificateParams::new(Vec::<String>::new())
                             .ok()?
                             .serialize_request(&key)
                             .ok()?;
-                        Some((id, revision, key.serialize_der(), csr.der().to_vec()))
+                        Some((id, revision, key.pkcs8_der().to_vec(), csr.der().to_vec()))
                     })
                     .collect::<Vec<_>>()
             })

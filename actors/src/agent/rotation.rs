@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 use tessera_identity::EntryId;
 
 use crate::agent::cache::{Cache, StoredSvid};
+use crate::server::keys::KeyType;
 
 /// Renewal settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +17,9 @@ pub struct RotationSettings {
     pub jitter_percent: u8,
     /// Most CSRs per signing call.
     pub batch: usize,
+    /// Key type of the workload keys made for new SVIDs (SPIRE's
+    /// `workload_x509_svid_key_type`; EC P-256 by default).
+    pub key_type: KeyType,
 }
 
 impl Default for RotationSettings {
@@ -24,6 +28,7 @@ impl Default for RotationSettings {
             renew_at_percent: 50,
             jitter_percent: 10,
             batch: 500,
+            key_type: KeyType::EcP256,
         }
     }
 }

@@ -130,10 +130,26 @@ fn values_are_checked_naming_key_or_flag() {
         .unwrap_err()
         .to_string();
     assert!(err.starts_with("agent.server_port"), "{err}");
-    let err = load_text("[agent]\nworkload_x509_svid_key_type = \"rsa-2048\"\n")
+    let err = load_text("[agent]\nworkload_x509_svid_key_type = \"dsa-1024\"\n")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("ec-p256"), "{err}");
+    assert!(
+        err.starts_with("agent.workload_x509_svid_key_type \"dsa-1024\"")
+            && err.contains("\"ec-p256\" (default)")
+            && err.contains("\"rsa-2048\""),
+        "{err}"
+    );
+    for (name, key_type) in [
+        ("ec-p384", SvidKeyType::EcP384),
+        ("rsa-2048", SvidKeyType::Rsa2048),
+        ("rsa-4096", SvidKeyType::Rsa4096),
+    ] {
+        let c = load_text(&format!(
+            "[agent]\nworkload_x509_svid_key_type = \"{name}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.workload_x509_svid_key_type, key_type);
+    }
     let err = load_text("[agent]\ntrust_bundle_path = \"/b.pem\"\ninsecure_bootstrap = true\n")
         .unwrap_err()
         .to_string();

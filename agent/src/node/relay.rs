@@ -166,6 +166,7 @@ mod tests {
                     renew_at_percent: 50,
                     jitter_percent: 10,
                     batch: 10,
+                    ..RotationSettings::default()
                 },
                 persist: None,
             },

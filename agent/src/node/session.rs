@@ -85,6 +85,7 @@ impl Session {
                     renew_at_percent: 50,
                     jitter_percent: config.rotation.jitter_percent,
                     batch: config.rotation.batch_size,
+                    key_type: config.workload_x509_svid_key_type,
                 },
                 persist: Some(persist),
             },
