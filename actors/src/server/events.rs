@@ -42,12 +42,15 @@ pub struct CaRecord {
     /// Subject key identifier of the CA certificate, hex: the authority's ID.
     pub authority_id: String,
     /// The CA certificate, DER.
+    #[serde(with = "der_text")]
     pub cert_der: Vec<u8>,
     /// Certificates above it up to (excluding) the trust anchor, DER, when an upstream
     /// authority signed it; empty for a self-signed root.
+    #[serde(with = "der_text::list")]
     pub upstream_chain: Vec<Vec<u8>>,
     /// The roots workloads must trust for this CA: itself if self-signed, else the upstream
     /// root(s).
+    #[serde(with = "der_text::list")]
     pub trust_anchors: Vec<Vec<u8>>,
     /// Validity, Unix seconds.
     pub not_before: i64,
@@ -63,6 +66,7 @@ pub struct JwtKeyRecord {
     /// The key ID (`kid`).
     pub kid: String,
     /// The public key, SubjectPublicKeyInfo DER.
+    #[serde(with = "der_text")]
     pub public_key_der: Vec<u8>,
     /// Validity, Unix seconds.
     pub not_before: i64,
@@ -184,5 +188,133 @@ impl Event for ServerEvent {
             found: schema_version,
             current: Self::SCHEMA_VERSION,
         })
+    }
+}
+
+/// DER fields: raw bytes where the encoding is binary (the log, snapshots: unchanged), base64
+/// text where it is human-readable (the JSON of `events tail`), which an array of numbers
+/// would not be.
+mod der_text {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[allow(clippy::ptr_arg)] // serde's `with` passes the field as it is declared.
+    pub fn serialize<S: Serializer>(der: &Vec<u8>, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&STANDARD.encode(der))
+        } else {
+            der.serialize(serializer)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            STANDARD
+                .decode(text)
+                .map_err(|e| D::Error::custom(format!("DER field is not base64: {e}")))
+        } else {
+            Vec::<u8>::deserialize(deserializer)
+        }
+    }
+
+    /// The same for a list of DER values.
+    pub mod list {
+        use super::*;
+
+        #[allow(clippy::ptr_arg)] // serde's `with` passes the field as it is declared.
+        pub fn serialize<S: Serializer>(
+            ders: &Vec<Vec<u8>>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            if serializer.is_human_readable() {
+                let texts: Vec<String> = ders.iter().map(|d| STANDARD.encode(d)).collect();
+                texts.serialize(serializer)
+            } else {
+                ders.serialize(serializer)
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Vec<Vec<u8>>, D::Error> {
+            if deserializer.is_human_readable() {
+                Vec::<String>::deserialize(deserializer)?
+                    .iter()
+                    .map(|t| {
+                        STANDARD
+                            .decode(t)
+                            .map_err(|e| D::Error::custom(format!("DER field is not base64: {e}")))
+                    })
+                    .collect()
+            } else {
+                Vec::<Vec<u8>>::deserialize(deserializer)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_fields_are_bytes_in_the_log_and_base64_in_json() {
+        let key = JwtKeyRecord {
+            kid: "k".into(),
+            public_key_der: vec![0x30, 3, 1, 2, 3],
+            not_before: 1,
+            not_after: 2,
+            key_ref: "r".into(),
+        };
+        // The log's encoding is what the derive gave before the attribute.
+        #[derive(Serialize)]
+        struct Plain {
+            kid: String,
+            public_key_der: Vec<u8>,
+            not_before: i64,
+            not_after: i64,
+            key_ref: String,
+        }
+        let plain = Plain {
+            kid: "k".into(),
+            public_key_der: vec![0x30, 3, 1, 2, 3],
+            not_before: 1,
+            not_after: 2,
+            key_ref: "r".into(),
+        };
+        let bytes = tessera_eventlog::typed::encode_state(&key).unwrap();
+        assert_eq!(
+            bytes,
+            tessera_eventlog::typed::encode_state(&plain).unwrap()
+        );
+        assert_eq!(
+            tessera_eventlog::typed::decode_state::<JwtKeyRecord>(0, &bytes).unwrap(),
+            key
+        );
+        let json = serde_json::to_value(&key).unwrap();
+        assert_eq!(json["public_key_der"], "MAMBAgM=");
+        assert_eq!(serde_json::from_value::<JwtKeyRecord>(json).unwrap(), key);
+
+        let ca = CaRecord {
+            authority_id: "a".into(),
+            cert_der: vec![3],
+            upstream_chain: vec![vec![1, 2]],
+            trust_anchors: vec![vec![3], vec![1, 2]],
+            not_before: 1,
+            not_after: 2,
+            key_ref: "r".into(),
+        };
+        let json = serde_json::to_value(&ca).unwrap();
+        assert_eq!(json["cert_der"], "Aw==");
+        assert_eq!(json["upstream_chain"], serde_json::json!(["AQI="]));
+        assert_eq!(json["trust_anchors"], serde_json::json!(["Aw==", "AQI="]));
+        assert_eq!(serde_json::from_value::<CaRecord>(json).unwrap(), ca);
+        let bad = serde_json::json!({"kid": "k", "public_key_der": "not base64!",
+            "not_before": 1, "not_after": 2, "key_ref": "r"});
+        let err = serde_json::from_value::<JwtKeyRecord>(bad).unwrap_err();
+        assert!(err.to_string().contains("not base64"), "{err}");
     }
 }
