@@ -20,6 +20,7 @@ use tessera_actors::server::registry::{EntryRejection, RegistryError};
 use tessera_actors::server::tokens::TokenError;
 use tessera_eventlog::LogError;
 use tessera_proto::spire::api::types;
+use tessera_proto::tessera::agent::v1::{AGENT_BANNED, AGENT_REFUSAL_KEY};
 use tonic::{Code, Status};
 
 use crate::convert::ConvertError;
@@ -88,6 +89,27 @@ impl ToCode for NodeError {
                 Code::PermissionDenied
             }
         }
+    }
+
+    fn to_status(&self) -> Status {
+        let mut status = Status::new(self.code(), self.to_string());
+        if let NodeError::Banned(_) = self {
+            status.metadata_mut().insert(
+                AGENT_REFUSAL_KEY,
+                tonic::metadata::MetadataValue::from_static(AGENT_BANNED),
+            );
+        }
+        status
+    }
+}
+
+/// `PermissionDenied` for an agent the nodes aggregate refused (attestation, renewal, sync):
+/// as [`ToCode::to_status`] for a ban (which carries the mark), `PermissionDenied` with the
+/// message otherwise.
+pub fn agent_refusal(e: &NodeError) -> Status {
+    match e {
+        NodeError::Banned(_) => e.to_status(),
+        _ => Status::permission_denied(e.to_string()),
     }
 }
 

@@ -443,6 +443,12 @@ async fn join_token_agent_syncs_signs_mints_and_renews() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    assert!(
+        err.metadata()
+            .get(tessera_proto::tessera::agent::v1::AGENT_REFUSAL_KEY)
+            .is_none(),
+        "a stale SVID is not a ban"
+    );
     let mut fresh = AgentServerClient::new(
         channel(r.addr, &r.bundle, Some((&renewed.cert_chain, &new_key))).await,
     );
@@ -468,6 +474,14 @@ async fn join_token_agent_syncs_signs_mints_and_renews() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    // Marked as a ban in metadata, which agents act on (not the wording).
+    assert_eq!(
+        err.metadata()
+            .get(tessera_proto::tessera::agent::v1::AGENT_REFUSAL_KEY)
+            .map(|v| v.as_bytes()),
+        Some(tessera_proto::tessera::agent::v1::AGENT_BANNED.as_bytes()),
+        "{err:?}"
+    );
     let _ = r.stop.send(());
     r.server.stop().await;
 }

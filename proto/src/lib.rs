@@ -127,6 +127,13 @@ pub mod tessera {
         /// renew, sync, sign).
         pub mod v1 {
             tonic::include_proto!("tessera.agent.v1");
+
+            /// Response metadata key on a status that refuses an agent: value
+            /// [`AGENT_BANNED`] when the agent is banned (it may not attest again until an
+            /// admin deletes its record). Agents act on this mark, not on the message.
+            pub const AGENT_REFUSAL_KEY: &str = "tessera-agent-refusal";
+            /// The [`AGENT_REFUSAL_KEY`] value of a ban.
+            pub const AGENT_BANNED: &str = "banned";
         }
     }
 

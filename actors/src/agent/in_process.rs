@@ -10,7 +10,9 @@ use futures::{FutureExt, StreamExt};
 use tessera_identity::{EntryId, SpiffeId};
 use tokio::sync::mpsc;
 
-use crate::agent::server_client::{ClientError, MintedJwt, ServerClient, SignedX509, SyncMessage};
+use crate::agent::server_client::{
+    ClientError, MintedJwt, Refusal, ServerClient, SignedX509, SyncMessage,
+};
 use crate::server::agent_ops::{mint_jwt_for_agent, sign_x509_for_agent, OpsError};
 use crate::server::supervisor::Server;
 use crate::server::sync::ViewChange;
@@ -39,7 +41,7 @@ fn client_error(e: OpsError) -> ClientError {
     match e {
         OpsError::Overloaded(m) | OpsError::Unavailable(m) => ClientError::Unavailable(m),
         OpsError::Invalid(m) => ClientError::Rejected(m),
-        OpsError::Denied(m) => ClientError::Refused(m),
+        OpsError::Denied(m) => ClientError::Refused(Refusal::new(m)),
     }
 }
 

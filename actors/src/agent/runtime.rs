@@ -11,7 +11,7 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::watch;
 
 use crate::agent::core::{AgentArgs, AgentCore, AgentMsg};
-use crate::agent::server_client::{ClientError, ServerClient};
+use crate::agent::server_client::{ClientError, Refusal, ServerClient};
 use crate::agent::view::{HeldJwtSvid, Identity, IdentitySnapshot, JwtFetchError, WorkloadSource};
 use crate::random::{random_u64, RandomSource};
 
@@ -38,7 +38,7 @@ impl Default for Backoff {
 pub struct AgentRuntime {
     core: ActorRef<AgentMsg>,
     snapshots: watch::Receiver<Arc<IdentitySnapshot>>,
-    refused: watch::Receiver<Option<String>>,
+    refused: watch::Receiver<Option<Refusal>>,
     jwt_timeout: Duration,
 }
 
@@ -71,14 +71,14 @@ impl AgentRuntime {
     }
 
     /// Resolves when the server refuses this agent (evicted, banned): attest again or stop.
-    pub async fn refused(&self) -> String {
+    pub async fn refused(&self) -> Refusal {
         let mut rx = self.refused.clone();
         loop {
             if let Some(reason) = rx.borrow_and_update().clone() {
                 return reason;
             }
             if rx.changed().await.is_err() {
-                return "sync loop stopped".into();
+                return Refusal::new("sync loop stopped");
             }
         }
     }
@@ -94,7 +94,7 @@ async fn sync_loop(
     client: Arc<dyn ServerClient>,
     random: Arc<dyn RandomSource>,
     backoff: Backoff,
-    refused: watch::Sender<Option<String>>,
+    refused: watch::Sender<Option<Refusal>>,
 ) {
     let mut delay = backoff.initial;
     loop {

@@ -88,6 +88,41 @@ impl std::fmt::Debug for MintedJwt {
     }
 }
 
+/// The server's refusal of the agent: its message, and whether it marked the agent banned
+/// (then it refuses a re-attestation too, until an admin deletes the agent's record). Agents
+/// act on the mark, never on the message's wording.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The server's message.
+    pub message: String,
+    /// Whether the server marked the agent banned.
+    pub banned: bool,
+}
+
+impl Refusal {
+    /// A refusal that is not a ban (evicted, SVID not current, not attested).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            banned: false,
+        }
+    }
+
+    /// A ban.
+    pub fn banned(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            banned: true,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Why a call to the server failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
@@ -97,7 +132,7 @@ pub enum ClientError {
     /// The server no longer accepts this agent (evicted, banned, SVID not current): attest
     /// again, or stop.
     #[error("server refused the agent: {0}")]
-    Refused(String),
+    Refused(Refusal),
     /// The request was bad (a bug, or a limit): not retried as is.
     #[error("server rejected the request: {0}")]
     Rejected(String),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use rcgen::{CertificateParams, KeyPair};
+use tessera_actors::agent::server_client::Refusal;
 use tessera_actors::attestation::x509pop;
 use tessera_identity::{Bundle, TrustDomain};
 use tessera_proto::spire::api::types::AttestationData;
@@ -35,7 +36,7 @@ pub struct Attested {
 pub enum AttestFailure {
     /// The server refused the evidence: not retried.
     #[error("the server refused attestation: {0}")]
-    Refused(String),
+    Refused(Refusal),
     /// A local problem (files, keys).
     #[error("{0}")]
     Local(String),
@@ -154,7 +155,7 @@ pub async fn attest(
         .await;
     let status_err = |s: tonic::Status| match s.code() {
         tonic::Code::PermissionDenied | tonic::Code::InvalidArgument => {
-            AttestFailure::Refused(s.message().to_owned())
+            AttestFailure::Refused(super::client::refusal(&s))
         }
         _ => AttestFailure::Unavailable(format!("{:?}: {}", s.code(), s.message())),
     };
@@ -174,9 +175,9 @@ pub async fn attest(
         match message.step {
             Some(attest_response::Step::Challenge(nonce)) => {
                 let key = x509pop_key.as_ref().ok_or_else(|| {
-                    AttestFailure::Refused(
-                        "the server sent a challenge to a join_token attestation".into(),
-                    )
+                    AttestFailure::Refused(Refusal::new(
+                        "the server sent a challenge to a join_token attestation",
+                    ))
                 })?;
                 let signature = sign_challenge(key, &nonce)?;
                 tx.send(AttestRequest {
@@ -187,15 +188,17 @@ pub async fn attest(
             }
             Some(attest_response::Step::Result(result)) => {
                 let svid = result.svid.ok_or_else(|| {
-                    AttestFailure::Refused("attestation result without an SVID".into())
+                    AttestFailure::Refused(Refusal::new("attestation result without an SVID"))
                 })?;
                 let bundle = result
                     .bundle
                     .as_ref()
                     .ok_or_else(|| {
-                        AttestFailure::Refused("attestation result without a bundle".into())
+                        AttestFailure::Refused(Refusal::new("attestation result without a bundle"))
                     })
-                    .and_then(|b| bundle_from_proto(b).map_err(AttestFailure::Refused))?;
+                    .and_then(|b| {
+                        bundle_from_proto(b).map_err(|e| AttestFailure::Refused(Refusal::new(e)))
+                    })?;
                 return Ok(Attested {
                     identity: ClientIdentity {
                         cert_chain: svid.cert_chain,
@@ -205,7 +208,11 @@ pub async fn attest(
                     reattestable: result.reattestable,
                 });
             }
-            None => return Err(AttestFailure::Refused("empty attestation message".into())),
+            None => {
+                return Err(AttestFailure::Refused(Refusal::new(
+                    "empty attestation message",
+                )))
+            }
         }
     }
 }

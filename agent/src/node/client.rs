@@ -7,13 +7,13 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use tessera_actors::agent::server_client::{
-    ClientError, MintedJwt, ServerClient, SignedX509, SyncMessage,
+    ClientError, MintedJwt, Refusal, ServerClient, SignedX509, SyncMessage,
 };
 use tessera_identity::{Bundle, EntryId, TrustDomain};
 use tessera_proto::tessera::agent::v1::agent_server_client::AgentServerClient;
 use tessera_proto::tessera::agent::v1::{
     sync_response::Event, BatchSignX509SvidRequest, MintJwtSvidRequest, RenewAgentRequest,
-    SignX509SvidParams, SyncRequest,
+    SignX509SvidParams, SyncRequest, AGENT_BANNED, AGENT_REFUSAL_KEY,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -34,12 +34,23 @@ pub struct GrpcClient {
     channel: RwLock<Channel>,
 }
 
+/// The refusal a status carries: its message, and the server's ban mark (metadata
+/// [`AGENT_REFUSAL_KEY`] = [`AGENT_BANNED`]), never inferred from the wording.
+pub fn refusal(status: &tonic::Status) -> Refusal {
+    let banned = status
+        .metadata()
+        .get(AGENT_REFUSAL_KEY)
+        .is_some_and(|v| v.as_bytes() == AGENT_BANNED.as_bytes());
+    Refusal {
+        message: status.message().to_owned(),
+        banned,
+    }
+}
+
 /// Maps a gRPC status to what the agent does about it.
 pub fn client_error(status: tonic::Status) -> ClientError {
     match status.code() {
-        Code::PermissionDenied | Code::Unauthenticated => {
-            ClientError::Refused(status.message().to_owned())
-        }
+        Code::PermissionDenied | Code::Unauthenticated => ClientError::Refused(refusal(&status)),
         Code::InvalidArgument
         | Code::FailedPrecondition
         | Code::OutOfRange

@@ -18,7 +18,7 @@ use rcgen::{CertificateParams, KeyPair};
 use tessera_actors::agent::core::{AgentArgs, PersistFn};
 use tessera_actors::agent::rotation::RotationSettings;
 use tessera_actors::agent::runtime::{AgentRuntime, Backoff};
-use tessera_actors::agent::server_client::ClientError;
+use tessera_actors::agent::server_client::{ClientError, Refusal};
 use tessera_actors::random::OsRandom;
 use tessera_eventlog::Clock;
 use tokio::sync::watch;
@@ -58,7 +58,7 @@ pub(super) struct Session {
     sync: JoinHandle<()>,
     renewal: JoinHandle<()>,
     /// Refusals seen by the renewal (the sync stream reports its own through the runtime).
-    refused: watch::Receiver<Option<String>>,
+    refused: watch::Receiver<Option<Refusal>>,
 }
 
 impl Session {
@@ -126,7 +126,7 @@ impl Session {
     }
 
     /// Resolves, with the server's reason, once the server refuses the agent.
-    pub(super) async fn refused(&mut self) -> String {
+    pub(super) async fn refused(&mut self) -> Refusal {
         let refused = &mut self.refused;
         let seen = async {
             let reason = refused
@@ -166,7 +166,7 @@ impl Session {
 fn spawn_renewal(
     shared: Arc<Shared>,
     mut identity: ClientIdentity,
-    refused: Arc<watch::Sender<Option<String>>>,
+    refused: Arc<watch::Sender<Option<Refusal>>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tessera_actors::agent::server_client::Refusal;
 use x509_parser::prelude::FromDer;
 
 use super::attest::AttestFailure;
@@ -58,15 +59,16 @@ pub(super) async fn supervise(
             session.stop().await;
             shared
                 .failed
-                .send_replace(Some(join_token_spent(&shared, &reason)));
+                .send_replace(Some(join_token_spent(&shared, &reason.message)));
             return;
         };
-        if is_banned(&reason) {
+        if reason.banned {
             tracing::warn!(%reason, agent = %agent_id, "the server banned this agent");
             session.stop().await;
-            shared
-                .failed
-                .send_replace(Some(NodeError::Banned { agent_id, reason }));
+            shared.failed.send_replace(Some(NodeError::Banned {
+                agent_id,
+                reason: reason.message,
+            }));
             return;
         }
         let age = now_secs(shared.clock.as_ref()).saturating_sub(session.started_at());
@@ -95,7 +97,12 @@ pub(super) async fn supervise(
             Ok(attested) => start_again(&shared, attested).await,
             Err(AttestFailure::Refused(refusal)) => {
                 tracing::warn!(%refusal, agent = %agent_id, "the server refused the re-attestation");
-                Err(refused_reattestation(&agent_id, &reason, &refusal, x509pop))
+                Err(refused_reattestation(
+                    &agent_id,
+                    &reason.message,
+                    &refusal,
+                    x509pop,
+                ))
             }
             Err(e) => Err(NodeError::Attest(e.to_string())),
         };
@@ -170,13 +177,13 @@ fn join_token_spent(shared: &Shared, reason: &str) -> NodeError {
 fn refused_reattestation(
     agent_id: &str,
     reason: &str,
-    refusal: &str,
+    refusal: &Refusal,
     x509pop: &X509PopConfig,
 ) -> NodeError {
-    if is_banned(refusal) {
+    if refusal.banned {
         NodeError::Banned {
             agent_id: agent_id.to_owned(),
-            reason: refusal.to_owned(),
+            reason: refusal.message.clone(),
         }
     } else {
         NodeError::Refused(format!(
@@ -184,12 +191,6 @@ fn refused_reattestation(
             x509pop.certificate_path.display()
         ))
     }
-}
-
-/// Whether the server's refusal says the agent is banned (the server's words: "agent <id> is
-/// banned; ...", with `PermissionDenied`).
-fn is_banned(message: &str) -> bool {
-    message.contains(" is banned")
 }
 
 /// The SPIFFE ID in the agent SVID (its URI SAN), for messages.
@@ -249,7 +250,7 @@ mod tests {
         let banned = refused_reattestation(
             id,
             "agent spiffe://example.org/spire/agent/x509pop/abc is not attested",
-            "agent spiffe://example.org/spire/agent/x509pop/abc is banned; delete its record with `tessera-server agent evict --spiffeID spiffe://example.org/spire/agent/x509pop/abc` to let it attest again",
+            &Refusal::banned("agent spiffe://example.org/spire/agent/x509pop/abc is banned; delete its record with `tessera-server agent evict --spiffeID spiffe://example.org/spire/agent/x509pop/abc` to let it attest again"),
             &x509pop,
         );
         let text = banned.to_string();
@@ -260,9 +261,21 @@ mod tests {
             "{text}"
         );
 
-        let other =
-            refused_reattestation(id, "not attested", "x509pop: certificate expired", &x509pop);
+        let other = refused_reattestation(
+            id,
+            "not attested",
+            &Refusal::new("x509pop: certificate expired"),
+            &x509pop,
+        );
         assert!(matches!(other, NodeError::Refused(_)), "{other}");
+        // The wording alone does not make a ban: only the server's mark does.
+        let worded = refused_reattestation(
+            id,
+            "not attested",
+            &Refusal::new("agent spiffe://example.org/x is banned"),
+            &x509pop,
+        );
+        assert!(matches!(worded, NodeError::Refused(_)), "{worded}");
         assert!(other.to_string().contains("/c.pem"), "{other}");
     }
 }

@@ -4,6 +4,7 @@
 //! register the token's node alias if `token generate --spiffeID` asked for one.
 //! x509pop: check the chain, send a nonce, verify the signature, sign, record.
 
+use crate::status::agent_refusal;
 use futures::StreamExt;
 use tessera_actors::attestation::{join_token, x509pop, AttestError, AttestedNode};
 use tessera_actors::server::aggregate_actor::{unix_secs, CommandError};
@@ -176,7 +177,7 @@ async fn finish(
         }))
         .await
         .map_err(|e| match e {
-            CommandError::Rejected(e) => Status::permission_denied(e.to_string()),
+            CommandError::Rejected(e) => agent_refusal(&e),
             other => command_status(other),
         })?;
     if let Some(alias) = alias {

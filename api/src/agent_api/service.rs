@@ -22,6 +22,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::tls::AgentPeer;
 use super::{attest, convert, sync, AgentApiDeps};
+use crate::status::agent_refusal;
 
 /// The service; cheap to clone (handles only).
 #[derive(Clone, Debug)]
@@ -58,7 +59,7 @@ impl AgentService {
             .map_err(command_status)?;
         match state {
             None => Err(Status::permission_denied(NodeError::NotAttested(agent).to_string())),
-            Some(s) if s.banned => Err(Status::permission_denied(NodeError::Banned(agent).to_string())),
+            Some(s) if s.banned => Err(agent_refusal(&NodeError::Banned(agent))),
             Some(s) if s.agent.svid_serial != serial => Err(Status::permission_denied(format!(
                 "agent {agent} presented SVID serial {serial}, its current SVID is {}; reconnect with the newest SVID",
                 s.agent.svid_serial
