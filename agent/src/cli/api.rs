@@ -15,7 +15,7 @@ use tessera_proto::workload::{
 };
 use x509_parser::parse_x509_certificate;
 
-use super::client::{connect, rpc, within, CliError, SocketArgs};
+use super::client::{connect, rpc, within, CliError, OutputFormat, SocketArgs};
 
 /// `api ...`.
 #[derive(Debug, Subcommand)]
@@ -56,6 +56,9 @@ pub struct X509Args {
     /// Write svid.N.pem, svid.N.key (mode 0600), bundle.N.pem and federated_bundle.N.M.pem here.
     #[arg(long = "write")]
     pub write: Option<PathBuf>,
+    /// Output format.
+    #[arg(long = "output", value_enum, default_value = "pretty")]
+    pub output: OutputFormat,
     #[command(flatten)]
     pub socket: SocketArgs,
 }
@@ -69,6 +72,9 @@ pub struct JwtArgs {
     /// Only the SVID of this SPIFFE ID.
     #[arg(long = "spiffeID", visible_alias = "spiffe-id")]
     pub spiffe_id: Option<String>,
+    /// Output format.
+    #[arg(long = "output", value_enum, default_value = "pretty")]
+    pub output: OutputFormat,
     #[command(flatten)]
     pub socket: SocketArgs,
 }
@@ -89,6 +95,9 @@ pub struct ValidateJwtArgs {
     /// The token.
     #[arg(long = "svid", required = true)]
     pub svid: String,
+    /// Output format.
+    #[arg(long = "output", value_enum, default_value = "pretty")]
+    pub output: OutputFormat,
     #[command(flatten)]
     pub socket: SocketArgs,
 }
@@ -142,10 +151,15 @@ async fn fetch_x509(a: X509Args, out: &mut dyn Write) -> Result<(), CliError> {
         verb: VERB,
         message: "the agent closed the stream without an answer".into(),
     })?;
-    print_x509(out, &first, millis_since(started));
+    match a.output {
+        OutputFormat::Pretty => print_x509(out, &first, millis_since(started)),
+        OutputFormat::Json => print_json(out, &x509_json(&first)),
+    }
     if let Some(dir) = &a.write {
         write_x509(VERB, dir, &first)?;
-        let _ = writeln!(out, "Writing SVIDs, keys and bundles to {}", dir.display());
+        if a.output == OutputFormat::Pretty {
+            let _ = writeln!(out, "Writing SVIDs, keys and bundles to {}", dir.display());
+        }
     }
     Ok(())
 }
@@ -330,6 +344,10 @@ async fn fetch_jwt(a: JwtArgs, out: &mut dyn Write) -> Result<(), CliError> {
     .await?
     .map_err(rpc(VERB))?
     .unwrap_or_default();
+    if a.output == OutputFormat::Json {
+        print_json(out, &jwt_json(&svids, &bundles));
+        return Ok(());
+    }
     let mut text = String::new();
     for svid in &svids.svids {
         let _ = writeln!(text, "token({}):\n\t{}", svid.spiffe_id, svid.svid);
@@ -359,12 +377,78 @@ async fn validate_jwt(a: ValidateJwtArgs, out: &mut dyn Write) -> Result<(), Cli
         .claims
         .map(|s| struct_to_json(&s))
         .unwrap_or(serde_json::Value::Null);
+    if a.output == OutputFormat::Json {
+        print_json(
+            out,
+            &serde_json::json!({ "spiffe_id": r.spiffe_id, "claims": claims }),
+        );
+        return Ok(());
+    }
     let _ = writeln!(
         out,
         "SVID is valid.\nSPIFFE ID : {}\nClaims    : {claims}",
         r.spiffe_id
     );
     Ok(())
+}
+
+fn print_json(out: &mut dyn Write, value: &serde_json::Value) {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    let _ = writeln!(out, "{text}");
+}
+
+fn base64(bytes: &[u8]) -> serde_json::Value {
+    use base64::Engine as _;
+    serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// An `X509SVIDResponse` as JSON: proto field names, bytes (DER) in base64.
+pub fn x509_json(r: &X509svidResponse) -> serde_json::Value {
+    let svids: Vec<serde_json::Value> = r
+        .svids
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "spiffe_id": s.spiffe_id,
+                "x509_svid": base64(&s.x509_svid),
+                "x509_svid_key": base64(&s.x509_svid_key),
+                "bundle": base64(&s.bundle),
+                "hint": s.hint,
+            })
+        })
+        .collect();
+    let federated: serde_json::Map<String, serde_json::Value> = r
+        .federated_bundles
+        .iter()
+        .map(|(td, der)| (td.clone(), base64(der)))
+        .collect();
+    serde_json::json!({
+        "svids": svids,
+        "crl": r.crl.iter().map(|c| base64(c)).collect::<Vec<_>>(),
+        "federated_bundles": federated,
+    })
+}
+
+/// A `JWTSVIDResponse` and the JWT bundles as JSON: each bundle is its JWKS document
+/// (base64 if it is not JSON).
+pub fn jwt_json(
+    svids: &tessera_proto::workload::JwtsvidResponse,
+    bundles: &tessera_proto::workload::JwtBundlesResponse,
+) -> serde_json::Value {
+    let svids: Vec<serde_json::Value> = svids
+        .svids
+        .iter()
+        .map(|s| serde_json::json!({ "spiffe_id": s.spiffe_id, "svid": s.svid, "hint": s.hint }))
+        .collect();
+    let bundles: serde_json::Map<String, serde_json::Value> = bundles
+        .bundles
+        .iter()
+        .map(|(td, jwks)| {
+            let doc = serde_json::from_slice(jwks).unwrap_or_else(|_| base64(jwks));
+            (td.clone(), doc)
+        })
+        .collect();
+    serde_json::json!({ "svids": svids, "bundles": bundles })
 }
 
 /// A `google.protobuf.Struct` as JSON.

@@ -20,6 +20,16 @@ use crate::workload_api::SECURITY_HEADER;
 /// The environment variable of the SPIFFE standard naming the Workload API endpoint.
 pub const ENDPOINT_ENV: &str = "SPIFFE_ENDPOINT_SOCKET";
 
+/// `--output`, as the server CLI's: SPIRE's layout for people, or JSON for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// For people (SPIRE's layout).
+    #[default]
+    Pretty,
+    /// For scripts: the response's fields under their proto names, bytes in base64.
+    Json,
+}
+
 /// Flags of every client verb.
 #[derive(Debug, Clone, Args)]
 pub struct SocketArgs {

@@ -90,6 +90,40 @@ async fn fetch_x509_prints_and_writes_svid_key_and_bundle() {
         world.ca.der.as_slice()
     );
 
+    // --output json: the response's fields, DER in base64, nothing else on stdout.
+    let o = agent_cli(
+        &[
+            "api",
+            "fetch",
+            "x509",
+            "--output",
+            "json",
+            "--socketPath",
+            &socket,
+            "--write",
+            out_dir.path().to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let b64 = |v: &serde_json::Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let svid = &json["svids"][0];
+    assert_eq!(svid["spiffe_id"], WORKLOAD);
+    assert_eq!(b64(&svid["x509_svid"]), held.cert_chain.concat());
+    assert_eq!(
+        b64(&svid["x509_svid_key"]).as_slice(),
+        held.key_pkcs8.as_slice()
+    );
+    assert_eq!(b64(&svid["bundle"]), world.ca.der);
+    assert_eq!(json["crl"], serde_json::json!([]));
+    assert_eq!(json["federated_bundles"], serde_json::json!({}));
+
     // `api fetch` alone is `api fetch x509`; SPIFFE_ENDPOINT_SOCKET finds the socket.
     let o = agent_cli(
         &["api", "fetch"],
@@ -165,6 +199,50 @@ async fn fetch_and_validate_jwt_and_healthcheck() {
         err.starts_with("api validate jwt: InvalidArgument: expected audience \"other\""),
         "{err}"
     );
+
+    // --output json for both.
+    let o = agent_cli(
+        &[
+            "api",
+            "fetch",
+            "jwt",
+            "--audience",
+            "db",
+            "--output",
+            "json",
+            "--socketPath",
+            &socket,
+        ],
+        &[],
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(json["svids"][0]["spiffe_id"], WORKLOAD);
+    let fresh = json["svids"][0]["svid"].as_str().unwrap().to_owned();
+    assert!(
+        json["bundles"]["spiffe://example.org"]["keys"].is_array(),
+        "the JWKS as a document: {json}"
+    );
+    let o = agent_cli(
+        &[
+            "api",
+            "validate",
+            "jwt",
+            "--audience",
+            "db",
+            "--svid",
+            &fresh,
+            "--output",
+            "json",
+            "--socketPath",
+            &socket,
+        ],
+        &[],
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(json["spiffe_id"], WORKLOAD);
+    assert_eq!(json["claims"]["aud"], serde_json::json!(["db"]));
 
     let o = agent_cli(&["healthcheck", "--socketPath", &socket], &[]).await;
     assert_eq!(stdout(&o).trim(), "Agent is healthy.");
