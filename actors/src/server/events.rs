@@ -197,7 +197,6 @@ impl Event for ServerEvent {
 mod der_text {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
-    use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     #[allow(clippy::ptr_arg)] // serde's `with` passes the field as it is declared.
@@ -211,13 +210,16 @@ mod der_text {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         if deserializer.is_human_readable() {
-            let text = String::deserialize(deserializer)?;
-            STANDARD
-                .decode(text)
-                .map_err(|e| D::Error::custom(format!("DER field is not base64: {e}")))
+            decode::<D::Error>(&String::deserialize(deserializer)?)
         } else {
             Vec::<u8>::deserialize(deserializer)
         }
+    }
+
+    fn decode<E: serde::de::Error>(text: &str) -> Result<Vec<u8>, E> {
+        STANDARD
+            .decode(text)
+            .map_err(|e| E::custom(format!("DER field is not base64: {e}")))
     }
 
     /// The same for a list of DER values.
@@ -243,11 +245,7 @@ mod der_text {
             if deserializer.is_human_readable() {
                 Vec::<String>::deserialize(deserializer)?
                     .iter()
-                    .map(|t| {
-                        STANDARD
-                            .decode(t)
-                            .map_err(|e| D::Error::custom(format!("DER field is not base64: {e}")))
-                    })
+                    .map(|t| decode::<D::Error>(t))
                     .collect()
             } else {
                 Vec::<Vec<u8>>::deserialize(deserializer)

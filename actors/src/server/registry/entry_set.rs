@@ -128,13 +128,6 @@ impl PartialOrd for ById {
     }
 }
 
-// Consistent with `Ord`: a `ById` orders exactly as its entry's id.
-impl Borrow<EntryId> for ById {
-    fn borrow(&self) -> &EntryId {
-        &self.entry.id
-    }
-}
-
 /// The entries under one index key, in id order.
 ///
 /// Sixteen bytes, and a set of many is shared between copies of an index until one of them
