@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod aggregate_actor;
 pub mod authority;
 pub mod events;
+pub mod follow;
 pub mod journal;
 pub mod keys;
 pub mod nodes;

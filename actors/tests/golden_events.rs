@@ -18,7 +18,18 @@ use tessera_eventlog::{verify_records, Digest32, Record};
 use tessera_identity::{EntryId, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain};
 
 fn path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/server-events-v1.tlog")
+    golden("server-events-v1.tlog")
+}
+
+/// The variants added for several servers (schema 1 still: new variants, none changed).
+fn servers_path() -> PathBuf {
+    golden("server-events-v1-servers.tlog")
+}
+
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
 }
 
 fn id(s: &str) -> SpiffeId {
@@ -107,25 +118,90 @@ fn events() -> Vec<ServerEvent> {
     ]
 }
 
-#[test]
-fn golden_server_events_v1_decode_forever() {
-    let bytes = std::fs::read(path()).expect("golden file is in the repo");
+fn servers_events() -> Vec<ServerEvent> {
+    let ca = CaRecord {
+        authority_id: "c3d4".into(),
+        cert_der: vec![0x30, 0x03, 0x02, 0x01, 0x02],
+        upstream_chain: vec![],
+        trust_anchors: vec![vec![0x30, 0x01, 0x01]],
+        not_before: 1_700_000_000,
+        not_after: 1_700_086_400,
+        key_ref: "x509-ca-c3d4".into(),
+    };
+    let key = JwtKeyRecord {
+        kid: "k2".into(),
+        public_key_der: vec![0x30, 0x02, 0x05, 0x01],
+        not_before: 1_700_000_000,
+        not_after: 1_700_086_400,
+        key_ref: "jwt-k2".into(),
+    };
+    let server = || "server-b".to_string();
+    vec![
+        ServerEvent::ServerCaPrepared {
+            server_id: server(),
+            record: ca,
+        },
+        ServerEvent::ServerCaActivated {
+            server_id: server(),
+            authority_id: "c3d4".into(),
+        },
+        ServerEvent::ServerCaRetired {
+            server_id: "server-a".into(),
+            authority_id: "c3d4".into(),
+        },
+        ServerEvent::ServerJwtKeyPrepared {
+            server_id: server(),
+            record: key,
+        },
+        ServerEvent::ServerJwtKeyActivated {
+            server_id: server(),
+            kid: "k2".into(),
+        },
+        ServerEvent::ServerJwtKeyRetired {
+            server_id: server(),
+            kid: "k2".into(),
+        },
+    ]
+}
+
+fn check_golden(path: PathBuf, events: Vec<ServerEvent>) {
+    let bytes = std::fs::read(path).expect("golden file is in the repo");
     let records = read_export(&mut bytes.as_slice()).unwrap();
     assert!(verify_records(&records).is_ok());
     let decoded: Vec<ServerEvent> = records.iter().map(|r| decode(r).unwrap()).collect();
-    assert_eq!(decoded, events());
+    assert_eq!(decoded, events);
     let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
-    let expected: Vec<&str> = events().iter().map(tessera_eventlog::Event::kind).collect();
+    let expected: Vec<&str> = events.iter().map(tessera_eventlog::Event::kind).collect();
     assert_eq!(kinds, expected);
+}
+
+#[test]
+fn golden_server_events_v1_decode_forever() {
+    check_golden(path(), events());
+}
+
+#[test]
+fn golden_server_events_of_several_servers_decode_forever() {
+    check_golden(servers_path(), servers_events());
 }
 
 #[test]
 #[ignore = "writes the golden file; run by hand only for a new schema version"]
 fn make_golden_server_events() {
-    assert!(!path().exists(), "golden files are never regenerated");
+    write_golden(path(), events());
+}
+
+#[test]
+#[ignore = "writes the golden file of the several-servers variants; run by hand once"]
+fn make_golden_servers_events() {
+    write_golden(servers_path(), servers_events());
+}
+
+fn write_golden(path: PathBuf, events: Vec<ServerEvent>) {
+    assert!(!path.exists(), "golden files are never regenerated");
     let mut prev = Digest32::GENESIS;
     let mut records: Vec<Record> = Vec::new();
-    for (i, e) in events().iter().enumerate() {
+    for (i, e) in events.iter().enumerate() {
         let r = Record::seal(
             encode(e).unwrap(),
             i as u64 + 1,
@@ -137,5 +213,5 @@ fn make_golden_server_events() {
     }
     let mut out = Vec::new();
     write_export(&mut out, &records).unwrap();
-    std::fs::write(path(), out).unwrap();
+    std::fs::write(path, out).unwrap();
 }

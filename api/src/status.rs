@@ -141,7 +141,9 @@ impl ToCode for LogError {
             LogError::Corrupt { .. } | LogError::SnapshotMismatch { .. } => Code::DataLoss,
             LogError::Conflict { .. } => Code::Aborted,
             LogError::InvalidRecord(_) | LogError::BatchTooLarge { .. } => Code::Internal,
-            LogError::Storage { .. } | LogError::Closed { .. } => Code::Unavailable,
+            LogError::Storage { .. } | LogError::Closed { .. } | LogError::Unavailable { .. } => {
+                Code::Unavailable
+            }
         }
     }
 }

@@ -39,7 +39,8 @@ impl<R> Decision<R> {
 /// A pure aggregate over the server's log.
 pub trait Aggregate: Default + Send + Sync + Serialize + DeserializeOwned + 'static {
     /// Commands it decides on.
-    type Command: Send + std::fmt::Debug + 'static;
+    /// `Clone`: a command is decided again after a conflict with another writer.
+    type Command: Clone + Send + std::fmt::Debug + 'static;
     /// Successful replies.
     type Reply: Send + std::fmt::Debug + 'static;
     /// Rejections of a whole command.

@@ -1,9 +1,15 @@
 //! The actor around one pure [`Aggregate`]: decide → persist → apply → reply, one command at
 //! a time, so a reply is only ever given for durable events.
 //!
-//! Supervisor: [`Server`](crate::server::supervisor). Emits the aggregate's own events; each
-//! aggregate is the only writer of its event variants, so its state is the fold of its own
-//! appends and needs no subscription.
+//! Supervisor: [`Server`](crate::server::supervisor). Emits the aggregate's own events and
+//! consumes every committed record: several servers may write the same log, so the state is
+//! the fold of the whole log, followed from the seq it was seeded at (see [`follow`]). A
+//! command is decided on the state at seq `h` and appended only if the log's head is still
+//! `h`; on a conflict the actor folds what it had not seen and decides again (bounded), so
+//! uniqueness rules hold across servers. A storage outage answers `Unavailable` and the actor
+//! carries on; any other append failure stops it (fail-stop, as the local log is).
+//!
+//! [`follow`]: crate::server::follow
 //!
 //! Mailbox: ractor mailboxes are unbounded, so the bound is enforced at the door: an
 //! [`AggregateHandle`] admits at most `max_in_flight` requests (waiting or running); beyond
@@ -14,12 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tessera_eventlog::{AppendCondition, Clock, TypedLog};
+use tessera_eventlog::{Clock, TypedLog};
 use tokio::sync::Semaphore;
 
 use crate::random::RandomSource;
 use crate::server::aggregate::{Aggregate, Context};
 use crate::server::events::ServerEvent;
+use crate::server::follow::{append_at, catch_up, is_next, spawn_follower, Written};
 
 /// Messages of an aggregate actor.
 pub enum AggregateMsg<A: Aggregate> {
@@ -30,6 +37,8 @@ pub enum AggregateMsg<A: Aggregate> {
     ),
     /// Run a read against the current state (the closure sends its own answer).
     Read(Box<dyn FnOnce(&A) + Send>),
+    /// A committed record, from the follower task.
+    Committed(u64, Box<ServerEvent>),
 }
 
 /// What the actor starts from.
@@ -43,6 +52,10 @@ pub struct AggregateArgs<A: Aggregate> {
     /// State already folded by the caller (start-up replays once for all aggregates); `None`
     /// makes the actor replay the log itself (restart after a crash).
     pub initial: Option<A>,
+    /// The seq `initial` was folded to (ignored when `initial` is `None`).
+    pub seq: u64,
+    /// Append conflicts ridden out per command before answering `Unavailable`.
+    pub conflict_retries: u32,
     /// Applies configuration to a freshly loaded state.
     pub configure: Arc<dyn Fn(&mut A) + Send + Sync>,
 }
@@ -50,9 +63,13 @@ pub struct AggregateArgs<A: Aggregate> {
 /// The running actor's state.
 pub struct AggregateState<A: Aggregate> {
     aggregate: A,
+    /// The last seq folded into `aggregate`.
+    seq: u64,
     log: TypedLog<ServerEvent>,
     clock: Arc<dyn Clock>,
     random: Arc<dyn RandomSource>,
+    conflict_retries: u32,
+    follower: tokio::task::JoinHandle<()>,
 }
 
 /// The actor (no fields: everything lives in its state).
@@ -96,24 +113,41 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: AggregateArgs<A>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let mut aggregate = match args.initial {
-            Some(a) => a,
+        let (mut aggregate, seq) = match args.initial {
+            Some(a) => (a, args.seq),
             None => {
                 let mut a = A::default();
-                args.log.replay(0, |_, e| a.apply(&e)).await?;
-                a
+                let seq = args.log.replay(0, |_, e| a.apply(&e)).await?;
+                (a, seq)
             }
         };
         (args.configure)(&mut aggregate);
+        let follower = spawn_follower(&args.log, seq, myself, A::NAME, |seq, event| {
+            AggregateMsg::Committed(seq, Box::new(event))
+        });
         Ok(AggregateState {
             aggregate,
+            seq,
             log: args.log,
             clock: args.clock,
             random: args.random,
+            conflict_retries: args.conflict_retries,
+            follower,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.follower.abort();
+        // The task holds a subscription, and with it the log: wait until it is gone.
+        let _ = (&mut state.follower).await;
+        Ok(())
     }
 
     async fn handle(
@@ -124,42 +158,84 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             AggregateMsg::Read(read) => read(&state.aggregate),
-            AggregateMsg::Command(command, reply) => {
-                let mut random = [0u8; 16];
-                state.random.fill(&mut random);
-                let ctx = Context {
-                    now: unix_secs(state.clock.as_ref()),
-                    random,
-                };
-                let decision = match state.aggregate.decide(command, &ctx) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let _ = reply.send(Err(CommandError::Rejected(e)));
-                        return Ok(());
-                    }
-                };
-                if !decision.events.is_empty() {
-                    if let Err(e) = state
-                        .log
-                        .append(&decision.events, AppendCondition::Any)
-                        .await
-                    {
-                        let _ = reply.send(Err(CommandError::Unavailable {
-                            actor: A::NAME,
-                            reason: format!("could not persist: {e}"),
-                        }));
-                        // The log is fail-stop after a write error: stop, let the supervisor
-                        // decide (a restart replays what is durable).
-                        return Err(format!("{}: append failed: {e}", A::NAME).into());
-                    }
-                    for e in &decision.events {
-                        state.aggregate.apply(e);
-                    }
+            AggregateMsg::Committed(seq, event) => {
+                if is_next(state.seq, seq, A::NAME)? {
+                    state.aggregate.apply(&event);
+                    state.seq = seq;
                 }
-                let _ = reply.send(Ok(decision.reply));
+            }
+            AggregateMsg::Command(command, reply) => {
+                let (outcome, fatal) = state.command(command).await;
+                let _ = reply.send(outcome);
+                if let Some(reason) = fatal {
+                    // The log is fail-stop after a write error: stop, let the supervisor
+                    // decide (a restart replays what is durable).
+                    return Err(format!("{}: append failed: {reason}", A::NAME).into());
+                }
             }
         }
         Ok(())
+    }
+}
+
+impl<A: Aggregate> AggregateState<A> {
+    /// Decide → persist (at the folded seq) → apply, riding out conflicts with other writers.
+    /// The second value, if any, is why the actor must stop after replying.
+    async fn command(
+        &mut self,
+        command: A::Command,
+    ) -> (Result<A::Reply, CommandError<A::Error>>, Option<String>) {
+        let unavailable = |reason: String| CommandError::Unavailable {
+            actor: A::NAME,
+            reason,
+        };
+        let mut conflicts = 0;
+        loop {
+            let mut random = [0u8; 16];
+            self.random.fill(&mut random);
+            let ctx = Context {
+                now: unix_secs(self.clock.as_ref()),
+                random,
+            };
+            let decision = match self.aggregate.decide(command.clone(), &ctx) {
+                Ok(d) => d,
+                Err(e) => return (Err(CommandError::Rejected(e)), None),
+            };
+            if decision.events.is_empty() {
+                return (Ok(decision.reply), None);
+            }
+            match append_at(&self.log, &decision.events, self.seq).await {
+                Written::Committed(receipt) => {
+                    for e in &decision.events {
+                        self.aggregate.apply(e);
+                    }
+                    self.seq = receipt.last_seq;
+                    return (Ok(decision.reply), None);
+                }
+                Written::Conflict if conflicts < self.conflict_retries => {
+                    conflicts += 1;
+                    let aggregate = &mut self.aggregate;
+                    if let Err(e) = catch_up(&self.log, &mut self.seq, |e| aggregate.apply(e)).await
+                    {
+                        let reason = format!("catching up with the log after a conflict: {e}");
+                        return (Err(unavailable(reason.clone())), Some(reason));
+                    }
+                }
+                Written::Conflict => {
+                    let reason = format!(
+                        "the log moved under {conflicts} attempts in a row (other servers are writing); retry"
+                    );
+                    return (Err(unavailable(reason)), None);
+                }
+                Written::Unavailable(reason) => return (Err(unavailable(reason)), None),
+                Written::Failed(reason) => {
+                    return (
+                        Err(unavailable(format!("could not persist: {reason}"))),
+                        Some(reason),
+                    )
+                }
+            }
+        }
     }
 }
 
@@ -168,6 +244,7 @@ impl<A: Aggregate> std::fmt::Debug for AggregateMsg<A> {
         match self {
             AggregateMsg::Command(c, _) => f.debug_tuple("Command").field(c).finish(),
             AggregateMsg::Read(_) => f.write_str("Read"),
+            AggregateMsg::Committed(seq, _) => write!(f, "Committed({seq})"),
         }
     }
 }

@@ -21,6 +21,8 @@ pub mod ca;
 mod csr;
 mod decide;
 pub mod rotation;
+#[cfg(test)]
+mod servers_tests;
 pub mod signer;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -75,6 +77,9 @@ pub struct CaSlot {
     pub record: CaRecord,
     /// Its status.
     pub status: SlotStatus,
+    /// The server that owns it (signs with it); `None` for the single server of a log from
+    /// before several servers.
+    pub server: Option<String>,
 }
 
 /// A JWT signing key and where it is in its life.
@@ -84,6 +89,20 @@ pub struct JwtSlot {
     pub record: JwtKeyRecord,
     /// Its status.
     pub status: SlotStatus,
+    /// The server that owns it; `None` as for [`CaSlot::server`].
+    pub server: Option<String>,
+}
+
+/// Which slots are this server's own: the ones it rotates and signs with. Every server folds
+/// every server's slots (the bundle is their union) but rotates only its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// This server's id.
+    pub server_id: String,
+    /// Whether slots recorded without a server (a log written before several servers) are
+    /// this server's too: true for a single server on its own log, false on a shared log,
+    /// where they belong to no running server and only stay in the bundle until they expire.
+    pub adopt_unowned: bool,
 }
 
 /// Commands of the authority aggregate. Building CAs and keys (I/O) happens before, in the
@@ -202,6 +221,10 @@ pub struct Authority {
     /// Derived from the slots; rebuilt on configure and on every change.
     #[serde(skip)]
     bundle: Option<Bundle>,
+    /// Config, not state: whose slots are "mine". `None`: every slot (one server, and the
+    /// untagged events of older logs are emitted).
+    #[serde(skip)]
+    owner: Option<Owner>,
 }
 
 impl PartialEq for Authority {
@@ -226,7 +249,49 @@ impl Authority {
         self.trust_domain.as_ref()
     }
 
-    /// Every CA not retired, in the order they were prepared.
+    /// Makes the slots of `owner` this aggregate's own: the `active_*`/`prepared_*` accessors,
+    /// rotation and `decide` then see only them, and new events name the server.
+    pub fn set_owner(&mut self, owner: Owner) {
+        self.owner = Some(owner);
+    }
+
+    /// Whose slots are this aggregate's own (`None`: all of them).
+    pub fn owner(&self) -> Option<&Owner> {
+        self.owner.as_ref()
+    }
+
+    /// Whether a slot recorded for `server` belongs to this aggregate's owner.
+    pub fn owns(&self, server: Option<&str>) -> bool {
+        match (&self.owner, server) {
+            (None, _) => true,
+            (Some(o), Some(s)) => o.server_id == s,
+            (Some(o), None) => o.adopt_unowned,
+        }
+    }
+
+    /// The same state holding only this owner's slots: what rotation plans on.
+    pub fn scoped(&self) -> Authority {
+        Authority {
+            cas: self
+                .cas
+                .iter()
+                .filter(|s| self.owns(s.server.as_deref()))
+                .cloned()
+                .collect(),
+            jwt_keys: self
+                .jwt_keys
+                .iter()
+                .filter(|s| self.owns(s.server.as_deref()))
+                .cloned()
+                .collect(),
+            bundle_sequence: self.bundle_sequence,
+            trust_domain: self.trust_domain.clone(),
+            bundle: None,
+            owner: self.owner.clone(),
+        }
+    }
+
+    /// Every CA not retired (of every server), in the order they were prepared.
     pub fn cas(&self) -> &[CaSlot] {
         &self.cas
     }
@@ -248,28 +313,57 @@ impl Authority {
         self.jwt_keys.iter().find(|s| s.record.kid == kid)
     }
 
-    /// The CA that signs, if any.
+    /// The owner's CA that signs, if any.
     pub fn active_ca(&self) -> Option<&CaRecord> {
-        find(&self.cas, SlotStatus::Active, |s| (&s.record, s.status))
+        self.own_ca(SlotStatus::Active)
     }
 
-    /// The CA prepared to sign next, if any.
+    /// The owner's CA prepared to sign next, if any.
     pub fn prepared_ca(&self) -> Option<&CaRecord> {
-        find(&self.cas, SlotStatus::Prepared, |s| (&s.record, s.status))
+        self.own_ca(SlotStatus::Prepared)
     }
 
-    /// The JWT key that signs, if any.
+    /// The owner's JWT key that signs, if any.
     pub fn active_jwt_key(&self) -> Option<&JwtKeyRecord> {
-        find(&self.jwt_keys, SlotStatus::Active, |s| {
-            (&s.record, s.status)
-        })
+        self.own_jwt_key(SlotStatus::Active)
     }
 
-    /// The JWT key prepared to sign next, if any.
+    /// The owner's JWT key prepared to sign next, if any.
     pub fn prepared_jwt_key(&self) -> Option<&JwtKeyRecord> {
-        find(&self.jwt_keys, SlotStatus::Prepared, |s| {
-            (&s.record, s.status)
-        })
+        self.own_jwt_key(SlotStatus::Prepared)
+    }
+
+    fn own_ca(&self, status: SlotStatus) -> Option<&CaRecord> {
+        self.cas
+            .iter()
+            .find(|s| s.status == status && self.owns(s.server.as_deref()))
+            .map(|s| &s.record)
+    }
+
+    fn own_jwt_key(&self, status: SlotStatus) -> Option<&JwtKeyRecord> {
+        self.jwt_keys
+            .iter()
+            .find(|s| s.status == status && self.owns(s.server.as_deref()))
+            .map(|s| &s.record)
+    }
+
+    /// Other servers' CAs and JWT keys past their expiry at `now`: any server retires them,
+    /// so that a server that is gone for good does not keep them in the bundle. Authority
+    /// IDs, then kids.
+    pub fn foreign_expired(&self, now: i64) -> (Vec<String>, Vec<String>) {
+        let cas = self
+            .cas
+            .iter()
+            .filter(|s| !self.owns(s.server.as_deref()) && now > s.record.not_after)
+            .map(|s| s.record.authority_id.clone())
+            .collect();
+        let kids = self
+            .jwt_keys
+            .iter()
+            .filter(|s| !self.owns(s.server.as_deref()) && now > s.record.not_after)
+            .map(|s| s.record.kid.clone())
+            .collect();
+        (cas, kids)
     }
 
     /// The trust bundle: `None` until [`Authority::configure`] was called.
@@ -281,18 +375,6 @@ impl Authority {
     pub fn bundle_sequence(&self) -> u64 {
         self.bundle_sequence
     }
-}
-
-fn find<'a, S, R>(
-    slots: &'a [S],
-    status: SlotStatus,
-    view: impl Fn(&'a S) -> (&'a R, SlotStatus),
-) -> Option<&'a R> {
-    slots
-        .iter()
-        .map(view)
-        .find(|(_, s)| *s == status)
-        .map(|(r, _)| r)
 }
 
 impl Aggregate for Authority {

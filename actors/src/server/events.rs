@@ -155,6 +155,82 @@ pub enum ServerEvent {
         /// Its kid.
         kid: String,
     },
+    // --- Several servers (each with its own CA and JWT key). New builds emit these; the
+    // untagged variants above stay readable and mean "the single server of an older log".
+    /// Server `server_id` prepared a new X.509 CA of its own (next slot; in the bundle now).
+    ServerCaPrepared {
+        /// The server that emitted the event and owns the CA.
+        server_id: String,
+        /// The CA.
+        record: CaRecord,
+    },
+    /// A prepared X.509 CA became the one its server signs with.
+    ServerCaActivated {
+        /// The server that emitted the event.
+        server_id: String,
+        /// The CA's authority ID.
+        authority_id: String,
+    },
+    /// An X.509 CA left the bundle (expired, or prepared and unusable). Any server may retire
+    /// an expired CA of a server that is gone.
+    ServerCaRetired {
+        /// The server that emitted the event.
+        server_id: String,
+        /// The CA's authority ID.
+        authority_id: String,
+    },
+    /// Server `server_id` prepared a new JWT key of its own.
+    ServerJwtKeyPrepared {
+        /// The server that emitted the event and owns the key.
+        server_id: String,
+        /// The key.
+        record: JwtKeyRecord,
+    },
+    /// A prepared JWT key became the one its server signs with.
+    ServerJwtKeyActivated {
+        /// The server that emitted the event.
+        server_id: String,
+        /// Its kid.
+        kid: String,
+    },
+    /// A JWT key left the bundle.
+    ServerJwtKeyRetired {
+        /// The server that emitted the event.
+        server_id: String,
+        /// Its kid.
+        kid: String,
+    },
+}
+
+impl ServerEvent {
+    /// The server that emitted it, for events that name one (authority events of a log with
+    /// several servers).
+    pub fn server_id(&self) -> Option<&str> {
+        match self {
+            Self::ServerCaPrepared { server_id, .. }
+            | Self::ServerCaActivated { server_id, .. }
+            | Self::ServerCaRetired { server_id, .. }
+            | Self::ServerJwtKeyPrepared { server_id, .. }
+            | Self::ServerJwtKeyActivated { server_id, .. }
+            | Self::ServerJwtKeyRetired { server_id, .. } => Some(server_id),
+            _ => None,
+        }
+    }
+
+    /// Whether it can change the trust bundle's content (a CA or JWT key joins or leaves).
+    pub fn touches_bundle(&self) -> bool {
+        matches!(
+            self,
+            Self::CaPrepared(_)
+                | Self::CaRetired { .. }
+                | Self::JwtKeyPrepared(_)
+                | Self::JwtKeyRetired { .. }
+                | Self::ServerCaPrepared { .. }
+                | Self::ServerCaRetired { .. }
+                | Self::ServerJwtKeyPrepared { .. }
+                | Self::ServerJwtKeyRetired { .. }
+        )
+    }
 }
 
 impl Event for ServerEvent {
@@ -178,6 +254,12 @@ impl Event for ServerEvent {
             ServerEvent::JwtKeyPrepared(_) => "JwtKeyPrepared",
             ServerEvent::JwtKeyActivated { .. } => "JwtKeyActivated",
             ServerEvent::JwtKeyRetired { .. } => "JwtKeyRetired",
+            ServerEvent::ServerCaPrepared { .. } => "ServerCaPrepared",
+            ServerEvent::ServerCaActivated { .. } => "ServerCaActivated",
+            ServerEvent::ServerCaRetired { .. } => "ServerCaRetired",
+            ServerEvent::ServerJwtKeyPrepared { .. } => "ServerJwtKeyPrepared",
+            ServerEvent::ServerJwtKeyActivated { .. } => "ServerJwtKeyActivated",
+            ServerEvent::ServerJwtKeyRetired { .. } => "ServerJwtKeyRetired",
         }
     }
 

@@ -8,12 +8,12 @@
 //!
 //! Mailbox: only its own follower task sends to it, at the log's rate.
 
-use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tessera_eventlog::typed::encode_state;
 use tessera_eventlog::TypedLog;
 
 use crate::server::events::ServerEvent;
+use crate::server::follow::spawn_follower;
 use crate::server::state::ServerState;
 
 /// Messages of the journal.
@@ -65,24 +65,8 @@ impl Actor for Journal {
         myself: ActorRef<JournalMsg>,
         args: JournalArgs,
     ) -> Result<JournalState, ActorProcessingErr> {
-        let mut records = args.log.subscribe(args.seq + 1);
-        let follower = tokio::spawn(async move {
-            while let Some(item) = records.next().await {
-                match item {
-                    Ok((seq, event)) => {
-                        if myself
-                            .send_message(JournalMsg::Committed(seq, Box::new(event)))
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        myself.stop(Some(format!("log follow failed: {e}")));
-                        return;
-                    }
-                }
-            }
+        let follower = spawn_follower(&args.log, args.seq, myself, "journal", |seq, event| {
+            JournalMsg::Committed(seq, Box::new(event))
         });
         Ok(JournalState {
             log: args.log,

@@ -31,6 +31,7 @@ use crate::random::RandomSource;
 use crate::server::aggregate_actor::{AggregateActor, AggregateArgs, AggregateHandle};
 use crate::server::authority::{AuthorityActor, AuthorityArgs, AuthorityHandle, AuthoritySettings};
 use crate::server::events::ServerEvent;
+use crate::server::follow::DEFAULT_CONFLICT_RETRIES;
 use crate::server::journal::{Journal, JournalArgs, JournalMsg};
 use crate::server::keys::{KeyManager, MemoryKeyManager};
 use crate::server::nodes::Nodes;
@@ -68,6 +69,9 @@ pub struct ServerSettings {
     pub authority: AuthoritySettings,
     /// Where the authority keeps private keys.
     pub key_manager: Arc<dyn KeyManager>,
+    /// Append conflicts (another server wrote first) an actor rides out per command before
+    /// answering `Unavailable`.
+    pub conflict_retries: u32,
 }
 
 impl ServerSettings {
@@ -85,6 +89,7 @@ impl ServerSettings {
             sync_stream_buffer: 4_096,
             sync_heartbeat: Duration::from_secs(5),
             sync_resume_window: 65_536,
+            conflict_retries: DEFAULT_CONFLICT_RETRIES,
         }
     }
 }
@@ -217,6 +222,7 @@ impl Server {
             random: &random,
             supervisor: cell.clone(),
             instance,
+            seq,
         };
         let registry = spawn_aggregate(
             &common,
@@ -236,7 +242,8 @@ impl Server {
             settings.key_manager.clone(),
             settings.authority.clone(),
             Some(state.authority.clone()),
-        );
+        )
+        .folded_to(seq);
         let (signer, bundle) = (
             authority_args.signer().clone(),
             authority_args.bundle_receiver(),
@@ -397,6 +404,8 @@ struct Common<'a> {
     random: &'a Arc<dyn RandomSource>,
     supervisor: ActorCell,
     instance: u64,
+    /// The seq the initial state was folded to.
+    seq: u64,
 }
 
 async fn spawn_aggregate<A: crate::server::aggregate::Aggregate + Clone>(
@@ -411,7 +420,9 @@ async fn spawn_aggregate<A: crate::server::aggregate::Aggregate + Clone>(
         random,
         supervisor,
         instance,
+        seq,
     } = common;
+    let seq = *seq;
     let (settings, supervisor, instance) = (*settings, supervisor.clone(), *instance);
     let (actor, _) = Actor::spawn_linked(
         Some(format!("{}-{instance}", A::NAME)),
@@ -421,6 +432,8 @@ async fn spawn_aggregate<A: crate::server::aggregate::Aggregate + Clone>(
             clock: (*clock).clone(),
             random: (*random).clone(),
             initial: Some(initial),
+            seq,
+            conflict_retries: settings.conflict_retries,
             configure,
         },
         supervisor,

@@ -23,13 +23,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tessera_eventlog::TypedLog;
 use tessera_identity::{EntryId, RegistrationEntry, SpiffeId};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::server::events::ServerEvent;
+use crate::server::follow::spawn_follower;
 use crate::server::sync::{SyncIndex, ViewChange};
 
 /// What a newly connected agent receives first.
@@ -176,25 +176,8 @@ impl Actor for SyncHub {
         args: SyncHubArgs,
     ) -> Result<SyncHubState, ActorProcessingErr> {
         let heartbeat = myself.send_interval(args.heartbeat, || SyncHubMsg::Heartbeat);
-        let mut records = args.log.subscribe(args.seq + 1);
-        let follower = tokio::spawn(async move {
-            while let Some(item) = records.next().await {
-                match item {
-                    Ok((seq, event)) => {
-                        if myself
-                            .send_message(SyncHubMsg::Committed(seq, Box::new(event)))
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "sync hub stopped following the log");
-                        myself.stop(Some(format!("log follow failed: {e}")));
-                        return;
-                    }
-                }
-            }
+        let follower = spawn_follower(&args.log, args.seq, myself, "sync-hub", |seq, event| {
+            SyncHubMsg::Committed(seq, Box::new(event))
         });
         Ok(SyncHubState {
             index: args.index,
@@ -323,13 +306,7 @@ impl SyncHubState {
             return; // Already folded (the follower starts after the index's seq).
         }
         self.seq = seq;
-        let bundle_changed = matches!(
-            event,
-            ServerEvent::CaPrepared(_)
-                | ServerEvent::CaRetired { .. }
-                | ServerEvent::JwtKeyPrepared(_)
-                | ServerEvent::JwtKeyRetired { .. }
-        );
+        let bundle_changed = event.touches_bundle();
         let changes = self.index.apply(event);
         let targets: Vec<SpiffeId> = if bundle_changed {
             self.streams.keys().cloned().collect()

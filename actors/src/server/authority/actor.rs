@@ -1,12 +1,14 @@
 //! The Authority actor: owns the [`Authority`] aggregate, runs rotation, and fronts the
 //! [`Signer`].
 //!
-//! Supervisor: the server supervisor. Emits `CaPrepared`, `CaActivated`, `CaRetired`,
-//! `JwtKeyPrepared`, `JwtKeyActivated`, `JwtKeyRetired`; consumes nothing (it is the only
-//! writer of those events, so its state is the fold of its own appends). State is built in
-//! `pre_start` by replaying the log (or taken from the caller), then the keys of the active and
-//! prepared CA and JWT key are loaded and installed in the signer; a replay failure fails the
-//! spawn.
+//! Supervisor: the server supervisor. Emits `ServerCaPrepared`, `ServerCaActivated`,
+//! `ServerCaRetired` and the `ServerJwtKey*` events naming its server (the untagged `Ca*` and
+//! `JwtKey*` ones when no owner is configured); consumes every committed record, since other
+//! servers sharing the log prepare and retire their own CAs and keys, and the bundle is the
+//! union of all of them (see [`crate::server::follow`]). It rotates and signs only with its
+//! own. State is built in `pre_start` by replaying the log (or taken from the caller), then the
+//! keys of its own active and prepared CA and JWT key are loaded and installed in the signer;
+//! a replay failure fails the spawn.
 //!
 //! `Tick` (every `tick_interval`, or on request) runs [`plan`]: activations and retirements
 //! go through decide → persist → apply at once; new CAs and keys are built on the blocking
@@ -33,7 +35,7 @@ use tokio::task::JoinHandle;
 pub use self::handle::{AuthorityCallError, AuthorityHandle};
 pub use self::settings::{AuthoritySettings, SettingsError};
 use self::steps::{
-    finish_tick, forget_keys, load_signing_keys, published_bundle, record_built, rotate, sync,
+    finish_tick, fold, forget_keys, load_signing_keys, published_bundle, record_built, rotate, sync,
 };
 use super::ca::{CaBuildError, PreparedCa, PreparedJwtKey};
 use super::signer::{
@@ -44,6 +46,7 @@ use super::{Authority, SlotStatus};
 use crate::random::RandomSource;
 use crate::server::aggregate::Aggregate;
 use crate::server::events::ServerEvent;
+use crate::server::follow::{is_next, spawn_follower};
 use crate::server::keys::{KeyManager, SigningKeyPair};
 
 /// Messages of the authority actor.
@@ -68,6 +71,8 @@ pub enum AuthorityMsg {
     Status(RpcReplyPort<AuthorityStatus>),
     /// Internal: CAs and keys a tick asked for were built (sent by the actor to itself).
     Built(Box<Built>),
+    /// A committed record, from the follower task.
+    Committed(u64, Box<ServerEvent>),
 }
 
 impl std::fmt::Debug for AuthorityMsg {
@@ -80,6 +85,7 @@ impl std::fmt::Debug for AuthorityMsg {
             Self::GetBundle(_) => f.write_str("GetBundle"),
             Self::Status(_) => f.write_str("Status"),
             Self::Built(_) => f.write_str("Built"),
+            Self::Committed(seq, _) => write!(f, "Committed({seq})"),
         }
     }
 }
@@ -99,6 +105,8 @@ pub struct AuthorityArgs {
     pub settings: AuthoritySettings,
     /// State already folded by the caller; `None`: replay the log.
     pub initial: Option<Authority>,
+    /// The seq `initial` was folded to (see [`AuthorityArgs::folded_to`]).
+    pub seq: u64,
     signer: Signer,
     bundle: watch::Sender<Option<Bundle>>,
 }
@@ -127,9 +135,17 @@ impl AuthorityArgs {
             keys,
             settings,
             initial,
+            seq: 0,
             signer,
             bundle,
         }
+    }
+
+    /// Says which seq `initial` was folded to; the actor follows the log from there.
+    #[must_use]
+    pub fn folded_to(mut self, seq: u64) -> Self {
+        self.seq = seq;
+        self
     }
 
     /// The signer the actor will install CAs into.
@@ -147,6 +163,9 @@ impl AuthorityArgs {
 #[derive(Debug)]
 pub struct AuthorityState {
     authority: Authority,
+    /// The last seq folded into `authority`.
+    seq: u64,
+    follower: Option<JoinHandle<()>>,
     log: TypedLog<ServerEvent>,
     clock: Arc<dyn Clock>,
     random: Arc<dyn RandomSource>,
@@ -203,6 +222,10 @@ pub struct SlotSummary {
     /// Whether its private key is loaded (old ones, which no longer sign, are not reloaded
     /// after a restart).
     pub key_loaded: bool,
+    /// The server that owns it (`None`: recorded before several servers).
+    pub server_id: Option<String>,
+    /// Whether it is this server's own.
+    pub own: bool,
 }
 
 /// What the authority holds and is doing.
@@ -239,21 +262,29 @@ impl Actor for AuthorityActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<AuthorityMsg>,
+        myself: ActorRef<AuthorityMsg>,
         args: AuthorityArgs,
     ) -> Result<AuthorityState, ActorProcessingErr> {
         args.settings.validate()?;
-        let mut authority = match args.initial {
-            Some(a) => a,
+        let (mut authority, seq) = match args.initial {
+            Some(a) => (a, args.seq),
             None => {
                 let mut a = Authority::default();
-                args.log.replay(0, |_, e| a.apply(&e)).await?;
-                a
+                let seq = args.log.replay(0, |_, e| a.apply(&e)).await?;
+                (a, seq)
             }
         };
         authority.configure(args.settings.trust_domain.clone());
+        if let Some(owner) = args.settings.owner.clone() {
+            authority.set_owner(owner);
+        }
+        let follower = spawn_follower(&args.log, seq, myself, "authority", |seq, event| {
+            AuthorityMsg::Committed(seq, Box::new(event))
+        });
         let mut state = AuthorityState {
             authority,
+            seq,
+            follower: Some(follower),
             log: args.log,
             clock: args.clock,
             random: args.random,
@@ -296,6 +327,11 @@ impl Actor for AuthorityActor {
         if let Some(timer) = state.timer.take() {
             timer.abort();
         }
+        if let Some(mut follower) = state.follower.take() {
+            follower.abort();
+            // It holds a subscription, and with it the log: wait until it is gone.
+            let _ = (&mut follower).await;
+        }
         Ok(())
     }
 
@@ -316,6 +352,12 @@ impl Actor for AuthorityActor {
                 state.building = false;
                 record_built(state, *built).await?;
                 finish_tick(state);
+            }
+            AuthorityMsg::Committed(seq, event) => {
+                if is_next(state.seq, seq, "authority")? {
+                    state.seq = seq;
+                    fold(state, std::slice::from_ref(&event)).await;
+                }
             }
             AuthorityMsg::SignX509Batch(requests, reply) => {
                 match state.signer.admit_batch(requests.len()) {
@@ -365,13 +407,18 @@ impl Actor for AuthorityActor {
 }
 
 fn status(state: &AuthorityState) -> AuthorityStatus {
-    let summary = |id: &str, status, not_before, not_after, key_ref: &str| SlotSummary {
-        id: id.to_owned(),
-        status,
-        not_before,
-        not_after,
-        key_loaded: state.loaded.contains_key(key_ref),
-    };
+    let summary =
+        |id: &str, status, not_before, not_after, key_ref: &str, server: &Option<String>| {
+            SlotSummary {
+                id: id.to_owned(),
+                status,
+                not_before,
+                not_after,
+                key_loaded: state.loaded.contains_key(key_ref),
+                server_id: server.clone(),
+                own: state.authority.owns(server.as_deref()),
+            }
+        };
     AuthorityStatus {
         trust_domain: state.settings.trust_domain.clone(),
         cas: state
@@ -386,6 +433,7 @@ fn status(state: &AuthorityState) -> AuthorityStatus {
                     r.not_before,
                     r.not_after,
                     &r.key_ref,
+                    &s.server,
                 )
             })
             .collect(),
@@ -395,7 +443,14 @@ fn status(state: &AuthorityState) -> AuthorityStatus {
             .iter()
             .map(|s| {
                 let r = &s.record;
-                summary(&r.kid, s.status, r.not_before, r.not_after, &r.key_ref)
+                summary(
+                    &r.kid,
+                    s.status,
+                    r.not_before,
+                    r.not_after,
+                    &r.key_ref,
+                    &s.server,
+                )
             })
             .collect(),
         bundle_sequence: state.authority.bundle_sequence(),

@@ -5,7 +5,7 @@
 use tessera_identity::{Bundle, JwtAuthority, PublicKey, X509Authority};
 
 use super::{Authority, CaSlot, JwtSlot, SlotStatus};
-use crate::server::events::ServerEvent;
+use crate::server::events::{CaRecord, JwtKeyRecord, ServerEvent};
 
 /// What the bundle holds, independent of the trust domain: compared before and after an
 /// event to decide whether the sequence number moves.
@@ -19,41 +19,43 @@ impl Authority {
     pub(super) fn apply_event(&mut self, event: &ServerEvent) {
         let before = self.content();
         match event {
-            ServerEvent::CaPrepared(record) => {
-                if self.ca(&record.authority_id).is_none() {
-                    self.cas.push(CaSlot {
-                        record: record.clone(),
-                        status: SlotStatus::Prepared,
-                    });
-                }
+            ServerEvent::CaPrepared(record) => self.prepare_ca(record, None),
+            ServerEvent::ServerCaPrepared { server_id, record } => {
+                self.prepare_ca(record, Some(server_id));
             }
-            ServerEvent::CaActivated { authority_id } => {
-                if self.ca(authority_id).is_some() {
+            ServerEvent::CaActivated { authority_id }
+            | ServerEvent::ServerCaActivated { authority_id, .. } => {
+                if let Some(group) = self.ca(authority_id).map(|s| s.server.clone()) {
                     for slot in &mut self.cas {
-                        slot.status =
-                            next_status(slot.status, slot.record.authority_id == *authority_id);
+                        slot.status = next_status(
+                            slot.status,
+                            slot.record.authority_id == *authority_id,
+                            same_group(&slot.server, &group),
+                        );
                     }
                 }
             }
-            ServerEvent::CaRetired { authority_id } => {
+            ServerEvent::CaRetired { authority_id }
+            | ServerEvent::ServerCaRetired { authority_id, .. } => {
                 self.cas.retain(|s| s.record.authority_id != *authority_id);
             }
-            ServerEvent::JwtKeyPrepared(record) => {
-                if self.jwt_key(&record.kid).is_none() {
-                    self.jwt_keys.push(JwtSlot {
-                        record: record.clone(),
-                        status: SlotStatus::Prepared,
-                    });
-                }
+            ServerEvent::JwtKeyPrepared(record) => self.prepare_jwt(record, None),
+            ServerEvent::ServerJwtKeyPrepared { server_id, record } => {
+                self.prepare_jwt(record, Some(server_id));
             }
-            ServerEvent::JwtKeyActivated { kid } => {
-                if self.jwt_key(kid).is_some() {
+            ServerEvent::JwtKeyActivated { kid }
+            | ServerEvent::ServerJwtKeyActivated { kid, .. } => {
+                if let Some(group) = self.jwt_key(kid).map(|s| s.server.clone()) {
                     for slot in &mut self.jwt_keys {
-                        slot.status = next_status(slot.status, slot.record.kid == *kid);
+                        slot.status = next_status(
+                            slot.status,
+                            slot.record.kid == *kid,
+                            same_group(&slot.server, &group),
+                        );
                     }
                 }
             }
-            ServerEvent::JwtKeyRetired { kid } => {
+            ServerEvent::JwtKeyRetired { kid } | ServerEvent::ServerJwtKeyRetired { kid, .. } => {
                 self.jwt_keys.retain(|s| s.record.kid != *kid);
             }
             _ => return,
@@ -62,6 +64,26 @@ impl Authority {
             self.bundle_sequence += 1;
         }
         self.rebuild_bundle();
+    }
+
+    fn prepare_ca(&mut self, record: &CaRecord, server: Option<&String>) {
+        if self.ca(&record.authority_id).is_none() {
+            self.cas.push(CaSlot {
+                record: record.clone(),
+                status: SlotStatus::Prepared,
+                server: server.cloned(),
+            });
+        }
+    }
+
+    fn prepare_jwt(&mut self, record: &JwtKeyRecord, server: Option<&String>) {
+        if self.jwt_key(&record.kid).is_none() {
+            self.jwt_keys.push(JwtSlot {
+                record: record.clone(),
+                status: SlotStatus::Prepared,
+                server: server.cloned(),
+            });
+        }
     }
 
     fn content(&self) -> Content {
@@ -126,11 +148,19 @@ impl Authority {
 }
 
 /// The status of a slot when `target` (is_target) is activated: the target becomes active,
-/// the previously active one old, the rest unchanged.
-fn next_status(status: SlotStatus, is_target: bool) -> SlotStatus {
+/// the previously active one of the same server old, the rest unchanged.
+fn next_status(status: SlotStatus, is_target: bool, same_group: bool) -> SlotStatus {
     match (is_target, status) {
         (true, _) => SlotStatus::Active,
-        (false, SlotStatus::Active) => SlotStatus::Old,
+        (false, SlotStatus::Active) if same_group => SlotStatus::Old,
         (false, other) => other,
     }
+}
+
+/// Whether a slot of `server` is superseded when a slot of `target` (the activated one's
+/// server) becomes active: slots of the same server, and untagged slots (from before several
+/// servers), which any server's activation supersedes, so that a single server upgraded in
+/// place, or the first server on a copied log, does not keep two active CAs.
+fn same_group(server: &Option<String>, target: &Option<String>) -> bool {
+    server.is_none() || server == target
 }

@@ -20,29 +20,59 @@ impl Authority {
             AuthorityCommand::RecordPreparedCa(record) => self.decide_prepare_ca(record),
             AuthorityCommand::ActivateCa { authority_id } => {
                 let status = self.ca(&authority_id).map(|s| s.status);
-                activate(CA, authority_id, status, |authority_id| {
-                    ServerEvent::CaActivated { authority_id }
+                let server = self.emitter();
+                activate(CA, authority_id, status, |authority_id| match server {
+                    Some(server_id) => ServerEvent::ServerCaActivated {
+                        server_id,
+                        authority_id,
+                    },
+                    None => ServerEvent::CaActivated { authority_id },
                 })
             }
             AuthorityCommand::RetireCa { authority_id } => {
-                let status = self.ca(&authority_id).map(|s| s.status);
-                retire(CA, authority_id, status, |authority_id| {
-                    ServerEvent::CaRetired { authority_id }
+                let slot = self.ca(&authority_id);
+                let status = slot.map(|s| self.retirable_status(s.status, s.server.as_deref()));
+                let server = self.emitter();
+                retire(CA, authority_id, status, |authority_id| match server {
+                    Some(server_id) => ServerEvent::ServerCaRetired {
+                        server_id,
+                        authority_id,
+                    },
+                    None => ServerEvent::CaRetired { authority_id },
                 })
             }
             AuthorityCommand::RecordPreparedJwtKey(record) => self.decide_prepare_jwt(record),
             AuthorityCommand::ActivateJwtKey { kid } => {
                 let status = self.jwt_key(&kid).map(|s| s.status);
-                activate(JWT_KEY, kid, status, |kid| ServerEvent::JwtKeyActivated {
-                    kid,
+                let server = self.emitter();
+                activate(JWT_KEY, kid, status, |kid| match server {
+                    Some(server_id) => ServerEvent::ServerJwtKeyActivated { server_id, kid },
+                    None => ServerEvent::JwtKeyActivated { kid },
                 })
             }
             AuthorityCommand::RetireJwtKey { kid } => {
-                let status = self.jwt_key(&kid).map(|s| s.status);
-                retire(JWT_KEY, kid, status, |kid| ServerEvent::JwtKeyRetired {
-                    kid,
+                let slot = self.jwt_key(&kid);
+                let status = slot.map(|s| self.retirable_status(s.status, s.server.as_deref()));
+                let server = self.emitter();
+                retire(JWT_KEY, kid, status, |kid| match server {
+                    Some(server_id) => ServerEvent::ServerJwtKeyRetired { server_id, kid },
+                    None => ServerEvent::JwtKeyRetired { kid },
                 })
             }
+        }
+    }
+
+    /// The server new events name: the owner's, once one is set.
+    fn emitter(&self) -> Option<String> {
+        self.owner().map(|o| o.server_id.clone())
+    }
+
+    /// A slot's status as far as retiring goes: another server's active CA or key is not
+    /// this server's to protect (the caller retires it only once it has expired).
+    fn retirable_status(&self, status: SlotStatus, server: Option<&str>) -> SlotStatus {
+        match status {
+            SlotStatus::Active if !self.owns(server) => SlotStatus::Old,
+            other => other,
         }
     }
 
@@ -81,8 +111,12 @@ impl Authority {
                 id,
             });
         }
+        let event = match self.emitter() {
+            Some(server_id) => ServerEvent::ServerCaPrepared { server_id, record },
+            None => ServerEvent::CaPrepared(record),
+        };
         Ok(Decision {
-            events: vec![ServerEvent::CaPrepared(record)],
+            events: vec![event],
             reply: AuthorityReply::Recorded,
         })
     }
@@ -119,8 +153,12 @@ impl Authority {
                 id: kid,
             });
         }
+        let event = match self.emitter() {
+            Some(server_id) => ServerEvent::ServerJwtKeyPrepared { server_id, record },
+            None => ServerEvent::JwtKeyPrepared(record),
+        };
         Ok(Decision {
-            events: vec![ServerEvent::JwtKeyPrepared(record)],
+            events: vec![event],
             reply: AuthorityReply::Recorded,
         })
     }

@@ -7,6 +7,7 @@ use tessera_identity::TrustDomain;
 use crate::server::authority::ca::CaSettings;
 use crate::server::authority::rotation::RotationSettings;
 use crate::server::authority::signer::SignerSettings;
+use crate::server::authority::Owner;
 use crate::server::keys::KeyType;
 
 /// The authority's configuration (not state: never logged).
@@ -31,6 +32,10 @@ pub struct AuthoritySettings {
     pub call_timeout: Duration,
     /// Calls to the actor waiting or running at once through a handle (default 1 024).
     pub max_in_flight: usize,
+    /// Whose CAs and JWT keys are this server's own (several servers on one log each rotate
+    /// and sign with their own). `None`: every one in the log (one server; events are then
+    /// written without a server id, as by older builds).
+    pub owner: Option<Owner>,
 }
 
 impl AuthoritySettings {
@@ -46,6 +51,7 @@ impl AuthoritySettings {
             tick_interval: Some(Duration::from_secs(10)),
             call_timeout: Duration::from_secs(30),
             max_in_flight: 1024,
+            owner: None,
         }
     }
 
@@ -65,6 +71,14 @@ impl AuthoritySettings {
         }
         if self.signer.x509_svid_ttl.is_zero() || self.signer.jwt_svid_ttl.is_zero() {
             return err("default SVID TTLs must be positive".into());
+        }
+        if let Some(owner) = &self.owner {
+            let id = &owner.server_id;
+            if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic()) {
+                return err(format!(
+                    "server_id {id:?}: must be 1 to 128 printable ASCII characters without spaces"
+                ));
+            }
         }
         if self.tick_interval.is_some_and(|d| d.is_zero()) {
             return err("tick_interval must be positive (or unset to tick only on request)".into());

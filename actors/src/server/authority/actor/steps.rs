@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ractor::{ActorProcessingErr, ActorRef};
-use tessera_eventlog::AppendCondition;
 use tessera_identity::Bundle;
 
 use super::{AuthorityMsg, AuthorityState, Built, TickError};
@@ -15,8 +14,9 @@ use crate::server::authority::ca::{build_ca, build_jwt_key};
 use crate::server::authority::rotation::{plan, RotationAction};
 use crate::server::authority::signer::{SigningCa, SigningJwtKey};
 use crate::server::authority::x509::now_secs;
-use crate::server::authority::{Authority, AuthorityCommand, SlotStatus};
+use crate::server::authority::{Authority, AuthorityCommand, AuthorityError, SlotStatus};
 use crate::server::events::ServerEvent;
+use crate::server::follow::{append_at, catch_up, Written, DEFAULT_CONFLICT_RETRIES};
 
 /// Plans rotation; carries out activations and retirements; sends builds off-thread.
 pub(super) async fn rotate(
@@ -24,11 +24,22 @@ pub(super) async fn rotate(
     state: &mut AuthorityState,
 ) -> Result<(), ActorProcessingErr> {
     let now = now_secs(state.clock.as_ref());
-    let actions = plan(
-        &state.authority,
+    // Rotation plans on this server's own CAs and keys; other servers' expired ones are
+    // retired by whichever server sees them first.
+    let mut actions = plan(
+        &state.authority.scoped(),
         now,
         &state.settings.rotation,
         &state.unusable,
+    );
+    let (cas, kids) = state.authority.foreign_expired(now);
+    actions.extend(
+        cas.into_iter()
+            .map(|authority_id| RotationAction::RetireCa { authority_id }),
+    );
+    actions.extend(
+        kids.into_iter()
+            .map(|kid| RotationAction::RetireJwtKey { kid }),
     );
     let mut build_ca_activate = None;
     let mut build_jwt_activate = None;
@@ -100,10 +111,19 @@ pub(super) async fn record_built(
     match built.ca {
         Some((Ok(ca), activate)) => {
             let (id, key_ref) = (ca.record.authority_id.clone(), ca.record.key_ref.clone());
-            state.loaded.insert(key_ref.clone(), ca.key);
+            // The key is loaded once its CA is recorded: a fold in between (catching up
+            // after a conflict) would take a loaded key without a CA for a retired one.
             if !persist(state, AuthorityCommand::RecordPreparedCa(ca.record)).await? {
                 forget_keys(state, vec![key_ref]).await;
-            } else if activate {
+            } else {
+                state.loaded.insert(key_ref, ca.key);
+            }
+            if activate
+                && state
+                    .authority
+                    .prepared_ca()
+                    .is_some_and(|c| c.authority_id == id)
+            {
                 persist(state, AuthorityCommand::ActivateCa { authority_id: id }).await?;
             }
         }
@@ -113,10 +133,17 @@ pub(super) async fn record_built(
     match built.jwt {
         Some((Ok(jwt), activate)) => {
             let (kid, key_ref) = (jwt.record.kid.clone(), jwt.record.key_ref.clone());
-            state.loaded.insert(key_ref.clone(), jwt.key);
             if !persist(state, AuthorityCommand::RecordPreparedJwtKey(jwt.record)).await? {
                 forget_keys(state, vec![key_ref]).await;
-            } else if activate {
+            } else {
+                state.loaded.insert(key_ref, jwt.key);
+            }
+            if activate
+                && state
+                    .authority
+                    .prepared_jwt_key()
+                    .is_some_and(|k| k.kid == kid)
+            {
                 persist(state, AuthorityCommand::ActivateJwtKey { kid }).await?;
             }
         }
@@ -126,49 +153,98 @@ pub(super) async fn record_built(
     Ok(())
 }
 
-/// decide → persist → apply for one command; `Ok(false)` if the aggregate refused it (a bug
-/// in planning, reported as a rotation error). A log failure stops the actor.
+/// decide → persist → apply for one command, at the seq the state is folded to; on a conflict
+/// with another server, catch up and decide again (bounded). `Ok(false)` if the aggregate
+/// refused it (a bug in planning, reported as a rotation error) or the log was unavailable
+/// (the next tick tries again). A log failure stops the actor.
 async fn persist(
     state: &mut AuthorityState,
     command: AuthorityCommand,
 ) -> Result<bool, ActorProcessingErr> {
-    let ctx = Context {
-        now: now_secs(state.clock.as_ref()),
-        random: random_array(state.random.as_ref()),
-    };
-    let decision = match state.authority.decide(command, &ctx) {
-        Ok(d) => d,
-        Err(e) => {
-            state.errors.push(e.to_string());
-            return Ok(false);
+    let mut conflicts = 0;
+    loop {
+        let ctx = Context {
+            now: now_secs(state.clock.as_ref()),
+            random: random_array(state.random.as_ref()),
+        };
+        let decision = match state.authority.decide(command.clone(), &ctx) {
+            Ok(d) => d,
+            // Another server retired it first (both saw it expire): nothing left to do.
+            Err(AuthorityError::Unknown { .. }) if conflicts > 0 && is_retirement(&command) => {
+                return Ok(true)
+            }
+            Err(e) => {
+                state.errors.push(e.to_string());
+                return Ok(false);
+            }
+        };
+        if decision.events.is_empty() {
+            return Ok(true);
         }
-    };
-    if decision.events.is_empty() {
-        return Ok(true);
-    }
-    if let Err(e) = state
-        .log
-        .append(&decision.events, AppendCondition::Any)
-        .await
-    {
-        let error = TickError::Persist(e.to_string());
-        for port in state.waiting.drain(..) {
-            let _ = port.send(Err(error.clone()));
+        match append_at(&state.log, &decision.events, state.seq).await {
+            Written::Committed(receipt) => {
+                state.seq = receipt.last_seq;
+                fold(state, &decision.events).await;
+                state.report.events.extend(decision.events);
+                return Ok(true);
+            }
+            Written::Conflict if conflicts < DEFAULT_CONFLICT_RETRIES => {
+                conflicts += 1;
+                let mut seen = Vec::new();
+                let caught = catch_up(&state.log, &mut state.seq, |e| seen.push(e.clone())).await;
+                fold(state, &seen).await;
+                if let Err(e) = caught {
+                    return Err(fail(state, format!("catching up after a conflict: {e}")));
+                }
+            }
+            Written::Conflict => {
+                state.errors.push(format!(
+                    "the log moved under {conflicts} attempts in a row (other servers are writing)"
+                ));
+                return Ok(false);
+            }
+            Written::Unavailable(reason) => {
+                state.errors.push(reason);
+                return Ok(false);
+            }
+            Written::Failed(reason) => return Err(fail(state, reason)),
         }
-        return Err(format!("authority: append failed: {e}").into());
     }
-    for event in &decision.events {
+}
+
+fn is_retirement(command: &AuthorityCommand) -> bool {
+    matches!(
+        command,
+        AuthorityCommand::RetireCa { .. } | AuthorityCommand::RetireJwtKey { .. }
+    )
+}
+
+/// Answers the waiting ticks with a persist failure; the error stops the actor.
+fn fail(state: &mut AuthorityState, reason: String) -> ActorProcessingErr {
+    let error = TickError::Persist(reason.clone());
+    for port in state.waiting.drain(..) {
+        let _ = port.send(Err(error.clone()));
+    }
+    format!("authority: append failed: {reason}").into()
+}
+
+/// Folds committed events (this server's or another's) and brings the signer, the bundle and
+/// the loaded keys in line.
+pub(in crate::server::authority) async fn fold(state: &mut AuthorityState, events: &[ServerEvent]) {
+    for event in events {
         state.authority.apply(event);
         if let ServerEvent::CaRetired { authority_id: id }
-        | ServerEvent::JwtKeyRetired { kid: id } = event
+        | ServerEvent::JwtKeyRetired { kid: id }
+        | ServerEvent::ServerCaRetired {
+            authority_id: id, ..
+        }
+        | ServerEvent::ServerJwtKeyRetired { kid: id, .. } = event
         {
             state.unusable.remove(id);
         }
     }
-    state.report.events.extend(decision.events);
     let retired = sync(state);
     forget_keys(state, retired).await;
-    Ok(true)
 }
 
 /// Brings the signer and the published bundle in line with the aggregate; returns the loaded
@@ -278,16 +354,14 @@ pub(super) fn finish_tick(state: &mut AuthorityState) {
 pub(super) async fn load_signing_keys(
     state: &mut AuthorityState,
 ) -> Result<(), ActorProcessingErr> {
-    let wanted: Vec<(String, String)> = state
-        .authority
+    let own = state.authority.scoped();
+    let wanted: Vec<(String, String)> = own
         .cas()
         .iter()
         .filter(|s| s.status != SlotStatus::Old)
         .map(|s| (s.record.authority_id.clone(), s.record.key_ref.clone()))
         .chain(
-            state
-                .authority
-                .jwt_keys()
+            own.jwt_keys()
                 .iter()
                 .filter(|s| s.status != SlotStatus::Old)
                 .map(|s| (s.record.kid.clone(), s.record.key_ref.clone())),
