@@ -8,6 +8,7 @@ pub mod common;
 pub mod entry;
 pub mod events;
 pub mod healthcheck;
+pub mod log;
 pub mod render;
 pub mod svid;
 
@@ -57,6 +58,9 @@ pub enum Command {
     /// The event log: tail, show and verify records.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// The event log's storage: copy a sled log into PostgreSQL (offline).
+    #[command(subcommand)]
+    Log(log::LogCommand),
 }
 
 /// `run`.
@@ -83,6 +87,13 @@ pub struct RunArgs {
     /// trace, debug, info, warn or error (server.log_level).
     #[arg(long = "logLevel", visible_alias = "log-level")]
     pub log_level: Option<String>,
+    /// A PostgreSQL event log shared with other servers (store.url; selects
+    /// store.backend = "postgres"), e.g. postgres://tessera@127.0.0.1:5432/tessera.
+    #[arg(long = "storeURL", visible_alias = "store-url")]
+    pub store_url: Option<String>,
+    /// This server's name in events and metrics (server.server_id).
+    #[arg(long = "serverID", visible_alias = "server-id")]
+    pub server_id: Option<String>,
 }
 
 impl RunArgs {
@@ -95,6 +106,8 @@ impl RunArgs {
             bind_address: self.bind_address.clone(),
             bind_port: self.server_port,
             log_level: self.log_level.clone(),
+            store_url: self.store_url.clone(),
+            server_id: self.server_id.clone(),
         }
     }
 }
@@ -140,6 +153,7 @@ pub async fn dispatch(command: Command, out: &mut dyn Write) -> Result<(), CliEr
         Command::X509(c) => svid::run_x509(c, out).await,
         Command::Jwt(c) => svid::run_jwt(c, out).await,
         Command::Events(c) => events::run(c, out).await,
+        Command::Log(c) => log::run(c, out).await,
     }
 }
 

@@ -6,19 +6,21 @@
 mod authority;
 pub mod duration;
 pub mod file;
+pub mod store;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_actors::server::authority::AuthoritySettings;
+use tessera_actors::server::authority::{AuthoritySettings, Owner};
 use tessera_actors::server::keys::KeyManager;
 use tessera_actors::server::supervisor::ServerSettings;
 use tessera_eventlog::OpenCheck;
 use tessera_identity::{EntryLimits, TrustDomain};
 
 use self::file::FileConfig;
+pub use self::store::StoreConfig;
 
 /// Trust domain when neither the file nor `--trustDomain` gives one (SPIRE's example config).
 pub const DEFAULT_TRUST_DOMAIN: &str = "example.org";
@@ -76,6 +78,10 @@ pub struct Overrides {
     pub bind_port: Option<u16>,
     /// `--logLevel`.
     pub log_level: Option<String>,
+    /// `--storeURL`: a PostgreSQL log (selects `store.backend = "postgres"`).
+    pub store_url: Option<String>,
+    /// `--serverID`.
+    pub server_id: Option<String>,
 }
 
 /// Log verbosity.
@@ -196,6 +202,10 @@ pub struct Config {
     pub health_addr: Option<SocketAddr>,
     /// CA bundle of the x509pop node attestor; `None`: x509pop is refused.
     pub x509pop_ca_bundle_path: Option<PathBuf>,
+    /// Where the event log lives.
+    pub store: StoreConfig,
+    /// `server.server_id` / `--serverID`; `None`: the id kept in the data dir.
+    pub server_id: Option<String>,
 }
 
 impl Config {
@@ -319,6 +329,16 @@ impl Config {
             }
             None => None,
         };
+        let store = store::store(&file.store, o.store_url.as_deref())?;
+        let server_id = match (&o.server_id, &s.server_id) {
+            (Some(id), _) => Some(("--serverID", id.clone())),
+            (None, Some(id)) => Some(("server.server_id", id.clone())),
+            (None, None) => None,
+        };
+        if let Some((key, id)) = &server_id {
+            store::check_server_id(key, id)?;
+        }
+        let server_id = server_id.map(|(_, id)| id);
         let h = &file.health_checks;
         let health_addr = if h.listener_enabled {
             Some(SocketAddr::new(
@@ -350,6 +370,8 @@ impl Config {
             open_check,
             health_addr,
             x509pop_ca_bundle_path,
+            store,
+            server_id,
         })
     }
 
@@ -358,8 +380,14 @@ impl Config {
         self.data_dir.join("log")
     }
 
-    /// The actors' settings, with the key manager opened by the caller.
-    pub fn server_settings(&self, key_manager: Arc<dyn KeyManager>) -> ServerSettings {
+    /// The actors' settings, with the key manager opened by the caller, for the server named
+    /// `server_id`: on a shared log it owns only its own CAs and keys; on its own log it also
+    /// adopts those recorded before servers had ids.
+    pub fn server_settings(
+        &self,
+        key_manager: Arc<dyn KeyManager>,
+        server_id: &str,
+    ) -> ServerSettings {
         let mut s = ServerSettings::new(self.trust_domain.clone());
         s.entry_limits = self.actors.entry_limits.clone();
         s.max_entries = self.actors.max_entries;
@@ -368,6 +396,10 @@ impl Config {
         s.snapshot_every = self.actors.snapshot_every;
         s.sync_stream_buffer = self.actors.sync_stream_buffer;
         s.authority = self.authority.clone();
+        s.authority.owner = Some(Owner {
+            server_id: server_id.to_owned(),
+            adopt_unowned: !self.store.is_shared(),
+        });
         s.key_manager = key_manager;
         s
     }

@@ -14,8 +14,7 @@ use std::time::Duration;
 use tessera_actors::random::OsRandom;
 use tessera_actors::server::keys::{DiskKeyManager, KeyError, KeyManager, MemoryKeyManager};
 use tessera_actors::server::supervisor::{Server, StartError};
-use tessera_eventlog::store::sled::SledStore;
-use tessera_eventlog::{Clock, LocalLog, LogError, LogLimits, SystemClock};
+use tessera_eventlog::{Clock, LogError, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -25,6 +24,9 @@ use crate::admin::{self, AdminContext, ServeError};
 use crate::config::{Config, KeyManagerKind};
 use crate::metrics::{Metrics, MetricsError};
 use crate::uds::{self, SocketError};
+
+mod store;
+pub use self::store::{open_log, pg_config, server_id, OpenedLog};
 
 /// How long each server gets to finish its in-flight requests at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,6 +76,9 @@ pub enum RunError {
     /// An actor died; the process exits non-zero so that its supervisor restarts it.
     #[error("server failed: {0}")]
     Failed(String),
+    /// The server id (config, or the file in the data dir) is unusable.
+    #[error("server id: {0}")]
+    ServerId(String),
     /// A background task panicked or was cancelled.
     #[error("{what} task ended abnormally: {reason}")]
     Task {
@@ -109,35 +114,43 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let config = Arc::new(config);
     prepare_data_dir(&config.data_dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let server_id = server_id(&config)?;
     let log = open_log(&config, clock.clone()).await?;
-    tracing::info!(dir = %config.log_dir().display(), head = log_head(&log), "event log open");
+    tracing::info!(%server_id, head = log.head(), shared = config.store.is_shared(), "event log open");
     let key_manager: Arc<dyn KeyManager> = match config.key_manager {
         KeyManagerKind::Disk => Arc::new(DiskKeyManager::open(&config.data_dir)?),
         KeyManagerKind::Memory => Arc::new(MemoryKeyManager::default()),
     };
-    let settings = config.server_settings(key_manager);
-    let server = Server::start(settings, log.clone(), clock, Arc::new(OsRandom::new())).await?;
+    let settings = config.server_settings(key_manager, &server_id);
+    let server = match Server::start(settings, log.shared(), clock, Arc::new(OsRandom::new())).await
+    {
+        Ok(server) => server,
+        Err(e) => {
+            log.close().await;
+            return Err(e.into());
+        }
+    };
     tracing::info!(trust_domain = %config.trust_domain, "actors started");
     // Have a CA (and the bundle) before serving anything, as SPIRE prepares its CA at start:
     // `bundle show` and attestation work from the first moment.
     if server.authority.bundle().is_none() {
         if let Err(e) = server.authority.tick().await {
             server.stop().await;
-            close_log(log).await;
+            log.close().await;
             return Err(RunError::Failed(format!(
                 "cannot prepare the first CA: {e}"
             )));
         }
     }
 
-    let result = serve_all(&config, &server).await;
+    let result = serve_all(&config, &server, &server_id).await;
     server.stop().await;
-    close_log(log).await;
+    log.close().await;
     tracing::info!("server stopped");
     result
 }
 
-async fn serve_all(config: &Arc<Config>, server: &Server) -> Result<(), RunError> {
+async fn serve_all(config: &Arc<Config>, server: &Server, server_id: &str) -> Result<(), RunError> {
     let (trigger, shutdown) = ShutdownSignal::new();
     let (socket, _socket_guard) = uds::bind(&config.socket_path).await?;
     let ctx = AdminContext::new(server.clone(), config.api.clone());
@@ -151,7 +164,7 @@ async fn serve_all(config: &Arc<Config>, server: &Server) -> Result<(), RunError
     ));
     tracing::info!(path = %config.socket_path.display(), "admin API listening");
 
-    let metrics = Metrics::new(server.clone())?;
+    let metrics = Metrics::new(server.clone(), server_id)?;
     let metrics_task = match config.health_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -275,35 +288,4 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), RunError> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
     }
     Ok(())
-}
-
-/// Opens the sled log under `<data_dir>/log`, verifying as much of the chain as configured.
-pub async fn open_log(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<LocalLog>, RunError> {
-    let dir = config.log_dir();
-    let limits = LogLimits {
-        open_check: config.open_check,
-        // Checked while start-up replays; the server starts only once it has passed.
-        check_in_background: true,
-        ..LogLimits::default()
-    };
-    // Opening walks the chain: blocking work.
-    let log = tokio::task::spawn_blocking(move || {
-        let store = SledStore::open(&dir)?;
-        LocalLog::open(Arc::new(store), clock, limits)
-    })
-    .await
-    .map_err(|e| RunError::Task {
-        what: "log open",
-        reason: e.to_string(),
-    })??;
-    Ok(Arc::new(log))
-}
-
-fn log_head(log: &LocalLog) -> u64 {
-    tessera_eventlog::EventLog::head(log).seq
-}
-
-/// Closes the log: queued appends finish, the writer thread exits.
-async fn close_log(log: Arc<LocalLog>) {
-    let _ = tokio::task::spawn_blocking(move || log.close()).await;
 }

@@ -58,8 +58,9 @@ pub struct Metrics {
 pub struct MetricsError(#[from] prometheus::Error);
 
 impl Metrics {
-    /// Metrics over `server`.
-    pub fn new(server: Server) -> Result<Arc<Self>, MetricsError> {
+    /// Metrics over `server`, which runs as `server_id` (exported as
+    /// `tessera_server_info{server_id="..."} 1`, to join on in dashboards of several servers).
+    pub fn new(server: Server, server_id: &str) -> Result<Arc<Self>, MetricsError> {
         let registry = Registry::new_custom(Some("tessera_server".into()), None)?;
         let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
             let g = IntGauge::new(name, help)?;
@@ -109,6 +110,15 @@ impl Metrics {
             &["status"],
         )?;
         registry.register(Box::new(jwt_keys.clone()))?;
+        let info = IntGaugeVec::new(
+            Opts::new(
+                "info",
+                "Always 1; its label names this server in a log several servers share.",
+            ),
+            &["server_id"],
+        )?;
+        info.with_label_values(&[server_id]).set(1);
+        registry.register(Box::new(info))?;
         registry.register(Box::new(SigningCollector::new(
             server.authority.signer().clone(),
         )?))?;

@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub log: LogSection,
     /// `[health_checks]`.
     pub health_checks: HealthSection,
+    /// `[store]`: where the event log lives.
+    pub store: StoreSection,
 }
 
 /// `[server]`: SPIRE's `server { ... }` block.
@@ -67,6 +69,8 @@ pub struct ServerSection {
     /// How often the authority checks whether a CA or JWT key is due for rotation.
     #[serde(deserialize_with = "duration::deserialize")]
     pub rotation_check_interval: Duration,
+    /// This server's name in events and metrics; unset: a stable id kept in the data dir.
+    pub server_id: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -86,6 +90,7 @@ impl Default for ServerSection {
             ca_subject: CaSubjectSection::default(),
             join_token_ttl: Duration::from_secs(600),
             rotation_check_interval: Duration::from_secs(10),
+            server_id: None,
         }
     }
 }
@@ -238,6 +243,41 @@ pub struct LogSection {
     pub snapshot_every: u64,
     /// `full_chain` or `from_latest_snapshot`.
     pub open_check: String,
+}
+
+/// `[store]`: the event log's backend. `sled` (default) is embedded, for one server;
+/// `postgres` is one log several servers share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// `sled` or `postgres`.
+    pub backend: String,
+    /// For `postgres`: `postgres://user[:password]@host:port/dbname`.
+    pub url: Option<String>,
+    /// For `postgres`: connections in the pool.
+    pub pool_size: usize,
+    /// For `postgres`: longest wait for a connection.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub connect_timeout: Duration,
+    /// For `postgres`: longest a statement may run.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub statement_timeout: Duration,
+    /// For `postgres`: how often to look for other servers' records without a notification.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub poll_interval: Duration,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            backend: "sled".into(),
+            url: None,
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Default for LogSection {

@@ -139,6 +139,8 @@ fn overrides_win() {
         bind_address: Some("127.0.0.1".into()),
         bind_port: Some(0),
         log_level: Some("debug".into()),
+        store_url: Some("postgres://t@127.0.0.1:5432/tessera".into()),
+        server_id: Some("server-b".into()),
     };
     let c = Config::from_file(
         parse_file(Path::new("t"), "[server]\ntrust_domain = \"a.org\"\n").unwrap(),
@@ -151,6 +153,8 @@ fn overrides_win() {
     assert_eq!(c.agent_api_addr.to_string(), "127.0.0.1:0");
     assert_eq!(c.log_level, LogLevel::Debug);
     assert_eq!(c.log_dir(), Path::new("/d/log"));
+    assert_eq!(c.server_id.as_deref(), Some("server-b"));
+    assert!(c.store.is_shared(), "--storeURL selects the PostgreSQL log");
 }
 
 #[test]
@@ -171,11 +175,18 @@ fn sections_configure_their_parts() {
     assert_eq!(c.actors.max_entries, 5);
     assert_eq!(c.actors.entry_limits.max_selectors, 3);
     assert_eq!(c.actors.snapshot_every, 7);
-    let settings = c.server_settings(std::sync::Arc::new(
-        tessera_actors::server::keys::MemoryKeyManager::default(),
-    ));
+    let settings = c.server_settings(
+        std::sync::Arc::new(tessera_actors::server::keys::MemoryKeyManager::default()),
+        "s1",
+    );
     assert_eq!(settings.max_entries, 5);
-    assert_eq!(settings.authority, c.authority);
+    assert_eq!(settings.authority.ca, c.authority.ca);
+    let owner = settings.authority.owner.unwrap();
+    assert_eq!(owner.server_id, "s1");
+    assert!(
+        owner.adopt_unowned,
+        "a server on its own sled log adopts untagged CAs"
+    );
     assert_eq!(c.open_check, OpenCheck::FromLatestSnapshot);
     assert_eq!(c.health_addr.unwrap().to_string(), "127.0.0.1:9999");
     assert_eq!(

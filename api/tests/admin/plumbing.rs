@@ -110,7 +110,7 @@ struct Endpoint {
 
 impl Endpoint {
     async fn start(f: &Fixture) -> Endpoint {
-        let metrics = Metrics::new(f.server.clone()).unwrap();
+        let metrics = Metrics::new(f.server.clone(), "server-test").unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (trigger, shutdown) = tessera_server::daemon::ShutdownSignal::new();
