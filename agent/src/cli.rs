@@ -49,10 +49,11 @@ pub struct RunArgs {
     /// Join token to attest the node with (agent.join_token).
     #[arg(long = "joinToken", visible_alias = "join-token")]
     pub join_token: Option<String>,
-    /// The server's host name or address (agent.server_address).
+    /// A server's host or host:port (agent.server_address); repeat the flag, or separate
+    /// entries with commas, for several servers.
     #[arg(long = "serverAddress", visible_alias = "server-address")]
-    pub server_address: Option<String>,
-    /// The server's agent API port (agent.server_port).
+    pub server_address: Vec<String>,
+    /// The servers' agent API port, for addresses without one (agent.server_port).
     #[arg(long = "serverPort", visible_alias = "server-port")]
     pub server_port: Option<u16>,
     /// Path of the Workload API socket (agent.socket_path).

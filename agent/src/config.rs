@@ -5,6 +5,7 @@
 
 pub mod duration;
 pub mod file;
+pub mod servers;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tessera_identity::TrustDomain;
 
 use self::file::FileConfig;
+pub use self::servers::{ServerAddress, ServerHost};
 use crate::attestor::unix::{UnixAttestorConfig, WorkloadSizeLimit};
 use crate::workload_api::Limits;
 
@@ -63,8 +65,9 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--joinToken`.
     pub join_token: Option<String>,
-    /// `--serverAddress`.
-    pub server_address: Option<String>,
+    /// `--serverAddress`, each time it is given (each may hold comma-separated entries);
+    /// empty: the file's.
+    pub server_address: Vec<String>,
     /// `--serverPort`.
     pub server_port: Option<u16>,
     /// `--socketPath`.
@@ -164,10 +167,9 @@ pub struct RotationConfig {
 pub struct AgentConfig {
     /// Where the agent keeps its SVID and key (0600), cache and cursor.
     pub data_dir: PathBuf,
-    /// The server's host name or address.
-    pub server_address: String,
-    /// The server's agent API port.
-    pub server_port: u16,
+    /// The servers' agent API addresses (at least one, no duplicates, in the order given);
+    /// the agent picks among them at random and fails over between them.
+    pub servers: Vec<ServerAddress>,
     /// The Workload API socket.
     pub socket_path: PathBuf,
     /// The trust domain.
@@ -233,23 +235,6 @@ impl AgentConfig {
             .clone()
             .unwrap_or_else(|| a.socket_path.clone());
         non_empty_path("agent.socket_path", &socket_path)?;
-        let (key, server_address) = pick(
-            "--serverAddress",
-            "agent.server_address",
-            &o.server_address,
-            &a.server_address,
-        );
-        if server_address.trim().is_empty()
-            || server_address
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(invalid(
-                key,
-                &server_address,
-                "write a host name or an IP address",
-            ));
-        }
         let server_port = o.server_port.unwrap_or(a.server_port);
         if server_port == 0 {
             let key = if o.server_port.is_some() {
@@ -259,6 +244,11 @@ impl AgentConfig {
             };
             return Err(invalid(key, "0", "the server's port cannot be 0"));
         }
+        let servers = if o.server_address.is_empty() {
+            servers::parse_addresses("agent.server_address", &a.server_address.0, server_port)?
+        } else {
+            servers::parse_addresses("--serverAddress", &o.server_address, server_port)?
+        };
         let trust_bundle_path = o.trust_bundle_path.clone().or_else(|| {
             (!a.trust_bundle_path.as_os_str().is_empty()).then(|| a.trust_bundle_path.clone())
         });
@@ -378,8 +368,7 @@ impl AgentConfig {
 
         Ok(AgentConfig {
             data_dir,
-            server_address,
-            server_port,
+            servers,
             socket_path,
             trust_domain,
             trust_bundle_path,

@@ -6,7 +6,11 @@
 //!  start ── Store (data dir) ── stored SVID? ──no──▶ attest (join_token | x509pop)
 //!    │                                               │
 //!    ▼                                               ▼
-//!  GrpcClient (mTLS) ◀──── ServerTrust (bundle: --trustBundle, then synced)
+//!  GrpcClient (mTLS) ◀──── ServerTrust (bundle: --trustBundle, then synced; every
+//!    │   │                               server's CA, each server checked by SPIFFE ID)
+//!    │   └─ Link: one server at a time, chosen at random among Servers (the addresses,
+//!    │            resolved at each connection); on failure the next one, sync resumed there
+//!    │            from the cursor
 //!    │
 //!  supervise ── Session: AgentRuntime (tessera-actors: AgentCore + sync loop),
 //!    │                   agent SVID renewal at half-life, refusal signs
@@ -15,13 +19,17 @@
 //!  Relay ──▶ WorkloadSource (survives sessions) ──▶ bundle follower, Workload API
 //! ```
 //!
-//! If the server is unreachable the agent keeps serving what its cache holds until it
-//! expires; a restarted agent serves its persisted cache at once.
+//! If no server is reachable the agent keeps serving what its cache holds until it expires;
+//! a restarted agent serves its persisted cache at once. Failing over between servers does
+//! not touch the cache: open Workload API streams stay open.
 
 mod attest;
+mod backoff;
 mod client;
 mod convert;
+mod metrics;
 mod relay;
+mod servers;
 mod session;
 mod store;
 mod supervise;
@@ -31,16 +39,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_actors::agent::view::WorkloadSource;
+use tessera_actors::random::{OsRandom, RandomSource};
 use tessera_eventlog::{Clock, SystemClock};
-use tessera_identity::Bundle;
+use tessera_identity::{Bundle, TrustDomain};
 use tokio::sync::watch;
 use x509_parser::prelude::FromDer;
 
 pub use attest::AttestFailure;
 pub use store::StoreError;
 
+use self::backoff::Backoff;
 use self::client::GrpcClient;
+use self::metrics::NodeMetrics;
 use self::relay::Relay;
+use self::servers::Servers;
 use self::session::{Session, Shared};
 use self::store::Store;
 use self::tls::{ClientIdentity, ServerTrust};
@@ -49,6 +61,19 @@ use crate::shutdown::{Shutdown, ShutdownTrigger};
 
 /// Longest wait, when the agent stops, for the node side to write its cache.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Attestation attempts while no server answers (about five minutes with [`ATTEST_BACKOFF`]).
+const ATTEST_ATTEMPTS: u32 = 12;
+
+/// Longest attestation attempt: a server that accepts the connection but never answers is
+/// given up on, and another one tried.
+const ATTEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Pauses between attestation attempts; each attempt goes to another server when there is one.
+const ATTEST_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(500),
+    max: Duration::from_secs(30),
+};
 
 /// Why the node side stopped or could not start.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -140,9 +165,16 @@ fn now_secs(clock: &dyn Clock) -> i64 {
     clock.now_unix_nanos().div_euclid(1_000_000_000)
 }
 
-/// Starts the node side.
-pub async fn start(config: &AgentConfig) -> Result<NodeHandle, NodeError> {
+/// Starts the node side; its metrics go to `registry`.
+pub async fn start(
+    config: &AgentConfig,
+    registry: &prometheus::Registry,
+) -> Result<NodeHandle, NodeError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let metrics = NodeMetrics::register(registry)
+        .map_err(|e| NodeError::Start(format!("node metrics: {e}")))?;
+    let random: Arc<dyn RandomSource> = Arc::new(OsRandom::new());
+    let servers = Arc::new(Servers::new(config.servers.clone(), random));
     let store = Store::open(&config.data_dir).map_err(|e| NodeError::Store(e.to_string()))?;
     let td = config.trust_domain.clone();
 
@@ -172,41 +204,44 @@ pub async fn start(config: &AgentConfig) -> Result<NodeHandle, NodeError> {
     let stored = store
         .load_identity()
         .map_err(|e| NodeError::Store(e.to_string()))?;
-    let (identity, bundle) =
-        match stored.filter(|id| not_after(id).is_some_and(|(_, na)| na > now + 30)) {
-            Some(id) if stored_bundle.is_some() => (
-                id,
-                stored_bundle
-                    .clone()
-                    .unwrap_or_else(|| Bundle::new(td.clone())),
-            ),
-            _ => {
-                let attestor = config
-                    .node_attestor
-                    .as_ref()
-                    .ok_or_else(|| NodeError::NoAttestor(config.data_dir.display().to_string()))?;
-                let attested = attest_with_retry(config, bootstrap_trust.clone(), attestor)
-                    .await
-                    .map_err(|e| NodeError::Attest(e.to_string()))?;
-                tracing::info!(reattestable = attested.reattestable, "node attested");
-                store
-                    .save_identity(&attested.identity)
-                    .map_err(|e| NodeError::Store(e.to_string()))?;
-                store
-                    .save_bundle(&attested.bundle)
-                    .map_err(|e| NodeError::Store(e.to_string()))?;
-                (attested.identity, attested.bundle)
-            }
-        };
+    let (identity, bundle, start_at) = match stored
+        .filter(|id| not_after(id).is_some_and(|(_, na)| na > now + 30))
+    {
+        Some(id) if stored_bundle.is_some() => (
+            id,
+            stored_bundle
+                .clone()
+                .unwrap_or_else(|| Bundle::new(td.clone())),
+            None,
+        ),
+        _ => {
+            let attestor = config
+                .node_attestor
+                .as_ref()
+                .ok_or_else(|| NodeError::NoAttestor(config.data_dir.display().to_string()))?;
+            let attested = attest_with_retry(&servers, &td, bootstrap_trust.clone(), attestor)
+                .await
+                .map_err(|e| NodeError::Attest(e.to_string()))?;
+            tracing::info!(reattestable = attested.reattestable, server = %attested.server, "node attested");
+            store
+                .save_identity(&attested.identity)
+                .map_err(|e| NodeError::Store(e.to_string()))?;
+            store
+                .save_bundle(&attested.bundle)
+                .map_err(|e| NodeError::Store(e.to_string()))?;
+            (attested.identity, attested.bundle, Some(attested.server))
+        }
+    };
 
     let trust = ServerTrust::bundle(bundle);
     let client = Arc::new(
         GrpcClient::new(
-            config.server_address.clone(),
-            config.server_port,
+            servers,
             td.clone(),
             trust,
             &identity,
+            start_at,
+            Some(metrics),
         )
         .map_err(NodeError::Start)?,
     );
@@ -236,37 +271,50 @@ pub async fn start(config: &AgentConfig) -> Result<NodeHandle, NodeError> {
     })
 }
 
-/// Attests with `attestor`, retrying with backoff while the server is unreachable (about five
-/// minutes); a refusal is not retried.
+/// Attests with `attestor` to one of `servers`, moving to another server (when there is
+/// one) and backing off while none answers ([`ATTEST_ATTEMPTS`]); a refusal is not retried.
 async fn attest_with_retry(
-    config: &AgentConfig,
+    servers: &Servers,
+    trust_domain: &TrustDomain,
     trust: Arc<ServerTrust>,
     attestor: &NodeAttestorConfig,
 ) -> Result<attest::Attested, AttestFailure> {
-    let mut delay = Duration::from_millis(500);
-    // Bounded: about five minutes of retries while the server is unreachable.
-    for _ in 0..12 {
-        match attest::attest(
-            &config.server_address,
-            config.server_port,
-            &config.trust_domain,
-            trust.clone(),
-            attestor,
-        )
-        .await
-        {
-            Ok(a) => return Ok(a),
-            Err(AttestFailure::Unavailable(e)) => {
-                tracing::warn!(error = %e, ?delay, "server unreachable for attestation; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+    let mut last = String::new();
+    for failures in 1..=ATTEST_ATTEMPTS {
+        let error = match servers.next().await {
+            Ok(target) => {
+                let attempt = attest::attest(&target, trust_domain, trust.clone(), attestor);
+                let outcome = tokio::time::timeout(ATTEST_TIMEOUT, attempt)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(AttestFailure::Unavailable(format!(
+                            "no answer within {ATTEST_TIMEOUT:?}"
+                        )))
+                    });
+                match outcome {
+                    Ok(a) => {
+                        servers.succeeded();
+                        return Ok(a);
+                    }
+                    Err(AttestFailure::Unavailable(e)) => {
+                        servers.failed(&target);
+                        format!("{target}: {e}")
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            Err(e) => return Err(e),
+            Err(e) => e,
+        };
+        let delay = ATTEST_BACKOFF.delay(failures, servers.roll());
+        tracing::warn!(%error, ?delay, "no server answered the attestation; trying again");
+        last = error;
+        if failures < ATTEST_ATTEMPTS {
+            tokio::time::sleep(delay).await;
         }
     }
     Err(AttestFailure::Unavailable(format!(
-        "server {}:{} unreachable for about five minutes",
-        config.server_address, config.server_port
+        "no server ({}) answered in {ATTEST_ATTEMPTS} attempts over about five minutes; last: {last}",
+        servers.describe()
     )))
 }
 

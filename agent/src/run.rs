@@ -18,7 +18,12 @@ pub enum RunError {
 pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), RunError> {
     tracing::info!(
         trust_domain = %config.trust_domain,
-        server = %format!("{}:{}", config.server_address, config.server_port),
+        servers = %config
+            .servers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         socket = %config.socket_path.display(),
         data_dir = %config.data_dir.display(),
         "starting tessera-agent"
@@ -29,12 +34,14 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), RunError
 /// The one call into the node side: `crate::node::run(config, shutdown)`, which returns once
 /// `shutdown` fires (Ok) or the agent cannot go on (Err).
 async fn run_node(config: AgentConfig, shutdown: Shutdown) -> Result<(), RunError> {
-    let node = crate::node::start(&config)
+    let settings = crate::workload_api::Settings::new(config.limits.clone())
+        .map_err(|e| RunError::Node(Box::new(e)))?;
+    let node = crate::node::start(&config, settings.metrics.registry())
         .await
         .map_err(|e| RunError::Node(Box::new(e)))?;
     let source = node.source();
     let outcome = tokio::select! {
-        served = crate::workload_api::run(&config, source, shutdown.clone()) => {
+        served = crate::workload_api::run(&config, source, settings, shutdown.clone()) => {
             served.map_err(|e| RunError::Node(Box::new(e)))
         }
         failed = node.failed() => Err(RunError::Node(Box::new(failed))),

@@ -133,14 +133,15 @@ pub async fn serve(
 }
 
 /// Binds `config.socket_path` and serves the Workload API from `source` with the configured
-/// attestors and limits until `shutdown`, with `/live`, `/ready` and `/metrics` on
-/// `config.health_addr` when enabled. The socket file is removed on return.
+/// attestors and `settings` until `shutdown`, with `/live`, `/ready` and `/metrics` (the
+/// registry of `settings.metrics`, which the node side shares) on `config.health_addr` when
+/// enabled. The socket file is removed on return.
 pub async fn run(
     config: &AgentConfig,
     source: Arc<dyn WorkloadSource>,
+    settings: Settings,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    let settings = Settings::new(config.limits.clone())?;
     if let Some(addr) = config.health_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

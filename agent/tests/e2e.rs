@@ -8,12 +8,18 @@
 //! - a short X.509-SVID TTL: rotation observed on the open stream;
 //! - evicted, a join-token agent exits naming the fix (its token is spent);
 //! - x509pop: attestation by proof of possession; evicted, the agent attests again without a
-//!   restart and keeps serving; banned, it exits naming the fix.
+//!   restart and keeps serving; banned, it exits naming the fix;
+//! - several server addresses: the agent fails over and resumes its sync from its cursor
+//!   (`e2e/failover.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
+#[path = "e2e/failover.rs"]
+mod failover;
 #[path = "e2e/processes.rs"]
 mod processes;
+#[path = "e2e/proxy.rs"]
+mod proxy;
 
 use std::time::Duration;
 

@@ -84,7 +84,7 @@ fn run_flags_in_camel_kebab_and_single_dash_form() {
     assert_eq!(r.config.as_deref(), Some(Path::new("/c.toml")));
     let o = r.overrides();
     assert_eq!(o.data_dir.as_deref(), Some(Path::new("/d")));
-    assert_eq!(o.server_address.as_deref(), Some("s"));
+    assert_eq!(o.server_address, ["s"]);
     assert_eq!(o.socket_path.as_deref(), Some(Path::new("/s.sock")));
     assert_eq!(o.trust_bundle_path.as_deref(), Some(Path::new("/b.pem")));
     assert_eq!(o.log_level.as_deref(), Some("debug"));
@@ -223,4 +223,30 @@ fn normalize_leaves_values_short_flags_and_the_rest_alone() {
         got,
         ["x", "-h", "-5", "--a", "--bc", "--", "-de"].map(OsString::from)
     );
+}
+
+#[test]
+fn server_address_repeats() {
+    let Command::Run(r) = parse(&[
+        "tessera-agent",
+        "run",
+        "--serverAddress",
+        "10.0.0.1:8081",
+        "-serverAddress",
+        "10.0.0.2,10.0.0.3",
+        "--server-address=10.0.0.4",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!("wrong verb")
+    };
+    assert_eq!(
+        r.overrides().server_address,
+        ["10.0.0.1:8081", "10.0.0.2,10.0.0.3", "10.0.0.4"]
+    );
+    let Command::Run(r) = parse(&["tessera-agent", "run"]).unwrap().command else {
+        panic!("wrong verb")
+    };
+    assert!(r.overrides().server_address.is_empty());
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::duration::serde_duration;
+use super::servers::AddressList;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -35,9 +36,9 @@ pub struct FileConfig {
 pub struct AgentSection {
     /// Where the agent keeps its SVID, key, cache and cursor.
     pub data_dir: PathBuf,
-    /// The server's host name or IP address.
-    pub server_address: String,
-    /// The server's agent API port.
+    /// The servers: `host`, `host:port`, or a list of them.
+    pub server_address: AddressList,
+    /// The servers' agent API port, for addresses that name none.
     pub server_port: u16,
     /// The Workload API socket.
     pub socket_path: PathBuf,
@@ -63,7 +64,7 @@ impl Default for AgentSection {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from(super::DEFAULT_DATA_DIR),
-            server_address: super::DEFAULT_SERVER_ADDRESS.into(),
+            server_address: AddressList(vec![super::DEFAULT_SERVER_ADDRESS.into()]),
             server_port: 8081,
             socket_path: PathBuf::from(super::DEFAULT_SOCKET_PATH),
             trust_domain: super::DEFAULT_TRUST_DOMAIN.into(),

@@ -3,6 +3,10 @@ use std::path::Path;
 use super::*;
 use crate::attestor::unix::WorkloadSizeLimit;
 
+fn addresses(c: &AgentConfig) -> Vec<String> {
+    c.servers.iter().map(ToString::to_string).collect()
+}
+
 fn load_text(text: &str) -> Result<AgentConfig, ConfigError> {
     let file = parse_file(Path::new("test.toml"), text)?;
     AgentConfig::from_file(file, &Overrides::default())
@@ -17,10 +21,7 @@ fn no_file_gives_spire_defaults() {
         Path::new("/tmp/tessera-agent/public/api.sock")
     );
     assert_eq!(c.data_dir, Path::new("./.data"));
-    assert_eq!(
-        (c.server_address.as_str(), c.server_port),
-        ("127.0.0.1", 8081)
-    );
+    assert_eq!(addresses(&c), ["127.0.0.1:8081"]);
     assert_eq!(c.log_level, LogLevel::Info);
     assert_eq!(c.trust_bundle_path, None);
     assert!(!c.insecure_bootstrap);
@@ -94,7 +95,7 @@ fn flags_override_the_file() {
     };
     let c = AgentConfig::from_file(file.clone(), &o).unwrap();
     assert_eq!(c.trust_domain.as_str(), "flag.org");
-    assert_eq!(c.server_port, 2);
+    assert_eq!(addresses(&c), ["127.0.0.1:2"]);
     assert_eq!(
         c.node_attestor,
         Some(NodeAttestorConfig::JoinToken("flag-token".into()))
@@ -207,4 +208,87 @@ fn attestors_and_limits_from_the_file() {
         Some("127.0.0.1:9999")
     );
     assert!(!format!("{:?}", NodeAttestorConfig::JoinToken("secret".into())).contains("secret"));
+}
+
+#[test]
+fn server_address_is_a_string_or_a_list() {
+    // SPIRE's form: one host, and the port apart.
+    let c =
+        load_text("[agent]\nserver_address = \"spire.example.org\"\nserver_port = 443\n").unwrap();
+    assert_eq!(addresses(&c), ["spire.example.org:443"]);
+    let c = load_text(
+        "[agent]\nserver_address = [\"10.0.0.1:8081\", \"10.0.0.2\", \"[2001:db8::2]:9000\"]\nserver_port = 7000\n",
+    )
+    .unwrap();
+    assert_eq!(
+        addresses(&c),
+        ["10.0.0.1:8081", "10.0.0.2:7000", "[2001:db8::2]:9000"]
+    );
+    let c = load_text("[agent]\nserver_address = \"10.0.0.1, 10.0.0.2\"\n").unwrap();
+    assert_eq!(addresses(&c), ["10.0.0.1:8081", "10.0.0.2:8081"]);
+}
+
+#[test]
+fn repeated_and_comma_flags_replace_the_file_list() {
+    let file = parse_file(
+        Path::new("t.toml"),
+        "[agent]\nserver_address = [\"file-a\", \"file-b\"]\n",
+    )
+    .unwrap();
+    let o = Overrides {
+        server_address: vec!["10.0.0.1:1".into(), "10.0.0.2,10.0.0.3:3".into()],
+        server_port: Some(2),
+        ..Overrides::default()
+    };
+    let c = AgentConfig::from_file(file.clone(), &o).unwrap();
+    assert_eq!(addresses(&c), ["10.0.0.1:1", "10.0.0.2:2", "10.0.0.3:3"]);
+    // --serverPort alone applies to the file's addresses.
+    let o = Overrides {
+        server_port: Some(2),
+        ..Overrides::default()
+    };
+    let c = AgentConfig::from_file(file, &o).unwrap();
+    assert_eq!(addresses(&c), ["file-a:2", "file-b:2"]);
+}
+
+#[test]
+fn bad_server_addresses_name_the_entry_and_the_fix() {
+    let err = load_text("[agent]\nserver_address = [\"10.0.0.1:8081\", \"10.0.0.2:80o1\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("agent.server_address[1] \"10.0.0.2:80o1\": the port \"80o1\" is not a number from 1 to 65535"),
+        "{err}"
+    );
+    let err = load_text("[agent]\nserver_address = []\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("agent.server_address \"\": list at least one server"),
+        "{err}"
+    );
+    let err = load_text("[agent]\nserver_address = 8081\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("server_address") && err.contains("list of them"),
+        "{err}"
+    );
+    let o = Overrides {
+        server_address: vec!["https://10.0.0.1:8081".into()],
+        ..Overrides::default()
+    };
+    let err = AgentConfig::load(None, &o).unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "--serverAddress \"https://10.0.0.1:8081\": write host or host:port without a scheme"
+        ),
+        "{err}"
+    );
+    let o = Overrides {
+        server_address: vec!["a.org,".into()],
+        ..Overrides::default()
+    };
+    let err = AgentConfig::load(None, &o).unwrap_err().to_string();
+    assert!(err.contains("empty server address"), "{err}");
 }

@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::convert::bundle_from_proto;
-use super::tls::{channel, ClientIdentity, ServerTrust};
+use super::servers::Target;
+use super::tls::{channel, client_config, ClientIdentity, ServerTrust};
 use crate::config::{NodeAttestorConfig, X509PopConfig};
 
 /// The outcome of an attestation.
@@ -29,6 +30,8 @@ pub struct Attested {
     pub bundle: Bundle,
     /// Whether the same evidence can attest again.
     pub reattestable: bool,
+    /// The server that attested the agent (it knows the agent: the session starts there).
+    pub(crate) server: Target,
 }
 
 /// Why attestation failed.
@@ -109,10 +112,9 @@ fn sign_challenge(key_pkcs8: &[u8], nonce: &[u8]) -> Result<Vec<u8>, AttestFailu
     Ok(sig)
 }
 
-/// Attests this node to the server at `host:port`.
-pub async fn attest(
-    host: &str,
-    port: u16,
+/// Attests this node to the server `target`.
+pub(crate) async fn attest(
+    target: &Target,
     trust_domain: &TrustDomain,
     trust: Arc<ServerTrust>,
     attestor: &NodeAttestorConfig,
@@ -140,8 +142,8 @@ pub async fn attest(
             )
         }
     };
-    let ch =
-        channel(host, port, trust, trust_domain.clone(), None).map_err(AttestFailure::Local)?;
+    let tls = client_config(trust, trust_domain.clone(), None).map_err(AttestFailure::Local)?;
+    let ch = channel(target, tls).map_err(AttestFailure::Local)?;
     let mut client = AgentServerClient::new(ch);
     let (tx, rx) = mpsc::channel(2);
     let _ = tx
@@ -206,6 +208,7 @@ pub async fn attest(
                     },
                     bundle,
                     reattestable: result.reattestable,
+                    server: target.clone(),
                 });
             }
             None => {

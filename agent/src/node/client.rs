@@ -1,37 +1,51 @@
-//! The gRPC [`ServerClient`]: the agent API over mTLS with the agent's SVID. The channel is
-//! rebuilt when the SVID is renewed, so new calls present the current one.
+//! The gRPC [`ServerClient`]: the agent API over mTLS with the agent's SVID, to one server at
+//! a time among those configured ([`Link`]). The sync stream and the calls go to the current
+//! server; when it fails (unreachable, the stream ends or breaks, `Unavailable`) the agent
+//! moves to another one: the sync loop reconnects there with its cursor after its backoff, and
+//! a failed call is tried once more, at once, on the next server. Refusals (evicted, banned)
+//! never move the agent: they go to the supervisor as before. The channel is rebuilt when the
+//! SVID is renewed, so new calls present the current one.
 
+mod assemble;
+mod follow;
+mod link;
+
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use tessera_actors::agent::server_client::{
     ClientError, MintedJwt, Refusal, ServerClient, SignedX509, SyncMessage,
 };
 use tessera_identity::{Bundle, EntryId, TrustDomain};
 use tessera_proto::tessera::agent::v1::agent_server_client::AgentServerClient;
 use tessera_proto::tessera::agent::v1::{
-    sync_response::Event, BatchSignX509SvidRequest, MintJwtSvidRequest, RenewAgentRequest,
-    SignX509SvidParams, SyncRequest, AGENT_BANNED, AGENT_REFUSAL_KEY,
+    BatchSignX509SvidRequest, MintJwtSvidRequest, RenewAgentRequest, SignX509SvidParams,
+    SyncRequest, AGENT_BANNED, AGENT_REFUSAL_KEY,
 };
 use tonic::transport::Channel;
 use tonic::Code;
 
-use super::convert::{bundle_from_proto, entry_from_proto};
-use super::tls::{channel, ClientIdentity, ServerTrust};
+use self::link::{Connection, Link};
+use super::metrics::NodeMetrics;
+use super::servers::{Servers, Target};
+use super::tls::{channel, client_config, ClientIdentity, ServerTrust};
 
 /// Largest sync message the agent decodes.
 pub const MAX_SYNC_MESSAGE_BYTES: u32 = 4 * 1024 * 1024;
 
-/// The agent's connection to the server.
+/// The agent's connection to the servers.
 #[derive(Debug)]
 pub struct GrpcClient {
-    host: String,
-    port: u16,
     trust_domain: TrustDomain,
     trust: Arc<ServerTrust>,
-    channel: RwLock<Channel>,
+    /// TLS with the current agent SVID.
+    tls: RwLock<Arc<rustls::ClientConfig>>,
+    link: Arc<Link>,
+    /// One connection set-up at a time (the sync loop and calls may need one together).
+    connecting: tokio::sync::Mutex<()>,
 }
 
 /// The refusal a status carries: its message, and the server's ban mark (metadata
@@ -44,6 +58,17 @@ pub fn refusal(status: &tonic::Status) -> Refusal {
     Refusal {
         message: status.message().to_owned(),
         banned,
+    }
+}
+
+/// Whether a failed call should move the agent to another server: the server is unreachable
+/// or says it is unavailable, or the connection broke under the call (a status tonic made
+/// from a transport error).
+fn moves_on(status: &tonic::Status) -> bool {
+    match status.code() {
+        Code::Unavailable => true,
+        Code::Unknown | Code::Internal => std::error::Error::source(status).is_some(),
+        _ => false,
     }
 }
 
@@ -60,61 +85,121 @@ pub fn client_error(status: tonic::Status) -> ClientError {
 }
 
 impl GrpcClient {
-    /// A client presenting `identity`.
-    pub fn new(
-        host: String,
-        port: u16,
+    /// A client presenting `identity` to `servers`, connected to `start_at` first when given
+    /// (the server that attested the agent knows it already), else to a server chosen at
+    /// the first call.
+    pub(crate) fn new(
+        servers: Arc<Servers>,
         trust_domain: TrustDomain,
         trust: Arc<ServerTrust>,
         identity: &ClientIdentity,
+        start_at: Option<Target>,
+        metrics: Option<NodeMetrics>,
     ) -> Result<Self, String> {
-        let ch = channel(
-            &host,
-            port,
-            trust.clone(),
-            trust_domain.clone(),
-            Some(identity),
-        )?;
+        let tls = client_config(trust.clone(), trust_domain.clone(), Some(identity))?;
+        let link = Arc::new(Link::new(servers, metrics));
+        if let Some(target) = start_at {
+            let ch = channel(&target, tls.clone())?;
+            link.install(target, ch);
+        }
         Ok(Self {
-            host,
-            port,
             trust_domain,
             trust,
-            channel: RwLock::new(ch),
+            tls: RwLock::new(tls),
+            link,
+            connecting: tokio::sync::Mutex::new(()),
         })
     }
 
-    fn client(&self) -> AgentServerClient<Channel> {
-        let ch = self
-            .channel
+    fn tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls
             .read()
             .map(|c| c.clone())
-            .unwrap_or_else(|p| p.into_inner().clone());
-        AgentServerClient::new(ch).max_decoding_message_size(MAX_SYNC_MESSAGE_BYTES as usize)
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Presents `identity` from now on.
+    /// The servers this client chooses from (attestation uses them too).
+    pub(crate) fn servers(&self) -> Arc<Servers> {
+        self.link.servers().clone()
+    }
+
+    /// The current connection, or a new one to the server chosen next.
+    async fn connection(&self) -> Result<Connection, ClientError> {
+        if let Some(c) = self.link.current() {
+            return Ok(c);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(c) = self.link.current() {
+            return Ok(c);
+        }
+        let target = self
+            .link
+            .servers()
+            .next()
+            .await
+            .map_err(ClientError::Unavailable)?;
+        let ch = channel(&target, self.tls()).map_err(ClientError::Unavailable)?;
+        Ok(self.link.install(target, ch))
+    }
+
+    /// Talks to `target` from now on (the server that just attested the agent again).
+    pub(crate) fn connect_to(&self, target: Target) -> Result<(), String> {
+        let ch = channel(&target, self.tls())?;
+        self.link.install(target, ch);
+        Ok(())
+    }
+
+    /// Runs `call` on the current server; if that server is unavailable, once more on the
+    /// next one (when there is another).
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(AgentServerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut retried = false;
+        loop {
+            let connection = self.connection().await?;
+            match call(rpc(&connection.channel)).await {
+                Ok(v) => {
+                    self.link.succeeded(connection.generation);
+                    return Ok(v);
+                }
+                Err(status) if moves_on(&status) => {
+                    self.link.failed(
+                        connection.generation,
+                        &format!("{:?}: {}", status.code(), status.message()),
+                    );
+                    if retried || !self.link.servers().several() {
+                        return Err(client_error(status));
+                    }
+                    retried = true;
+                }
+                Err(status) => return Err(client_error(status)),
+            }
+        }
+    }
+
+    /// Presents `identity` from now on (to every server).
     pub fn set_identity(&self, identity: &ClientIdentity) -> Result<(), String> {
-        let ch = channel(
-            &self.host,
-            self.port,
+        let tls = client_config(
             self.trust.clone(),
             self.trust_domain.clone(),
             Some(identity),
         )?;
+        self.link.rechannel(|target| channel(target, tls.clone()))?;
         *self
-            .channel
+            .tls
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = ch;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tls;
         Ok(())
     }
 
-    /// What the server is trusted by (for attesting again over a plain TLS channel).
+    /// What the servers are trusted by (for attesting again over a plain TLS channel).
     pub fn trust(&self) -> Arc<ServerTrust> {
         self.trust.clone()
     }
 
-    /// Trusts the server by `bundle` from now on.
+    /// Trusts the servers by `bundle` (which holds every server's CA) from now on.
     pub fn set_bundle(&self, bundle: Bundle) {
         self.trust.set_bundle(bundle);
     }
@@ -122,15 +207,21 @@ impl GrpcClient {
     /// Renews the agent SVID for the key in `csr`.
     pub async fn renew(&self, csr: Vec<u8>) -> Result<(Vec<Vec<u8>>, i64), ClientError> {
         let svid = self
-            .client()
-            .renew_agent(RenewAgentRequest { csr })
-            .await
-            .map_err(client_error)?
+            .call(|mut c| {
+                let csr = csr.clone();
+                async move { c.renew_agent(RenewAgentRequest { csr }).await }
+            })
+            .await?
             .into_inner()
             .svid
             .ok_or_else(|| ClientError::Rejected("RenewAgent answered without an SVID".into()))?;
         Ok((svid.cert_chain, svid.expires_at))
     }
+}
+
+fn rpc(channel: &Channel) -> AgentServerClient<Channel> {
+    AgentServerClient::new(channel.clone())
+        .max_decoding_message_size(MAX_SYNC_MESSAGE_BYTES as usize)
 }
 
 impl ServerClient for GrpcClient {
@@ -140,16 +231,28 @@ impl ServerClient for GrpcClient {
     ) -> BoxFuture<'_, Result<BoxStream<'static, Result<SyncMessage, ClientError>>, ClientError>>
     {
         async move {
-            let stream = self
-                .client()
+            let connection = self.connection().await?;
+            let opened = rpc(&connection.channel)
                 .sync_events(SyncRequest {
                     cursor,
                     max_message_bytes: MAX_SYNC_MESSAGE_BYTES,
                 })
-                .await
-                .map_err(client_error)?
-                .into_inner();
-            Ok(assemble(stream).boxed())
+                .await;
+            match opened {
+                Ok(response) => {
+                    tracing::debug!(server = %connection.target, cursor, "sync stream open");
+                    self.link.succeeded(connection.generation);
+                    let stream = assemble::assemble(response.into_inner());
+                    Ok(follow::follow(stream, self.link.clone(), connection))
+                }
+                Err(status) => {
+                    let error = client_error(status);
+                    if !matches!(error, ClientError::Refused(_)) {
+                        self.link.failed(connection.generation, &error.to_string());
+                    }
+                    Err(error)
+                }
+            }
         }
         .boxed()
     }
@@ -159,7 +262,7 @@ impl ServerClient for GrpcClient {
         requests: Vec<(EntryId, Vec<u8>)>,
     ) -> BoxFuture<'_, Result<Vec<Result<SignedX509, String>>, ClientError>> {
         async move {
-            let params = requests
+            let params: Vec<SignX509SvidParams> = requests
                 .into_iter()
                 .map(|(id, csr)| SignX509SvidParams {
                     entry_id: id.as_str().to_owned(),
@@ -167,10 +270,14 @@ impl ServerClient for GrpcClient {
                 })
                 .collect();
             let results = self
-                .client()
-                .batch_sign_x509_svid(BatchSignX509SvidRequest { params })
-                .await
-                .map_err(client_error)?
+                .call(|mut c| {
+                    let params = params.clone();
+                    async move {
+                        c.batch_sign_x509_svid(BatchSignX509SvidRequest { params })
+                            .await
+                    }
+                })
+                .await?
                 .into_inner()
                 .results;
             Ok(results
@@ -194,15 +301,17 @@ impl ServerClient for GrpcClient {
         audience: Vec<String>,
     ) -> BoxFuture<'_, Result<MintedJwt, ClientError>> {
         async move {
+            let entry_id = entry.as_str().to_owned();
             let svid = self
-                .client()
-                .mint_jwt_svid(MintJwtSvidRequest {
-                    entry_id: entry.as_str().to_owned(),
-                    audience,
-                    ttl: 0,
+                .call(|mut c| {
+                    let request = MintJwtSvidRequest {
+                        entry_id: entry_id.clone(),
+                        audience: audience.clone(),
+                        ttl: 0,
+                    };
+                    async move { c.mint_jwt_svid(request).await }
                 })
-                .await
-                .map_err(client_error)?
+                .await?
                 .into_inner()
                 .svid
                 .ok_or_else(|| {
@@ -216,121 +325,4 @@ impl ServerClient for GrpcClient {
         }
         .boxed()
     }
-}
-
-/// Turns the wire stream into [`SyncMessage`]s, assembling snapshot chunks (checking their
-/// order and counts) into one message.
-fn assemble(
-    stream: tonic::Streaming<tessera_proto::tessera::agent::v1::SyncResponse>,
-) -> impl futures::Stream<Item = Result<SyncMessage, ClientError>> + Send + 'static {
-    struct Pending {
-        seq: u64,
-        entry_count: u64,
-        next_chunk: u32,
-        entries: Vec<tessera_identity::RegistrationEntry>,
-        bundles: Vec<Bundle>,
-    }
-    futures::stream::unfold(
-        (stream, None::<Pending>, false),
-        |(mut stream, mut pending, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                let item = match stream.next().await {
-                    None => return None,
-                    Some(Err(status)) => {
-                        return Some((Err(client_error(status)), (stream, None, true)))
-                    }
-                    Some(Ok(m)) => m,
-                };
-                let malformed = |why: &str| {
-                    Err(ClientError::Unavailable(format!(
-                        "malformed sync stream: {why}; reconnecting"
-                    )))
-                };
-                let Some(event) = item.event else { continue };
-                let out = match event {
-                    Event::SnapshotBegin(b) => {
-                        pending = Some(Pending {
-                            seq: b.seq,
-                            entry_count: b.entry_count,
-                            next_chunk: 0,
-                            entries: Vec::with_capacity(b.entry_count.min(1_000_000) as usize),
-                            bundles: Vec::new(),
-                        });
-                        continue;
-                    }
-                    Event::SnapshotChunk(c) => {
-                        let Some(p) = pending.as_mut().filter(|p| p.next_chunk == c.index) else {
-                            return Some((
-                                malformed("snapshot chunk out of order"),
-                                (stream, None, true),
-                            ));
-                        };
-                        p.next_chunk += 1;
-                        for e in c.entries {
-                            match entry_from_proto(&e) {
-                                Ok(e) => p.entries.push(e),
-                                Err(why) => {
-                                    tracing::warn!(%why, "skipping an entry the agent cannot parse")
-                                }
-                            }
-                        }
-                        for b in c.bundles {
-                            if let Ok(b) = bundle_from_proto(&b) {
-                                p.bundles.push(b);
-                            }
-                        }
-                        continue;
-                    }
-                    Event::SnapshotEnd(end) => {
-                        let Some(p) = pending
-                            .take()
-                            .filter(|p| p.seq == end.seq && p.next_chunk == end.chunk_count)
-                        else {
-                            return Some((
-                                malformed("snapshot end does not match its begin"),
-                                (stream, None, true),
-                            ));
-                        };
-                        if p.entries.len() as u64 != p.entry_count {
-                            tracing::warn!(
-                                expected = p.entry_count,
-                                got = p.entries.len(),
-                                "snapshot entry count differs"
-                            );
-                        }
-                        SyncMessage::Snapshot {
-                            seq: p.seq,
-                            entries: p.entries,
-                            bundles: p.bundles,
-                        }
-                    }
-                    Event::Resumed(r) => SyncMessage::Resumed { cursor: r.cursor },
-                    Event::Checkpoint(c) => SyncMessage::Checkpoint { seq: c.seq },
-                    Event::EntryUpserted(u) => match u.entry.as_ref().map(entry_from_proto) {
-                        Some(Ok(entry)) => SyncMessage::Upsert { seq: u.seq, entry },
-                        _ => continue,
-                    },
-                    Event::EntryRemoved(r) => match EntryId::new(&r.entry_id) {
-                        Ok(id) => SyncMessage::Remove { seq: r.seq, id },
-                        Err(_) => continue,
-                    },
-                    Event::BundleUpdated(b) => match b.bundle.as_ref().map(bundle_from_proto) {
-                        Some(Ok(bundle)) => SyncMessage::BundleUpdated { seq: b.seq, bundle },
-                        _ => continue,
-                    },
-                    Event::BundleRemoved(r) => match TrustDomain::new(&r.trust_domain) {
-                        Ok(trust_domain) => SyncMessage::BundleRemoved {
-                            seq: r.seq,
-                            trust_domain,
-                        },
-                        Err(_) => continue,
-                    },
-                };
-                return Some((Ok(out), (stream, pending, false)));
-            }
-        },
-    )
 }

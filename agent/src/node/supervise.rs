@@ -83,7 +83,13 @@ pub(super) async fn supervise(
         let attested = tokio::select! {
             attested = async {
                 tokio::time::sleep(pause).await;
-                attest_with_retry(&shared.config, shared.client.trust(), attestor).await
+                attest_with_retry(
+                    &shared.client.servers(),
+                    &shared.config.trust_domain,
+                    shared.client.trust(),
+                    attestor,
+                )
+                .await
             } => attested,
             () = stop.wait() => {
                 session.stop().await;
@@ -139,6 +145,12 @@ async fn start_again(
     shared
         .client
         .set_identity(&attested.identity)
+        .map_err(NodeError::Start)?;
+    // The server that attested the agent knows its new SVID already; another may not have
+    // folded the attestation yet.
+    shared
+        .client
+        .connect_to(attested.server)
         .map_err(NodeError::Start)?;
     Session::start(shared, attested.identity).await
 }

@@ -160,6 +160,19 @@ impl AgentProc {
         token: Option<&str>,
         config: Option<&Path>,
     ) -> AgentProc {
+        let server = format!("127.0.0.1:{port}");
+        Self::start_servers(dir, &[server.as_str()], bundle, token, config)
+    }
+
+    /// Starts an agent with one `--serverAddress` flag per item of `servers` (each item may
+    /// hold several comma-separated addresses), with data under `dir`.
+    pub fn start_servers(
+        dir: &Path,
+        servers: &[&str],
+        bundle: &Path,
+        token: Option<&str>,
+        config: Option<&Path>,
+    ) -> AgentProc {
         let sock = dir.join("agent.sock");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -171,22 +184,19 @@ impl AgentProc {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
-        cmd.args([
-            "--trustDomain",
-            "example.org",
-            "--serverAddress",
-            "127.0.0.1",
-        ])
-        .arg("--serverPort")
-        .arg(port.to_string())
-        .arg("--dataDir")
-        .arg(dir.join("agent"))
-        .arg("--socketPath")
-        .arg(&sock)
-        .arg("--trustBundle")
-        .arg(bundle)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
+        cmd.args(["--trustDomain", "example.org"]);
+        for server in servers {
+            cmd.args(["--serverAddress", server]);
+        }
+        cmd.arg("--dataDir")
+            .arg(dir.join("agent"))
+            .arg("--socketPath")
+            .arg(&sock)
+            .arg("--trustBundle")
+            .arg(bundle)
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
         if let Some(t) = token {
             cmd.args(["--joinToken", t]);
         }
