@@ -98,7 +98,7 @@ impl Link {
         drop(state);
         match previous {
             Some(p) if p == target => {
-                tracing::info!(server = %target, "connecting to the same server again (no other server to move to)");
+                tracing::info!(server = %target, "connecting to the same server again");
             }
             previous => {
                 let from = previous.as_ref().map(ToString::to_string);
