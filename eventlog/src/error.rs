@@ -121,6 +121,19 @@ pub enum LogError {
         /// The backend's error.
         message: String,
     },
+    /// The storage is unreachable (a PostgreSQL log whose database is down, restarting or
+    /// too slow to answer within its timeouts): nothing was written, the log stays open, and
+    /// the same append may be retried later. Unlike `Storage`, not fail-stop.
+    #[error(
+        "event log storage unavailable: {location}: {message}; nothing was written, retry later"
+    )]
+    Unavailable {
+        /// Where the storage lives, e.g. `PostgreSQL at 127.0.0.1:5432/tessera` (never with a
+        /// password).
+        location: String,
+        /// What failed, e.g. `connection refused`.
+        message: String,
+    },
     /// The log was shut down, or stopped after a storage failure.
     #[error("event log is closed{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
     Closed {

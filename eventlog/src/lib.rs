@@ -18,6 +18,9 @@
 //!        │
 //!   dyn Store ── SledStore (default) | MemoryStore
 //! ```
+//!
+//! [`PgLog`] is the other `EventLog`: the log in PostgreSQL, shared by several servers
+//! (optimistic appends on the head, LISTEN/NOTIFY followers; see [`pg`]).
 
 pub(crate) mod chain;
 pub mod clock;
@@ -25,6 +28,7 @@ pub mod error;
 pub mod export;
 pub mod local;
 pub mod log;
+pub mod pg;
 pub mod record;
 pub mod snapshot;
 pub mod store;
@@ -38,6 +42,7 @@ pub use local::{LocalLog, LogLimits, OpenCheck};
 pub use log::{
     AppendCondition, AppendReceipt, BadRecord, EventLog, Head, Subscription, VerifyReport,
 };
+pub use pg::{PgConfig, PgLog, PgStats};
 pub use record::{Digest32, NewRecord, Record};
 pub use snapshot::{Snapshot, SnapshotStream};
 pub use typed::{CodecError, Event, TypedError, TypedLog};

@@ -10,7 +10,7 @@ use crate::snapshot::{Snapshot, SnapshotStream};
 
 pub mod memory;
 pub mod sled;
-mod snapshot_file;
+pub(crate) mod snapshot_file;
 
 /// One stored record as read back: the key it was stored under, and its decoded bytes.
 pub type StoredRecord = (u64, Result<Record, DecodeError>);
