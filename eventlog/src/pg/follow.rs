@@ -288,9 +288,11 @@ impl Follower {
             };
             match read.await {
                 Ok(rows) => rows,
-                Err(LogError::Unavailable { .. }) | Err(LogError::Storage { .. }) => {
-                    return Err(None)
-                }
+                // Unreachable, or the pool closed with the log: wait (the wait ends at once
+                // when the log has shut down).
+                Err(LogError::Unavailable { .. })
+                | Err(LogError::Storage { .. })
+                | Err(LogError::Closed { .. }) => return Err(None),
                 Err(e) => return Err(Some(e)),
             }
         } else {
@@ -319,6 +321,9 @@ impl Follower {
 
     /// Waits `poll_interval` (or until shutdown); `true` if the log shut down.
     async fn pause(&mut self) -> bool {
+        if *self.shutdown.borrow_and_update() {
+            return true;
+        }
         tokio::select! {
             () = tokio::time::sleep(self.shared.config.poll_interval) => false,
             _ = self.shutdown.changed() => true,

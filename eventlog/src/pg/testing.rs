@@ -54,14 +54,14 @@ impl TestDatabase {
             Ok(client) => client,
             Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
                 return Err(TestDatabaseError(format!(
-                    "PostgreSQL not reachable at {where_} ({e}); CI=true makes this a failure \
-                     (set {URL_VAR} to the test server)"
+                    "{where_} is not reachable ({e}); CI=true makes this a failure (set \
+                     {URL_VAR} to the test server)"
                 )));
             }
             Err(e) => {
                 eprintln!(
-                    "skipping: PostgreSQL not reachable at {where_} ({e}); set {URL_VAR} to a \
-                     server, or CI=true to make this a failure"
+                    "skipping: {where_} is not reachable ({e}); set {URL_VAR} to a server, or \
+                     CI=true to make this a failure"
                 );
                 return Ok(None);
             }
@@ -144,7 +144,14 @@ impl Drop for TestDatabase {
 async fn admin(url: &str) -> Result<tokio_postgres::Client, String> {
     let mut config = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
     config.connect_timeout(Duration::from_secs(3));
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let (client, connection) =
+        config
+            .connect(NoTls)
+            .await
+            .map_err(|e| match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            })?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
