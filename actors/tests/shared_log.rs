@@ -106,6 +106,13 @@ async fn an_entry_created_on_one_server_is_served_by_the_other() {
         matches!(&reply, RegistryReply::Created(r) if r[0].is_ok()),
         "{reply:?}"
     );
+    // A fresh read folds what the log holds at once, follower or not.
+    let seen = b
+        .registry
+        .read_fresh(|r| r.count(&EntryFilter::default()))
+        .await
+        .unwrap();
+    assert_eq!(seen, 1);
     caught_up(&b, &log, 1).await;
     // And the other way round, after B folded A's write (B decides at the new head).
     let reply = b

@@ -131,9 +131,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         }
     };
     tracing::info!(trust_domain = %config.trust_domain, "actors started");
-    // Have a CA (and the bundle) before serving anything, as SPIRE prepares its CA at start:
-    // `bundle show` and attestation work from the first moment.
-    if server.authority.bundle().is_none() {
+    // Have a CA of its own (and the bundle) before serving anything, as SPIRE prepares its CA
+    // at start: `bundle show` and attestation work from the first moment. On a shared log the
+    // bundle may already hold other servers' CAs; this server still needs its own to sign.
+    if server.authority.signer().active_authority_id().is_none() {
         if let Err(e) = server.authority.tick().await {
             server.stop().await;
             log.close().await;

@@ -37,6 +37,10 @@ pub enum AggregateMsg<A: Aggregate> {
     ),
     /// Run a read against the current state (the closure sends its own answer).
     Read(Box<dyn FnOnce(&A) + Send>),
+    /// Fold every record committed so far (asking the log, not waiting for the follower),
+    /// then run the read: for a caller that must not act on a view older than another
+    /// server's latest write. If the log cannot be read, the read runs on what is folded.
+    ReadFresh(Box<dyn FnOnce(&A) + Send>),
     /// A committed record, from the follower task.
     Committed(u64, Box<ServerEvent>),
 }
@@ -158,6 +162,13 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             AggregateMsg::Read(read) => read(&state.aggregate),
+            AggregateMsg::ReadFresh(read) => {
+                let aggregate = &mut state.aggregate;
+                if let Err(e) = catch_up(&state.log, &mut state.seq, |e| aggregate.apply(e)).await {
+                    tracing::warn!(actor = A::NAME, error = %e, "cannot catch up with the log; reading what is folded");
+                }
+                read(&state.aggregate);
+            }
             AggregateMsg::Committed(seq, event) => {
                 if is_next(state.seq, seq, A::NAME)? {
                     state.aggregate.apply(&event);
@@ -244,6 +255,7 @@ impl<A: Aggregate> std::fmt::Debug for AggregateMsg<A> {
         match self {
             AggregateMsg::Command(c, _) => f.debug_tuple("Command").field(c).finish(),
             AggregateMsg::Read(_) => f.write_str("Read"),
+            AggregateMsg::ReadFresh(_) => f.write_str("ReadFresh"),
             AggregateMsg::Committed(seq, _) => write!(f, "Committed({seq})"),
         }
     }
@@ -357,10 +369,28 @@ impl<A: Aggregate> AggregateHandle<A> {
         &self,
         read: impl FnOnce(&A) -> R + Send + 'static,
     ) -> Result<R, CommandError<A::Error>> {
+        self.read_with(read, AggregateMsg::Read).await
+    }
+
+    /// Runs `read` once the state has folded every record the log has committed so far
+    /// (see [`AggregateMsg::ReadFresh`]): costs a read of the log, so only for the rare
+    /// caller that found the folded state behind (an agent that attested on another server).
+    pub async fn read_fresh<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&A) -> R + Send + 'static,
+    ) -> Result<R, CommandError<A::Error>> {
+        self.read_with(read, AggregateMsg::ReadFresh).await
+    }
+
+    async fn read_with<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&A) -> R + Send + 'static,
+        message: fn(Box<dyn FnOnce(&A) + Send>) -> AggregateMsg<A>,
+    ) -> Result<R, CommandError<A::Error>> {
         let _permit = self.admit()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.actor
-            .send_message(AggregateMsg::Read(Box::new(move |a| {
+            .send_message(message(Box::new(move |a| {
                 let _ = tx.send(read(a));
             })))
             .map_err(|e| self.unavailable(e))?;

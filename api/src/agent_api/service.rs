@@ -50,13 +50,20 @@ impl AgentService {
             ));
         };
         let id = agent.clone();
-        let state = self
-            .deps
-            .server
-            .nodes
+        let nodes = &self.deps.server.nodes;
+        let mut state = nodes
             .read(move |n| n.get(&id).cloned())
             .await
             .map_err(command_status)?;
+        if state.as_ref().is_none_or(|s| s.agent.svid_serial != serial) {
+            // With several servers, the agent may have attested or renewed on another one a
+            // moment ago: fold what the log holds before refusing it.
+            let id = agent.clone();
+            state = nodes
+                .read_fresh(move |n| n.get(&id).cloned())
+                .await
+                .map_err(command_status)?;
+        }
         match state {
             None => Err(Status::permission_denied(NodeError::NotAttested(agent).to_string())),
             Some(s) if s.banned => Err(agent_refusal(&NodeError::Banned(agent))),
@@ -65,6 +72,24 @@ impl AgentService {
                 s.agent.svid_serial
             ))),
             Some(_) => Ok((agent, serial)),
+        }
+    }
+}
+
+impl AgentService {
+    /// With several servers, an agent moving here may carry a cursor this server has not
+    /// folded yet (it follows the shared log a few milliseconds behind the writer). Waits,
+    /// bounded, for the hub to reach it, so that the agent resumes instead of taking a
+    /// snapshot; past the bound the hub decides as usual.
+    async fn await_cursor(&self, cursor: u64) {
+        const WAIT: Duration = Duration::from_secs(2);
+        const STEP: Duration = Duration::from_millis(20);
+        let hub = &self.deps.server.sync;
+        for _ in 0..(WAIT.as_millis() / STEP.as_millis()) {
+            match hub.seq().await {
+                Ok(seq) if seq < cursor => tokio::time::sleep(STEP).await,
+                _ => return,
+            }
         }
     }
 }
@@ -157,6 +182,7 @@ impl AgentServer for AgentService {
     ) -> Result<Response<Self::SyncEventsStream>, Status> {
         let (agent, _) = self.authenticate(&request).await?;
         let req = request.into_inner();
+        self.await_cursor(req.cursor).await;
         let (start, updates) = self
             .deps
             .server
