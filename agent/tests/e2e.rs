@@ -10,16 +10,22 @@
 //! - x509pop: attestation by proof of possession; evicted, the agent attests again without a
 //!   restart and keeps serving; banned, it exits naming the fix;
 //! - several server addresses: the agent fails over and resumes its sync from its cursor
-//!   (`e2e/failover.rs`).
+//!   (`e2e/failover.rs`);
+//! - several servers on one PostgreSQL log (`e2e/servers.rs`), and a database outage
+//!   (`e2e/outage.rs`, on a private PostgreSQL instance the test starts and stops).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
 #[path = "e2e/failover.rs"]
 mod failover;
+#[path = "e2e/outage.rs"]
+mod outage;
 #[path = "e2e/processes.rs"]
 mod processes;
 #[path = "e2e/proxy.rs"]
 mod proxy;
+#[path = "e2e/servers.rs"]
+mod servers;
 
 use std::time::Duration;
 

@@ -89,6 +89,24 @@ impl ServerProc {
         s
     }
 
+    /// Starts a server on the shared PostgreSQL log at `url`, named `server_id`, with its own
+    /// data dir, socket and key manager under `dir`; `server` is more keys of its `[server]`
+    /// section (e.g. `default_x509_svid_ttl = "20s"`), one per line.
+    pub fn start_pg(dir: &Path, url: &str, server_id: &str, server: &str) -> ServerProc {
+        std::fs::create_dir_all(dir).unwrap();
+        let conf = dir.join("server.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[server]\nserver_id = \"{server_id}\"\n{server}\n\
+                 [store]\nbackend = \"postgres\"\nurl = \"{url}\"\npoll_interval = \"200ms\"\n\
+                 connect_timeout = \"2s\"\nstatement_timeout = \"5s\"\n"
+            ),
+        )
+        .unwrap();
+        Self::start_with(dir, 0, Some(&conf))
+    }
+
     /// Runs `tessera-server <args> --socketPath <sock>`.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(bin("tessera-server"))

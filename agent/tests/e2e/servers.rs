@@ -1,0 +1,1 @@
+//! Several servers on one PostgreSQL log, with agents failing over between them.
