@@ -255,3 +255,74 @@ async fn each_server_signs_with_its_own_ca_and_both_publish_the_union() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The same race on a PostgreSQL log, two handles as two servers' would be: 500 entries, each
+/// created at once through both servers (1,000 creates), each created exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_thousand_racing_creates_succeed_once_per_entry() {
+    use tessera_eventlog::pg::testing::TestDatabase;
+    use tessera_eventlog::pg::PgLog;
+
+    let Some(db) = TestDatabase::create().await.expect("the test database") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_unix_secs(1_700_000_000));
+    let mut servers = Vec::new();
+    let mut logs = Vec::new();
+    for (i, id) in ["a", "b"].into_iter().enumerate() {
+        let log = PgLog::open(db.config(dir.path().join(id)), clock.clone())
+            .await
+            .unwrap();
+        let server = Server::start(
+            settings(id),
+            Arc::new(log.clone()),
+            clock.clone(),
+            Arc::new(SeededRandom::new(i as u64 + 10)),
+        )
+        .await
+        .unwrap();
+        servers.push(server);
+        logs.push(log);
+    }
+    let mut tasks = Vec::new();
+    for i in 0..500u32 {
+        for server in &servers {
+            let server = server.clone();
+            tasks.push(tokio::spawn(async move {
+                server
+                    .registry
+                    .command(RegistryCommand::Create(vec![entry(&format!("/e{i}"), i)]))
+                    .await
+            }));
+        }
+    }
+    let (mut created, mut exists) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(RegistryReply::Created(mut results)) => match results.remove(0) {
+                Ok(_) => created += 1,
+                Err(EntryRejection::AlreadyExists { .. }) => exists += 1,
+                Err(other) => panic!("unexpected rejection: {other}"),
+            },
+            other => panic!("unexpected outcome: {other:?}"),
+        }
+    }
+    assert_eq!((created, exists), (500, 500));
+    for server in &servers {
+        let count = server
+            .registry
+            .read_fresh(|r| r.count(&EntryFilter::default()))
+            .await
+            .unwrap();
+        assert_eq!(count, 500);
+    }
+    assert!(logs[0].verify().await.unwrap().is_ok());
+    for server in &servers {
+        server.stop().await;
+    }
+    for log in &logs {
+        log.close().await;
+    }
+    db.cleanup().await.unwrap();
+}

@@ -26,7 +26,9 @@ use tokio::sync::Semaphore;
 use crate::random::RandomSource;
 use crate::server::aggregate::{Aggregate, Context};
 use crate::server::events::ServerEvent;
-use crate::server::follow::{append_at, catch_up, is_next, spawn_follower, Written};
+use crate::server::follow::{
+    append_at, catch_up, conflict_backoff, is_next, spawn_follower, Written,
+};
 
 /// Messages of an aggregate actor.
 pub enum AggregateMsg<A: Aggregate> {
@@ -44,6 +46,9 @@ pub enum AggregateMsg<A: Aggregate> {
     /// A committed record, from the follower task.
     Committed(u64, Box<ServerEvent>),
 }
+
+/// A read run inside the actor against its state.
+type Reader<A> = Box<dyn FnOnce(&A) + Send>;
 
 /// What the actor starts from.
 pub struct AggregateArgs<A: Aggregate> {
@@ -225,6 +230,7 @@ impl<A: Aggregate> AggregateState<A> {
                 }
                 Written::Conflict if conflicts < self.conflict_retries => {
                     conflicts += 1;
+                    tokio::time::sleep(conflict_backoff(conflicts, self.random.as_ref())).await;
                     let aggregate = &mut self.aggregate;
                     if let Err(e) = catch_up(&self.log, &mut self.seq, |e| aggregate.apply(e)).await
                     {
@@ -385,7 +391,7 @@ impl<A: Aggregate> AggregateHandle<A> {
     async fn read_with<R: Send + 'static>(
         &self,
         read: impl FnOnce(&A) -> R + Send + 'static,
-        message: fn(Box<dyn FnOnce(&A) + Send>) -> AggregateMsg<A>,
+        message: fn(Reader<A>) -> AggregateMsg<A>,
     ) -> Result<R, CommandError<A::Error>> {
         let _permit = self.admit()?;
         let (tx, rx) = tokio::sync::oneshot::channel();

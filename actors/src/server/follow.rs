@@ -5,12 +5,14 @@
 //! ```text
 //!   decide at seq h ──append(ExpectHead(h))──▶ Committed: apply, seq = last
 //!        ▲                                  └─▶ Conflict: catch up (fold h+1..=head), decide again
-//!        └──────────── at most `conflict_retries` times, then Unavailable
+//!        └──── after a jittered pause, at most `conflict_retries` times, then Unavailable
 //! ```
 //!
 //! A record reaches the actor twice at most (its own append, then the follower); `seq` makes
 //! the second a no-op. The follower delivers every record in order from the seq the actor's
 //! state was folded to, so the actor never sees a gap.
+
+use std::time::Duration;
 
 use futures::StreamExt;
 use ractor::ActorRef;
@@ -18,12 +20,28 @@ use tessera_eventlog::typed::TypedError;
 use tessera_eventlog::{AppendCondition, AppendReceipt, LogError, TypedLog};
 use tokio::task::JoinHandle;
 
+use crate::random::{random_u64, RandomSource};
 use crate::server::events::ServerEvent;
 
-/// Conflicts an actor rides out for one command before answering `Unavailable`: every round,
-/// some writer's append commits, so losing this many in a row means the log is contended
-/// beyond what retrying helps.
-pub const DEFAULT_CONFLICT_RETRIES: u32 = 16;
+/// Conflicts an actor rides out for one command before answering `Unavailable`. Every round
+/// some writer's append commits, but not always this one's: a server whose actor has a queue
+/// of commands wins the head back to back (it decides on its own last append, while the loser
+/// must first read what it missed), so the loser backs off ([`conflict_backoff`]) until the
+/// winner's burst ends. 64 rounds are about three seconds of backoff.
+pub const DEFAULT_CONFLICT_RETRIES: u32 = 64;
+
+/// Longest pause before deciding again after a conflict.
+const MAX_CONFLICT_BACKOFF_MS: u64 = 100;
+
+/// The pause before the `attempt`-th new decision after a conflict: uniformly random in
+/// `[0, min(2^attempt, 100)]` ms ("full jitter"), so that losers do not retry in step.
+pub(crate) fn conflict_backoff(attempt: u32, random: &dyn RandomSource) -> Duration {
+    let cap = 1u64
+        .checked_shl(attempt.min(16))
+        .unwrap_or(u64::MAX)
+        .min(MAX_CONFLICT_BACKOFF_MS);
+    Duration::from_millis(random_u64(random) % (cap + 1))
+}
 
 /// Spawns the task that sends every committed record after `after` to `myself`, wrapped by
 /// `wrap`. A follow failure (a damaged log) stops the actor, which stops the server.
@@ -109,5 +127,31 @@ pub(crate) fn is_next(folded: u64, seq: u64, who: &'static str) -> Result<bool, 
         Err(format!(
             "{who}: the log follower delivered seq {seq} after seq {folded}: records are missing"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+
+    #[test]
+    fn conflict_backoff_grows_then_is_capped_and_jittered() {
+        let random = SeededRandom::new(3);
+        for attempt in 0..100 {
+            let cap = (1u64 << attempt.min(16)).min(MAX_CONFLICT_BACKOFF_MS);
+            let pause = conflict_backoff(attempt, &random);
+            assert!(pause <= Duration::from_millis(cap), "{attempt}: {pause:?}");
+        }
+        let pauses: std::collections::BTreeSet<Duration> =
+            (0..50).map(|_| conflict_backoff(20, &random)).collect();
+        assert!(pauses.len() > 10, "jittered, not in step: {pauses:?}");
+    }
+
+    #[test]
+    fn the_follower_never_skips_ahead() {
+        assert_eq!(is_next(5, 5, "t"), Ok(false));
+        assert_eq!(is_next(5, 6, "t"), Ok(true));
+        assert!(is_next(5, 7, "t").unwrap_err().contains("missing"));
     }
 }

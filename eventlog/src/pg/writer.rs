@@ -191,6 +191,22 @@ impl Writer {
                 }
             };
             // After a lost race: take the append lock, then read the head it protects.
+            // A caller that decided on a head this writer has not seen yet (it read the
+            // table directly, ahead of the tailer's notification) would be refused forever
+            // on the stale head: read the head it speaks of first.
+            if rounds == 1 && self.behind_a_caller(&group) {
+                match self.shared.last_head(&**client).await {
+                    Ok(db_head) if db_head.seq > self.head.seq => {
+                        self.head = db_head;
+                        self.shared.publish(db_head);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.fail(&mut group, &e);
+                        break;
+                    }
+                }
+            }
             let attempt = if rounds > 1 {
                 self.attempt_locked(&mut client, &statement, &mut group, &mut beaten)
                     .await
@@ -377,6 +393,13 @@ impl Writer {
     }
 
     /// A head the tailer (or a reader) found past ours: records another server committed.
+    /// Whether a request expects a head beyond the one this writer knows.
+    fn behind_a_caller(&self, group: &[Request]) -> bool {
+        group.iter().any(|r| {
+            matches!(r.condition, AppendCondition::ExpectHead(expected) if expected > self.head.seq)
+        })
+    }
+
     fn adopt_published_head(&mut self) {
         if self.unknown.is_some() {
             return;

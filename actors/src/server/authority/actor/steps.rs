@@ -16,7 +16,9 @@ use crate::server::authority::signer::{SigningCa, SigningJwtKey};
 use crate::server::authority::x509::now_secs;
 use crate::server::authority::{Authority, AuthorityCommand, AuthorityError, SlotStatus};
 use crate::server::events::ServerEvent;
-use crate::server::follow::{append_at, catch_up, Written, DEFAULT_CONFLICT_RETRIES};
+use crate::server::follow::{
+    append_at, catch_up, conflict_backoff, Written, DEFAULT_CONFLICT_RETRIES,
+};
 
 /// Plans rotation; carries out activations and retirements; sends builds off-thread.
 pub(super) async fn rotate(
@@ -190,6 +192,7 @@ async fn persist(
             }
             Written::Conflict if conflicts < DEFAULT_CONFLICT_RETRIES => {
                 conflicts += 1;
+                tokio::time::sleep(conflict_backoff(conflicts, state.random.as_ref())).await;
                 let mut seen = Vec::new();
                 let caught = catch_up(&state.log, &mut state.seq, |e| seen.push(e.clone())).await;
                 fold(state, &seen).await;
