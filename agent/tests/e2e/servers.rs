@@ -234,3 +234,43 @@ async fn client_for(agent: &AgentProc) -> spiffe::WorkloadApiClient {
     }
     panic!("cannot connect to {endpoint}: {last:?}");
 }
+
+/// `log copy`: a single server's sled log moved into PostgreSQL serves the same entries from
+/// a server on the shared log, and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_copy_moves_a_sled_log_into_postgresql() {
+    let Some(db) = TestDatabase::create().await.expect("the test database") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut lone = ServerProc::start(dir.path(), 0);
+    create(&lone, "/copied", &format!("{TD}/spire/agent/join_token/t"));
+    lone.kill();
+    let out = std::process::Command::new(super::processes::bin("tessera-server"))
+        .args(["log", "copy", "--dataDir"])
+        .arg(dir.path().join("server"))
+        .args(["--storeURL", db.url()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("verified"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second copy into the now used database is refused.
+    let again = std::process::Command::new(super::processes::bin("tessera-server"))
+        .args(["log", "copy", "--dataDir"])
+        .arg(dir.path().join("server"))
+        .args(["--storeURL", db.url()])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let shared = ServerProc::start_pg(dir.path(), db.url(), "s1", "");
+    assert!(shared
+        .ok(&["entry", "show"])
+        .contains(&format!("{TD}/copied")));
+    assert!(shared.ok(&["events", "verify"]).starts_with("OK:"));
+    drop(shared);
+    db.cleanup().await.unwrap();
+}
