@@ -74,6 +74,26 @@ async fn pair(log: &Arc<LocalLog>) -> (Server, Server) {
     )
 }
 
+type CreateTask = tokio::task::JoinHandle<
+    Result<RegistryReply, CommandError<tessera_actors::server::registry::RegistryError>>,
+>;
+
+/// (created, refused as already existing) over racing one-entry creates; anything else fails.
+async fn tally(tasks: Vec<CreateTask>) -> (usize, usize) {
+    let (mut created, mut exists) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(RegistryReply::Created(mut results)) => match results.remove(0) {
+                Ok(_) => created += 1,
+                Err(EntryRejection::AlreadyExists { .. }) => exists += 1,
+                Err(other) => panic!("unexpected rejection: {other}"),
+            },
+            other => panic!("unexpected outcome: {other:?}"),
+        }
+    }
+    (created, exists)
+}
+
 async fn entry_count(server: &Server) -> usize {
     server
         .registry
@@ -147,17 +167,7 @@ async fn conflicting_creates_on_two_servers_succeed_exactly_once_each() {
             }));
         }
     }
-    let (mut created, mut exists) = (0, 0);
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(RegistryReply::Created(mut results)) => match results.remove(0) {
-                Ok(_) => created += 1,
-                Err(EntryRejection::AlreadyExists { .. }) => exists += 1,
-                Err(other) => panic!("unexpected rejection: {other}"),
-            },
-            other => panic!("unexpected outcome: {other:?}"),
-        }
-    }
+    let (created, exists) = tally(tasks).await;
     assert_eq!((created, exists), (50, 150));
     caught_up(&a, &log, 50).await;
     caught_up(&b, &log, 50).await;
@@ -297,17 +307,7 @@ async fn on_postgresql_a_thousand_racing_creates_succeed_once_per_entry() {
             }));
         }
     }
-    let (mut created, mut exists) = (0, 0);
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(RegistryReply::Created(mut results)) => match results.remove(0) {
-                Ok(_) => created += 1,
-                Err(EntryRejection::AlreadyExists { .. }) => exists += 1,
-                Err(other) => panic!("unexpected rejection: {other}"),
-            },
-            other => panic!("unexpected outcome: {other:?}"),
-        }
-    }
+    let (created, exists) = tally(tasks).await;
     assert_eq!((created, exists), (500, 500));
     for server in &servers {
         let count = server
