@@ -14,3 +14,4 @@ pub mod health;
 pub mod peer;
 pub mod shutdown;
 pub mod socket;
+pub mod tls;
