@@ -181,19 +181,24 @@ pub enum IdError {
     },
 }
 
-/// The part of `input` an error message shows: all of it, or its first 160 bytes and `…`.
+/// The part of `input` an error message shows: all of it, or the longest prefix whose quoted
+/// (`{:?}`) form stays within 160 bytes, and `…`.
+///
+/// The bound is on the quoted form because messages print inputs with `{:?}`, which turns a
+/// control character into up to 10 bytes (`\u{19}`): a bound on raw bytes alone let 160 bytes
+/// of control characters become a message of a kilobyte.
 pub(crate) fn shown(input: &str) -> String {
-    if input.len() <= SHOWN_INPUT_MAX {
-        return input.to_owned();
+    let mut quoted = 0;
+    for (at, c) in input.char_indices() {
+        quoted += c.escape_debug().map(char::len_utf8).sum::<usize>();
+        if quoted > SHOWN_INPUT_MAX {
+            let mut out = String::with_capacity(at + 3);
+            out.push_str(&input[..at]);
+            out.push('…');
+            return out;
+        }
     }
-    let mut end = SHOWN_INPUT_MAX;
-    while !input.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut out = String::with_capacity(end + 3);
-    out.push_str(&input[..end]);
-    out.push('…');
-    out
+    input.to_owned()
 }
 
 /// Turns the `spiffe` crate's verdict on `input` into an [`IdError`] that names the rule.
@@ -269,6 +274,28 @@ pub(crate) fn uri_feature(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `spiffe_id` fuzz target: 195 control characters and "ns" made a message of
+    /// over 1,000 bytes, as each `\u{19}` is printed as six.
+    #[test]
+    fn shown_bounds_the_quoted_form_of_control_characters() {
+        let input = format!("{}ns", "\u{19}".repeat(195));
+        let s = shown(&input);
+        assert!(s.ends_with('…'));
+        assert!(format!("{s:?}").len() <= SHOWN_INPUT_MAX + 2 + '…'.len_utf8());
+        let e = crate::SpiffeId::new(&input).unwrap_err();
+        assert!(
+            e.to_string().len() < 400,
+            "{} bytes: {e}",
+            e.to_string().len()
+        );
+        let e = crate::Selector::parse(&input).unwrap_err();
+        assert!(
+            e.to_string().len() < 400,
+            "{} bytes: {e}",
+            e.to_string().len()
+        );
+    }
 
     #[test]
     fn shown_keeps_short_inputs_whole() {
