@@ -5,7 +5,6 @@
 
 pub mod cache;
 pub mod core;
-pub mod in_process;
 pub mod rotation;
 pub mod runtime;
 pub mod server_client;

@@ -7,7 +7,8 @@ pub mod authority;
 pub mod events;
 pub mod follow;
 pub mod journal;
-pub mod keys;
+/// Key management moved to the crate root (the agent uses it too); the old path stays.
+pub use crate::keys;
 pub mod nodes;
 pub mod registry;
 pub mod state;

@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use tessera_actors::agent::cache::Cache;
 use tessera_actors::agent::core::AgentArgs;
-use tessera_actors::agent::in_process::InProcessClient;
 use tessera_actors::agent::rotation::RotationSettings;
 use tessera_actors::agent::runtime::{AgentRuntime, Backoff};
 use tessera_actors::agent::view::{IdentitySnapshot, WorkloadSource};
+use tessera_actors::in_process::InProcessClient;
 use tessera_actors::random::OsRandom;
 use tessera_actors::server::events::AttestedAgent;
 use tessera_actors::server::keys::{KeyType, SigningKeyPair};

@@ -142,7 +142,7 @@ pub struct X509PopConfig {
 
 /// Key type of workload X.509-SVIDs (made on the node; they never leave it): EC P-256
 /// (default, as SPIRE's), EC P-384, RSA 2048 or RSA 4096.
-pub use tessera_actors::server::keys::KeyType as SvidKeyType;
+pub use tessera_actors::keys::KeyType as SvidKeyType;
 
 /// `[sync]`: how the node side reconnects its stream of changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,7 +290,7 @@ impl AgentConfig {
         let workload_x509_svid_key_type: SvidKeyType = a
             .workload_x509_svid_key_type
             .parse()
-            .map_err(|e: tessera_actors::server::keys::KeyError| {
+            .map_err(|e: tessera_actors::keys::KeyError| {
                 invalid(
                     "agent.workload_x509_svid_key_type",
                     &a.workload_x509_svid_key_type,

@@ -24,8 +24,8 @@ use crate::agent::cache::{Cache, StoredSvid};
 use crate::agent::rotation::{due, RotationSettings};
 use crate::agent::server_client::{ClientError, ServerClient, SignedX509, SyncMessage};
 use crate::agent::view::{HeldJwtSvid, IdentitySnapshot, JwtFetchError};
-use crate::server::aggregate_actor::unix_secs;
-use crate::server::keys::SigningKeyPair;
+use crate::clock::unix_secs;
+use crate::keys::SigningKeyPair;
 
 /// Most JWT-SVIDs cached at once; beyond it expired and then oldest ones are dropped.
 pub const MAX_CACHED_JWTS: usize = 10_000;

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use tessera_identity::EntryId;
 
 use crate::agent::cache::{Cache, StoredSvid};
-use crate::server::keys::KeyType;
+use crate::keys::KeyType;
 
 /// Renewal settings.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -228,7 +228,7 @@ fn io_error<'a>(
 #[cfg(unix)]
 mod tests {
     use super::*;
-    use crate::server::keys::signing_key::tests::{rsa_2048, RSA_2048_PEM};
+    use crate::keys::signing_key::tests::{rsa_2048, RSA_2048_PEM};
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777

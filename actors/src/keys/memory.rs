@@ -81,7 +81,7 @@ impl KeyManager for MemoryKeyManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::keys::signing_key::tests::rsa_2048;
+    use crate::keys::signing_key::tests::rsa_2048;
 
     #[test]
     fn generate_load_delete() {

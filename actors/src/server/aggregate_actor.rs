@@ -284,10 +284,7 @@ impl<A: Aggregate> std::fmt::Debug for AggregateState<A> {
     }
 }
 
-/// Unix seconds from a clock.
-pub fn unix_secs(clock: &dyn Clock) -> i64 {
-    clock.now_unix_nanos().div_euclid(1_000_000_000)
-}
+pub use crate::clock::unix_secs;
 
 /// A bounded, timed door to an aggregate actor.
 pub struct AggregateHandle<A: Aggregate> {
