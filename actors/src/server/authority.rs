@@ -46,6 +46,12 @@ pub use self::signer::{
 };
 pub use self::upstream::{UpstreamDisk, UpstreamError};
 pub use self::x509::{SubjectName, NOT_BEFORE_CUSHION_SECS};
+
+/// For `actors/fuzz` only, not an API: the CSR parser, giving the SubjectPublicKeyInfo DER.
+#[doc(hidden)]
+pub fn fuzz_parse_csr(der: &[u8], max_len: usize) -> Result<Vec<u8>, SvidRejection> {
+    csr::parse_csr(der, max_len).map(|key| rcgen::PublicKeyData::subject_public_key_info(&key))
+}
 use crate::server::aggregate::{Aggregate, Context, Decision};
 use crate::server::events::{CaRecord, JwtKeyRecord, ServerEvent};
 
