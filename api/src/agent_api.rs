@@ -3,7 +3,9 @@
 //! call is mTLS with the agent's current X.509-SVID, verified against the live bundle.
 //!
 //! ```text
-//!  TcpListener ─ tls_incoming (handshakes, bounded) ─ tonic ─ AgentService
+//!  TcpListener ─ tls_incoming (accept; per-IP and total connection caps; handshake
+//!      tasks with a timeout) ─ tonic (HTTP/2 bounds, max age) ─ AgentService (auth per call,
+//!      per-IP attestation rate, per-agent limits)
 //!                                                        ├─ attest: join_token / x509pop
 //!                                                        ├─ renew, sign, mint: Authority
 //!                                                        └─ sync: SyncHub stream
@@ -11,14 +13,17 @@
 //! ```
 
 mod attest;
+mod auth;
 mod convert;
 mod incoming;
+pub mod limits;
 mod server_svid;
 mod service;
 mod sync;
 pub mod tls;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,34 +33,33 @@ use tessera_actors::server::supervisor::Server;
 use tessera_proto::tessera::agent::v1::agent_server_server::AgentServerServer;
 use tokio::net::TcpListener;
 
-pub use incoming::AcceptLimits;
+pub use auth::AgentAuthError;
+pub use limits::{AgentApiLimits, LimitError};
 
 /// Settings of the agent API.
 #[derive(Clone, Debug)]
 pub struct AgentApiSettings {
     /// Lifetime of agent X.509-SVIDs (SPIRE's `agent_ttl`; `None`: the default X.509-SVID TTL).
     pub agent_svid_ttl: Option<Duration>,
-    /// Most CSRs in one `BatchSignX509Svid`.
-    pub max_sign_batch: usize,
-    /// Most audiences in one JWT-SVID.
-    pub max_audiences: usize,
-    /// How long an attestation may take end to end.
-    pub attest_timeout: Duration,
     /// Largest sync message, bytes (snapshot chunks are filled up to it).
     pub max_sync_message_bytes: usize,
-    /// Accept-path bounds.
-    pub accept: AcceptLimits,
+    /// HTTP/2 pings on idle connections, and how long an answer may take before the
+    /// connection is closed (a peer that stopped reading or vanished).
+    pub keepalive_interval: Duration,
+    /// See `keepalive_interval`.
+    pub keepalive_timeout: Duration,
+    /// Bounds on what agents (and anyone reaching the port) control: `[limits]`.
+    pub limits: AgentApiLimits,
 }
 
 impl Default for AgentApiSettings {
     fn default() -> Self {
         Self {
             agent_svid_ttl: None,
-            max_sign_batch: 1_000,
-            max_audiences: 16,
-            attest_timeout: Duration::from_secs(30),
             max_sync_message_bytes: 1024 * 1024,
-            accept: AcceptLimits::default(),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            limits: AgentApiLimits::default(),
         }
     }
 }
@@ -94,12 +98,40 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentApiError> {
     let live = server_svid::start(&deps).await?;
-    let config = tls::server_config(live.clone()).map_err(|e| AgentApiError::Tls(e.to_string()))?;
-    let incoming = incoming::tls_incoming(listener, Arc::new(config), deps.settings.accept.clone());
-    let service = service::AgentService::new(deps);
+    let config = tls::server_config(
+        live.clone(),
+        deps.server.settings.trust_domain.clone(),
+        deps.server.clock.clone(),
+    )
+    .map_err(|e| AgentApiError::Tls(e.to_string()))?;
+    let limits = deps.settings.limits.clone();
+    let connections = limits::Counter::<IpAddr>::new(
+        limits.max_connections.max(1),
+        limits.max_connections_per_ip.max(1),
+    );
+    let incoming = incoming::tls_incoming(listener, Arc::new(config), &limits, connections);
+    let keepalive = (
+        deps.settings.keepalive_interval,
+        deps.settings.keepalive_timeout,
+    );
+    let service = AgentServerServer::new(service::AgentService::new(deps))
+        .max_decoding_message_size(limits.max_request_bytes);
     tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(AgentServerServer::new(service))
+        .http2_keepalive_interval(Some(keepalive.0))
+        .http2_keepalive_timeout(Some(keepalive.1))
+        // tonic passes `None` (h2 then allows usize::MAX streams, and unlimited locally
+        // reset ones): bound both.
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_local_error_reset_streams(Some(1024))
+        .http2_max_pending_accept_reset_streams(Some(20))
+        .http2_max_header_list_size(limits.max_header_list_bytes)
+        // Receive windows bound what a peer can make the server buffer per stream and per
+        // connection before it reads.
+        .initial_stream_window_size(1024 * 1024)
+        .initial_connection_window_size(2 * 1024 * 1024)
+        // GOAWAY at the max age; the connection itself cuts at age plus grace (`TlsConn`).
+        .max_connection_age(limits.connection_max_age)
+        .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

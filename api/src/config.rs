@@ -3,6 +3,7 @@
 //! starts. A bad value fails start-up with a message naming the key (or flag), the value and
 //! the rule.
 
+mod agent_api;
 mod authority;
 pub mod duration;
 pub mod file;
@@ -196,6 +197,8 @@ pub struct Config {
     pub actors: ActorLimits,
     /// Admin API bounds.
     pub api: ApiLimits,
+    /// Agent API bounds (`[limits]` keys of the agent API, and the shared audience limits).
+    pub agent_api: crate::agent_api::AgentApiLimits,
     /// How much of the log to verify when opening it.
     pub open_check: OpenCheck,
     /// `/live`, `/ready`, `/metrics`; `None`: off.
@@ -293,6 +296,7 @@ impl Config {
             ));
         }
         check_entry_limits(&limits.entry)?;
+        let agent_api = agent_api::agent_limits(limits)?;
         let join_ttl = s.join_token_ttl;
         if join_ttl.as_secs() == 0
             || join_ttl.as_secs() > u64::from(tessera_actors::server::tokens::MAX_TOKEN_TTL_SECS)
@@ -367,6 +371,7 @@ impl Config {
                 max_request_bytes: limits.max_request_bytes,
                 default_join_token_ttl: join_ttl,
             },
+            agent_api,
             open_check,
             health_addr,
             x509pop_ca_bundle_path,

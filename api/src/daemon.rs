@@ -239,7 +239,10 @@ fn start_agent_api(
             authority: server.authority.clone(),
             server,
             x509pop,
-            settings: crate::agent_api::AgentApiSettings::default(),
+            settings: crate::agent_api::AgentApiSettings {
+                limits: config.agent_api.clone(),
+                ..crate::agent_api::AgentApiSettings::default()
+            },
         };
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "agent API listening");
         crate::agent_api::serve(listener, deps, shutdown.wait())

@@ -12,17 +12,27 @@
 //! | actor down or timed out, log failure, no active CA/JWT key yet | `Unavailable` (the caller may retry) |
 //! | a damaged log (hash chain broken) | `DataLoss` |
 //! | a wiring bug | `Internal` |
+//!
+//! The agent API (`crate::agent_api`) maps through the same table: a call without an agent
+//! SVID, or with one that has expired since the handshake, is `Unauthenticated`; an agent the
+//! server refuses (banned, unknown, stale SVID) is `PermissionDenied`, a ban marked in the
+//! metadata; a per-agent or per-IP limit is `ResourceExhausted` naming its config key.
 
+use tessera_actors::attestation::AttestError;
+use tessera_actors::server::agent_ops::{ItemError, OpsError};
 use tessera_actors::server::aggregate_actor::CommandError;
 use tessera_actors::server::authority::{AuthorityCallError, SignError, SvidRejection};
 use tessera_actors::server::nodes::NodeError;
 use tessera_actors::server::registry::{EntryRejection, RegistryError};
+use tessera_actors::server::sync_hub::SyncHubError;
 use tessera_actors::server::tokens::TokenError;
+use tessera_edge::limits::AudienceError;
 use tessera_eventlog::LogError;
 use tessera_proto::spire::api::types;
 use tessera_proto::tessera::agent::v1::{AGENT_BANNED, AGENT_REFUSAL_KEY};
 use tonic::{Code, Status};
 
+use crate::agent_api::{AgentAuthError, LimitError};
 use crate::convert::ConvertError;
 
 /// An error with a deliberate gRPC code.
@@ -182,6 +192,74 @@ impl ToCode for AuthorityCallError {
                 Code::Unavailable
             }
             _ => Code::Internal,
+        }
+    }
+}
+
+impl ToCode for SyncHubError {
+    fn code(&self) -> Code {
+        match self {
+            SyncHubError::Overloaded { .. } => Code::ResourceExhausted,
+            SyncHubError::Unavailable(_) => Code::Unavailable,
+        }
+    }
+}
+
+impl ToCode for OpsError {
+    fn code(&self) -> Code {
+        match self {
+            OpsError::Overloaded(_) => Code::ResourceExhausted,
+            OpsError::Unavailable(_) => Code::Unavailable,
+            OpsError::Invalid(_) => Code::InvalidArgument,
+            OpsError::Denied(_) => Code::PermissionDenied,
+        }
+    }
+}
+
+impl ToCode for ItemError {
+    fn code(&self) -> Code {
+        match self {
+            ItemError::InvalidId { .. } | ItemError::Rejected(_) => Code::InvalidArgument,
+            // Not in the agent's view; an expired entry likewise issues nothing.
+            #[allow(unreachable_patterns)]
+            _ => Code::PermissionDenied,
+        }
+    }
+}
+
+impl ToCode for AttestError {
+    fn code(&self) -> Code {
+        match self {
+            AttestError::Malformed { .. } | AttestError::NotEnabled(_) => Code::InvalidArgument,
+            AttestError::Refused { .. } => Code::PermissionDenied,
+        }
+    }
+}
+
+impl ToCode for AudienceError {
+    fn code(&self) -> Code {
+        Code::InvalidArgument
+    }
+}
+
+impl ToCode for LimitError {
+    fn code(&self) -> Code {
+        Code::ResourceExhausted
+    }
+}
+
+impl ToCode for AgentAuthError {
+    fn code(&self) -> Code {
+        match self {
+            AgentAuthError::NoSvid | AgentAuthError::SvidExpired { .. } => Code::Unauthenticated,
+            AgentAuthError::Refused(_) => Code::PermissionDenied,
+        }
+    }
+
+    fn to_status(&self) -> Status {
+        match self {
+            AgentAuthError::Refused(e) => agent_refusal(e),
+            other => Status::new(other.code(), other.to_string()),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod authority;
 pub mod cli;
 pub mod duration;
 pub mod health;
+pub mod limits;
 pub mod peer;
 pub mod shutdown;
 pub mod socket;

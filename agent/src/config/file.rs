@@ -157,8 +157,8 @@ impl Default for LimitsSection {
             max_streams_per_uid: 256,
             max_requests_per_connection: 256,
             max_request_bytes: 64 * 1024,
-            max_audiences: 32,
-            max_audience_len: 1024,
+            max_audiences: tessera_edge::limits::DEFAULT_MAX_AUDIENCES,
+            max_audience_len: tessera_edge::limits::DEFAULT_MAX_AUDIENCE_LEN,
             max_jwt_bytes: 64 * 1024,
             attestation_timeout: Duration::from_secs(10),
         }

@@ -3,16 +3,16 @@
 //! `--trustBundle`, then from sync; with several servers it holds every server's CA), or,
 //! only for the first attestation with `--insecureBootstrap`, anything at all.
 
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use tessera_identity::{verify_x509_svid, Bundle, TrustDomain, SERVER_PATH};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tessera_edge::tls::{ExpectedId, SpiffeServerVerifier};
+use tessera_identity::{SpiffeId, TrustDomain, SERVER_PATH};
 use tonic::transport::{Channel, Endpoint};
+
+pub use tessera_edge::tls::ServerTrust;
 
 use super::servers::Target;
 use crate::config::{ServerAddress, ServerHost};
@@ -26,107 +26,6 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A ping unanswered this long ends the connection, so the agent fails over.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// What the agent trusts the server by.
-#[derive(Debug)]
-pub enum ServerTrust {
-    /// The trust domain's bundle (replaced as it rotates).
-    Bundle(RwLock<Arc<Bundle>>),
-    /// No verification: only for the bootstrap attestation, when asked explicitly.
-    InsecureBootstrap,
-}
-
-impl ServerTrust {
-    /// Trust by `bundle`.
-    pub fn bundle(bundle: Bundle) -> Arc<Self> {
-        Arc::new(ServerTrust::Bundle(RwLock::new(Arc::new(bundle))))
-    }
-
-    /// Replaces the bundle (no effect on an insecure bootstrap trust).
-    pub fn set_bundle(&self, bundle: Bundle) {
-        if let ServerTrust::Bundle(slot) = self {
-            *slot
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(bundle);
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Verifier {
-    trust: Arc<ServerTrust>,
-    trust_domain: TrustDomain,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Verifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let bundle = match self.trust.as_ref() {
-            ServerTrust::InsecureBootstrap => return Ok(ServerCertVerified::assertion()),
-            ServerTrust::Bundle(b) => b
-                .read()
-                .map(|b| b.clone())
-                .unwrap_or_else(|p| p.into_inner().clone()),
-        };
-        let mut chain: Vec<&[u8]> = vec![end_entity.as_ref()];
-        chain.extend(intermediates.iter().map(|c| c.as_ref()));
-        let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
-        let verified = verify_x509_svid(&chain, bundle.as_ref(), now).map_err(|e| {
-            rustls::Error::General(format!(
-                "server SVID does not verify against the trust bundle: {e}"
-            ))
-        })?;
-        let id = verified.spiffe_id();
-        if id.trust_domain() != &self.trust_domain || id.path() != SERVER_PATH {
-            return Err(rustls::Error::General(format!(
-                "server presented {id}; expected spiffe://{}{SERVER_PATH}",
-                self.trust_domain
-            )));
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            m,
-            c,
-            d,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            m,
-            c,
-            d,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
 
 /// The agent's own X.509-SVID and key, presented as the TLS client certificate.
 #[derive(Clone)]
@@ -154,16 +53,18 @@ pub fn client_config(
     trust_domain: TrustDomain,
     identity: Option<&ClientIdentity>,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = tessera_edge::tls::provider();
+    let server_id = SpiffeId::from_path(&trust_domain, SERVER_PATH)
+        .map_err(|e| format!("server SPIFFE ID of {trust_domain}: {e}"))?;
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Verifier {
+        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(
             trust,
-            trust_domain,
+            ExpectedId::Exact(server_id),
             provider,
-        }));
+        )));
     let mut config = match identity {
         Some(id) => builder
             .with_client_auth_cert(
@@ -224,104 +125,20 @@ pub fn channel(target: &Target, config: Arc<rustls::ClientConfig>) -> Result<Cha
 
 #[cfg(test)]
 mod tests {
-    use rcgen::string::Ia5String;
-    use rcgen::{
-        BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    };
-    use tessera_identity::X509Authority;
-
     use super::*;
 
-    struct Ca {
-        params: CertificateParams,
-        key: KeyPair,
-        der: Vec<u8>,
-    }
-
-    fn uri(u: &str) -> SanType {
-        SanType::URI(Ia5String::try_from(u).unwrap())
-    }
-
-    impl Ca {
-        fn new() -> Self {
-            let mut params = CertificateParams::default();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-            params.subject_alt_names = vec![uri("spiffe://example.org")];
-            let key = KeyPair::generate().unwrap();
-            let der = params.self_signed(&key).unwrap().der().to_vec();
-            Self { params, key, der }
-        }
-
-        fn issue(&self, spiffe_id: &str) -> Vec<u8> {
-            let mut params = CertificateParams::default();
-            params.is_ca = IsCa::ExplicitNoCa;
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            params.subject_alt_names = vec![uri(spiffe_id)];
-            let key = KeyPair::generate().unwrap();
-            params
-                .signed_by(&key, &Issuer::from_params(&self.params, &self.key))
-                .unwrap()
-                .der()
-                .to_vec()
-        }
-    }
-
-    fn verifier(cas: &[&Ca]) -> Verifier {
-        let td = TrustDomain::new("example.org").unwrap();
-        let mut bundle = Bundle::new(td.clone());
-        for ca in cas {
-            bundle.add_x509_authority(X509Authority::from_der(ca.der.clone()).unwrap());
-        }
-        Verifier {
-            trust: ServerTrust::bundle(bundle),
-            trust_domain: td,
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-        }
-    }
-
-    fn check(v: &Verifier, leaf: Vec<u8>, name: &str) -> Result<ServerCertVerified, rustls::Error> {
-        let name = ServerName::try_from(name.to_owned()).unwrap();
-        v.verify_server_cert(
-            &CertificateDer::from(leaf),
-            &[],
-            &name,
-            &[],
-            UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000)),
-        )
-    }
+    // The verifier itself is tested where it lives (`tessera_edge::tls`).
 
     #[test]
-    fn each_server_verifies_by_its_spiffe_id_against_the_bundle_of_all_cas() {
-        let (a, b, stranger) = (Ca::new(), Ca::new(), Ca::new());
-        let v = verifier(&[&a, &b]);
-        // Whatever address or name the server was reached by.
-        for (ca, name) in [(&a, "10.0.0.1"), (&b, "server-b.example.org"), (&b, "::1")] {
-            check(&v, ca.issue("spiffe://example.org/spire/server"), name)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-        }
-        let err = check(&v, a.issue("spiffe://example.org/web"), "10.0.0.1").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("expected spiffe://example.org/spire/server"),
-            "{err}"
-        );
-        let err = check(
-            &v,
-            stranger.issue("spiffe://example.org/spire/server"),
-            "10.0.0.1",
+    fn the_client_config_expects_the_server_id_of_the_trust_domain() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let config = client_config(
+            ServerTrust::bundle(tessera_identity::Bundle::new(td.clone())),
+            td,
+            None,
         )
-        .unwrap_err();
-        assert!(err.to_string().contains("does not verify"), "{err}");
-        // Until the bundle holds B's CA, B is refused; once synced, accepted.
-        let only_a = verifier(&[&a]);
-        let leaf_b = b.issue("spiffe://example.org/spire/server");
-        assert!(check(&only_a, leaf_b.clone(), "10.0.0.2").is_err());
-        let mut both = Bundle::new(TrustDomain::new("example.org").unwrap());
-        both.add_x509_authority(X509Authority::from_der(a.der.clone()).unwrap());
-        both.add_x509_authority(X509Authority::from_der(b.der.clone()).unwrap());
-        only_a.trust.set_bundle(both);
-        check(&only_a, leaf_b, "10.0.0.2").unwrap();
+        .unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
     }
 
     #[test]

@@ -1,8 +1,13 @@
-//! Bounds of the Workload API: what one caller, and all callers together, may hold open.
+//! Bounds of the Workload API: what one caller, and all callers together, may hold open. The
+//! JWT-SVID audience bounds are the ones the server's agent API applies to the agent's mint
+//! requests (`tessera_edge::limits`: same keys, same defaults), so a request the agent accepts
+//! from a workload is never refused by the server for its audiences.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tessera_edge::limits::AudienceLimits;
 
 use crate::config::file::LimitsSection;
 
@@ -39,6 +44,16 @@ impl Default for Limits {
             max_audience_len: l.max_audience_len,
             max_jwt_bytes: l.max_jwt_bytes,
             attestation_timeout: l.attestation_timeout,
+        }
+    }
+}
+
+impl Limits {
+    /// The audience bounds, as the shared definition checks them.
+    pub fn audiences(&self) -> AudienceLimits {
+        AudienceLimits {
+            max_audiences: self.max_audiences,
+            max_audience_len: self.max_audience_len,
         }
     }
 }
@@ -143,6 +158,11 @@ fn lock(m: &Mutex<Counts>) -> std::sync::MutexGuard<'_, Counts> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audience_defaults_are_the_shared_ones() {
+        assert_eq!(Limits::default().audiences(), AudienceLimits::default());
+    }
 
     #[test]
     fn per_uid_and_total_bounds_and_release() {

@@ -4,10 +4,11 @@
 //! register the token's node alias if `token generate --spiffeID` asked for one.
 //! x509pop: check the chain, send a nonce, verify the signature, sign, record.
 
-use crate::status::agent_refusal;
+use std::time::Duration;
+
 use futures::StreamExt;
 use tessera_actors::attestation::{join_token, x509pop, AttestError, AttestedNode};
-use tessera_actors::server::aggregate_actor::{unix_secs, CommandError};
+use tessera_actors::server::aggregate_actor::CommandError;
 use tessera_actors::server::authority::{AgentSvidRequest, SignError};
 use tessera_actors::server::events::AttestedAgent;
 use tessera_actors::server::nodes::NodeCommand;
@@ -21,24 +22,29 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::service::{command_status, sign_status};
 use super::{convert, AgentApiDeps};
+use crate::status::{agent_refusal, status, ToCode};
 
 type Out = mpsc::Sender<Result<AttestResponse, Status>>;
 
-/// Runs one attestation; its messages are the returned stream.
+/// Runs one attestation after `wait` (its turn under the per-IP rate); its messages are the
+/// returned stream. The whole attestation is bounded by `limits.attestation_timeout`, and each
+/// message from the agent by `limits.attestation_step_timeout`, so an anonymous stream that
+/// sends nothing holds its task only briefly.
 pub fn run(
     deps: AgentApiDeps,
     input: Streaming<AttestRequest>,
+    wait: Duration,
 ) -> std::pin::Pin<Box<dyn futures::Stream<Item = Result<AttestResponse, Status>> + Send>> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
-        let limit = deps.settings.attest_timeout;
+        tokio::time::sleep(wait).await;
+        let limit = deps.settings.limits.attestation_timeout;
         let outcome = tokio::time::timeout(limit, attest(&deps, input, &tx))
             .await
             .unwrap_or_else(|_| {
                 Err(Status::deadline_exceeded(format!(
-                    "attestation took longer than {limit:?}"
+                    "attestation took longer than {limit:?} (limits.attestation_timeout)"
                 )))
             });
         let message = outcome.map(|result| AttestResponse {
@@ -53,16 +59,21 @@ pub fn run(
 }
 
 fn attest_status(e: AttestError) -> Status {
-    match e {
-        AttestError::Malformed { .. } | AttestError::NotEnabled(_) => {
-            Status::invalid_argument(e.to_string())
-        }
-        AttestError::Refused { .. } => Status::permission_denied(e.to_string()),
-    }
+    status(e)
 }
 
-async fn next(input: &mut Streaming<AttestRequest>) -> Result<attest_request::Step, Status> {
-    match input.next().await {
+/// The agent's next message, within `limits.attestation_step_timeout`.
+async fn next(
+    deps: &AgentApiDeps,
+    input: &mut Streaming<AttestRequest>,
+) -> Result<attest_request::Step, Status> {
+    let limit = deps.settings.limits.attestation_step_timeout;
+    let Ok(message) = tokio::time::timeout(limit, input.next()).await else {
+        return Err(Status::deadline_exceeded(format!(
+            "attest: no message from the agent within {limit:?} (limits.attestation_step_timeout)"
+        )));
+    };
+    match message {
         Some(Ok(AttestRequest { step: Some(step) })) => Ok(step),
         Some(Ok(_)) => Err(Status::invalid_argument("attest: empty message")),
         Some(Err(status)) => Err(status),
@@ -75,7 +86,7 @@ async fn attest(
     mut input: Streaming<AttestRequest>,
     out: &Out,
 ) -> Result<AttestResult, Status> {
-    let attest_request::Step::Params(params) = next(&mut input).await? else {
+    let attest_request::Step::Params(params) = next(deps, &mut input).await? else {
         return Err(Status::invalid_argument(
             "attest: the first message must carry params",
         ));
@@ -102,8 +113,9 @@ async fn attest(
                 })
                 .await
                 .map_err(|e| match e {
+                    // A spent, unknown or expired token: refused, whatever the token error.
                     CommandError::Rejected(e) => Status::permission_denied(e.to_string()),
-                    other => command_status(other),
+                    other => other.to_status(),
                 })?;
             if let TokenReply::Consumed { alias: a } = reply {
                 alias = a;
@@ -126,7 +138,8 @@ async fn attest(
             }))
             .await
             .map_err(|_| Status::cancelled("attest: the agent went away"))?;
-            let attest_request::Step::ChallengeResponse(signature) = next(&mut input).await? else {
+            let attest_request::Step::ChallengeResponse(signature) = next(deps, &mut input).await?
+            else {
                 return Err(Status::invalid_argument(
                     "attest: expected the challenge response",
                 ));
@@ -155,8 +168,8 @@ async fn finish(
         })
         .await
         .map_err(|e| match e {
-            SignError::Rejected(r) => Status::invalid_argument(format!("attest: agent CSR: {r}")),
-            other => sign_status(other),
+            SignError::Rejected(r) => Status::new(r.code(), format!("attest: agent CSR: {r}")),
+            other => status(other),
         })?;
     let attestation_type = node
         .agent_id
@@ -172,13 +185,13 @@ async fn finish(
             selectors: node.selectors.clone(),
             svid_serial: svid.serial_hex.clone(),
             svid_expires_at: svid.not_after,
-            attested_at: unix_secs(deps.server.clock.as_ref()),
+            attested_at: deps.server.clock.now_unix_nanos().div_euclid(1_000_000_000),
             can_reattest: node.can_reattest,
         }))
         .await
         .map_err(|e| match e {
             CommandError::Rejected(e) => agent_refusal(&e),
-            other => command_status(other),
+            other => other.to_status(),
         })?;
     if let Some(alias) = alias {
         register_alias(deps, &node.agent_id, alias).await;

@@ -1,17 +1,16 @@
-//! The `tessera.agent.v1.AgentServer` service: per-call authentication, then attestation,
-//! renewal, sync, signing and minting.
+//! The `tessera.agent.v1.AgentServer` service: per-call authentication (`auth`), per-agent
+//! and per-IP limits (`limits`), then attestation, renewal, sync, signing and minting. Errors
+//! become `Status` through `crate::status` only.
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use tessera_actors::server::agent_ops::{
-    mint_jwt_for_agent, sign_x509_for_agent, ItemError, OpsError,
-};
+use tessera_actors::server::agent_ops::{mint_jwt_for_agent, sign_x509_for_agent};
 use tessera_actors::server::aggregate_actor::CommandError;
-use tessera_actors::server::authority::{AgentSvidRequest, SignError};
-use tessera_actors::server::nodes::{NodeCommand, NodeError};
-use tessera_actors::server::sync_hub::SyncHubError;
+use tessera_actors::server::authority::AgentSvidRequest;
+use tessera_actors::server::nodes::NodeCommand;
 use tessera_identity::SpiffeId;
 use tessera_proto::tessera::agent::v1::{
     agent_server_server::AgentServer, AttestRequest, AttestResponse, BatchSignX509SvidRequest,
@@ -20,60 +19,68 @@ use tessera_proto::tessera::agent::v1::{
 };
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use super::auth::{authenticate, Caller};
+use super::limits::{Counter, LimitError, RateLimiter};
 use super::tls::AgentPeer;
 use super::{attest, convert, sync, AgentApiDeps};
-use crate::status::agent_refusal;
+use crate::status::{agent_refusal, status, ToCode};
 
 /// The service; cheap to clone (handles only).
 #[derive(Clone, Debug)]
 pub struct AgentService {
     pub(super) deps: AgentApiDeps,
+    attest_rate: RateLimiter<IpAddr>,
+    jwt_rate: RateLimiter<SpiffeId>,
+    csr_rate: RateLimiter<SpiffeId>,
+    sync_streams: Counter<SpiffeId>,
 }
 
 impl AgentService {
     /// A service over `deps`.
     pub fn new(deps: AgentApiDeps) -> Self {
-        Self { deps }
+        let l = &deps.settings.limits;
+        // Remember at most as many peers as may be connected at once (and a floor).
+        let keys = l.max_connections.max(1024);
+        Self {
+            attest_rate: RateLimiter::new(
+                l.attestations_per_ip_per_second,
+                l.attestation_burst_per_ip,
+                keys,
+            ),
+            jwt_rate: RateLimiter::new(
+                l.jwt_mints_per_agent_per_second,
+                l.jwt_mints_per_agent_per_second,
+                keys,
+            ),
+            csr_rate: RateLimiter::new(
+                l.csr_batches_per_agent_per_second,
+                l.csr_batches_per_agent_per_second,
+                keys,
+            ),
+            sync_streams: Counter::new(
+                keys.saturating_mul(l.max_sync_streams_per_agent.max(1)),
+                l.max_sync_streams_per_agent.max(1),
+            ),
+            deps,
+        }
     }
 
-    /// The calling agent, checked against the nodes aggregate: attested, not banned, and
-    /// presenting its current SVID.
-    async fn authenticate<T>(&self, request: &Request<T>) -> Result<(SpiffeId, String), Status> {
-        let peer = request
-            .extensions()
-            .get::<AgentPeer>()
-            .cloned()
-            .unwrap_or_default();
-        let (Some(agent), Some(serial)) = (peer.spiffe_id, peer.serial) else {
-            return Err(Status::unauthenticated(
-                "this call needs the agent's X.509-SVID as the TLS client certificate; attest first",
-            ));
-        };
-        let id = agent.clone();
-        let nodes = &self.deps.server.nodes;
-        let mut state = nodes
-            .read(move |n| n.get(&id).cloned())
-            .await
-            .map_err(command_status)?;
-        if state.as_ref().is_none_or(|s| s.agent.svid_serial != serial) {
-            // With several servers, the agent may have attested or renewed on another one a
-            // moment ago: fold what the log holds before refusing it.
-            let id = agent.clone();
-            state = nodes
-                .read_fresh(move |n| n.get(&id).cloned())
-                .await
-                .map_err(command_status)?;
-        }
-        match state {
-            None => Err(Status::permission_denied(NodeError::NotAttested(agent).to_string())),
-            Some(s) if s.banned => Err(agent_refusal(&NodeError::Banned(agent))),
-            Some(s) if s.agent.svid_serial != serial => Err(Status::permission_denied(format!(
-                "agent {agent} presented SVID serial {serial}, its current SVID is {}; reconnect with the newest SVID",
-                s.agent.svid_serial
-            ))),
-            Some(_) => Ok((agent, serial)),
-        }
+    fn now_nanos(&self) -> i64 {
+        self.deps.server.clock.now_unix_nanos()
     }
+
+    /// The calling agent, checked now (see `auth`).
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        authenticate(&self.deps.server, peer(request)).await
+    }
+}
+
+fn peer<T>(request: &Request<T>) -> AgentPeer {
+    request
+        .extensions()
+        .get::<AgentPeer>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 impl AgentService {
@@ -94,30 +101,6 @@ impl AgentService {
     }
 }
 
-/// Maps an actor call error.
-pub(super) fn command_status<E: std::error::Error + 'static>(e: CommandError<E>) -> Status {
-    match e {
-        CommandError::Rejected(e) => Status::failed_precondition(e.to_string()),
-        CommandError::Overloaded { .. } => Status::resource_exhausted(e.to_string()),
-        CommandError::Unavailable { .. } => Status::unavailable(e.to_string()),
-    }
-}
-
-/// Maps a signing error.
-pub(super) fn sign_status(e: SignError) -> Status {
-    match e {
-        SignError::Overloaded { .. } => Status::resource_exhausted(e.to_string()),
-        _ => Status::unavailable(e.to_string()),
-    }
-}
-
-fn hub_status(e: SyncHubError) -> Status {
-    match e {
-        SyncHubError::Overloaded { .. } => Status::resource_exhausted(e.to_string()),
-        SyncHubError::Unavailable(_) => Status::unavailable(e.to_string()),
-    }
-}
-
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -129,9 +112,26 @@ impl AgentServer for AgentService {
         &self,
         request: Request<Streaming<AttestRequest>>,
     ) -> Result<Response<Self::AttestStream>, Status> {
+        let limits = &self.deps.settings.limits;
+        // Attestation is anonymous: the source IP is all there is to limit by.
+        let wait = match peer(&request).remote.map(|a| a.ip()) {
+            Some(ip) => self
+                .attest_rate
+                .reserve(&ip, self.now_nanos(), limits.attestation_max_wait)
+                .map_err(|retry_after| {
+                    status(LimitError::AttestationRate {
+                        ip,
+                        per_second: limits.attestations_per_ip_per_second,
+                        retry_after,
+                    })
+                })?,
+            // In-process transports (tests) have no address.
+            None => Duration::ZERO,
+        };
         Ok(Response::new(attest::run(
             self.deps.clone(),
             request.into_inner(),
+            wait,
         )))
     }
 
@@ -139,7 +139,7 @@ impl AgentServer for AgentService {
         &self,
         request: Request<RenewAgentRequest>,
     ) -> Result<Response<RenewAgentResponse>, Status> {
-        let (agent, serial) = self.authenticate(&request).await?;
+        let caller = self.authenticate(&request).await?;
         let csr = request.into_inner().csr;
         if csr.is_empty() {
             return Err(Status::invalid_argument("RenewAgent: csr is required"));
@@ -149,27 +149,24 @@ impl AgentServer for AgentService {
             .authority
             .sign_agent_svid(AgentSvidRequest {
                 csr_der: csr,
-                agent_id: agent.clone(),
+                agent_id: caller.agent.clone(),
                 ttl: self.deps.settings.agent_svid_ttl,
             })
             .await
-            .map_err(|e| match e {
-                SignError::Rejected(r) => Status::invalid_argument(r.to_string()),
-                other => sign_status(other),
-            })?;
+            .map_err(status)?;
         self.deps
             .server
             .nodes
             .command(NodeCommand::Renewed {
-                agent_id: agent,
-                presented_serial: serial,
+                agent_id: caller.agent,
+                presented_serial: caller.serial,
                 svid_serial: svid.serial_hex.clone(),
                 svid_expires_at: svid.not_after,
             })
             .await
             .map_err(|e| match e {
-                CommandError::Rejected(e) => Status::permission_denied(e.to_string()),
-                other => command_status(other),
+                CommandError::Rejected(e) => agent_refusal(&e),
+                other => other.to_status(),
             })?;
         Ok(Response::new(RenewAgentResponse {
             svid: Some(convert::x509_svid(&svid, "")),
@@ -180,22 +177,35 @@ impl AgentServer for AgentService {
         &self,
         request: Request<SyncRequest>,
     ) -> Result<Response<Self::SyncEventsStream>, Status> {
-        let (agent, _) = self.authenticate(&request).await?;
+        let caller = self.authenticate(&request).await?;
+        let limits = &self.deps.settings.limits;
+        let slot = self
+            .sync_streams
+            .try_acquire(caller.agent.clone())
+            .map_err(|_| {
+                status(LimitError::SyncStreams {
+                    agent: caller.agent.to_string(),
+                    max: limits.max_sync_streams_per_agent,
+                })
+            })?;
         let req = request.into_inner();
         self.await_cursor(req.cursor).await;
         let (start, updates) = self
             .deps
             .server
             .sync
-            .connect_from(agent.clone(), req.cursor)
+            .connect_from(caller.agent.clone(), req.cursor)
             .await
-            .map_err(hub_status)?;
+            .map_err(status)?;
+        let ends = sync::Ends::of(&caller.peer, self.deps.server.clock.as_ref());
         Ok(Response::new(sync::stream(
             self.deps.clone(),
-            agent,
+            caller.agent,
             req,
             start,
             updates,
+            slot,
+            ends,
         )))
     }
 
@@ -203,40 +213,52 @@ impl AgentServer for AgentService {
         &self,
         request: Request<BatchSignX509SvidRequest>,
     ) -> Result<Response<BatchSignX509SvidResponse>, Status> {
-        let (agent, _) = self.authenticate(&request).await?;
+        let caller = self.authenticate(&request).await?;
+        let limits = &self.deps.settings.limits;
         let items: Vec<(String, Vec<u8>)> = request
             .into_inner()
             .params
             .into_iter()
             .map(|p| (p.entry_id, p.csr))
             .collect();
+        if items.is_empty() || items.len() > limits.max_sign_batch {
+            return Err(status(LimitError::SignBatch {
+                got: items.len(),
+                max: limits.max_sign_batch,
+            }));
+        }
+        self.csr_rate
+            .check(&caller.agent, self.now_nanos())
+            .map_err(|retry_after| {
+                status(LimitError::CsrRate {
+                    agent: caller.agent.to_string(),
+                    per_second: limits.csr_batches_per_agent_per_second,
+                    retry_after,
+                })
+            })?;
         let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
         let outcomes = sign_x509_for_agent(
             &self.deps.server,
-            &agent,
+            &caller.agent,
             items,
-            self.deps.settings.max_sign_batch,
+            limits.max_sign_batch,
         )
         .await
-        .map_err(ops_status)?;
+        .map_err(status)?;
         let results = ids
             .into_iter()
             .zip(outcomes)
-            .map(|(id, outcome)| match outcome {
+            .map(|(entry_id, outcome)| match outcome {
                 Ok((entry, svid)) => SignX509SvidResult {
                     status: Some(convert::status(Code::Ok, "")),
                     svid: Some(convert::x509_svid(&svid, &entry.hint)),
-                    entry_id: id,
+                    entry_id,
                 },
-                Err(e) => {
-                    let code = match e {
-                        ItemError::InvalidId { .. } | ItemError::Rejected(_) => {
-                            Code::InvalidArgument
-                        }
-                        ItemError::NotAuthorised { .. } => Code::PermissionDenied,
-                    };
-                    failed(&id, code, e.to_string())
-                }
+                Err(e) => SignX509SvidResult {
+                    status: Some(e.to_item_status()),
+                    svid: None,
+                    entry_id,
+                },
             })
             .collect();
         Ok(Response::new(BatchSignX509SvidResponse { results }))
@@ -246,39 +268,32 @@ impl AgentServer for AgentService {
         &self,
         request: Request<MintJwtSvidRequest>,
     ) -> Result<Response<MintJwtSvidResponse>, Status> {
-        let (agent, _) = self.authenticate(&request).await?;
+        let caller = self.authenticate(&request).await?;
+        let limits = &self.deps.settings.limits;
         let req = request.into_inner();
+        limits.audiences.check(&req.audience).map_err(status)?;
+        self.jwt_rate
+            .check(&caller.agent, self.now_nanos())
+            .map_err(|retry_after| {
+                status(LimitError::JwtRate {
+                    agent: caller.agent.to_string(),
+                    per_second: limits.jwt_mints_per_agent_per_second,
+                    retry_after,
+                })
+            })?;
         let ttl = (req.ttl > 0).then(|| Duration::from_secs(req.ttl.unsigned_abs().into()));
         let (entry, svid) = mint_jwt_for_agent(
             &self.deps.server,
-            &agent,
+            &caller.agent,
             &req.entry_id,
             req.audience,
             ttl,
-            self.deps.settings.max_audiences,
+            limits.audiences.max_audiences,
         )
         .await
-        .map_err(ops_status)?;
+        .map_err(status)?;
         Ok(Response::new(MintJwtSvidResponse {
             svid: Some(convert::jwt_svid(&svid, &entry.hint)),
         }))
-    }
-}
-
-/// Maps a domain operation error.
-fn ops_status(e: OpsError) -> Status {
-    match e {
-        OpsError::Overloaded(m) => Status::resource_exhausted(m),
-        OpsError::Unavailable(m) => Status::unavailable(m),
-        OpsError::Invalid(m) => Status::invalid_argument(m),
-        OpsError::Denied(m) => Status::permission_denied(m),
-    }
-}
-
-fn failed(entry_id: &str, code: Code, message: impl Into<String>) -> SignX509SvidResult {
-    SignX509SvidResult {
-        status: Some(convert::status(code, message)),
-        svid: None,
-        entry_id: entry_id.to_owned(),
     }
 }

@@ -1,13 +1,20 @@
 //! `SyncEvents`: the agent's view as a snapshot in size-bounded chunks, or `Resumed` and the
 //! changes it missed when the hub still holds every change after its cursor; then each change
 //! as it commits, with checkpoints the agent may persist as its cursor.
+//!
+//! A stream ends on its own when its connection reaches `limits.agent_connection_max_age`
+//! (`Unavailable`: the agent reconnects and resumes from its cursor) or when the agent SVID
+//! of the connection expires (`Unauthenticated`), so neither outlives its checks. It holds the
+//! agent's place among `limits.max_sync_streams_per_agent` while it runs.
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures::Stream;
 use prost::Message;
 use tessera_actors::server::sync::ViewChange;
 use tessera_actors::server::sync_hub::{SyncSnapshot, SyncStart, SyncUpdate};
+use tessera_eventlog::Clock;
 use tessera_identity::SpiffeId;
 use tessera_proto::spire::api::types;
 use tessera_proto::tessera::agent::v1::{
@@ -18,7 +25,56 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::limits::Slot;
+use super::tls::AgentPeer;
 use super::{convert, AgentApiDeps};
+
+/// When a stream must end, from its connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ends {
+    max_age_at: Option<tokio::time::Instant>,
+    svid_expires_in: Option<Duration>,
+}
+
+impl Ends {
+    /// The ends of a stream on `peer`'s connection, at `clock`'s time.
+    pub fn of(peer: &AgentPeer, clock: &dyn Clock) -> Self {
+        let svid_expires_in = peer.not_after.map(|not_after| {
+            let left = not_after
+                .saturating_mul(1_000_000_000)
+                .saturating_sub(clock.now_unix_nanos());
+            Duration::from_nanos(u64::try_from(left).unwrap_or(0))
+        });
+        Self {
+            max_age_at: peer.max_age_at,
+            svid_expires_in,
+        }
+    }
+}
+
+/// Resolves with the status that ends the stream.
+async fn end(ends: Ends, agent: &SpiffeId) -> Status {
+    let age = async {
+        match ends.max_age_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let expiry = async {
+        match ends.svid_expires_in {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = age => Status::unavailable(format!(
+            "the connection of {agent} reached its maximum age (limits.agent_connection_max_age); reconnect and resume from your cursor"
+        )),
+        () = expiry => Status::unauthenticated(format!(
+            "the agent SVID of this connection ({agent}) expired; reconnect with a renewed SVID, or attest again"
+        )),
+    }
+}
 
 type Tx = mpsc::Sender<Result<SyncResponse, Status>>;
 
@@ -32,7 +88,9 @@ pub fn stream(
     agent: SpiffeId,
     request: SyncRequest,
     start: SyncStart,
-    mut updates: mpsc::Receiver<SyncUpdate>,
+    updates: mpsc::Receiver<SyncUpdate>,
+    slot: Slot<SpiffeId>,
+    ends: Ends,
 ) -> Pin<Box<dyn Stream<Item = Result<SyncResponse, Status>> + Send>> {
     let (tx, rx) = mpsc::channel(16);
     let server_max = deps.settings.max_sync_message_bytes;
@@ -44,6 +102,33 @@ pub fn stream(
     .saturating_sub(1024)
     .max(16 * 1024);
     tokio::spawn(async move {
+        let _slot = slot;
+        let end = {
+            let agent = agent.clone();
+            async move { end(ends, &agent).await }
+        };
+        let tx_end = tx.clone();
+        tokio::select! {
+            () = run(deps, agent, start, updates, tx, max_bytes) => {}
+            status = end => {
+                let _ = tx_end.send(Err(status)).await;
+            }
+            // The agent went away: free its place at once, not at the next send.
+            () = tx_end.closed() => {}
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+async fn run(
+    deps: AgentApiDeps,
+    agent: SpiffeId,
+    start: SyncStart,
+    mut updates: mpsc::Receiver<SyncUpdate>,
+    tx: Tx,
+    max_bytes: usize,
+) {
+    {
         // Bundle changes come straight from the authority's watch (the authority publishes
         // a bundle only once it has applied the event), not from the hub's fold of the log.
         let mut bundles = deps.authority.subscribe_bundle();
@@ -95,8 +180,7 @@ pub fn stream(
                 "sync stream of {agent} ended by the server; reconnect with your cursor"
             ))))
             .await;
-    });
-    Box::pin(ReceiverStream::new(rx))
+    }
 }
 
 /// `Resumed`, the current bundle (it may have rotated meanwhile), then the missed changes;

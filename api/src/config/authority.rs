@@ -117,6 +117,7 @@ pub(super) fn authority(
     a.signer.max_csr_bytes = l.max_csr_bytes;
     a.signer.max_dns_names = l.max_svid_dns_names;
     a.signer.max_audiences = l.max_audiences;
+    a.signer.max_audience_len = l.max_audience_len;
     a.tick_interval = Some(s.rotation_check_interval);
     a.call_timeout = l.call_timeout;
     a.validate()?;

@@ -207,12 +207,53 @@ pub struct LimitsSection {
     pub max_csr_bytes: usize,
     /// DNS names in one X509-SVID.
     pub max_svid_dns_names: usize,
+    /// Longest JWT-SVID audience, bytes (shared with the agent's Workload API).
+    pub max_audience_len: usize,
+    /// Agent API connections open at once (handshaking or established), all sources.
+    pub max_agent_connections: usize,
+    /// Agent API connections open at once per source IP.
+    pub max_agent_connections_per_ip: usize,
+    /// Longest TLS handshake on the agent API.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub agent_handshake_timeout: Duration,
+    /// HTTP/2 streams (RPCs) open at once on one agent connection.
+    pub agent_max_concurrent_streams: u32,
+    /// Largest HTTP/2 header list on the agent API, bytes.
+    pub agent_max_header_list_bytes: u32,
+    /// Largest agent API request message, bytes.
+    pub agent_max_request_bytes: usize,
+    /// Age at which agent connections are asked to close (SPIRE: 3m).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub agent_connection_max_age: Duration,
+    /// Time in-flight calls get after the max age before the connection is cut.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub agent_connection_max_age_grace: Duration,
+    /// Attestations per second per source IP (SPIRE: 1).
+    pub attestations_per_ip_per_second: u32,
+    /// Attestations at once per source IP (SPIRE: 1).
+    pub attestation_burst_per_ip: u32,
+    /// Longest an attestation over the rate waits for its turn before it is refused.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub attestation_max_wait: Duration,
+    /// Longest wait for each message of an agent during attestation.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub attestation_step_timeout: Duration,
+    /// Longest a whole attestation may take.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub attestation_timeout: Duration,
+    /// SyncEvents streams one agent may hold open.
+    pub max_sync_streams_per_agent: usize,
+    /// JWT-SVIDs one agent may have minted per second (and at once).
+    pub agent_jwt_mints_per_second: u32,
+    /// BatchSignX509SVID calls per agent per second (and at once).
+    pub agent_csr_batches_per_second: u32,
     /// Bounds on entry fields.
     pub entry: EntryLimits,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
+        let agent = crate::agent_api::AgentApiLimits::default();
         Self {
             max_entries: 1_000_000,
             max_in_flight: 10_000,
@@ -223,13 +264,30 @@ impl Default for LimitsSection {
             max_page_size: 5_000,
             max_tail_streams: 64,
             max_event_kinds: 64,
-            max_audiences: 32,
+            max_audiences: tessera_edge::limits::DEFAULT_MAX_AUDIENCES,
             max_request_bytes: 4 * 1024 * 1024,
             max_signing_queue: 10_000,
             max_signing_batch: 1_000,
             max_signing_jobs: 0,
             max_csr_bytes: 16 * 1024,
             max_svid_dns_names: 64,
+            max_audience_len: agent.audiences.max_audience_len,
+            max_agent_connections: agent.max_connections,
+            max_agent_connections_per_ip: agent.max_connections_per_ip,
+            agent_handshake_timeout: agent.handshake_timeout,
+            agent_max_concurrent_streams: agent.max_concurrent_streams,
+            agent_max_header_list_bytes: agent.max_header_list_bytes,
+            agent_max_request_bytes: agent.max_request_bytes,
+            agent_connection_max_age: agent.connection_max_age,
+            agent_connection_max_age_grace: agent.connection_max_age_grace,
+            attestations_per_ip_per_second: agent.attestations_per_ip_per_second,
+            attestation_burst_per_ip: agent.attestation_burst_per_ip,
+            attestation_max_wait: agent.attestation_max_wait,
+            attestation_step_timeout: agent.attestation_step_timeout,
+            attestation_timeout: agent.attestation_timeout,
+            max_sync_streams_per_agent: agent.max_sync_streams_per_agent,
+            agent_jwt_mints_per_second: agent.jwt_mints_per_agent_per_second,
+            agent_csr_batches_per_second: agent.csr_batches_per_agent_per_second,
             entry: EntryLimits::default(),
         }
     }
