@@ -20,6 +20,84 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// Most bytes bincode may claim while decoding, per byte of input. bincode claims the
+/// in-memory size of each value before it reads it (8 for a `u64`, the length of a string)
+/// and allocates strings and byte strings whole on the strength of that claim; every claim
+/// is backed by at least one byte read, and no value claims more than 16 (`u128`). So a
+/// valid input of `n` bytes claims at most `16 n`, and a corrupt length (a 12-byte payload
+/// saying its string is 4 GB long: found by `eventlog/fuzz`) is refused as over the limit
+/// instead of aborting the process on a failed allocation. `with_limit` only bounds decoding:
+/// the stored format is unchanged.
+const CLAIM_PER_INPUT_BYTE: usize = 16;
+
+/// Decodes `T` from `read` (`len` bytes of input) under the smallest limit of a few fixed
+/// tiers (limits are type parameters in bincode, and each tier is one more copy of `T`'s
+/// decoder) that is at least [`CLAIM_PER_INPUT_BYTE`] times `len`. Beyond the last tier
+/// (inputs over 256 MiB: only the largest snapshots) no limit is set.
+fn decode_bounded<T: DeserializeOwned>(
+    len: usize,
+    read: impl DecodeWith<T>,
+) -> Result<T, bincode::error::DecodeError> {
+    const SMALL: usize = 1 << 20;
+    const LARGE: usize = 1 << 28;
+    const HUGE: usize = u32::MAX as usize;
+    let claim = len.saturating_mul(CLAIM_PER_INPUT_BYTE);
+    if claim <= SMALL {
+        read.decode(config().with_limit::<SMALL>())
+    } else if claim <= LARGE {
+        read.decode(config().with_limit::<LARGE>())
+    } else if claim <= HUGE {
+        read.decode(config().with_limit::<HUGE>())
+    } else {
+        read.decode(config())
+    }
+}
+
+/// bincode's message, with the limit of [`decode_bounded`] explained.
+fn describe(e: bincode::error::DecodeError) -> String {
+    match e {
+        bincode::error::DecodeError::LimitExceeded => {
+            "a length in the data is larger than the data itself could hold (damaged or not \
+             written by this build; the decode limit is 16 bytes of values per byte of input)"
+                .to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A source bincode decodes from with any configuration: a slice, or a reader.
+trait DecodeWith<T> {
+    fn decode<C: bincode::config::Config>(
+        self,
+        config: C,
+    ) -> Result<T, bincode::error::DecodeError>;
+}
+
+/// A slice, with the number of bytes used written to `.1`.
+struct FromSlice<'a>(&'a [u8], &'a mut usize);
+
+impl<T: DeserializeOwned> DecodeWith<T> for FromSlice<'_> {
+    fn decode<C: bincode::config::Config>(
+        self,
+        config: C,
+    ) -> Result<T, bincode::error::DecodeError> {
+        let (value, used) = bincode::serde::decode_from_slice(self.0, config)?;
+        *self.1 = used;
+        Ok(value)
+    }
+}
+
+struct FromRead<'a, R>(&'a mut R);
+
+impl<T: DeserializeOwned, R: std::io::Read> DecodeWith<T> for FromRead<'_, R> {
+    fn decode<C: bincode::config::Config>(
+        self,
+        config: C,
+    ) -> Result<T, bincode::error::DecodeError> {
+        bincode::serde::decode_from_std_read(self.0, config)
+    }
+}
+
 /// An event type stored in the log.
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Schema version written with new events.
@@ -116,8 +194,9 @@ pub fn decode_payload<T: DeserializeOwned>(
         schema_version,
         message,
     };
-    let (value, used) =
-        bincode::serde::decode_from_slice(payload, config()).map_err(|e| fail(e.to_string()))?;
+    let mut used = 0;
+    let value = decode_bounded(payload.len(), FromSlice(payload, &mut used))
+        .map_err(|e| fail(describe(e)))?;
     if used != payload.len() {
         return Err(fail(format!("{} trailing bytes", payload.len() - used)));
     }
@@ -152,8 +231,8 @@ pub fn decode_state_stream<S: DeserializeOwned>(
         schema_version: 0,
         message,
     };
-    let value = bincode::serde::decode_from_std_read(&mut stream, config())
-        .map_err(|e| fail(e.to_string()))?;
+    let len = usize::try_from(stream.len).unwrap_or(usize::MAX);
+    let value = decode_bounded(len, FromRead(&mut stream)).map_err(|e| fail(describe(e)))?;
     stream.finish().map_err(fail)?;
     Ok(value)
 }
@@ -264,5 +343,55 @@ impl<E: Event> TypedLog<E> {
                 Ok((record.seq, decode(&record)?))
             })
             .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Digest32;
+    use crate::snapshot::{Snapshot, SnapshotStream};
+
+    /// Found by `eventlog/fuzz` (target `record`): a payload whose string claims a length no
+    /// input backs made bincode allocate it whole (4 GB here; a `u64` length panicked with
+    /// "capacity overflow" or aborted). Now a typed decode error, from a slice and a stream.
+    #[test]
+    fn a_corrupt_length_is_a_decode_error_not_an_allocation() {
+        let fuzz_found = [0x00, 0x01, 0x00, 0x02, 0x00, 0xfc, 0x01, 0xff, 0xff, 0xed];
+        let huge = [0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        for bytes in [&fuzz_found[5..], &huge[..]] {
+            let err = decode_payload::<String>(3, "Fuzz", 1, bytes).unwrap_err();
+            assert!(matches!(&err, CodecError::Decode { seq: 3, .. }), "{err}");
+            let err = decode_state::<String>(4, bytes).unwrap_err();
+            assert!(err.to_string().contains("larger than the data"), "{err}");
+            let stream = SnapshotStream::from(Snapshot {
+                seq: 5,
+                hash: Digest32::GENESIS,
+                data: bytes.to_vec(),
+            });
+            let err = decode_state_stream::<String>(stream).unwrap_err();
+            assert!(err.to_string().contains("larger than the data"), "{err}");
+        }
+        assert!(decode_payload::<(u8, String)>(1, "Fuzz", 1, &fuzz_found[4..]).is_err());
+    }
+
+    /// The limit is a bound valid inputs never reach, even at the worst ratio of claimed to
+    /// encoded bytes (a `u128` in one byte), on each side of the first tier.
+    #[test]
+    fn valid_inputs_decode_under_the_limit_whatever_their_shape() {
+        for n in [10, 65_535, 65_536, 70_000] {
+            let values = vec![0u128; n];
+            let bytes = encode_state(&values).unwrap();
+            assert_eq!(decode_state::<Vec<u128>>(1, &bytes).unwrap(), values);
+            let stream = SnapshotStream::from(Snapshot {
+                seq: 1,
+                hash: Digest32::GENESIS,
+                data: bytes,
+            });
+            assert_eq!(decode_state_stream::<Vec<u128>>(stream).unwrap(), values);
+        }
+        let text = vec!["x".repeat(300); 5_000];
+        let bytes = encode_state(&text).unwrap();
+        assert_eq!(decode_state::<Vec<String>>(1, &bytes).unwrap(), text);
     }
 }
