@@ -95,9 +95,9 @@ impl ToCode for NodeError {
     fn code(&self) -> Code {
         match self {
             NodeError::NotAttested(_) => Code::NotFound,
-            NodeError::Banned(_) | NodeError::AlreadyAttested(_) | NodeError::StaleSvid { .. } => {
-                Code::PermissionDenied
-            }
+            // Banned, already attested, stale SVID, a join token that cannot be spent.
+            #[allow(unreachable_patterns)]
+            _ => Code::PermissionDenied,
         }
     }
 
@@ -128,8 +128,10 @@ impl ToCode for TokenError {
         match self {
             TokenError::Unknown | TokenError::Expired { .. } => Code::PermissionDenied,
             TokenError::Duplicate => Code::AlreadyExists,
-            TokenError::Ttl { .. } => Code::InvalidArgument,
             TokenError::TooMany { .. } => Code::ResourceExhausted,
+            // A TTL out of range, a chosen token too short.
+            #[allow(unreachable_patterns)]
+            _ => Code::InvalidArgument,
         }
     }
 }
