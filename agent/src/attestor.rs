@@ -4,7 +4,12 @@
 //!
 //! A selector an attestor cannot observe is simply absent: missing selectors can only narrow
 //! what a workload is entitled to, never widen it.
+//!
+//! Around the attestors, [`process::ProcessCheck`] makes sure the selectors describe the
+//! process that called: it stamps the caller (start time, uid) before they run and refuses the
+//! call if the stamp changed by the time they are done (the caller exited, its pid was reused).
 
+pub mod process;
 pub mod unix;
 
 use std::sync::Arc;
@@ -12,6 +17,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tessera_identity::{Selector, SelectorSet};
+
+use self::process::ProcessCheck;
 
 /// Who is calling, as the kernel reports it for the socket (`SO_PEERCRED`): read once when
 /// the connection is accepted, so the caller cannot change it afterwards.
@@ -52,13 +59,16 @@ pub enum AttestError {
         /// The limit.
         after: Duration,
     },
-    /// The calling process exited (or its `/proc` entry vanished) during attestation.
-    #[error("workload attestor {attestor:?}: process {pid} is gone")]
-    ProcessGone {
-        /// The attestor.
-        attestor: &'static str,
-        /// The pid.
+    /// The calling process exited, or its pid now names another process (another start time
+    /// or uid), between the connection and the end of attestation: the selectors found might
+    /// describe a newcomer. The caller is answered `PermissionDenied`; a live caller that
+    /// retries is attested afresh.
+    #[error("the calling process exited or its PID was reused during attestation; retry (pid {pid}: {detail})")]
+    CallerChanged {
+        /// The pid the connection reported.
         pid: u32,
+        /// What changed.
+        detail: String,
     },
     /// A file the attestor reads could not be read.
     #[error("workload attestor {attestor:?}: cannot read {path}: {source}")]
@@ -80,6 +90,14 @@ pub enum AttestError {
     },
 }
 
+impl AttestError {
+    /// Whether the caller is refused because it is no longer the process that connected
+    /// (`PermissionDenied` rather than `Unavailable`).
+    pub fn is_caller_changed(&self) -> bool {
+        matches!(self, Self::CallerChanged { .. })
+    }
+}
+
 /// Turns the credentials of a caller into selectors of one type.
 pub trait WorkloadAttestor: Send + Sync + std::fmt::Debug + 'static {
     /// The selector type this attestor produces (`unix`).
@@ -92,17 +110,28 @@ pub trait WorkloadAttestor: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<Vec<Selector>, AttestError>>;
 }
 
-/// Every configured attestor, run together.
+/// Every configured attestor, run together, between the two halves of a [`ProcessCheck`].
 #[derive(Debug, Clone)]
 pub struct Attestors {
     attestors: Vec<Arc<dyn WorkloadAttestor>>,
     timeout: Duration,
+    check: ProcessCheck,
 }
 
 impl Attestors {
-    /// `attestors`, each bounded by `timeout`.
+    /// `attestors`, each bounded by `timeout`, checking callers in `/proc`.
     pub fn new(attestors: Vec<Arc<dyn WorkloadAttestor>>, timeout: Duration) -> Self {
-        Self { attestors, timeout }
+        Self {
+            attestors,
+            timeout,
+            check: ProcessCheck::default(),
+        }
+    }
+
+    /// The same, checking callers with `check` instead (another `/proc`, or a test's probe).
+    pub fn with_process_check(mut self, check: ProcessCheck) -> Self {
+        self.check = check;
+        self
     }
 
     /// The attestors configured.
@@ -111,8 +140,11 @@ impl Attestors {
     }
 
     /// The caller's selectors: the union of every attestor's. Fails if any attestor fails,
-    /// so that a caller is never served on a partial picture it did not ask for.
+    /// so that a caller is never served on a partial picture it did not ask for, and with
+    /// [`AttestError::CallerChanged`] if the caller exited or its pid was reused meanwhile.
     pub async fn attest(&self, caller: &PeerCredentials) -> Result<SelectorSet, AttestError> {
+        // `/proc/<pid>/stat` and `status` are kernel-generated and never wait on a disk.
+        let stamp = self.check.record(caller)?;
         let runs = self.attestors.iter().map(|a| async move {
             match tokio::time::timeout(self.timeout, a.attest(caller)).await {
                 Ok(result) => result,
@@ -128,6 +160,7 @@ impl Attestors {
                 selectors.insert(s);
             }
         }
+        self.check.confirm(caller, stamp)?;
         Ok(selectors)
     }
 }
@@ -170,10 +203,12 @@ mod tests {
         }
     }
 
+    // No pid: these tests are about merging and timeouts, not the process check
+    // (`process::tests`).
     const CALLER: PeerCredentials = PeerCredentials {
         uid: 1,
         gid: 2,
-        pid: Some(3),
+        pid: None,
     };
 
     #[tokio::test]

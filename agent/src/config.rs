@@ -3,7 +3,7 @@
 //! [`AgentConfig`] before anything starts. A bad value fails start-up with a message naming
 //! the key (or flag), the value and the rule; an unknown key fails naming the key.
 
-pub mod duration;
+pub use tessera_edge::duration;
 pub mod file;
 pub mod servers;
 

@@ -5,7 +5,7 @@
 
 mod agent_api;
 mod authority;
-pub mod duration;
+pub use tessera_edge::duration;
 pub mod file;
 pub mod store;
 

@@ -27,6 +27,7 @@ use tessera_identity::Selector;
 
 use self::accounts::AccountsFile;
 use self::exe::{DigestCache, Hashed};
+use super::process::{self, ProcStatus};
 use super::{AttestError, PeerCredentials, WorkloadAttestor};
 
 const NAME: &str = "unix";
@@ -133,11 +134,9 @@ impl UnixAttestor {
         let status = read_proc(&proc_dir.join("status"), pid)?;
         let status = ProcStatus::parse(&status);
         if status.euid != Some(caller.uid) || status.egid != Some(caller.gid) {
-            return Err(AttestError::Failed {
-                attestor: NAME,
-                reason: format!(
-                    "process {pid} no longer has the credentials it connected with (it exited and its pid was reused, or it changed user)"
-                ),
+            return Err(AttestError::CallerChanged {
+                pid,
+                detail: "the process no longer has the uid and gid it connected with".into(),
             });
         }
         for gid in status.groups {
@@ -211,34 +210,6 @@ impl WorkloadAttestor for UnixAttestor {
     }
 }
 
-/// What the attestor reads from `/proc/<pid>/status`.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct ProcStatus {
-    euid: Option<u32>,
-    egid: Option<u32>,
-    groups: Vec<u32>,
-}
-
-impl ProcStatus {
-    /// Reads the `Uid:`, `Gid:` (real, effective, saved, fs) and `Groups:` lines.
-    fn parse(text: &str) -> Self {
-        let mut s = Self::default();
-        for line in text.lines() {
-            let Some((key, rest)) = line.split_once(':') else {
-                continue;
-            };
-            let mut ids = rest.split_whitespace().map(str::parse::<u32>);
-            match key {
-                "Uid" => s.euid = ids.nth(1).and_then(Result::ok),
-                "Gid" => s.egid = ids.nth(1).and_then(Result::ok),
-                "Groups" => s.groups = ids.filter_map(Result::ok).collect(),
-                _ => {}
-            }
-        }
-        s
-    }
-}
-
 /// Adds `unix:<kind>:<value>`; a value the selector rules refuse (a control character in a
 /// path) is logged and left out.
 fn push(out: &mut Vec<Selector>, kind: &str, value: &str) {
@@ -258,11 +229,10 @@ fn read_proc(path: &Path, pid: u32) -> Result<String, AttestError> {
 }
 
 fn proc_err(path: &Path, pid: u32, e: std::io::Error) -> AttestError {
-    // ESRCH: the process died while its entry was being read.
-    if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(3) {
-        AttestError::ProcessGone {
-            attestor: NAME,
+    if process::is_gone(&e) {
+        AttestError::CallerChanged {
             pid,
+            detail: "it has exited".into(),
         }
     } else {
         io_err(path)(e)

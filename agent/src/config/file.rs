@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::duration::serde_duration;
+use super::duration;
 use super::servers::AddressList;
 
 /// The whole file.
@@ -146,7 +146,7 @@ pub struct LimitsSection {
     /// Longest token ValidateJWTSVID accepts, bytes.
     pub max_jwt_bytes: usize,
     /// Longest workload attestation.
-    #[serde(with = "serde_duration")]
+    #[serde(with = "duration")]
     pub attestation_timeout: Duration,
 }
 
@@ -170,10 +170,10 @@ impl Default for LimitsSection {
 #[serde(default, deny_unknown_fields)]
 pub struct SyncSection {
     /// First reconnect delay after the stream drops.
-    #[serde(with = "serde_duration")]
+    #[serde(with = "duration")]
     pub backoff_initial: Duration,
     /// Longest reconnect delay.
-    #[serde(with = "serde_duration")]
+    #[serde(with = "duration")]
     pub backoff_max: Duration,
 }
 

@@ -74,6 +74,7 @@ impl ApiError {
             Self::MissingHeader | Self::BadRequest { .. } => Code::InvalidArgument,
             Self::InvalidToken(e) if e.is_limit() => Code::ResourceExhausted,
             Self::InvalidToken(_) => Code::InvalidArgument,
+            Self::Attestation(e) if e.is_caller_changed() => Code::PermissionDenied,
             Self::NoCredentials | Self::NoIdentity | Self::NotEntitled(_) => Code::PermissionDenied,
             Self::StreamLimit(_) | Self::RequestLimit { .. } => Code::ResourceExhausted,
             Self::JwtFetch(JwtFetchError::UnknownEntry(_)) => Code::PermissionDenied,

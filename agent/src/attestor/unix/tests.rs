@@ -207,16 +207,16 @@ fn a_vanished_or_reused_pid_is_refused() {
         pid: Some(999),
         ..ALICE
     };
-    assert!(matches!(
-        a.attest_blocking(&gone),
-        Err(AttestError::ProcessGone { pid: 999, .. })
-    ));
-    let other_user = PeerCredentials { uid: 0, ..ALICE };
-    let err = a.attest_blocking(&other_user).unwrap_err();
+    let err = a.attest_blocking(&gone).unwrap_err();
     assert!(
-        err.to_string().contains("no longer has the credentials"),
+        matches!(err, AttestError::CallerChanged { pid: 999, .. }),
         "{err}"
     );
+    assert!(err.to_string().contains("exited or its PID was reused"));
+    let other_user = PeerCredentials { uid: 0, ..ALICE };
+    let err = a.attest_blocking(&other_user).unwrap_err();
+    assert!(err.is_caller_changed(), "{err}");
+    assert!(err.to_string().contains("no longer has the uid"), "{err}");
 }
 
 #[test]
@@ -251,6 +251,7 @@ fn spire_size_limit_values() {
 
 #[test]
 fn proc_status_parsing() {
+    use super::process::ProcStatus;
     let s = ProcStatus::parse("Uid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\n");
     assert_eq!(
         s,
