@@ -19,6 +19,7 @@ use tessera_actors::server::keys::{KeyType, SigningKeyPair};
 use tessera_actors::server::nodes::NodeCommand;
 use tessera_actors::server::registry::{NewEntry, RegistryCommand, RegistryReply};
 use tessera_actors::server::supervisor::{Server, ServerSettings};
+use tessera_actors::server::tokens::{hash_token, TokenCommand};
 use tessera_eventlog::{LocalLog, SystemClock};
 use tessera_identity::{
     verify_x509_svid, EntryId, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain,
@@ -81,6 +82,16 @@ async fn agent_follows_the_server_signs_and_serves() {
     .await
     .unwrap();
     server.authority.tick().await.unwrap();
+    // A join-token agent is recorded together with the spending of its token.
+    server
+        .tokens
+        .command(TokenCommand::Create {
+            token_hash: hash_token(AGENT.rsplit('/').next().unwrap()),
+            ttl_secs: 600,
+            alias: None,
+        })
+        .await
+        .unwrap();
     server
         .nodes
         .command(NodeCommand::Attested(AttestedAgent {

@@ -26,6 +26,11 @@ fn servers_path() -> PathBuf {
     golden("server-events-v1-servers.tlog")
 }
 
+/// The variant added for entry expiry (issue 11; schema 1 still: a new variant at the end).
+fn expiry_path() -> PathBuf {
+    golden("server-events-v1-expiry.tlog")
+}
+
 fn golden(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
@@ -164,6 +169,13 @@ fn servers_events() -> Vec<ServerEvent> {
     ]
 }
 
+fn expiry_events() -> Vec<ServerEvent> {
+    vec![ServerEvent::EntryExpired {
+        id: entry(0).id,
+        expires_at: 1_900_000_000,
+    }]
+}
+
 fn check_golden(path: PathBuf, events: Vec<ServerEvent>) {
     let bytes = std::fs::read(path).expect("golden file is in the repo");
     let records = read_export(&mut bytes.as_slice()).unwrap();
@@ -183,6 +195,17 @@ fn golden_server_events_v1_decode_forever() {
 #[test]
 fn golden_server_events_of_several_servers_decode_forever() {
     check_golden(servers_path(), servers_events());
+}
+
+#[test]
+fn golden_server_events_of_entry_expiry_decode_forever() {
+    check_golden(expiry_path(), expiry_events());
+}
+
+#[test]
+#[ignore = "writes the golden file of the expiry variant; run by hand once"]
+fn make_golden_expiry_events() {
+    write_golden(expiry_path(), expiry_events());
 }
 
 #[test]

@@ -11,12 +11,13 @@ use std::time::Duration;
 use tessera_actors::random::SeededRandom;
 use tessera_actors::server::aggregate_actor::CommandError;
 use tessera_actors::server::authority::Owner;
-use tessera_actors::server::events::TokenHash;
+use tessera_actors::server::events::AttestedAgent;
+use tessera_actors::server::nodes::{NodeCommand, NodeError};
 use tessera_actors::server::registry::{
     EntryFilter, EntryRejection, NewEntry, RegistryCommand, RegistryReply,
 };
 use tessera_actors::server::supervisor::{Server, ServerSettings};
-use tessera_actors::server::tokens::TokenCommand;
+use tessera_actors::server::tokens::{hash_token, TokenCommand};
 use tessera_eventlog::{Clock, EventLog, LocalLog, ManualClock};
 use tessera_identity::{EntryId, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain};
 
@@ -179,34 +180,59 @@ async fn conflicting_creates_on_two_servers_succeed_exactly_once_each() {
 async fn a_join_token_spent_on_one_server_is_refused_on_the_other() {
     let log = Arc::new(LocalLog::in_memory(Arc::new(ManualClock::at_unix_secs(0))));
     let (a, b) = pair(&log).await;
-    let token_hash = TokenHash("ab".repeat(32));
+    let token = "tok-0123456789abcdef";
     a.tokens
         .command(TokenCommand::Create {
-            token_hash: token_hash.clone(),
+            token_hash: hash_token(token),
             ttl_secs: 600,
             alias: None,
         })
         .await
         .unwrap();
-    let agent = |n: &str| {
-        SpiffeId::new(&format!("spiffe://example.org/spire/agent/join_token/{n}")).unwrap()
+    let agent = SpiffeId::new(&format!(
+        "spiffe://example.org/spire/agent/join_token/{token}"
+    ))
+    .unwrap();
+    let attested = |server: &Server| {
+        let (nodes, agent) = (server.nodes.clone(), agent.clone());
+        async move {
+            nodes
+                .command(NodeCommand::Attested(AttestedAgent {
+                    id: agent,
+                    attestation_type: "join_token".into(),
+                    selectors: SelectorSet::new(),
+                    svid_serial: "01".into(),
+                    svid_expires_at: 3_600,
+                    attested_at: 0,
+                    can_reattest: false,
+                }))
+                .await
+        }
     };
-    // B may not have folded the creation yet: it catches up on the conflict, or already has.
-    b.tokens
-        .command(TokenCommand::Consume {
-            token_hash: token_hash.clone(),
-            agent_id: agent("first"),
-        })
-        .await
-        .unwrap();
-    let again = a
+    // B may not have folded the creation yet: a refusal is decided again on the log's head.
+    attested(&b).await.unwrap();
+    // The token is spent with the attestation, on every server: A refuses to check it, and
+    // evicting the agent does not make it usable again.
+    let check = a
         .tokens
         .command(TokenCommand::Consume {
-            token_hash,
-            agent_id: agent("second"),
+            token_hash: hash_token(token),
+            agent_id: agent.clone(),
         })
         .await;
-    assert!(matches!(again, Err(CommandError::Rejected(_))), "{again:?}");
+    assert!(matches!(check, Err(CommandError::Rejected(_))), "{check:?}");
+    a.nodes
+        .command(NodeCommand::Evict(agent.clone()))
+        .await
+        .unwrap();
+    let again = attested(&a).await;
+    assert!(
+        matches!(
+            again,
+            Err(CommandError::Rejected(NodeError::JoinToken { .. }))
+        ),
+        "{again:?}"
+    );
     a.stop().await;
     b.stop().await;
 }

@@ -1,11 +1,17 @@
 //! What an attested agent may ask of the server, as domain operations: signing X.509-SVIDs
 //! and minting JWT-SVIDs for entries in its view. Shared by the gRPC agent API and the
 //! in-process client the simulator uses, so authorisation lives in one place.
+//!
+//! The server decides what it signs: never for an entry whose `expires_at` has passed (even
+//! before the registry's prune has removed it), and for as long as the entry says (else the
+//! server default), which an agent's request may only shorten. The signer then caps every
+//! lifetime at the configured maximum and at the CA's or key's expiry.
 
 use std::time::Duration;
 
 use tessera_identity::{EntryId, RegistrationEntry, SpiffeId};
 
+use crate::server::aggregate_actor::unix_secs;
 use crate::server::authority::{
     IssuedX509Svid, JwtSvid, JwtSvidRequest, SignError, X509SvidRequest,
 };
@@ -31,9 +37,29 @@ pub enum ItemError {
         /// The agent.
         agent: SpiffeId,
     },
+    /// The entry's `expires_at` has passed: it issues no more SVIDs (the registry prunes it
+    /// and agents' views drop it).
+    #[error("entry {entry} expired at {expires_at} (Unix seconds) and issues no more SVIDs; extend it with `entry update --entryExpiry` or create a new one")]
+    Expired {
+        /// The entry.
+        entry: EntryId,
+        /// When it expired.
+        expires_at: i64,
+    },
     /// The signer refused the CSR or request.
     #[error("{0}")]
     Rejected(String),
+}
+
+/// The error for an expired entry, if `entry` has expired at `now`.
+fn expired(entry: &RegistrationEntry, now: i64) -> Option<ItemError> {
+    match entry.expires_at {
+        Some(at) if at <= now => Some(ItemError::Expired {
+            entry: entry.id.clone(),
+            expires_at: at,
+        }),
+        _ => None,
+    }
 }
 
 /// Why a whole operation failed.
@@ -108,8 +134,10 @@ pub async fn sign_x509_for_agent(
         .await?;
     let mut requests = Vec::new();
     let mut slots = Vec::new();
+    let now = unix_secs(server.clock.as_ref());
     for ((i, _), auth) in wanted.into_iter().zip(authorised) {
         match auth {
+            Ok(entry) if entry.is_expired_at(now) => results[i] = expired(&entry, now).map(Err),
             Ok(entry) => {
                 requests.push(X509SvidRequest {
                     csr_der: items[i].1.clone(),
@@ -145,8 +173,8 @@ pub async fn sign_x509_for_agent(
         .collect())
 }
 
-/// Mints a JWT-SVID for an entry in `agent`'s view. `ttl: None` uses the entry's
-/// `jwt_svid_ttl`, else the server default.
+/// Mints a JWT-SVID for an entry in `agent`'s view. Its lifetime is the entry's
+/// `jwt_svid_ttl`, else the server default; `ttl`, the agent's request, can only shorten it.
 pub async fn mint_jwt_for_agent(
     server: &Server,
     agent: &SpiffeId,
@@ -173,9 +201,18 @@ pub async fn mint_jwt_for_agent(
         .ok_or_else(|| {
             OpsError::Denied(format!("entry {id} is not in the view of agent {agent}"))
         })?;
-    let ttl = ttl.or(entry
+    let now = unix_secs(server.clock.as_ref());
+    if let Some(e) = expired(&entry, now) {
+        return Err(OpsError::Denied(e.to_string()));
+    }
+    let decided = entry
         .jwt_svid_ttl
-        .map(|s| Duration::from_secs(u64::from(s))));
+        .map(|s| Duration::from_secs(u64::from(s)))
+        .unwrap_or(server.settings.authority.signer.jwt_svid_ttl);
+    let ttl = Some(match ttl {
+        Some(asked) if !asked.is_zero() => asked.min(decided),
+        _ => decided,
+    });
     let svid = server
         .authority
         .mint_jwt_svid(JwtSvidRequest {

@@ -58,4 +58,19 @@ pub trait Aggregate: Default + Send + Sync + Serialize + DeserializeOwned + 'sta
 
     /// Folds one committed event. Events of other aggregates are ignored.
     fn apply(&mut self, event: &ServerEvent);
+
+    /// Work that comes due with time (pruning what expired): the command the actor runs on
+    /// its housekeeping schedule at `now` (Unix seconds), if any is due. Pure, like `decide`;
+    /// the command's events are appended like any other, so replay folds the same state and
+    /// servers sharing a log prune once (the second decides again on the first's events).
+    fn housekeeping(&self, _now: i64) -> Option<Self::Command> {
+        None
+    }
+
+    /// When housekeeping next comes due (Unix seconds), if the aggregate knows: the actor
+    /// wakes then rather than waiting for its next round (an expired entry leaves agents'
+    /// views when it expires). Called after every fold: must be cheap.
+    fn next_due(&self) -> Option<i64> {
+        None
+    }
 }

@@ -15,6 +15,13 @@
 //! [`AggregateHandle`] admits at most `max_in_flight` requests (waiting or running); beyond
 //! that, callers get [`CommandError::Overloaded`] at once (the API maps it to
 //! `ResourceExhausted`). Every call has a timeout.
+//!
+//! Housekeeping: with a `housekeeping` interval, the actor runs its aggregate's
+//! [`Aggregate::housekeeping`] command (pruning what expired) every interval, and sooner when
+//! [`Aggregate::next_due`] says something comes due earlier (an entry expiring), through the
+//! same decide → persist → apply as any command: the prune is an event, not a silent delete.
+//! While a round finds work it runs again a second later (batches are bounded); after a
+//! failed round (storage outage) it waits `HOUSEKEEPING_RETRY`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +52,8 @@ pub enum AggregateMsg<A: Aggregate> {
     ReadFresh(Box<dyn FnOnce(&A) + Send>),
     /// A committed record, from the follower task.
     Committed(u64, Box<ServerEvent>),
+    /// Run the aggregate's housekeeping if any is due (from the actor's own timer).
+    Housekeep,
 }
 
 /// A read run inside the actor against its state.
@@ -67,7 +76,15 @@ pub struct AggregateArgs<A: Aggregate> {
     pub conflict_retries: u32,
     /// Applies configuration to a freshly loaded state.
     pub configure: Arc<dyn Fn(&mut A) + Send + Sync>,
+    /// How often housekeeping runs at the latest; `None`: never on its own (tests send
+    /// [`AggregateMsg::Housekeep`] or the command itself).
+    pub housekeeping: Option<Duration>,
 }
+
+/// Wait after a housekeeping round that failed (the log unavailable), before the next.
+pub const HOUSEKEEPING_RETRY: Duration = Duration::from_secs(10);
+/// Wait after a round that found work, in case more is due (prunes are bounded batches).
+const HOUSEKEEPING_AGAIN: Duration = Duration::from_secs(1);
 
 /// The running actor's state.
 pub struct AggregateState<A: Aggregate> {
@@ -79,7 +96,13 @@ pub struct AggregateState<A: Aggregate> {
     random: Arc<dyn RandomSource>,
     conflict_retries: u32,
     follower: tokio::task::JoinHandle<()>,
+    housekeeping: Option<Duration>,
+    /// The pending housekeeping wake-up and the time it is for (Unix nanos).
+    wake: Option<(i128, ractor::concurrency::JoinHandle<HousekeepSent<A>>)>,
 }
+
+/// What the housekeeping timer task ends with.
+type HousekeepSent<A> = Result<(), ractor::MessagingErr<AggregateMsg<A>>>;
 
 /// The actor (no fields: everything lives in its state).
 #[derive(Debug)]
@@ -145,7 +168,21 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
             random: args.random,
             conflict_retries: args.conflict_retries,
             follower,
+            housekeeping: args.housekeeping,
+            wake: None,
         })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.housekeeping.is_some() {
+            // A first round at start: whatever expired while the server was down.
+            state.schedule(&myself, Duration::ZERO);
+        }
+        Ok(())
     }
 
     async fn post_stop(
@@ -153,6 +190,9 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some((_, timer)) = state.wake.take() {
+            timer.abort();
+        }
         state.follower.abort();
         // The task holds a subscription, and with it the log: wait until it is gone.
         let _ = (&mut state.follower).await;
@@ -161,7 +201,7 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -178,6 +218,7 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
                 if is_next(state.seq, seq, A::NAME)? {
                     state.aggregate.apply(&event);
                     state.seq = seq;
+                    state.wake_for_due(&myself);
                 }
             }
             AggregateMsg::Command(command, reply) => {
@@ -188,9 +229,89 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
                     // decide (a restart replays what is durable).
                     return Err(format!("{}: append failed: {reason}", A::NAME).into());
                 }
+                state.wake_for_due(&myself);
+            }
+            AggregateMsg::Housekeep => {
+                state.wake = None;
+                let now = unix_secs(state.clock.as_ref());
+                let next = match state.aggregate.housekeeping(now) {
+                    None => state.until_due(),
+                    Some(command) => {
+                        let (outcome, fatal) = state.command(command).await;
+                        if let Some(reason) = fatal {
+                            return Err(format!(
+                                "{}: housekeeping append failed: {reason}",
+                                A::NAME
+                            )
+                            .into());
+                        }
+                        match outcome {
+                            Ok(reply) => {
+                                tracing::info!(actor = A::NAME, ?reply, "housekeeping");
+                                HOUSEKEEPING_AGAIN
+                            }
+                            Err(e) => {
+                                tracing::warn!(actor = A::NAME, error = %e, "housekeeping failed; retrying");
+                                HOUSEKEEPING_RETRY
+                            }
+                        }
+                    }
+                };
+                if let Some(every) = state.housekeeping {
+                    state.schedule(&myself, next.min(every));
+                }
             }
         }
         Ok(())
+    }
+}
+
+impl<A: Aggregate> AggregateState<A> {
+    /// Schedules the next housekeeping round `after` from now, replacing a pending one.
+    fn schedule(&mut self, myself: &ActorRef<AggregateMsg<A>>, after: Duration) {
+        if let Some((_, timer)) = self.wake.take() {
+            timer.abort();
+        }
+        let at = i128::from(self.clock.now_unix_nanos())
+            .saturating_add(i128::try_from(after.as_nanos()).unwrap_or(i128::MAX));
+        let timer = myself.send_after(after, || AggregateMsg::Housekeep);
+        self.wake = Some((at, timer));
+    }
+
+    /// How long until the aggregate's next due work (at most the housekeeping interval); a
+    /// second if it is already due (a round that just ran left some, or failed).
+    fn until_due(&self) -> Duration {
+        let every = self.housekeeping.unwrap_or(HOUSEKEEPING_RETRY);
+        match self.aggregate.next_due() {
+            None => every,
+            Some(due) => {
+                let due_nanos = i128::from(due) * 1_000_000_000;
+                let now = i128::from(self.clock.now_unix_nanos());
+                if due_nanos <= now {
+                    HOUSEKEEPING_AGAIN
+                } else {
+                    // A millisecond past the second it is due, so it is due when the round runs.
+                    let wait = u64::try_from(due_nanos - now + 1_000_000).unwrap_or(u64::MAX);
+                    Duration::from_nanos(wait).min(every)
+                }
+            }
+        }
+    }
+
+    /// After a fold: wakes earlier if something now comes due before the pending round.
+    fn wake_for_due(&mut self, myself: &ActorRef<AggregateMsg<A>>) {
+        if self.housekeeping.is_none() {
+            return;
+        }
+        let Some(due) = self.aggregate.next_due() else {
+            return;
+        };
+        let due_nanos = i128::from(due) * 1_000_000_000;
+        if self.wake.as_ref().is_some_and(|(at, _)| *at <= due_nanos) {
+            return;
+        }
+        let after = self.until_due();
+        self.schedule(myself, after);
     }
 }
 
@@ -206,6 +327,7 @@ impl<A: Aggregate> AggregateState<A> {
             reason,
         };
         let mut conflicts = 0;
+        let mut refolded = false;
         loop {
             let mut random = [0u8; 16];
             self.random.fill(&mut random);
@@ -215,7 +337,21 @@ impl<A: Aggregate> AggregateState<A> {
             };
             let decision = match self.aggregate.decide(command.clone(), &ctx) {
                 Ok(d) => d,
-                Err(e) => return (Err(CommandError::Rejected(e)), None),
+                Err(e) if refolded => return (Err(CommandError::Rejected(e)), None),
+                Err(e) => {
+                    // A refusal is final only on the log's latest state: what it depends on
+                    // (a join token just created, by another actor or server) may be
+                    // committed and not yet folded here. Fold what the log has, decide once
+                    // more.
+                    refolded = true;
+                    let before = self.seq;
+                    let aggregate = &mut self.aggregate;
+                    let caught = catch_up(&self.log, &mut self.seq, |e| aggregate.apply(e)).await;
+                    if caught.is_err() || self.seq == before {
+                        return (Err(CommandError::Rejected(e)), None);
+                    }
+                    continue;
+                }
             };
             if decision.events.is_empty() {
                 return (Ok(decision.reply), None);
@@ -263,6 +399,7 @@ impl<A: Aggregate> std::fmt::Debug for AggregateMsg<A> {
             AggregateMsg::Read(_) => f.write_str("Read"),
             AggregateMsg::ReadFresh(_) => f.write_str("ReadFresh"),
             AggregateMsg::Committed(seq, _) => write!(f, "Committed({seq})"),
+            AggregateMsg::Housekeep => f.write_str("Housekeep"),
         }
     }
 }

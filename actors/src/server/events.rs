@@ -200,6 +200,17 @@ pub enum ServerEvent {
         /// Its kid.
         kid: String,
     },
+    // --- Expiry (issue 11).
+    /// A registration entry's `expires_at` passed and the registry pruned it: it leaves the
+    /// registry and every agent's view, as a deletion does. Folding it removes the entry only
+    /// if it still expires at or before `expires_at` (an entry extended since stays), so a
+    /// second prune of the same entry, or one decided on an older state, changes nothing.
+    EntryExpired {
+        /// The entry.
+        id: EntryId,
+        /// Its `expires_at` when it was pruned, Unix seconds.
+        expires_at: i64,
+    },
 }
 
 impl ServerEvent {
@@ -260,6 +271,7 @@ impl Event for ServerEvent {
             ServerEvent::ServerJwtKeyPrepared { .. } => "ServerJwtKeyPrepared",
             ServerEvent::ServerJwtKeyActivated { .. } => "ServerJwtKeyActivated",
             ServerEvent::ServerJwtKeyRetired { .. } => "ServerJwtKeyRetired",
+            ServerEvent::EntryExpired { .. } => "EntryExpired",
         }
     }
 

@@ -2,6 +2,12 @@
 //! bans. SPIRE's semantics: evict (`agent evict`) deletes the record so the agent must attest
 //! again; ban (`agent ban`) keeps the record marked so it can neither renew nor attest until
 //! the record is deleted by an evict.
+//!
+//! A join-token agent (`spiffe://<td>/spire/agent/join_token/<token>`) is recorded together
+//! with the spending of its token: `JoinTokenConsumed` and `AgentAttested` in one append,
+//! decided here on this aggregate's own fold of the pending tokens. Until then (CSR checked,
+//! SVID signed) the token stays unspent, and of two attestations racing with one token only
+//! the first is recorded.
 
 #[cfg(test)]
 mod tests;
@@ -13,6 +19,10 @@ use tessera_identity::{SelectorSet, SpiffeId};
 
 use crate::server::aggregate::{Aggregate, Context, Decision};
 use crate::server::events::{AttestedAgent, ServerEvent};
+use crate::server::tokens::{hash_token, TokenError, Tokens};
+
+/// Path prefix of the agent IDs the join-token attestor gives; the token follows it.
+const JOIN_TOKEN_PREFIX: &str = "/spire/agent/join_token/";
 
 /// An agent as the server knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +36,8 @@ pub struct AgentState {
 /// Commands of the nodes aggregate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeCommand {
-    /// Record a successful attestation (the attestor has already checked the evidence).
+    /// Record a successful attestation (the attestor has already checked the evidence). For
+    /// a join-token agent this also spends its token, which must still be pending.
     Attested(AttestedAgent),
     /// Record an agent SVID renewal; `presented_serial` is the serial of the SVID the agent
     /// authenticated with, which must be its current one.
@@ -58,6 +69,14 @@ pub enum NodeError {
     /// The attestor does not allow attesting twice with the same identity (join token).
     #[error("agent {0} is already attested and its attestor does not allow attesting again")]
     AlreadyAttested(SpiffeId),
+    /// A join-token agent's token cannot be spent (unknown, already used, or expired).
+    #[error("agent {agent}: {reason}")]
+    JoinToken {
+        /// The agent.
+        agent: SpiffeId,
+        /// Why the token cannot be spent.
+        reason: TokenError,
+    },
     /// The presented SVID is not the agent's current one.
     #[error("agent {agent_id} presented SVID serial {presented}, its current SVID is {current}; an old or copied SVID cannot renew")]
     StaleSvid {
@@ -74,6 +93,11 @@ pub enum NodeError {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nodes {
     agents: BTreeMap<SpiffeId, AgentState>,
+    /// Pending join tokens, folded here too so that spending one and recording its agent are
+    /// one decision. Not in snapshots (the tokens aggregate stores them): seeded from it when
+    /// a snapshot is loaded ([`Nodes::seed_tokens`]).
+    #[serde(skip)]
+    tokens: Tokens,
 }
 
 impl Nodes {
@@ -105,6 +129,11 @@ impl Nodes {
             .map(|a| &a.agent.selectors)
     }
 
+    /// Gives a state loaded from a snapshot the pending tokens of the same snapshot.
+    pub fn seed_tokens(&mut self, tokens: Tokens) {
+        self.tokens = tokens;
+    }
+
     fn live(&self, id: &SpiffeId) -> Result<&AgentState, NodeError> {
         let a = self
             .agents
@@ -123,7 +152,7 @@ impl Aggregate for Nodes {
     type Error = NodeError;
     const NAME: &'static str = "nodes";
 
-    fn decide(&self, command: NodeCommand, _ctx: &Context) -> Result<Decision<()>, NodeError> {
+    fn decide(&self, command: NodeCommand, ctx: &Context) -> Result<Decision<()>, NodeError> {
         let event = match command {
             NodeCommand::Attested(agent) => {
                 if let Some(existing) = self.agents.get(&agent.id) {
@@ -133,6 +162,25 @@ impl Aggregate for Nodes {
                     if !existing.agent.can_reattest {
                         return Err(NodeError::AlreadyAttested(agent.id));
                     }
+                }
+                if let Some(token) = agent.id.path().strip_prefix(JOIN_TOKEN_PREFIX) {
+                    let token_hash = hash_token(token);
+                    if let Err(reason) = self.tokens.spendable(&token_hash, ctx.now) {
+                        return Err(NodeError::JoinToken {
+                            agent: agent.id,
+                            reason,
+                        });
+                    }
+                    return Ok(Decision {
+                        events: vec![
+                            ServerEvent::JoinTokenConsumed {
+                                token_hash,
+                                agent_id: agent.id.clone(),
+                            },
+                            ServerEvent::AgentAttested(agent),
+                        ],
+                        reply: (),
+                    });
                 }
                 ServerEvent::AgentAttested(agent)
             }
@@ -174,6 +222,7 @@ impl Aggregate for Nodes {
     }
 
     fn apply(&mut self, event: &ServerEvent) {
+        self.tokens.apply(event);
         match event {
             ServerEvent::AgentAttested(agent) => {
                 self.agents.insert(

@@ -4,6 +4,8 @@
 mod apply;
 mod decide;
 mod entry_set;
+#[cfg(test)]
+mod prune_tests;
 mod query;
 #[cfg(test)]
 mod tests;
@@ -55,7 +57,14 @@ pub enum RegistryCommand {
     Update(Vec<RegistrationEntry>),
     /// Delete entries.
     Delete(Vec<EntryId>),
+    /// Prune entries whose `expires_at` has passed at the context's time, at most
+    /// [`PRUNE_BATCH`] per command (the actor runs it on its housekeeping schedule).
+    PruneExpired,
 }
+
+/// Most entries one prune removes: one append stays well under the log's batch limit; the
+/// rest go in the next round, a second later.
+pub const PRUNE_BATCH: usize = 1_000;
 
 /// Per-item outcomes of a registry command, in request order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +75,8 @@ pub enum RegistryReply {
     Updated(Vec<Result<RegistrationEntry, EntryRejection>>),
     /// Outcomes of `Delete`.
     Deleted(Vec<Result<EntryId, EntryRejection>>),
+    /// The entries `PruneExpired` removed.
+    Pruned(Vec<EntryId>),
 }
 
 /// Why one entry of a batch was refused.
@@ -150,6 +161,8 @@ pub struct Registry {
     by_parent: Index<SpiffeId, EntrySet>,
     by_spiffe_id: Index<SpiffeId, EntrySet>,
     by_selector: Index<Selector, EntrySet>,
+    /// Entries that expire, by (expiry, id): the next to prune is the first.
+    by_expiry: BTreeSet<(i64, EntryId)>,
 }
 
 /// What a snapshot stores: the entries in id order, in separately encoded chunks so that
@@ -379,6 +392,7 @@ impl Registry {
         if level >= IndexLevel::Full {
             r.by_spiffe_id = self.spiffe_id_index();
             r.by_selector = self.selector_index();
+            r.by_expiry = self.expiry_index();
         }
         r
     }
@@ -402,6 +416,7 @@ impl Registry {
                 .join()
                 .map_err(|_| "indexing the registry panicked".to_string())?;
             full.by_spiffe_id = by_spiffe_id;
+            full.by_expiry = self.expiry_index();
             parents.by_parent = full.by_parent.clone();
             Ok((full, parents))
         })
@@ -446,6 +461,46 @@ impl Registry {
             add(&mut by_spiffe_id, &e.entry.spiffe_id, &e.entry);
         }
         by_spiffe_id
+    }
+
+    fn expiry_index(&self) -> BTreeSet<(i64, EntryId)> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.entry.expires_at.map(|at| (at, e.entry.id.clone())))
+            .collect()
+    }
+
+    /// Entries expired at `now` (Unix seconds), soonest first, at most `limit`.
+    pub fn expired_at(&self, now: i64, limit: usize) -> Vec<&RegistrationEntry> {
+        if self.level < IndexLevel::Full {
+            let mut expired: Vec<&RegistrationEntry> =
+                self.iter().filter(|e| e.is_expired_at(now)).collect();
+            expired.sort_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
+            expired.truncate(limit);
+            return expired;
+        }
+        self.by_expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .filter_map(|(_, id)| self.get(id))
+            .take(limit)
+            .collect()
+    }
+
+    /// When the next entry expires (Unix seconds), if any does ([`IndexLevel::Full`]; a
+    /// lighter copy scans).
+    pub fn next_expiry(&self) -> Option<i64> {
+        if self.level < IndexLevel::Full {
+            return self.iter().filter_map(|e| e.expires_at).min();
+        }
+        self.by_expiry.first().map(|(at, _)| *at)
+    }
+
+    /// The entry an `EntryExpired { id, expires_at }` event removes: the one with that id if
+    /// it still expires at or before `expires_at` (one extended since is not removed).
+    pub fn pruned_by(&self, id: &EntryId, expires_at: i64) -> Option<&RegistrationEntry> {
+        self.get(id)
+            .filter(|e| e.expires_at.is_some_and(|at| at <= expires_at))
     }
 
     /// The indexes kept.
@@ -553,6 +608,9 @@ impl Registry {
         for s in e.selectors.iter() {
             add(&mut self.by_selector, s, e);
         }
+        if let Some(at) = e.expires_at {
+            self.by_expiry.insert((at, e.id.clone()));
+        }
     }
 
     fn remove(&mut self, id: &EntryId) -> Option<Arc<RegistrationEntry>> {
@@ -569,6 +627,9 @@ impl Registry {
             unindex(&mut self.by_spiffe_id, &e.spiffe_id, &e.id);
             for s in e.selectors.iter() {
                 unindex(&mut self.by_selector, s, &e.id);
+            }
+            if let Some(at) = e.expires_at {
+                self.by_expiry.remove(&(at, e.id.clone()));
             }
         }
     }
@@ -630,5 +691,15 @@ impl crate::server::aggregate::Aggregate for Registry {
 
     fn apply(&mut self, event: &crate::server::events::ServerEvent) {
         self.apply_event(event);
+    }
+
+    fn housekeeping(&self, now: i64) -> Option<RegistryCommand> {
+        self.next_expiry()
+            .is_some_and(|at| at <= now)
+            .then_some(RegistryCommand::PruneExpired)
+    }
+
+    fn next_due(&self) -> Option<i64> {
+        self.next_expiry()
     }
 }

@@ -48,7 +48,9 @@ static INSTANCE: AtomicU64 = AtomicU64::new(0);
 pub struct ServerSettings {
     /// The trust domain this server is the root of.
     pub trust_domain: TrustDomain,
-    /// Bounds on entries.
+    /// Bounds on entries. Their longest SVID TTLs (`limits.entry.max_x509_svid_ttl_secs`,
+    /// `max_jwt_svid_ttl_secs`) also bound every signing request: [`Server::start`] sets the
+    /// signer's maxima from them, so no path (agent, admin mint) outlives what an entry may ask.
     pub entry_limits: EntryLimits,
     /// Most entries the registry holds.
     pub max_entries: usize,
@@ -72,6 +74,10 @@ pub struct ServerSettings {
     /// Append conflicts (another server wrote first) an actor rides out per command before
     /// answering `Unavailable`.
     pub conflict_retries: u32,
+    /// How often the registry prunes expired entries and the tokens aggregate expired join
+    /// tokens, at the latest (default 5 min, as SPIRE); an entry is also pruned, and leaves
+    /// agents' views, when it expires. `None`: only when asked (tests).
+    pub prune_interval: Option<Duration>,
 }
 
 impl ServerSettings {
@@ -90,6 +96,7 @@ impl ServerSettings {
             sync_heartbeat: Duration::from_secs(5),
             sync_resume_window: 65_536,
             conflict_retries: DEFAULT_CONFLICT_RETRIES,
+            prune_interval: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -185,11 +192,16 @@ impl Actor for Supervisor {
 impl Server {
     /// Replays the log and starts every actor.
     pub async fn start(
-        settings: ServerSettings,
+        mut settings: ServerSettings,
         log: Arc<dyn EventLog>,
         clock: Arc<dyn Clock>,
         random: Arc<dyn RandomSource>,
     ) -> Result<Server, StartError> {
+        let signer = &mut settings.authority.signer;
+        signer.max_x509_svid_ttl =
+            Duration::from_secs(u64::from(settings.entry_limits.max_x509_svid_ttl_secs));
+        signer.max_jwt_svid_ttl =
+            Duration::from_secs(u64::from(settings.entry_limits.max_jwt_svid_ttl_secs));
         let typed = TypedLog::<ServerEvent>::new(log.clone());
         let (state, seq) = replay(&typed).await?;
         let (state, registry_copy, sync_copy) = index_copies(state).await?;
@@ -224,16 +236,28 @@ impl Server {
             instance,
             seq,
         };
+        let prune = settings.prune_interval;
         let registry = spawn_aggregate(
             &common,
             registry_copy,
             Arc::new(move |r: &mut Registry| r.configure(registry_settings.clone())),
+            prune,
         )
         .await?;
-        let nodes =
-            spawn_aggregate(&common, state.nodes.clone(), Arc::new(|_: &mut Nodes| {})).await?;
-        let tokens =
-            spawn_aggregate(&common, state.tokens.clone(), Arc::new(|_: &mut Tokens| {})).await?;
+        let nodes = spawn_aggregate(
+            &common,
+            state.nodes.clone(),
+            Arc::new(|_: &mut Nodes| {}),
+            None,
+        )
+        .await?;
+        let tokens = spawn_aggregate(
+            &common,
+            state.tokens.clone(),
+            Arc::new(|_: &mut Tokens| {}),
+            prune,
+        )
+        .await?;
 
         let authority_args = AuthorityArgs::new(
             typed.clone(),
@@ -364,7 +388,11 @@ async fn replay(log: &TypedLog<ServerEvent>) -> Result<(ServerState, u64), Start
                         StartError::Replay(format!("decoding the snapshot failed: {e}"))
                     })?;
             match decoded {
-                Ok(state) => (state, seq),
+                Ok(mut state) => {
+                    // The nodes aggregate's copy of the pending tokens is not stored twice.
+                    state.nodes.seed_tokens(state.tokens.clone());
+                    (state, seq)
+                }
                 Err(e) => {
                     // A snapshot this build cannot read is only a lost shortcut.
                     tracing::warn!(error = %e, seq, "ignoring undecodable snapshot; replaying from the start");
@@ -412,6 +440,7 @@ async fn spawn_aggregate<A: crate::server::aggregate::Aggregate + Clone>(
     common: &Common<'_>,
     initial: A,
     configure: Arc<dyn Fn(&mut A) + Send + Sync>,
+    housekeeping: Option<Duration>,
 ) -> Result<AggregateHandle<A>, StartError> {
     let Common {
         settings,
@@ -435,6 +464,7 @@ async fn spawn_aggregate<A: crate::server::aggregate::Aggregate + Clone>(
             seq,
             conflict_retries: settings.conflict_retries,
             configure,
+            housekeeping,
         },
         supervisor,
     )

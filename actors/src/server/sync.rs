@@ -112,6 +112,18 @@ impl SyncIndex {
                     }
                 }
             }
+            // A pruned entry leaves the views as a deleted one does; a prune that no longer
+            // applies (the entry is gone, or was extended) changes nothing.
+            ServerEvent::EntryExpired { id, expires_at } => {
+                let Some(old) = self.registry.pruned_by(id, *expires_at).cloned() else {
+                    return BTreeMap::new();
+                };
+                if !old.is_node_alias() {
+                    if let Some(out) = self.deleted_leaf(&old, event) {
+                        return out;
+                    }
+                }
+            }
             _ => {}
         }
         self.recompute_affected(event)
@@ -282,7 +294,7 @@ impl SyncIndex {
                     by_entry(old, &mut agents);
                 }
             }
-            ServerEvent::EntryDeleted { id } => {
+            ServerEvent::EntryDeleted { id } | ServerEvent::EntryExpired { id, .. } => {
                 if let Some(old) = self.registry.get(id) {
                     by_entry(old, &mut agents);
                 }

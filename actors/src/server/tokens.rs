@@ -1,5 +1,11 @@
 //! The Tokens aggregate: join tokens, single use, with a TTL. Only hashes are kept; the token
 //! itself exists in the admin's hands and the agent's request, never in the log.
+//!
+//! A token is spent in the same append that records the agent it attested
+//! (`JoinTokenConsumed` then `AgentAttested`, decided by the nodes aggregate), so a refused
+//! CSR or a full signing queue in between leaves it unspent. Here, `Consume` only checks that
+//! it can be spent. Expired tokens are pruned on the actor's housekeeping schedule, at most
+//! [`PRUNE_BATCH`] per append, so that unused tokens never fill the pending limit for good.
 
 #[cfg(test)]
 mod tests;
@@ -39,14 +45,16 @@ pub enum TokenCommand {
         /// `token generate --spiffeID`.
         alias: Option<SpiffeId>,
     },
-    /// Spend a token for `agent_id`.
+    /// Check that a token can be spent by `agent_id` (it is pending and unexpired) and get
+    /// its alias. Nothing is recorded: the token is spent with the attestation
+    /// ([`crate::server::nodes::NodeCommand::Attested`]), once the agent's SVID is signed.
     Consume {
         /// Hash of the presented token.
         token_hash: TokenHash,
         /// The agent using it.
         agent_id: SpiffeId,
     },
-    /// Drop every token expired at the context's time.
+    /// Drop tokens expired at the context's time, at most [`PRUNE_BATCH`].
     Prune,
 }
 
@@ -58,7 +66,7 @@ pub enum TokenReply {
         /// Expiry.
         expires_at: i64,
     },
-    /// Spent; the alias to register, if any.
+    /// Can be spent; the alias to register, if any.
     Consumed {
         /// Node alias from `token generate --spiffeID`.
         alias: Option<SpiffeId>,
@@ -91,12 +99,41 @@ pub enum TokenError {
         max: u32,
     },
     /// Too many tokens pending.
-    #[error("{limit} join tokens are pending (the server's limit); use or let some expire first")]
+    #[error("{limit} join tokens are pending (the server's limit); use or let some expire first (expired ones are pruned every few minutes)")]
     TooMany {
         /// The limit.
         limit: usize,
     },
+    /// A caller-chosen token is too short to be a secret.
+    #[error("a chosen join token must be at least {min} characters (it is {len}); omit it to have one generated")]
+    TooShort {
+        /// Its length.
+        len: usize,
+        /// The minimum.
+        min: usize,
+    },
 }
+
+/// Shortest caller-chosen join token: a token is a bearer secret, and a short one can be
+/// guessed. Generated tokens (36-character UUIDs) are well over it.
+pub const MIN_CHOSEN_TOKEN_LEN: usize = 16;
+
+/// Checks the length of a caller-chosen token (`token generate` with a token of one's own).
+///
+/// # Errors
+/// [`TokenError::TooShort`] naming the minimum.
+pub fn check_chosen_token(token: &str) -> Result<(), TokenError> {
+    if token.len() < MIN_CHOSEN_TOKEN_LEN {
+        return Err(TokenError::TooShort {
+            len: token.len(),
+            min: MIN_CHOSEN_TOKEN_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Most tokens one prune drops (one append stays under the log's batch limit).
+pub const PRUNE_BATCH: usize = 1_000;
 
 /// Longest join-token TTL accepted: 30 days.
 pub const MAX_TOKEN_TTL_SECS: u32 = 30 * 24 * 3600;
@@ -118,6 +155,25 @@ impl Tokens {
     /// Whether none is pending.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+
+    /// The pending token with this hash if it can be spent at `now`.
+    ///
+    /// # Errors
+    /// [`TokenError::Unknown`] (never issued, or spent) or [`TokenError::Expired`].
+    pub fn spendable(&self, token_hash: &TokenHash, now: i64) -> Result<&PendingToken, TokenError> {
+        let pending = self.pending.get(token_hash).ok_or(TokenError::Unknown)?;
+        if pending.expires_at <= now {
+            return Err(TokenError::Expired {
+                expires_at: pending.expires_at,
+            });
+        }
+        Ok(pending)
+    }
+
+    /// Whether any pending token has expired at `now`.
+    pub fn any_expired(&self, now: i64) -> bool {
+        self.pending.values().any(|t| t.expires_at <= now)
     }
 }
 
@@ -166,27 +222,18 @@ impl Aggregate for Tokens {
                 token_hash,
                 agent_id,
             } => {
-                let pending = self.pending.get(&token_hash).ok_or(TokenError::Unknown)?;
-                if pending.expires_at <= ctx.now {
-                    return Err(TokenError::Expired {
-                        expires_at: pending.expires_at,
-                    });
-                }
-                Ok(Decision {
-                    events: vec![ServerEvent::JoinTokenConsumed {
-                        token_hash,
-                        agent_id,
-                    }],
-                    reply: TokenReply::Consumed {
-                        alias: pending.alias.clone(),
-                    },
-                })
+                let _ = agent_id;
+                let pending = self.spendable(&token_hash, ctx.now)?;
+                Ok(Decision::no_change(TokenReply::Consumed {
+                    alias: pending.alias.clone(),
+                }))
             }
             TokenCommand::Prune => {
                 let events: Vec<_> = self
                     .pending
                     .iter()
                     .filter(|(_, t)| t.expires_at <= ctx.now)
+                    .take(PRUNE_BATCH)
                     .map(|(h, _)| ServerEvent::JoinTokenExpired {
                         token_hash: h.clone(),
                     })
@@ -221,5 +268,9 @@ impl Aggregate for Tokens {
             }
             _ => {}
         }
+    }
+
+    fn housekeeping(&self, now: i64) -> Option<TokenCommand> {
+        self.any_expired(now).then_some(TokenCommand::Prune)
     }
 }

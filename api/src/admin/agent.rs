@@ -7,7 +7,9 @@ use std::sync::Arc;
 use tessera_actors::random::OsRandom;
 use tessera_actors::server::aggregate_actor::CommandError;
 use tessera_actors::server::nodes::{NodeCommand, NodeError};
-use tessera_actors::server::tokens::{hash_token, TokenCommand, TokenReply};
+use tessera_actors::server::tokens::{
+    hash_token, TokenCommand, TokenReply, MIN_CHOSEN_TOKEN_LEN,
+};
 use tessera_identity::{EntryId, SpiffeId, RESERVED_PATH};
 use tessera_proto::spire::api::server::agent::v1::{
     agent_server, list_agents_request, BanAgentRequest, CountAgentsRequest, CountAgentsResponse,
@@ -70,7 +72,7 @@ fn generate_token() -> Result<String, ApiError> {
 
 /// A caller-chosen token becomes a path segment of the agent's SPIFFE ID.
 fn check_token(token: &str) -> Result<(), ConvertError> {
-    let ok = !token.is_empty()
+    let ok = token.len() >= MIN_CHOSEN_TOKEN_LEN
         && token.len() <= MAX_TOKEN_LEN
         && token
             .bytes()
@@ -83,7 +85,7 @@ fn check_token(token: &str) -> Result<(), ConvertError> {
         Err(ConvertError::Invalid {
             field: "token",
             value: crate::convert::shown_value(token),
-            rule: format!("must be 1 to {MAX_TOKEN_LEN} letters, digits, '-', '_' or '.'; omit it to have one generated"),
+            rule: format!("must be {MIN_CHOSEN_TOKEN_LEN} to {MAX_TOKEN_LEN} letters, digits, '-', '_' or '.' (a short token can be guessed); omit it to have one generated"),
         })
     }
 }
@@ -282,8 +284,15 @@ mod tests {
 
     #[test]
     fn chosen_tokens_must_be_path_safe() {
-        assert!(check_token("abc-123").is_ok());
-        for bad in ["", "a/b", "..", "a b", &"a".repeat(MAX_TOKEN_LEN + 1)] {
+        assert!(check_token("abc-123-def-456-gh").is_ok());
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            "a b",
+            "abc-123",
+            &"a".repeat(MAX_TOKEN_LEN + 1),
+        ] {
             assert!(check_token(bad).is_err(), "{bad:?}");
         }
     }

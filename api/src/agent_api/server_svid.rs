@@ -77,7 +77,7 @@ async fn issue(
         .and_then(|p| p.serialize_request(&key))
         .map_err(|e| fail(e.to_string()))?;
     let mut results = authority
-        .sign_x509_batch(vec![X509SvidRequest {
+        .sign_server_svid(vec![X509SvidRequest {
             csr_der: csr.der().to_vec(),
             spiffe_id: server_id.clone(),
             dns_names: vec![],

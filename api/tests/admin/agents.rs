@@ -23,6 +23,15 @@ async fn attest(
 ) -> SpiffeId {
     let agent_id =
         SpiffeId::new(&format!("spiffe://example.org/spire/agent/{kind}/{name}")).unwrap();
+    if kind == "join_token" {
+        // A join-token agent is recorded together with the spending of its token.
+        let create = tessera_actors::server::tokens::TokenCommand::Create {
+            token_hash: tessera_actors::server::tokens::hash_token(name),
+            ttl_secs: 600,
+            alias: None,
+        };
+        f.server.tokens.command(create).await.unwrap();
+    }
     f.server
         .nodes
         .command(NodeCommand::Attested(AttestedAgent {
@@ -281,7 +290,7 @@ async fn join_tokens_are_random_stored_hashed_and_checked() {
     }
     let chosen = CreateJoinTokenRequest {
         ttl: 60,
-        token: "my-token".into(),
+        token: "my-token-0123456789".into(),
         agent_id: None,
     };
     client.create_join_token(chosen.clone()).await.unwrap();

@@ -15,6 +15,7 @@
 mod error;
 mod jwt;
 pub mod metrics;
+mod policy;
 mod types;
 mod x509;
 
@@ -30,6 +31,7 @@ pub use self::error::{SignError, SvidRejection};
 use self::jwt::check_audience;
 use self::metrics::{monotonic_now, SigningMetrics};
 pub use self::metrics::{LatencySnapshot, SignOutcome, SigningMetricsSnapshot, SvidKind};
+use self::policy::{check_id, lifetime, Subject};
 pub use self::types::{
     AgentSvidRequest, IssuedX509Svid, JwtSvid, JwtSvidRequest, SignerSettings, SigningCa,
     SigningJwtKey, X509SvidRequest,
@@ -226,6 +228,23 @@ impl Signer {
         self.sign_x509_admitted(admission, requests).await
     }
 
+    /// Signs the server's own X509-SVID (`spiffe://<td>/spire/server`, for the agent API's
+    /// TLS): the only path that signs that ID; every other request naming it is refused. One
+    /// result per request, in order.
+    ///
+    /// # Errors
+    /// As [`Signer::sign_x509_batch`].
+    pub async fn sign_server_svid(
+        &self,
+        requests: Vec<X509SvidRequest>,
+    ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
+        let admission = self
+            .admit_batch(requests.len())
+            .map_err(|e| self.refused(SvidKind::X509, requests.len(), e))?;
+        self.sign_x509_as(admission, requests, Subject::Server)
+            .await
+    }
+
     /// [`Signer::sign_x509_batch`] with room already reserved by [`Signer::admit`].
     ///
     /// # Errors
@@ -235,8 +254,20 @@ impl Signer {
         admission: Admission,
         requests: Vec<X509SvidRequest>,
     ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
+        self.sign_x509_as(admission, requests, Subject::Workload)
+            .await
+    }
+
+    async fn sign_x509_as(
+        &self,
+        admission: Admission,
+        requests: Vec<X509SvidRequest>,
+        subject: Subject,
+    ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
         let (admitted_at, len) = (admission.admitted_at, requests.len());
-        let results = self.sign_x509_unrecorded(admission, requests).await;
+        let results = self
+            .sign_x509_unrecorded(admission, requests, subject)
+            .await;
         let m = &self.inner.metrics;
         match &results {
             Ok(items) => {
@@ -258,6 +289,7 @@ impl Signer {
         &self,
         admission: Admission,
         requests: Vec<X509SvidRequest>,
+        subject: Subject,
     ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
         self.check_batch(requests.len())?;
         let settings = &self.inner.settings;
@@ -268,11 +300,11 @@ impl Signer {
                     r.csr_der,
                     r.spiffe_id,
                     r.dns_names,
-                    ttl_or(r.ttl, settings.x509_svid_ttl),
+                    lifetime(r.ttl, settings.x509_svid_ttl, settings.max_x509_svid_ttl),
                 )
             })
             .collect();
-        self.sign_items(admission, items).await
+        self.sign_items(admission, items, subject).await
     }
 
     /// Signs an agent X509-SVID.
@@ -311,7 +343,9 @@ impl Signer {
     ) -> Result<IssuedX509Svid, SignError> {
         let ttl = ttl_or(request.ttl, self.inner.settings.agent_svid_ttl);
         let item = (request.csr_der, request.agent_id, Vec::new(), ttl);
-        let mut results = self.sign_items(admission, vec![item]).await?;
+        let mut results = self
+            .sign_items(admission, vec![item], Subject::Agent)
+            .await?;
         match results.pop() {
             Some(result) => result.map_err(SignError::Rejected),
             None => Err(SignError::Internal {
@@ -352,7 +386,11 @@ impl Signer {
         request: JwtSvidRequest,
     ) -> Result<JwtSvid, SignError> {
         let settings = &self.inner.settings;
-        self.check_id(&request.spiffe_id)?;
+        check_id(
+            &self.inner.trust_domain,
+            &request.spiffe_id,
+            Subject::Workload,
+        )?;
         let audience = check_audience(request.audience, settings)?;
         let key = self
             .read()
@@ -367,9 +405,12 @@ impl Signer {
                 reason: format!("key {} expired at {}", key.record.kid, key.record.not_after),
             });
         }
-        let exp = now
-            .saturating_add(secs(ttl_or(request.ttl, settings.jwt_svid_ttl)))
-            .min(key.record.not_after);
+        let ttl = lifetime(
+            request.ttl,
+            settings.jwt_svid_ttl,
+            settings.max_jwt_svid_ttl,
+        );
+        let exp = now.saturating_add(secs(ttl)).min(key.record.not_after);
         let spiffe_id = request.spiffe_id;
         let token = self
             .run(move || {
@@ -409,26 +450,12 @@ impl Signer {
         Ok(())
     }
 
-    fn check_id(&self, id: &SpiffeId) -> Result<(), SvidRejection> {
-        if !id.is_member_of(&self.inner.trust_domain) {
-            return Err(SvidRejection::ForeignSpiffeId {
-                spiffe_id: id.clone(),
-                trust_domain: self.inner.trust_domain.clone(),
-            });
-        }
-        if id.is_trust_domain_id() {
-            return Err(SvidRejection::RootSpiffeId {
-                spiffe_id: id.clone(),
-            });
-        }
-        Ok(())
-    }
-
     /// Validates, resolves (serial, validity) and signs items on the pool, in chunks.
     async fn sign_items(
         &self,
         admission: Admission,
         items: Vec<(Vec<u8>, SpiffeId, Vec<String>, Duration)>,
+        subject: Subject,
     ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
         let settings = &self.inner.settings;
         let ca = self
@@ -456,8 +483,7 @@ impl Signer {
         let mut jobs: Vec<(usize, Job)> = Vec::new();
         for (csr_der, spiffe_id, dns_names, ttl) in items {
             let index = results.len();
-            let checked = self
-                .check_id(&spiffe_id)
+            let checked = check_id(&self.inner.trust_domain, &spiffe_id, subject)
                 .and_then(|()| check_dns_names(&dns_names, settings.max_dns_names));
             match checked {
                 Err(e) => results.push(Some(Err(e))),
@@ -551,5 +577,7 @@ fn ttl_or(ttl: Option<Duration>, default: Duration) -> Duration {
     }
 }
 
+#[cfg(test)]
+mod rules_tests;
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 use tessera_identity::{SelectorSet, SpiffeId};
 
 use super::*;
+use crate::server::tokens::hash_token;
 
 fn ctx() -> Context {
     Context {
@@ -128,4 +129,72 @@ fn banned_agent_cannot_renew_or_attest_until_evicted() {
     assert!(n
         .decide(NodeCommand::Attested(agent(X, true)), &ctx())
         .is_ok());
+}
+
+fn token_created(token: &str, expires_at: i64) -> ServerEvent {
+    ServerEvent::JoinTokenCreated {
+        token_hash: hash_token(token),
+        expires_at,
+        alias: None,
+    }
+}
+
+#[test]
+fn a_join_token_is_spent_in_the_same_append_that_records_its_agent() {
+    let n = given(&[token_created("tok", 2_000)]);
+    let d = n
+        .decide(NodeCommand::Attested(agent(J, false)), &ctx())
+        .unwrap();
+    assert_eq!(
+        d.events,
+        vec![
+            ServerEvent::JoinTokenConsumed {
+                token_hash: hash_token("tok"),
+                agent_id: id(J),
+            },
+            ServerEvent::AgentAttested(agent(J, false)),
+        ]
+    );
+    // A second attestation with the same token (racing, or after an eviction) is refused.
+    let mut n = n;
+    for e in &d.events {
+        n.apply(e);
+    }
+    n.apply(&ServerEvent::AgentEvicted { agent_id: id(J) });
+    assert!(matches!(
+        n.decide(NodeCommand::Attested(agent(J, false)), &ctx()),
+        Err(NodeError::JoinToken {
+            reason: TokenError::Unknown,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_join_token_agent_without_a_spendable_token_is_not_recorded() {
+    for (events, reason) in [
+        (vec![], TokenError::Unknown),
+        (
+            vec![token_created("tok", 1_000)],
+            TokenError::Expired { expires_at: 1_000 },
+        ),
+    ] {
+        let n = given(&events);
+        let e = n
+            .decide(NodeCommand::Attested(agent(J, false)), &ctx())
+            .unwrap_err();
+        assert_eq!(
+            e,
+            NodeError::JoinToken {
+                agent: id(J),
+                reason
+            }
+        );
+        assert!(e.to_string().contains("join token"), "{e}");
+    }
+    // Other attestors spend nothing.
+    let d = given(&[])
+        .decide(NodeCommand::Attested(agent(X, true)), &ctx())
+        .unwrap();
+    assert_eq!(d.events, vec![ServerEvent::AgentAttested(agent(X, true))]);
 }

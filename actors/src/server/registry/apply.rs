@@ -22,6 +22,11 @@ impl Registry {
             ServerEvent::EntryDeleted { id } => {
                 self.remove(id);
             }
+            ServerEvent::EntryExpired { id, expires_at }
+                if self.pruned_by(id, *expires_at).is_some() =>
+            {
+                self.remove(id);
+            }
             _ => {}
         }
     }

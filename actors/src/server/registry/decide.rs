@@ -23,7 +23,25 @@ impl Registry {
             RegistryCommand::Create(items) => self.decide_create(settings, items, ctx),
             RegistryCommand::Update(items) => self.decide_update(settings, items),
             RegistryCommand::Delete(ids) => self.decide_delete(ids),
+            RegistryCommand::PruneExpired => self.decide_prune(ctx.now),
         })
+    }
+
+    fn decide_prune(&self, now: i64) -> Decision<RegistryReply> {
+        let expired = self.expired_at(now, super::PRUNE_BATCH);
+        let events = expired
+            .iter()
+            .filter_map(|e| {
+                e.expires_at.map(|expires_at| ServerEvent::EntryExpired {
+                    id: e.id.clone(),
+                    expires_at,
+                })
+            })
+            .collect();
+        Decision {
+            events,
+            reply: RegistryReply::Pruned(expired.into_iter().map(|e| e.id.clone()).collect()),
+        }
     }
 
     fn decide_create(

@@ -305,3 +305,54 @@ fn a_deleted_leaf_stops_reaching_its_spiffe_id() {
         "nothing reaches /a any more"
     );
 }
+
+#[test]
+fn a_pruned_entry_leaves_the_views_like_a_deleted_one_and_a_stale_prune_changes_nothing() {
+    let mut expiring = entry("exp", "spiffe://example.org/w/exp", A1, &["unix:uid:1"]);
+    expiring.expires_at = Some(100);
+    let mut extended = expiring.clone();
+    extended.expires_at = Some(500);
+    extended.revision = 1;
+    let alias = entry(
+        "alias",
+        "spiffe://example.org/nodes/ca",
+        SERVER,
+        &["x509pop:ca:abc"],
+    );
+    let mut under_alias = entry(
+        "under",
+        "spiffe://example.org/w/under",
+        "spiffe://example.org/nodes/ca",
+        &["unix:uid:2"],
+    );
+    under_alias.expires_at = Some(100);
+    let (index, changes) = run(&[
+        attested(A1, &["x509pop:ca:abc"]),
+        attested(A2, &["x509pop:ca:abc"]),
+        ServerEvent::EntryCreated(expiring.clone()),
+        ServerEvent::EntryCreated(alias),
+        ServerEvent::EntryCreated(under_alias),
+        // Extended before a prune decided on the old expiry reached the log: it stays.
+        ServerEvent::EntryUpdated(extended),
+        ServerEvent::EntryExpired {
+            id: expiring.id.clone(),
+            expires_at: 100,
+        },
+        ServerEvent::EntryExpired {
+            id: EntryId::new("under").unwrap(),
+            expires_at: 100,
+        },
+        // A second prune of the same entry (another server's) is a no-op.
+        ServerEvent::EntryExpired {
+            id: EntryId::new("under").unwrap(),
+            expires_at: 100,
+        },
+    ]);
+    assert!(changes[6].is_empty(), "{:?}", changes[6]);
+    let removed = ViewChange::Remove(EntryId::new("under").unwrap());
+    assert_eq!(changes[7].get(&id(A1)), Some(&vec![removed.clone()]));
+    assert_eq!(changes[7].get(&id(A2)), Some(&vec![removed]));
+    assert!(changes[8].is_empty());
+    assert_eq!(ids(&index.entries_for(&id(A1))), vec!["exp"]);
+    assert!(index.entries_for(&id(A2)).is_empty());
+}

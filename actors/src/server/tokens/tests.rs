@@ -60,11 +60,89 @@ fn token_is_stored_hashed_and_single_use() {
     };
     let d = t.decide(consume.clone(), &ctx(200)).unwrap();
     assert!(matches!(d.reply, TokenReply::Consumed { alias: Some(_) }));
-    let t = given(&[ev, d.events[0].clone()]);
+    assert!(
+        d.events.is_empty(),
+        "checking spends nothing: the attestation spends the token"
+    );
+    let spent = ServerEvent::JoinTokenConsumed {
+        token_hash: hash_token("t1"),
+        agent_id: agent(),
+    };
+    let t = given(&[ev, spent]);
     assert_eq!(
         t.decide(consume, &ctx(201)).unwrap_err(),
         TokenError::Unknown
     );
+}
+
+#[test]
+fn expired_tokens_are_housekeeping_pruned_in_bounded_batches() {
+    let mut t = Tokens::default();
+    for i in 0..PRUNE_BATCH + 3 {
+        t.apply(&ServerEvent::JoinTokenCreated {
+            token_hash: hash_token(&format!("token-{i}")),
+            expires_at: 100,
+            alias: None,
+        });
+    }
+    t.apply(&ServerEvent::JoinTokenCreated {
+        token_hash: hash_token("lasting"),
+        expires_at: 1_000,
+        alias: None,
+    });
+    assert!(t.housekeeping(99).is_none());
+    assert_eq!(t.housekeeping(100), Some(TokenCommand::Prune));
+    let first = t.decide(TokenCommand::Prune, &ctx(100)).unwrap();
+    assert_eq!(first.reply, TokenReply::Pruned(PRUNE_BATCH));
+    for e in &first.events {
+        t.apply(e);
+    }
+    let second = t.decide(TokenCommand::Prune, &ctx(100)).unwrap();
+    assert_eq!(second.reply, TokenReply::Pruned(3));
+    for e in &second.events {
+        t.apply(e);
+    }
+    assert_eq!(t.len(), 1);
+    assert!(t.housekeeping(100).is_none());
+}
+
+#[test]
+fn the_pending_limit_frees_up_as_tokens_expire() {
+    // Before pruning existed, 100,000 unused tokens made `token generate` fail forever.
+    let mut t = Tokens::default();
+    for i in 0..MAX_PENDING_TOKENS {
+        t.apply(&ServerEvent::JoinTokenCreated {
+            token_hash: hash_token(&format!("token-{i}")),
+            expires_at: 100,
+            alias: None,
+        });
+    }
+    let create = TokenCommand::Create {
+        token_hash: hash_token("new"),
+        ttl_secs: 600,
+        alias: None,
+    };
+    assert!(matches!(
+        t.decide(create.clone(), &ctx(200)),
+        Err(TokenError::TooMany { .. })
+    ));
+    while let Some(command) = t.housekeeping(200) {
+        for e in t.decide(command, &ctx(200)).unwrap().events {
+            t.apply(&e);
+        }
+    }
+    assert!(t.is_empty());
+    assert!(t.decide(create, &ctx(200)).is_ok());
+}
+
+#[test]
+fn chosen_tokens_have_a_minimum_length() {
+    let e = check_chosen_token("short").unwrap_err();
+    assert_eq!(e, TokenError::TooShort { len: 5, min: 16 });
+    assert!(e.to_string().contains("at least 16"), "{e}");
+    assert!(check_chosen_token(&"a".repeat(MIN_CHOSEN_TOKEN_LEN)).is_ok());
+    // Generated tokens are UUIDs.
+    assert!(check_chosen_token("0f8fad5b-d9cb-469f-a165-70867728950e").is_ok());
 }
 
 #[test]

@@ -156,6 +156,18 @@ impl AuthorityHandle {
         self.signer.sign_x509_batch(requests).await
     }
 
+    /// Signs the server's own X509-SVID, `spiffe://<td>/spire/server` (see
+    /// [`Signer::sign_server_svid`]): the one path that may sign that ID.
+    ///
+    /// # Errors
+    /// As [`Signer::sign_x509_batch`].
+    pub async fn sign_server_svid(
+        &self,
+        requests: Vec<X509SvidRequest>,
+    ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
+        self.signer.sign_server_svid(requests).await
+    }
+
     /// Signs an agent X509-SVID (see [`Signer::sign_agent_svid`]).
     ///
     /// # Errors

@@ -47,6 +47,25 @@ pub enum SvidRejection {
         /// The ID.
         spiffe_id: SpiffeId,
     },
+    /// The SPIFFE ID is under `/spire`, reserved for agents and servers: agents would take an
+    /// SVID for `/spire/server` for the server itself.
+    #[error("SPIFFE ID {spiffe_id} is under /spire, which is reserved for agents and servers; only attestation and the server itself get SVIDs there (use another path)")]
+    ReservedSpiffeId {
+        /// The ID.
+        spiffe_id: SpiffeId,
+    },
+    /// An agent SVID was asked for an ID that is not an agent's.
+    #[error("SPIFFE ID {spiffe_id} is not an agent ID; agent SVIDs are for spiffe://<trust domain>/spire/agent/...")]
+    NotAnAgentId {
+        /// The ID.
+        spiffe_id: SpiffeId,
+    },
+    /// The server's own SVID was asked for another ID.
+    #[error("SPIFFE ID {spiffe_id} is not this server's ID; the server's own SVID is for spiffe://<trust domain>/spire/server")]
+    NotTheServerId {
+        /// The ID.
+        spiffe_id: SpiffeId,
+    },
     /// Too many DNS names for one SVID.
     #[error("{count} DNS names given, over the limit of {max} (server config `max_dns_names`)")]
     TooManyDnsNames {

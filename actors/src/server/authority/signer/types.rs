@@ -19,6 +19,12 @@ pub struct SignerSettings {
     pub agent_svid_ttl: Duration,
     /// JWT-SVID lifetime when the request gives none (SPIRE's `default_jwt_svid_ttl`, 5 min).
     pub jwt_svid_ttl: Duration,
+    /// Longest X509-SVID lifetime any request gets (default 7 days; the server sets it from
+    /// `limits.entry.max_x509_svid_ttl_secs`). Longer requests are shortened, never refused.
+    pub max_x509_svid_ttl: Duration,
+    /// Longest JWT-SVID lifetime any request gets (default 1 day; the server sets it from
+    /// `limits.entry.max_jwt_svid_ttl_secs`).
+    pub max_jwt_svid_ttl: Duration,
     /// Signing jobs running at once (default: the number of CPUs).
     pub max_concurrent_jobs: usize,
     /// CSRs and JWTs admitted (queued or signing) at once (default 10 000).
@@ -43,6 +49,8 @@ impl Default for SignerSettings {
             x509_svid_ttl: Duration::from_secs(3600),
             agent_svid_ttl: Duration::from_secs(3600),
             jwt_svid_ttl: Duration::from_secs(300),
+            max_x509_svid_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_jwt_svid_ttl: Duration::from_secs(24 * 3600),
             max_concurrent_jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_queued: 10_000,
             max_batch: 1_000,
@@ -64,7 +72,8 @@ pub struct X509SvidRequest {
     pub spiffe_id: SpiffeId,
     /// DNS names to put in the SVID; the first one is also the subject CN.
     pub dns_names: Vec<String>,
-    /// Requested lifetime; `None` or zero: the default. Capped at the CA's expiry.
+    /// Requested lifetime; `None` or zero: the default. Capped at `max_x509_svid_ttl` and
+    /// at the CA's expiry.
     pub ttl: Option<Duration>,
 }
 
@@ -86,7 +95,8 @@ pub struct JwtSvidRequest {
     pub spiffe_id: SpiffeId,
     /// The audiences (empty strings are dropped; at least one must remain).
     pub audience: Vec<String>,
-    /// Requested lifetime; `None` or zero: the default. Capped at the key's expiry.
+    /// Requested lifetime; `None` or zero: the default. Capped at `max_jwt_svid_ttl` and at
+    /// the key's expiry.
     pub ttl: Option<Duration>,
 }
 
