@@ -20,32 +20,8 @@ use tessera_identity::{Selector, SelectorSet};
 
 use self::process::ProcessCheck;
 
-/// Who is calling, as the kernel reports it for the socket (`SO_PEERCRED`): read once when
-/// the connection is accepted, so the caller cannot change it afterwards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PeerCredentials {
-    /// Effective user id of the process that connected.
-    pub uid: u32,
-    /// Effective group id of the process that connected.
-    pub gid: u32,
-    /// Its process id, when the kernel gives one (absent or 0 for a process in another PID
-    /// namespace).
-    pub pid: Option<u32>,
-}
-
-impl PeerCredentials {
-    /// From tokio's `UCred`; a pid of 0 or below means "not visible here".
-    pub fn from_ucred(cred: &tokio::net::unix::UCred) -> Self {
-        Self {
-            uid: cred.uid(),
-            gid: cred.gid(),
-            pid: cred
-                .pid()
-                .and_then(|p| u32::try_from(p).ok())
-                .filter(|p| *p > 0),
-        }
-    }
-}
+/// Who is calling (`SO_PEERCRED`, read once at accept): `tessera_edge::peer`'s.
+pub use tessera_edge::peer::PeerCredentials;
 
 /// Why a workload could not be attested. The caller is answered `Unavailable` (it may
 /// retry); details go to the agent's log.

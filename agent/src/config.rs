@@ -6,6 +6,7 @@
 pub use tessera_edge::duration;
 pub mod file;
 pub mod servers;
+pub mod workload_api;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -193,6 +194,8 @@ pub struct AgentConfig {
     pub unix_attestor: UnixAttestorConfig,
     /// Bounds of the Workload API.
     pub limits: Limits,
+    /// The Workload API socket's connections (`[workload_api]`).
+    pub connections: tessera_edge::peer::PeerPolicy,
     /// The sync stream's reconnection.
     pub sync: SyncConfig,
     /// SVID renewal.
@@ -380,6 +383,7 @@ impl AgentConfig {
             jwt_svid_cache_max_size: a.jwt_svid_cache_max_size,
             unix_attestor,
             limits,
+            connections: file.workload_api.policy()?,
             sync: SyncConfig {
                 backoff_initial: s.backoff_initial,
                 backoff_max: s.backoff_max,

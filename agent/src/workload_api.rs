@@ -2,18 +2,22 @@
 //!
 //! [`serve`] takes an already-bound listener, the identity source, the attestors, settings and
 //! a shutdown future, so tests bind a temp socket and stop cleanly; [`run`] binds the
-//! configured socket ([`socket::bind`]) and serves until shutdown. On each call the caller's
-//! credentials come from the connection ([`incoming`]), the attestors turn them into
+//! configured socket ([`socket::bind`]: `tessera_edge`'s binder with the Workload API's
+//! policy) and serves until shutdown. Connections come through `tessera_edge::peer`: bounded
+//! in all and per uid, closed when idle (`[workload_api]` in the config), with the grpc
+//! `:authority` fix. On each call the caller's credentials come from the connection
+//! ([`incoming`]), the attestors turn them into
 //! selectors, and the caller gets the identities whose entry selectors are a subset of
 //! them. The standard's rules: a call without `workload.spiffe.io: true` is
 //! `InvalidArgument`; a caller with no identity gets `PermissionDenied`; streams send their
 //! first message at once and the full view again on every change ([`stream`]). The WIT-SVID
 //! RPCs answer `Unimplemented`. The gRPC health service is served on the same socket, for
-//! `tessera-agent healthcheck`. Error codes are chosen once, in [`error`].
+//! `tessera-agent healthcheck`, and gRPC reflection listing exactly these two services, for
+//! `grpcurl -plaintext -unix`. Error codes are chosen once, in [`error`].
 
-mod authority;
 pub mod error;
-pub mod incoming;
+/// Connections and their callers' credentials: `tessera_edge::peer`.
+pub use tessera_edge::peer as incoming;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;
@@ -27,9 +31,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_actors::agent::view::WorkloadSource;
+use tessera_edge::authority::{MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE};
+use tessera_edge::peer::{PeerPolicy, TrackRequests};
 use tessera_eventlog::{Clock, SystemClock};
 use tessera_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use tokio::net::UnixListener;
+use tonic::server::NamedService;
 
 pub use self::error::ApiError;
 pub use self::limits::{Limits, StreamLimitError};
@@ -87,6 +94,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("Workload API server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptor set (a build problem).
+    #[error("Workload API: cannot build gRPC reflection: {0}")]
+    Reflection(String),
 }
 
 /// The attestors `config` enables (today: `unix`).
@@ -97,8 +107,8 @@ pub fn attestors(config: &AgentConfig) -> Attestors {
     )
 }
 
-/// Serves the Workload API on `listener` from `source` until `shutdown` resolves; open streams
-/// end then, and connections get [`DRAIN_TIMEOUT`] to close.
+/// Serves the Workload API on `listener` from `source` until `shutdown` resolves, with the
+/// default connection policy (`[workload_api]`'s defaults); see [`serve_with`].
 pub async fn serve(
     listener: UnixListener,
     source: Arc<dyn WorkloadSource>,
@@ -106,18 +116,65 @@ pub async fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let connections = crate::config::workload_api::WorkloadApiSection::default().to_policy();
+    serve_with(listener, source, attestors, settings, connections, shutdown).await
+}
+
+/// The gRPC services the Workload API socket serves: what reflection lists.
+pub fn served_names() -> [&'static str; 4] {
+    [
+        <SpiffeWorkloadApiServer<WorkloadService> as NamedService>::NAME,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
+}
+
+/// Reflection over the socket's own services only.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    served_names().into_iter().fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+        |b, name| b.with_service_name(name),
+    )
+}
+
+/// Serves the Workload API on `listener` from `source`, its connections under `connections`,
+/// until `shutdown` resolves; open streams end then, and connections get [`DRAIN_TIMEOUT`] to
+/// close.
+pub async fn serve_with(
+    listener: UnixListener,
+    source: Arc<dyn WorkloadSource>,
+    attestors: Attestors,
+    settings: Settings,
+    connections: PeerPolicy,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let (trigger, stop) = Shutdown::new();
     let limits = settings.limits.clone();
     let service = WorkloadService::new(source, attestors, settings, stop.clone());
     let (_health, health_service) = tonic_health::server::health_reporter();
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let serving = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(limits.max_requests_per_connection))
+        // The `:authority` fix holds no more than these (tessera_edge::authority).
+        .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .layer(TrackRequests)
         .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             SpiffeWorkloadApiServer::new(service)
                 .max_decoding_message_size(limits.max_request_bytes),
         )
-        .serve_with_incoming_shutdown(incoming::incoming(listener), stop.wait());
+        .serve_with_incoming_shutdown(incoming::incoming(listener, connections), stop.wait());
     tokio::pin!(serving);
     tokio::select! {
         result = &mut serving => return Ok(result?),
@@ -155,11 +212,12 @@ pub async fn run(
     }
     let (listener, _guard) = socket::bind(&config.socket_path).await?;
     tracing::info!(socket = %config.socket_path.display(), "Workload API listening");
-    serve(
+    serve_with(
         listener,
         source,
         attestors(config),
         settings,
+        config.connections.clone(),
         shutdown.wait(),
     )
     .await

@@ -1,9 +1,13 @@
 //! The admin API: SPIRE's server services (Entry, Agent, Bundle, SVID) and Tessera's EventLog
-//! on a Unix socket, with gRPC health and reflection so `grpcurl -plaintext -unix` works.
+//! on a Unix socket, with gRPC health and reflection (listing exactly the services served
+//! here) so `grpcurl -plaintext -unix` works.
 //!
 //! Each service translates RPCs into actor messages (`tessera_actors::server::supervisor`);
 //! conversions live in [`crate::convert`], error codes in [`crate::status`]. Who may call is
-//! decided by the socket's file permissions (directory 0770), as in SPIRE.
+//! decided twice: by the socket's file modes (directory 0770, socket `[admin_socket] mode`),
+//! as in SPIRE, and by the caller's uid read at accept (`SO_PEERCRED`) against
+//! `[admin_socket] allowed_uids` (this process's uid and root by default). Connections come
+//! through `tessera_edge::peer` (bounded, closed when idle, with the grpc `:authority` fix).
 
 mod agent;
 mod bundle;
@@ -15,6 +19,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tessera_actors::server::supervisor::Server;
+use tessera_edge::authority::{MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE};
+use tessera_edge::peer::{PeerPolicy, TrackRequests};
 use tessera_proto::spire::api::server::agent::v1::agent_server::AgentServer;
 use tessera_proto::spire::api::server::bundle::v1::bundle_server::BundleServer;
 use tessera_proto::spire::api::server::entry::v1::entry_server::EntryServer;
@@ -22,7 +28,7 @@ use tessera_proto::spire::api::server::svid::v1::svid_server::SvidServer;
 use tessera_proto::tessera::eventlog::v1::event_log_server::EventLogServer;
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
-use tokio_stream::wrappers::UnixListenerStream;
+use tonic::server::NamedService;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -31,6 +37,7 @@ pub use self::bundle::BundleService;
 pub use self::entry::EntryService;
 pub use self::eventlog::EventLogService;
 pub use self::svid::SvidService;
+use crate::config::admin_socket::AdminSocketConfig;
 use crate::config::ApiLimits;
 use crate::convert::ConvertError;
 use crate::status::ApiError;
@@ -82,9 +89,32 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves the admin API on `listener` until `shutdown` resolves. `health` is set to SERVING for
-/// every service once serving starts; the caller may flip it later (e.g. when the server
-/// fails).
+/// The gRPC services served on the admin socket: what reflection lists.
+pub fn served_names() -> [&'static str; 8] {
+    [
+        <EntryServer<EntryService> as NamedService>::NAME,
+        <AgentServer<AgentService> as NamedService>::NAME,
+        <BundleServer<BundleService> as NamedService>::NAME,
+        <SvidServer<SvidService> as NamedService>::NAME,
+        <EventLogServer<EventLogService> as NamedService>::NAME,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
+}
+
+/// Reflection over the admin socket's own services only.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    served_names().into_iter().fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+        |b, name| b.with_service_name(name),
+    )
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves, with the default
+/// `[admin_socket]` peer policy (this process's uid and root); see [`serve_with`].
 pub async fn serve(
     listener: UnixListener,
     ctx: Arc<AdminContext>,
@@ -94,15 +124,28 @@ pub async fn serve(
     >,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let peers = AdminSocketConfig::default().peers;
+    serve_with(listener, ctx, health, health_service, peers, shutdown).await
+}
+
+/// Serves the admin API on `listener`, its callers checked and bounded by `peers`, until
+/// `shutdown` resolves. `health` is set to SERVING for every service once serving starts; the
+/// caller may flip it later (e.g. when the server fails).
+pub async fn serve_with(
+    listener: UnixListener,
+    ctx: Arc<AdminContext>,
+    health: HealthReporter,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    peers: PeerPolicy,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let max = ctx.limits.max_request_bytes;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1 = reflection()
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
@@ -116,6 +159,10 @@ pub async fn serve(
     health.set_service_status("", ServingStatus::Serving).await;
 
     tonic::transport::Server::builder()
+        // The `:authority` fix holds no more than these (tessera_edge::authority).
+        .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .layer(TrackRequests)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -130,7 +177,7 @@ pub async fn serve(
         )
         .add_service(SvidServer::new(SvidService::new(ctx.clone())).max_decoding_message_size(max))
         .add_service(EventLogServer::new(EventLogService::new(ctx)).max_decoding_message_size(max))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(tessera_edge::peer::incoming(listener, peers), shutdown)
         .await?;
     Ok(())
 }

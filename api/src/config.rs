@@ -6,6 +6,7 @@
 mod agent_api;
 mod authority;
 pub use tessera_edge::duration;
+pub mod admin_socket;
 pub mod file;
 pub mod store;
 
@@ -197,6 +198,8 @@ pub struct Config {
     pub actors: ActorLimits,
     /// Admin API bounds.
     pub api: ApiLimits,
+    /// The admin socket's mode and who may connect (`[admin_socket]`).
+    pub admin_socket: admin_socket::AdminSocketConfig,
     /// Agent API bounds (`[limits]` keys of the agent API, and the shared audience limits).
     pub agent_api: crate::agent_api::AgentApiLimits,
     /// How much of the log to verify when opening it.
@@ -371,6 +374,7 @@ impl Config {
                 max_request_bytes: limits.max_request_bytes,
                 default_join_token_ttl: join_ttl,
             },
+            admin_socket: file.admin_socket.config()?,
             agent_api,
             open_check,
             health_addr,

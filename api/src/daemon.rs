@@ -153,14 +153,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 
 async fn serve_all(config: &Arc<Config>, server: &Server, server_id: &str) -> Result<(), RunError> {
     let (trigger, shutdown) = ShutdownSignal::new();
-    let (socket, _socket_guard) = uds::bind(&config.socket_path).await?;
+    let (socket, _socket_guard) =
+        uds::bind_with_mode(&config.socket_path, config.admin_socket.mode).await?;
     let ctx = AdminContext::new(server.clone(), config.api.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
-    let mut admin_task = tokio::spawn(admin::serve(
+    let mut admin_task = tokio::spawn(admin::serve_with(
         socket,
         ctx,
         health.clone(),
         health_service,
+        config.admin_socket.peers.clone(),
         shutdown.clone().wait(),
     ));
     tracing::info!(path = %config.socket_path.display(), "admin API listening");

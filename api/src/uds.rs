@@ -1,107 +1,25 @@
-//! The admin socket's file: its directory (created 0770, as SPIRE's), a stale socket left by a
-//! crash (replaced), a live one (refused: another server owns it), and removal at shutdown.
+//! The admin socket's file, bound by `tessera_edge::socket` under the admin policy: a
+//! directory it creates is 0770 (as SPIRE's), an existing one must be ours or root's and
+//! writable by nobody but us and its group, the socket gets `[admin_socket] mode` (0770 by
+//! default), a stale socket is replaced, a live one refused (another server owns it), and the
+//! file is removed at shutdown.
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+pub use tessera_edge::socket::{SocketError, SocketGuard, SocketPolicy};
 use tokio::net::UnixListener;
 
-/// Mode of the socket's directory: owner and group may connect, others may not.
-pub const SOCKET_DIR_MODE: u32 = 0o770;
+use crate::config::admin_socket::DEFAULT_SOCKET_MODE;
 
-/// Why the socket could not be bound.
-#[derive(Debug, thiserror::Error)]
-pub enum SocketError {
-    /// Another process answers on the socket.
-    #[error("{}: another server is listening on this socket; stop it or choose another --socketPath", .0.display())]
-    InUse(PathBuf),
-    /// Something that is not a socket is in the way.
-    #[error("{}: exists and is not a socket; remove it or choose another --socketPath", .0.display())]
-    NotASocket(PathBuf),
-    /// A file system or socket call failed.
-    #[error("{}: cannot {operation}: {source}", .path.display())]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// What was being done.
-        operation: &'static str,
-        /// The OS error.
-        source: std::io::Error,
-    },
-}
-
-fn io<'a>(
-    path: &'a Path,
-    operation: &'static str,
-) -> impl FnOnce(std::io::Error) -> SocketError + 'a {
-    move |source| SocketError::Io {
-        path: path.to_owned(),
-        operation,
-        source,
-    }
-}
-
-/// Removes the socket file when dropped.
-#[derive(Debug)]
-pub struct SocketGuard(PathBuf);
-
-impl Drop for SocketGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Binds a Unix listener at `path`: creates its directory (mode 0770), replaces a stale socket
-/// file, refuses a live one. The guard removes the file again.
+/// Binds the admin socket at `path` with the default mode (0770).
 pub async fn bind(path: &Path) -> Result<(UnixListener, SocketGuard), SocketError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(io(dir, "create the socket's directory"))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(SOCKET_DIR_MODE))
-                .map_err(io(dir, "set the mode of the socket's directory"))?;
-        }
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if tokio::net::UnixStream::connect(path).await.is_ok() {
-                return Err(SocketError::InUse(path.to_owned()));
-            }
-            std::fs::remove_file(path).map_err(io(path, "remove the stale socket"))?;
-        }
-        Ok(_) => return Err(SocketError::NotASocket(path.to_owned())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(path, "inspect")(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(io(path, "bind"))?;
-    Ok((listener, SocketGuard(path.to_owned())))
+    bind_with_mode(path, DEFAULT_SOCKET_MODE).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn creates_dir_replaces_stale_refuses_live_and_cleans_up() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("private/api.sock");
-        let (listener, guard) = bind(&path).await.unwrap();
-        let mode = std::fs::metadata(path.parent().unwrap())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, SOCKET_DIR_MODE);
-        assert!(matches!(bind(&path).await, Err(SocketError::InUse(_))));
-        // A crash leaves the file behind without a listener: stale.
-        drop(listener);
-        std::mem::forget(guard);
-        assert!(path.exists());
-        let (_listener, guard) = bind(&path).await.unwrap();
-        drop(guard);
-        assert!(!path.exists());
-
-        let file = tmp.path().join("plain");
-        std::fs::write(&file, b"x").unwrap();
-        assert!(matches!(bind(&file).await, Err(SocketError::NotASocket(_))));
-    }
+/// Binds the admin socket at `path`, the socket file getting `mode`.
+pub async fn bind_with_mode(
+    path: &Path,
+    mode: u32,
+) -> Result<(UnixListener, SocketGuard), SocketError> {
+    tessera_edge::socket::bind(path, &SocketPolicy::admin(mode)).await
 }

@@ -19,6 +19,8 @@
 
 mod activity;
 mod slots;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 use std::io;
 use std::pin::Pin;

@@ -22,6 +22,8 @@ pub struct FileConfig {
     pub workload_attestor: WorkloadAttestorSection,
     /// `[limits]`.
     pub limits: LimitsSection,
+    /// `[workload_api]`.
+    pub workload_api: super::workload_api::WorkloadApiSection,
     /// `[sync]`.
     pub sync: SyncSection,
     /// `[rotation]`.

@@ -12,5 +12,6 @@ mod cli;
 mod health;
 mod interop;
 mod jwt;
+mod socket;
 mod streams;
 mod x509;

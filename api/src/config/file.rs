@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub health_checks: HealthSection,
     /// `[store]`: where the event log lives.
     pub store: StoreSection,
+    /// `[admin_socket]`: the admin socket's mode, allowed uids and connection bounds.
+    pub admin_socket: super::admin_socket::AdminSocketSection,
 }
 
 /// `[server]`: SPIRE's `server { ... }` block.

@@ -12,4 +12,5 @@ mod agents;
 mod entries;
 mod eventlog;
 mod plumbing;
+mod socket;
 mod svids;

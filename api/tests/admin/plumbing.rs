@@ -82,7 +82,7 @@ async fn a_second_server_cannot_take_a_live_socket() {
     let f = Fixture::start().await;
     assert!(matches!(
         uds::bind(&f.socket).await,
-        Err(SocketError::InUse(_))
+        Err(SocketError::InUse { .. })
     ));
     f.stop().await;
 }
