@@ -1,46 +1,38 @@
-//! HTTP `/live`, `/ready` and Prometheus `/metrics` (off by default; `[health_checks]`).
-//! `/ready` answers 200 once the agent holds its trust domain's bundle (it can serve), 503
-//! before.
+//! The agent's `/live`, `/ready` and `/metrics` (off by default; `[health_checks]`), served by
+//! [`tessera_edge::health`]. The agent is live while it runs; `/ready` answers 200 once it
+//! holds its trust domain's bundle (it can serve), 503 before.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use tessera_actors::agent::view::WorkloadSource;
+use tessera_edge::health::Health;
 use tokio::net::TcpListener;
 
 use crate::workload_api::Metrics;
 
-#[derive(Debug, Clone)]
-struct Ctx {
+#[derive(Debug)]
+struct AgentHealth {
     metrics: Arc<Metrics>,
     source: Arc<dyn WorkloadSource>,
 }
 
-async fn live() -> impl IntoResponse {
-    (StatusCode::OK, "live\n")
-}
-
-async fn ready(State(c): State<Ctx>) -> impl IntoResponse {
-    if c.source.identities().borrow().bundle.is_some() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no trust bundle yet\n",
-        )
+impl Health for AgentHealth {
+    async fn live(&self) -> Result<(), String> {
+        Ok(())
     }
-}
 
-async fn scrape(State(c): State<Ctx>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        c.metrics.render(),
-    )
+    async fn ready(&self) -> Result<(), String> {
+        if self.source.identities().borrow().bundle.is_some() {
+            Ok(())
+        } else {
+            Err("no trust bundle yet".into())
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        self.metrics.render()
+    }
 }
 
 /// Serves `/live`, `/ready` and `/metrics` on `listener` until `shutdown` resolves.
@@ -50,12 +42,6 @@ pub async fn serve(
     source: Arc<dyn WorkloadSource>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/live", get(live))
-        .route("/ready", get(ready))
-        .route("/metrics", get(scrape))
-        .with_state(Ctx { metrics, source });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let health = Arc::new(AgentHealth { metrics, source });
+    tessera_edge::health::serve(listener, health, shutdown).await
 }

@@ -20,5 +20,5 @@ pub mod config;
 pub mod health;
 pub mod node;
 pub mod run;
-pub mod shutdown;
+pub use tessera_edge::shutdown;
 pub mod workload_api;

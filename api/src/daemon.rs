@@ -1,11 +1,11 @@
 //! `tessera-server run`: config → data dir → event log → actors → admin API on the Unix
-//! socket → health/metrics endpoint → agent API; then wait for SIGINT/SIGTERM or an actor
-//! failure, and shut down in reverse order.
+//! socket → health/metrics endpoint → agent API; then wait for the shutdown (the CLI runner
+//! fires it on SIGINT/SIGTERM, `tessera_edge::cli`) or an actor failure, and shut down in
+//! reverse order.
 //!
 //! Every server here takes an already-bound listener and a shutdown future (DESIGN.md §6), so
 //! tests drive the same functions with temp sockets and port 0.
 
-use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +16,6 @@ use tessera_actors::server::keys::{DiskKeyManager, KeyError, KeyManager, MemoryK
 use tessera_actors::server::supervisor::{Server, StartError};
 use tessera_eventlog::{Clock, LogError, SystemClock};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 
@@ -70,9 +69,6 @@ pub enum RunError {
     /// The admin API stopped with an error.
     #[error(transparent)]
     Admin(#[from] ServeError),
-    /// Signal handlers could not be installed.
-    #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
     /// An actor died; the process exits non-zero so that its supervisor restarts it.
     #[error("server failed: {0}")]
     Failed(String),
@@ -89,28 +85,11 @@ pub enum RunError {
     },
 }
 
-/// A shutdown signal every server can wait on; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct ShutdownSignal(watch::Receiver<bool>);
+/// A shutdown signal every server can wait on (`tessera_edge::shutdown`'s); cheap to clone.
+pub use tessera_edge::shutdown::{Shutdown as ShutdownSignal, ShutdownTrigger};
 
-impl ShutdownSignal {
-    /// A trigger and its signal.
-    pub fn new() -> (watch::Sender<bool>, ShutdownSignal) {
-        let (tx, rx) = watch::channel(false);
-        (tx, ShutdownSignal(rx))
-    }
-
-    /// Resolves once shutdown is triggered (or the trigger is dropped).
-    pub fn wait(self) -> impl Future<Output = ()> + Send + 'static {
-        let mut rx = self.0;
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    }
-}
-
-/// Runs the server until a signal or a failure.
-pub async fn run(config: Config) -> Result<(), RunError> {
+/// Runs the server until `stop` fires or an actor fails.
+pub async fn run(config: Config, stop: ShutdownSignal) -> Result<(), RunError> {
     let config = Arc::new(config);
     prepare_data_dir(&config.data_dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -144,14 +123,19 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         }
     }
 
-    let result = serve_all(&config, &server, &server_id).await;
+    let result = serve_all(&config, &server, &server_id, stop).await;
     server.stop().await;
     log.close().await;
     tracing::info!("server stopped");
     result
 }
 
-async fn serve_all(config: &Arc<Config>, server: &Server, server_id: &str) -> Result<(), RunError> {
+async fn serve_all(
+    config: &Arc<Config>,
+    server: &Server,
+    server_id: &str,
+    stop: ShutdownSignal,
+) -> Result<(), RunError> {
     let (trigger, shutdown) = ShutdownSignal::new();
     let (socket, _socket_guard) =
         uds::bind_with_mode(&config.socket_path, config.admin_socket.mode).await?;
@@ -201,11 +185,8 @@ async fn serve_all(config: &Arc<Config>, server: &Server, server_id: &str) -> Re
         shutdown.clone(),
     );
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(RunError::Signals)?;
     let outcome = tokio::select! {
-        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
-        _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
+        () = stop.wait() => { tracing::info!("shutting down"); Ok(()) }
         reason = server.failed() => {
             tracing::error!(%reason, "an actor failed: shutting down");
             metrics.set_failed();
@@ -218,7 +199,7 @@ async fn serve_all(config: &Arc<Config>, server: &Server, server_id: &str) -> Re
             Err(e) => RunError::Task { what: "admin API", reason: e.to_string() },
         }),
     };
-    let _ = trigger.send(true);
+    trigger.fire();
     drain("admin API", admin_task).await;
     if let Some(task) = metrics_task {
         drain("metrics endpoint", task).await;

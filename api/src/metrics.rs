@@ -1,4 +1,5 @@
-//! HTTP `/live`, `/ready` and Prometheus `/metrics` (off by default; `[health_checks]`).
+//! HTTP `/live`, `/ready` and Prometheus `/metrics` (off by default; `[health_checks]`), served
+//! by [`tessera_edge::health`].
 //!
 //! Families (prefix `tessera_server_`):
 //! - gauges `entries`, `agents`, `join_tokens_pending`, `log_head_seq`,
@@ -21,17 +22,13 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use tessera_actors::server::authority::signer::{SignOutcome, Signer, SvidKind};
 use tessera_actors::server::authority::SlotStatus;
 use tessera_actors::server::supervisor::Server;
+use tessera_edge::health::Health;
 use tokio::net::TcpListener;
 
 /// What the endpoint reads.
@@ -322,27 +319,26 @@ fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-async fn live(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.is_failed() {
-        (StatusCode::SERVICE_UNAVAILABLE, "failed\n")
-    } else {
-        (StatusCode::OK, "live\n")
+impl Health for Metrics {
+    async fn live(&self) -> Result<(), String> {
+        if self.is_failed() {
+            Err("an actor failed".into())
+        } else {
+            Ok(())
+        }
     }
-}
 
-async fn ready(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.ready().await {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    async fn ready(&self) -> Result<(), String> {
+        if self.ready().await {
+            Ok(())
+        } else {
+            Err("the registry does not answer (overloaded, failed or stopping)".into())
+        }
     }
-}
 
-async fn scrape(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.render().await,
-    )
+    async fn metrics(&self) -> String {
+        self.render().await
+    }
 }
 
 /// Serves `/live`, `/ready` and `/metrics` on `listener` until `shutdown` resolves.
@@ -351,12 +347,5 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/live", get(live))
-        .route("/ready", get(ready))
-        .route("/metrics", get(scrape))
-        .with_state(metrics);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    tessera_edge::health::serve(listener, metrics, shutdown).await
 }

@@ -1,1 +1,144 @@
-//! (being written)
+//! The skeleton both binaries' `main` share: logging set-up, the runtimes, the stop signals
+//! and how an error becomes a message on stderr and an exit code.
+//!
+//! - [`init_tracing`]: logs to stderr at the configured level, `TESSERA_LOG` (an `EnvFilter`
+//!   directive) overriding it; colours only on a terminal.
+//! - [`run_daemon`]: a multi-threaded runtime, the SIGINT/SIGTERM handlers of
+//!   [`crate::shutdown::Signals`] installed before the process starts, and the process run
+//!   until it returns; a second stop signal, or the grace running out, ends it at once.
+//! - [`run_client`]: a single-threaded runtime for a client verb.
+//! - [`exit_code`]: success is 0; any error is printed with its causes
+//!   (`run: cannot open the event log: ...`, see [`Chain`]) and gives [`EXIT_FAILURE`].
+
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::shutdown::{Shutdown, SignalError, Signals};
+
+/// The environment variable whose `EnvFilter` directive overrides the configured log level.
+pub const LOG_ENV: &str = "TESSERA_LOG";
+
+/// The exit code of every failure (bad flags exit with clap's own code, 2).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// How long, after a runtime is left, its blocking tasks get before the process exits anyway.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// Why a process run by [`run_daemon`] or [`run_client`] ended in error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError<E> {
+    /// The async runtime could not be built (out of threads or file descriptors).
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The stop-signal handlers could not be installed.
+    #[error(transparent)]
+    Signals(#[from] SignalError),
+    /// A second stop signal came, or the graceful stop outlasted its grace.
+    #[error("stopped at once: a second stop signal, or the graceful stop took longer than {}s", .grace.as_secs())]
+    Forced {
+        /// The grace the graceful stop had.
+        grace: Duration,
+    },
+    /// The process itself failed (its message already names the causes, as Tessera's errors
+    /// do).
+    #[error("{0}")]
+    Failed(E),
+}
+
+/// Sets up logging to stderr: `default_directive` (the config's level, e.g. `info`) unless
+/// `TESSERA_LOG` is set. A second call does nothing (the first subscriber stays).
+pub fn init_tracing(default_directive: &str) {
+    let filter =
+        EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default_directive));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Runs a long-lived process: builds a multi-threaded runtime whose threads are named
+/// `thread_name`, installs the stop signals (grace `grace`), and runs `process(shutdown)`
+/// until it returns. `shutdown` fires on the first SIGINT or SIGTERM; on a second one, or
+/// `grace` after the first, the process is abandoned and [`RunError::Forced`] returned.
+pub fn run_daemon<F, Fut, E>(
+    thread_name: &str,
+    grace: Duration,
+    process: F,
+) -> Result<(), RunError<E>>
+where
+    F: FnOnce(Shutdown) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(thread_name)
+        .build()
+        .map_err(RunError::Runtime)?;
+    let outcome = runtime.block_on(async {
+        let signals = Signals::install(grace)?;
+        tokio::select! {
+            outcome = process(signals.shutdown.clone()) => outcome.map_err(RunError::Failed),
+            () = signals.forced.wait() => Err(RunError::Forced { grace }),
+        }
+    });
+    // Tasks still running (a forced stop) must not hold the exit up.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    outcome
+}
+
+/// Runs a client verb on a single-threaded runtime.
+pub fn run_client<Fut, E>(verb: Fut) -> Result<(), RunError<E>>
+where
+    Fut: Future<Output = Result<(), E>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let outcome = runtime.block_on(verb).map_err(RunError::Failed);
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    outcome
+}
+
+/// The process's exit code for `outcome`; an error is printed on stderr first (format it
+/// with [`Chain`] to show its causes).
+pub fn exit_code(outcome: Result<(), impl fmt::Display>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// An error and its causes on one line, `outer: inner: root`; a cause whose text the outer
+/// message already ends with (`#[error("...: {0}")]` and `#[source]` both) is not repeated.
+#[derive(Debug)]
+pub struct Chain<'a>(pub &'a (dyn Error + 'a));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            let more = e.to_string();
+            if !text.ends_with(&more) {
+                text.push_str(": ");
+                text.push_str(&more);
+            }
+            cause = e.source();
+        }
+        f.write_str(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests;

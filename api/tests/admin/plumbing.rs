@@ -104,7 +104,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 struct Endpoint {
     metrics: Arc<Metrics>,
     addr: std::net::SocketAddr,
-    trigger: tokio::sync::watch::Sender<bool>,
+    trigger: tessera_server::daemon::ShutdownTrigger,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -132,7 +132,7 @@ impl Endpoint {
     }
 
     async fn stop(self) {
-        let _ = self.trigger.send(true);
+        self.trigger.fire();
         self.task.await.unwrap().unwrap();
     }
 }

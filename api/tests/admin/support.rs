@@ -10,8 +10,7 @@ use tessera_identity::TrustDomain;
 use tessera_proto::spire::api::types;
 use tessera_server::admin::{self, AdminContext};
 use tessera_server::config::ApiLimits;
-use tessera_server::daemon::ShutdownSignal;
-use tokio::sync::watch;
+use tessera_server::daemon::{ShutdownSignal, ShutdownTrigger};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
@@ -25,7 +24,7 @@ pub struct Fixture {
     pub channel: Channel,
     /// Log head once the authority has its first CA and JWT key.
     pub base: u64,
-    trigger: watch::Sender<bool>,
+    trigger: ShutdownTrigger,
     task: JoinHandle<Result<(), admin::ServeError>>,
 }
 
@@ -70,7 +69,7 @@ impl Fixture {
     }
 
     pub async fn stop(self) {
-        let _ = self.trigger.send(true);
+        self.trigger.fire();
         drop(self.channel);
         let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), self.task).await;
         assert!(
