@@ -7,7 +7,6 @@ pub mod api;
 pub mod client;
 pub mod healthcheck;
 
-use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -90,28 +89,9 @@ impl RunArgs {
     }
 }
 
-/// SPIRE writes long flags with one dash (`-socketPath`); clap wants two. Rewrites `-name`
-/// and `-name=value` (a letter, then more than one character) to `--name...`, up to a bare
-/// `--`. A value that itself starts with a dash and a letter must be written `--flag=-value`.
-pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    let mut seen_end = false;
-    args.into_iter()
-        .map(|arg| {
-            let Some(s) = arg.to_str().filter(|_| !seen_end) else {
-                return arg;
-            };
-            if s == "--" {
-                seen_end = true;
-                return arg;
-            }
-            let b = s.as_bytes();
-            if b.len() > 2 && b[0] == b'-' && b[1].is_ascii_alphabetic() {
-                return OsString::from(format!("-{s}"));
-            }
-            arg
-        })
-        .collect()
-}
+/// SPIRE writes long flags with one dash (`-socketPath`); clap wants two:
+/// [`tessera_edge::cli::normalize_args`].
+pub use tessera_edge::cli::normalize_args;
 
 /// Runs a client verb, writing its output to `out`. `run` is not a client verb: `main`
 /// handles it.
@@ -126,25 +106,8 @@ pub async fn dispatch(command: Command, out: &mut dyn Write) -> Result<(), CliEr
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM: the agent's stop signal.
-pub async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-    tracing::info!("stop signal received; shutting down");
-}
+/// Resolves on Ctrl-C or SIGTERM (`api watch` stops on it).
+pub use tessera_edge::shutdown::stop_requested as stop_signal;
 
 #[cfg(test)]
 mod tests;

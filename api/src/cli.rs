@@ -12,7 +12,6 @@ pub mod log;
 pub mod render;
 pub mod svid;
 
-use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -112,30 +111,9 @@ impl RunArgs {
     }
 }
 
-/// SPIRE writes long flags with one dash (`-spiffeID`); clap wants two. Rewrites `-name` and
-/// `-name=value` (a letter, then more than one character) to `--name...`, up to a bare `--`.
-/// Values that merely start with a dash and a letter are rare in this CLI's flags; write them
-/// as `--flag=-value` to be explicit.
-pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    let mut seen_end = false;
-    args.into_iter()
-        .map(|arg| {
-            if seen_end {
-                return arg;
-            }
-            let Some(s) = arg.to_str() else { return arg };
-            if s == "--" {
-                seen_end = true;
-                return arg;
-            }
-            let b = s.as_bytes();
-            if b.len() > 2 && b[0] == b'-' && b[1].is_ascii_alphabetic() {
-                return OsString::from(format!("-{s}"));
-            }
-            arg
-        })
-        .collect()
-}
+/// SPIRE writes long flags with one dash (`-spiffeID`); clap wants two:
+/// [`tessera_edge::cli::normalize_args`].
+pub use tessera_edge::cli::normalize_args;
 
 /// Runs a client verb, writing its output to `out`. `run` is not a client verb: `main`
 /// handles it.
@@ -159,6 +137,8 @@ pub async fn dispatch(command: Command, out: &mut dyn Write) -> Result<(), CliEr
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+
     use clap::CommandFactory;
 
     use super::*;

@@ -1,6 +1,7 @@
 //! The skeleton both binaries' `main` share: logging set-up, the runtimes, the stop signals
 //! and how an error becomes a message on stderr and an exit code.
 //!
+//! - [`normalize_args`]: SPIRE's single-dash long flags (`-spiffeID`) for clap.
 //! - [`init_tracing`]: logs to stderr at the configured level, `TESSERA_LOG` (an `EnvFilter`
 //!   directive) overriding it; colours only on a terminal.
 //! - [`run_daemon`]: a multi-threaded runtime, the SIGINT/SIGTERM handlers of
@@ -11,6 +12,7 @@
 //!   (`run: cannot open the event log: ...`, see [`Chain`]) and gives [`EXIT_FAILURE`].
 
 use std::error::Error;
+use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
 use std::io::{IsTerminal, Write};
@@ -49,6 +51,31 @@ pub enum RunError<E> {
     /// do).
     #[error("{0}")]
     Failed(E),
+}
+
+/// SPIRE writes long flags with one dash (`-spiffeID`, `-socketPath`); clap wants two.
+/// Rewrites `-name` and `-name=value` (a letter, then at least one more character) to
+/// `--name...`, up to a bare `--`; short flags (`-h`), negative numbers (`-5`) and arguments
+/// that are not UTF-8 are left alone. A value that itself starts with a dash and a letter must
+/// be written `--flag=-value`.
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut seen_end = false;
+    args.into_iter()
+        .map(|arg| {
+            let Some(s) = arg.to_str().filter(|_| !seen_end) else {
+                return arg;
+            };
+            if s == "--" {
+                seen_end = true;
+                return arg;
+            }
+            let b = s.as_bytes();
+            if b.len() > 2 && b[0] == b'-' && b[1].is_ascii_alphabetic() {
+                return OsString::from(format!("-{s}"));
+            }
+            arg
+        })
+        .collect()
 }
 
 /// Sets up logging to stderr: `default_directive` (the config's level, e.g. `info`) unless

@@ -11,6 +11,35 @@ struct Outer(#[source] Inner);
 struct Inner(#[source] std::io::Error);
 
 #[test]
+fn single_dash_long_flags_get_a_second_dash_up_to_the_end_of_flags() {
+    let got = normalize_args(
+        [
+            "x",
+            "-h",
+            "-5",
+            "--a",
+            "-bc",
+            "-spiffeID=spiffe://a.org/x",
+            "--",
+            "-de",
+        ]
+        .map(OsString::from),
+    );
+    let want = [
+        "x",
+        "-h",
+        "-5",
+        "--a",
+        "--bc",
+        "--spiffeID=spiffe://a.org/x",
+        "--",
+        "-de",
+    ]
+    .map(OsString::from);
+    assert_eq!(got, want);
+}
+
+#[test]
 fn chain_names_every_cause_once() {
     let e = Outer(Inner(std::io::Error::other("EAGAIN")));
     assert_eq!(
