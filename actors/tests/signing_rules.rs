@@ -13,6 +13,7 @@ use tessera_actors::server::agent_ops::{
     mint_jwt_for_agent, sign_x509_for_agent, ItemError, OpsError,
 };
 use tessera_actors::server::aggregate_actor::{AggregateMsg, CommandError};
+use tessera_actors::server::authority::signer::priority::Priority;
 use tessera_actors::server::authority::{
     JwtSvidRequest, SignError, SvidRejection, X509SvidRequest,
 };
@@ -523,5 +524,55 @@ async fn expired_join_tokens_are_pruned_by_an_event() {
         .filter(|(_, e)| matches!(e, ServerEvent::JoinTokenExpired { .. }))
         .count();
     assert_eq!(expired, 3);
+    r.server.stop().await;
+}
+
+#[tokio::test]
+async fn renewals_are_bulk_work_and_a_first_svid_is_signed_when_bulk_work_is_refused() {
+    let mut s = settings();
+    s.authority.signer.max_queued = 4;
+    s.authority.signer.on_demand_reserve = 2;
+    let r = start_with(s).await;
+    let renewed = create(&r, entry("/renewed", None, None)).await;
+    let first = create(&r, entry("/first", None, None)).await;
+    let sign = |ids: Vec<&RegistrationEntry>| {
+        let server = r.server.clone();
+        let items: Vec<(String, Vec<u8>)> = ids
+            .into_iter()
+            .map(|e| (e.id.as_str().to_owned(), csr()))
+            .collect();
+        async move {
+            sign_x509_for_agent(&server, &agent(), items, 10)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        r.server.renewals.priority(&agent(), &renewed.id, NOW),
+        Priority::OnDemand
+    );
+    assert!(sign(vec![&renewed]).await[0].is_ok());
+    assert_eq!(
+        r.server.renewals.priority(&agent(), &renewed.id, NOW),
+        Priority::Bulk,
+        "the agent holds a valid SVID for it: its next request is a renewal"
+    );
+
+    // Bulk renewal fills its share of the queue; a first SVID still gets through.
+    let held = r
+        .server
+        .authority
+        .signer()
+        .admit_as(2, Priority::Bulk)
+        .unwrap();
+    let out = sign(vec![&renewed, &first]).await;
+    assert!(
+        matches!(&out[0], Err(ItemError::Busy(m)) if m.contains("max_signing_queue")),
+        "{:?}",
+        out[0]
+    );
+    assert!(out[1].is_ok(), "{:?}", out[1]);
+    drop(held);
+    assert!(sign(vec![&renewed]).await[0].is_ok());
     r.server.stop().await;
 }

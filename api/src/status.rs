@@ -222,6 +222,7 @@ impl ToCode for ItemError {
     fn code(&self) -> Code {
         match self {
             ItemError::InvalidId { .. } | ItemError::Rejected(_) => Code::InvalidArgument,
+            ItemError::Busy(_) => Code::ResourceExhausted,
             // Not in the agent's view; an expired entry likewise issues nothing.
             #[allow(unreachable_patterns)]
             _ => Code::PermissionDenied,

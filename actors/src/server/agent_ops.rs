@@ -6,14 +6,23 @@
 //! before the registry's prune has removed it), and for as long as the entry says (else the
 //! server default), which an agent's request may only shorten. The signer then caps every
 //! lifetime at the configured maximum and at the CA's or key's expiry.
+//!
+//! Priority: an item whose agent still holds a valid SVID this server signed for the entry is
+//! a renewal and is signed as bulk work; any other (a workload waiting on its first SVID) is
+//! on demand and goes first ([`Renewals`], [`Priority`]).
+
+mod renewals;
+
+pub use self::renewals::Renewals;
 
 use std::time::Duration;
 
 use tessera_identity::{EntryId, RegistrationEntry, SpiffeId};
 
 use crate::server::aggregate_actor::unix_secs;
+use crate::server::authority::signer::priority::Priority;
 use crate::server::authority::{
-    IssuedX509Svid, JwtSvid, JwtSvidRequest, SignError, X509SvidRequest,
+    IssuedX509Svid, JwtSvid, JwtSvidRequest, SignError, SvidRejection, X509SvidRequest,
 };
 use crate::server::supervisor::Server;
 use crate::server::sync_hub::SyncHubError;
@@ -49,6 +58,10 @@ pub enum ItemError {
     /// The signer refused the CSR or request.
     #[error("{0}")]
     Rejected(String),
+    /// This part of the batch could not be signed now (the signing queue is full for bulk
+    /// renewal); the rest was. Retry later.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// The error for an expired entry, if `entry` has expired at `now`.
@@ -132,14 +145,18 @@ pub async fn sign_x509_for_agent(
             wanted.iter().map(|(_, id)| id.clone()).collect(),
         )
         .await?;
-    let mut requests = Vec::new();
-    let mut slots = Vec::new();
+    // [on demand, bulk]: requests and the slots they answer.
+    let mut groups: [Group; 2] = [Group::default(), Group::default()];
     let now = unix_secs(server.clock.as_ref());
     for ((i, _), auth) in wanted.into_iter().zip(authorised) {
         match auth {
             Ok(entry) if entry.is_expired_at(now) => results[i] = expired(&entry, now).map(Err),
             Ok(entry) => {
-                requests.push(X509SvidRequest {
+                let group = match server.renewals.priority(agent, &entry.id, now) {
+                    Priority::OnDemand => &mut groups[0],
+                    Priority::Bulk => &mut groups[1],
+                };
+                group.requests.push(X509SvidRequest {
                     csr_der: items[i].1.clone(),
                     spiffe_id: entry.spiffe_id.clone(),
                     dns_names: entry.dns_names.clone(),
@@ -147,7 +164,7 @@ pub async fn sign_x509_for_agent(
                         .x509_svid_ttl
                         .map(|s| Duration::from_secs(u64::from(s))),
                 });
-                slots.push((i, entry));
+                group.slots.push((i, entry));
             }
             Err(entry) => {
                 results[i] = Some(Err(ItemError::NotAuthorised {
@@ -157,20 +174,61 @@ pub async fn sign_x509_for_agent(
             }
         }
     }
-    if !requests.is_empty() {
-        let signed = server.authority.sign_x509_batch(requests).await?;
-        for ((i, entry), outcome) in slots.into_iter().zip(signed) {
-            results[i] = Some(
-                outcome
-                    .map(|svid| (entry, svid))
-                    .map_err(|e| ItemError::Rejected(e.to_string())),
-            );
+    let [on_demand, bulk] = groups;
+    let signer = server.authority.signer();
+    let sign = |group: Group, priority| async move {
+        if group.requests.is_empty() {
+            return None;
+        }
+        let outcome = signer.sign_x509_batch_as(group.requests, priority).await;
+        Some((group.slots, outcome))
+    };
+    let (first, second) = tokio::join!(
+        sign(on_demand, Priority::OnDemand),
+        sign(bulk, Priority::Bulk)
+    );
+    let parts: Vec<_> = [first, second].into_iter().flatten().collect();
+    // A whole-batch refusal is the answer only if nothing of the batch was signed.
+    if parts.iter().all(|(_, outcome)| outcome.is_err()) {
+        if let Some((_, Err(e))) = parts.into_iter().next() {
+            return Err(e.into());
+        }
+        return Ok(Vec::new());
+    }
+    for (slots, outcome) in parts {
+        match outcome {
+            Ok(signed) => {
+                for ((i, entry), outcome) in slots.into_iter().zip(signed) {
+                    if let Ok(svid) = &outcome {
+                        server
+                            .renewals
+                            .record(agent, &entry.id, svid.not_after, now);
+                    }
+                    results[i] = Some(
+                        outcome
+                            .map(|svid| (entry, svid))
+                            .map_err(|e: SvidRejection| ItemError::Rejected(e.to_string())),
+                    );
+                }
+            }
+            Err(e) => {
+                for (i, _) in slots {
+                    results[i] = Some(Err(ItemError::Busy(e.to_string())));
+                }
+            }
         }
     }
     Ok(results
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(ItemError::Rejected("no outcome".into()))))
         .collect())
+}
+
+/// Requests of one priority and the result slots they answer.
+#[derive(Default)]
+struct Group {
+    requests: Vec<X509SvidRequest>,
+    slots: Vec<(usize, RegistrationEntry)>,
 }
 
 /// Mints a JWT-SVID for an entry in `agent`'s view. Its lifetime is the entry's

@@ -28,6 +28,7 @@ use tessera_identity::{EntryLimits, TrustDomain};
 use tokio::sync::watch;
 
 use crate::random::RandomSource;
+use crate::server::agent_ops::Renewals;
 use crate::server::aggregate_actor::{AggregateActor, AggregateArgs, AggregateHandle};
 use crate::server::authority::{AuthorityActor, AuthorityArgs, AuthorityHandle, AuthoritySettings};
 use crate::server::events::ServerEvent;
@@ -74,6 +75,9 @@ pub struct ServerSettings {
     /// Append conflicts (another server wrote first) an actor rides out per command before
     /// answering `Unavailable`.
     pub conflict_retries: u32,
+    /// Most (agent, entry) pairs whose SVIDs the server remembers signing, to tell renewals
+    /// (bulk) from first SVIDs (on demand) (default 1 000 000; about 32 bytes each).
+    pub max_tracked_svids: usize,
     /// How often the registry prunes expired entries and the tokens aggregate expired join
     /// tokens, at the latest (default 5 min, as SPIRE); an entry is also pruned, and leaves
     /// agents' views, when it expires. `None`: only when asked (tests).
@@ -97,6 +101,7 @@ impl ServerSettings {
             sync_resume_window: 65_536,
             conflict_retries: DEFAULT_CONFLICT_RETRIES,
             prune_interval: Some(Duration::from_secs(300)),
+            max_tracked_svids: 1_000_000,
         }
     }
 }
@@ -130,6 +135,8 @@ pub struct Server {
     pub authority: AuthorityHandle,
     /// Per-agent views.
     pub sync: SyncHubHandle,
+    /// SVIDs signed per (agent, entry): renewals are signed as bulk work.
+    pub renewals: Arc<Renewals>,
     /// The journal (snapshots).
     pub journal: ActorRef<JournalMsg>,
     /// The log.
@@ -324,6 +331,7 @@ impl Server {
             tokens,
             authority,
             sync: SyncHubHandle::new(hub, settings.max_in_flight, settings.call_timeout),
+            renewals: Arc::new(Renewals::new(settings.max_tracked_svids)),
             journal,
             log: typed,
             clock,

@@ -4,7 +4,9 @@
 //! Bounds, so that a reconnect storm queues instead of eating memory: every request is first
 //! *admitted* against `max_queued` items (CSRs or JWTs) waiting or signing, else it fails at
 //! once with [`SignError::Overloaded`]; admitted work runs on tokio's blocking pool at most
-//! `max_concurrent_jobs` jobs at a time, in chunks of [`CHUNK`] CSRs. The authority actor
+//! `max_concurrent_jobs` jobs at a time, in chunks of [`CHUNK`] CSRs. On-demand work goes
+//! first ([`priority`]): bulk renewal is admitted only up to `max_queued - on_demand_reserve`,
+//! and a free worker takes a waiting on-demand job before any bulk one. The authority actor
 //! installs the CA and key to sign with ([`Signer::install_ca`]); cloning a `Signer` shares
 //! its bounds and what is installed.
 //!
@@ -16,6 +18,7 @@ mod error;
 mod jwt;
 pub mod metrics;
 mod policy;
+pub mod priority;
 mod types;
 mod x509;
 
@@ -32,6 +35,7 @@ use self::jwt::check_audience;
 use self::metrics::{monotonic_now, SigningMetrics};
 pub use self::metrics::{LatencySnapshot, SignOutcome, SigningMetricsSnapshot, SvidKind};
 use self::policy::{check_id, lifetime, Subject};
+use self::priority::{Gate, Priority};
 pub use self::types::{
     AgentSvidRequest, IssuedX509Svid, JwtSvid, JwtSvidRequest, SignerSettings, SigningCa,
     SigningJwtKey, X509SvidRequest,
@@ -47,6 +51,8 @@ pub const CHUNK: usize = 64;
 #[derive(Debug)]
 pub struct Admission {
     _permit: Option<OwnedSemaphorePermit>,
+    _bulk_permit: Option<OwnedSemaphorePermit>,
+    priority: Priority,
     units: usize,
     /// When it was admitted: signing latency counts from here, so queueing shows.
     admitted_at: Instant,
@@ -64,7 +70,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     random: Arc<dyn RandomSource>,
     queue: Arc<Semaphore>,
-    workers: Arc<Semaphore>,
+    /// The part of the queue bulk work may fill.
+    bulk_queue: Arc<Semaphore>,
+    workers: Arc<Gate>,
     installed: RwLock<Installed>,
     metrics: SigningMetrics,
 }
@@ -97,7 +105,8 @@ impl Signer {
         let queue = Arc::new(Semaphore::new(
             settings.max_queued.clamp(1, Semaphore::MAX_PERMITS),
         ));
-        let workers = Arc::new(Semaphore::new(settings.max_concurrent_jobs.clamp(1, 1024)));
+        let bulk_queue = Arc::new(Semaphore::new(bulk_limit(&settings)));
+        let workers = Gate::new(settings.max_concurrent_jobs.clamp(1, 1024));
         Self {
             inner: Arc::new(Inner {
                 trust_domain,
@@ -105,6 +114,7 @@ impl Signer {
                 clock,
                 random,
                 queue,
+                bulk_queue,
                 workers,
                 installed: RwLock::new(Installed::default()),
                 metrics: SigningMetrics::default(),
@@ -151,6 +161,11 @@ impl Signer {
             .saturating_sub(self.inner.queue.available_permits())
     }
 
+    /// Signing jobs (chunks of CSRs, JWTs) admitted and waiting for a worker.
+    pub fn jobs_waiting(&self) -> usize {
+        self.inner.workers.waiting()
+    }
+
     fn limit(&self) -> usize {
         self.inner
             .settings
@@ -180,26 +195,49 @@ impl Signer {
     /// # Errors
     /// [`SignError::Overloaded`] naming the limit.
     pub fn admit(&self, units: usize) -> Result<Admission, SignError> {
+        self.admit_as(units, Priority::OnDemand)
+    }
+
+    /// [`Signer::admit`] at a priority: bulk work is refused once the queue holds
+    /// `max_queued - on_demand_reserve`, on-demand work only at `max_queued`.
+    ///
+    /// # Errors
+    /// [`SignError::Overloaded`] naming the limit that applies.
+    pub fn admit_as(&self, units: usize, priority: Priority) -> Result<Admission, SignError> {
         if units == 0 {
             return Ok(Admission {
                 _permit: None,
+                _bulk_permit: None,
+                priority,
                 units,
                 admitted_at: monotonic_now(),
             });
         }
-        let overloaded = || SignError::Overloaded {
+        let overloaded = |limit| SignError::Overloaded {
             requested: units,
-            limit: self.limit(),
+            limit,
         };
-        let n = u32::try_from(units).map_err(|_| overloaded())?;
+        let n = u32::try_from(units).map_err(|_| overloaded(self.limit()))?;
+        let bulk_permit = match priority {
+            Priority::OnDemand => None,
+            Priority::Bulk => Some(
+                self.inner
+                    .bulk_queue
+                    .clone()
+                    .try_acquire_many_owned(n)
+                    .map_err(|_| overloaded(bulk_limit(&self.inner.settings)))?,
+            ),
+        };
         let permit = self
             .inner
             .queue
             .clone()
             .try_acquire_many_owned(n)
-            .map_err(|_| overloaded())?;
+            .map_err(|_| overloaded(self.limit()))?;
         Ok(Admission {
             _permit: Some(permit),
+            _bulk_permit: bulk_permit,
+            priority,
             units,
             admitted_at: monotonic_now(),
         })
@@ -222,8 +260,22 @@ impl Signer {
         &self,
         requests: Vec<X509SvidRequest>,
     ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
+        self.sign_x509_batch_as(requests, Priority::OnDemand).await
+    }
+
+    /// [`Signer::sign_x509_batch`] at a priority ([`Priority::Bulk`] for renewals).
+    ///
+    /// # Errors
+    /// As [`Signer::sign_x509_batch`].
+    pub async fn sign_x509_batch_as(
+        &self,
+        requests: Vec<X509SvidRequest>,
+        priority: Priority,
+    ) -> Result<Vec<Result<IssuedX509Svid, SvidRejection>>, SignError> {
+        self.check_batch(requests.len())
+            .map_err(|e| self.refused(SvidKind::X509, requests.len(), e))?;
         let admission = self
-            .admit_batch(requests.len())
+            .admit_as(requests.len(), priority)
             .map_err(|e| self.refused(SvidKind::X509, requests.len(), e))?;
         self.sign_x509_admitted(admission, requests).await
     }
@@ -412,8 +464,9 @@ impl Signer {
         );
         let exp = now.saturating_add(secs(ttl)).min(key.record.not_after);
         let spiffe_id = request.spiffe_id;
+        let priority = admission.priority;
         let token = self
-            .run(move || {
+            .run(priority, move || {
                 let _admission = admission;
                 jwt::mint(&key, &spiffe_id.to_string(), &audience, now, exp).map(|token| JwtSvid {
                     token,
@@ -477,6 +530,7 @@ impl Signer {
         let not_before = now
             .saturating_sub(NOT_BEFORE_CUSHION_SECS)
             .max(ca.record.not_before);
+        let priority = admission.priority;
 
         // Results in request order: refusals now, jobs by chunk.
         let mut results: Vec<Option<Result<IssuedX509Svid, SvidRejection>>> = Vec::new();
@@ -515,7 +569,7 @@ impl Signer {
             let max_csr = settings.max_csr_bytes;
             chunks.push(async move {
                 let signed = self
-                    .run(move || sign_chunk(&ca, &subject, max_csr, chunk))
+                    .run(priority, move || sign_chunk(&ca, &subject, max_csr, chunk))
                     .await;
                 (indexes, signed)
             });
@@ -541,17 +595,10 @@ impl Signer {
     /// Runs `work` on the blocking pool once a worker slot is free.
     async fn run<T: Send + 'static>(
         &self,
+        priority: Priority,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, SignError> {
-        let permit = self
-            .inner
-            .workers
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| SignError::Internal {
-                reason: e.to_string(),
-            })?;
+        let permit = self.inner.workers.acquire(priority).await;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             work()
@@ -568,6 +615,21 @@ impl Admission {
     pub fn units(&self) -> usize {
         self.units
     }
+
+    /// Its priority.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+}
+
+/// How many items bulk work may have queued: the queue less the on-demand reserve, the
+/// reserve being at most half the queue (so a small `max_queued` does not starve renewals).
+fn bulk_limit(settings: &SignerSettings) -> usize {
+    let reserve = settings.on_demand_reserve.min(settings.max_queued / 2);
+    settings
+        .max_queued
+        .saturating_sub(reserve)
+        .clamp(1, Semaphore::MAX_PERMITS)
 }
 
 fn ttl_or(ttl: Option<Duration>, default: Duration) -> Duration {

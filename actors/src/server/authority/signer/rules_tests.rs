@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::priority::Priority;
 use super::*;
 use crate::server::authority::test_support::{
     ca_at, clock_at, csr, id, jwt_key_at, signer_with, T0,
@@ -130,4 +131,99 @@ async fn requested_ttls_are_clamped_to_the_configured_maxima() {
         .await
         .unwrap();
     assert_eq!(short.expires_at, T0 + 60);
+}
+
+#[test]
+fn bulk_work_leaves_the_reserve_to_on_demand_work() {
+    let keys = MemoryKeyManager::new();
+    let ca = ca_at(&keys, 1, T0, 86_400);
+    let clock = clock_at(T0);
+    let settings = SignerSettings {
+        max_queued: 10,
+        on_demand_reserve: 3,
+        ..SignerSettings::default()
+    };
+    let signer = signer_with(&clock, settings, Some(&ca), None);
+    let bulk = signer.admit_as(7, Priority::Bulk).unwrap();
+    assert_eq!(
+        signer.admit_as(1, Priority::Bulk).unwrap_err(),
+        SignError::Overloaded {
+            requested: 1,
+            limit: 7
+        }
+    );
+    // The reserve is there for on-demand work; the total bound holds.
+    let on_demand = signer.admit_as(3, Priority::OnDemand).unwrap();
+    assert_eq!(signer.queued(), 10);
+    assert!(matches!(
+        signer.admit_as(1, Priority::OnDemand),
+        Err(SignError::Overloaded { limit: 10, .. })
+    ));
+    drop(bulk);
+    drop(on_demand);
+    assert_eq!(signer.queued(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_svid_does_not_wait_behind_a_bulk_renewal_backlog() {
+    let keys = MemoryKeyManager::new();
+    let ca = ca_at(&keys, 1, T0, 86_400);
+    let clock = clock_at(T0);
+    let settings = SignerSettings {
+        max_concurrent_jobs: 1,
+        ..SignerSettings::default()
+    };
+    let signer = signer_with(&clock, settings, Some(&ca), None);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let csrs: Vec<Vec<u8>> = (0..CHUNK).map(|_| csr()).collect();
+    let mut backlog = Vec::new();
+    for b in 0..100 {
+        let (signer, done) = (signer.clone(), done.clone());
+        let requests: Vec<X509SvidRequest> = csrs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| X509SvidRequest {
+                csr_der: c.clone(),
+                spiffe_id: id(&format!("spiffe://example.org/bulk/{b}/{i}")),
+                dns_names: vec![],
+                ttl: None,
+            })
+            .collect();
+        backlog.push(tokio::spawn(async move {
+            let out = signer
+                .sign_x509_batch_as(requests, Priority::Bulk)
+                .await
+                .unwrap();
+            assert!(out.iter().all(Result::is_ok));
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+    }
+    // Let the backlog queue up at the single worker.
+    for _ in 0..5_000 {
+        if signer.jobs_waiting() >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let before = done.load(std::sync::atomic::Ordering::SeqCst);
+    let first = tokio::time::timeout(
+        Duration::from_secs(60),
+        signer.sign_x509_batch_as(
+            vec![x509("spiffe://example.org/first", None)],
+            Priority::OnDemand,
+        ),
+    )
+    .await
+    .expect("signed within 60 s")
+    .unwrap();
+    assert!(first[0].is_ok());
+    let waited_for = done.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        before < 50 && waited_for <= 2,
+        "the on-demand SVID waited for {waited_for} of the {} bulk batches queued before it",
+        100 - before
+    );
+    for t in backlog {
+        t.await.unwrap();
+    }
 }

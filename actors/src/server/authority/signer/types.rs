@@ -29,6 +29,10 @@ pub struct SignerSettings {
     pub max_concurrent_jobs: usize,
     /// CSRs and JWTs admitted (queued or signing) at once (default 10 000).
     pub max_queued: usize,
+    /// Part of `max_queued` kept for on-demand work (first SVIDs, JWTs, attestation): bulk
+    /// renewal is refused once `max_queued - on_demand_reserve` items are queued (default
+    /// 1 000; at most half of `max_queued` is reserved).
+    pub on_demand_reserve: usize,
     /// CSRs in one batch (default 1 000).
     pub max_batch: usize,
     /// Largest CSR, in bytes (default 16 KiB).
@@ -53,6 +57,7 @@ impl Default for SignerSettings {
             max_jwt_svid_ttl: Duration::from_secs(24 * 3600),
             max_concurrent_jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_queued: 10_000,
+            on_demand_reserve: 1_000,
             max_batch: 1_000,
             max_csr_bytes: 16 * 1024,
             max_dns_names: 64,
