@@ -307,7 +307,14 @@ impl<A: Aggregate> AggregateState<A> {
             return;
         };
         let due_nanos = i128::from(due) * 1_000_000_000;
-        if self.wake.as_ref().is_some_and(|(at, _)| *at <= due_nanos) {
+        let now = i128::from(self.clock.now_unix_nanos());
+        // Keep a pending round that comes first, or one already set for work overdue (a
+        // round that failed waits its retry delay, not one per fold).
+        if self
+            .wake
+            .as_ref()
+            .is_some_and(|(at, _)| *at <= due_nanos || due_nanos <= now)
+        {
             return;
         }
         let after = self.until_due();

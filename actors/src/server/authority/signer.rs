@@ -14,6 +14,7 @@
 //! here, so the signer counts SVIDs by kind and outcome and times them from admission to
 //! result ([`Signer::metrics`]; see [`metrics`] for what is counted).
 
+mod admission;
 mod error;
 mod jwt;
 pub mod metrics;
@@ -28,11 +29,13 @@ use std::time::{Duration, Instant};
 
 use tessera_eventlog::Clock;
 use tessera_identity::{SpiffeId, TrustDomain};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
+use self::admission::bulk_limit;
+pub use self::admission::Admission;
 pub use self::error::{SignError, SvidRejection};
 use self::jwt::check_audience;
-use self::metrics::{monotonic_now, SigningMetrics};
+use self::metrics::SigningMetrics;
 pub use self::metrics::{LatencySnapshot, SignOutcome, SigningMetricsSnapshot, SvidKind};
 use self::policy::{check_id, lifetime, Subject};
 use self::priority::{Gate, Priority};
@@ -46,17 +49,6 @@ use crate::random::RandomSource;
 
 /// CSRs signed per blocking job: big batches spread over the pool, small ones pay one hop.
 pub const CHUNK: usize = 64;
-
-/// A reservation of queue room; released when dropped.
-#[derive(Debug)]
-pub struct Admission {
-    _permit: Option<OwnedSemaphorePermit>,
-    _bulk_permit: Option<OwnedSemaphorePermit>,
-    priority: Priority,
-    units: usize,
-    /// When it was admitted: signing latency counts from here, so queueing shows.
-    admitted_at: Instant,
-}
 
 #[derive(Default)]
 struct Installed {
@@ -185,71 +177,6 @@ impl Signer {
             .installed
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Reserves queue room for `units` items, or says the queue is full. Synchronous, so an
-    /// actor can admit in its handler and sign in a task. A refusal here is not counted in
-    /// [`Signer::metrics`] (the kind of SVID is not known here); the `sign_*`/`mint_*` methods
-    /// that admit for themselves count theirs.
-    ///
-    /// # Errors
-    /// [`SignError::Overloaded`] naming the limit.
-    pub fn admit(&self, units: usize) -> Result<Admission, SignError> {
-        self.admit_as(units, Priority::OnDemand)
-    }
-
-    /// [`Signer::admit`] at a priority: bulk work is refused once the queue holds
-    /// `max_queued - on_demand_reserve`, on-demand work only at `max_queued`.
-    ///
-    /// # Errors
-    /// [`SignError::Overloaded`] naming the limit that applies.
-    pub fn admit_as(&self, units: usize, priority: Priority) -> Result<Admission, SignError> {
-        if units == 0 {
-            return Ok(Admission {
-                _permit: None,
-                _bulk_permit: None,
-                priority,
-                units,
-                admitted_at: monotonic_now(),
-            });
-        }
-        let overloaded = |limit| SignError::Overloaded {
-            requested: units,
-            limit,
-        };
-        let n = u32::try_from(units).map_err(|_| overloaded(self.limit()))?;
-        let bulk_permit = match priority {
-            Priority::OnDemand => None,
-            Priority::Bulk => Some(
-                self.inner
-                    .bulk_queue
-                    .clone()
-                    .try_acquire_many_owned(n)
-                    .map_err(|_| overloaded(bulk_limit(&self.inner.settings)))?,
-            ),
-        };
-        let permit = self
-            .inner
-            .queue
-            .clone()
-            .try_acquire_many_owned(n)
-            .map_err(|_| overloaded(self.limit()))?;
-        Ok(Admission {
-            _permit: Some(permit),
-            _bulk_permit: bulk_permit,
-            priority,
-            units,
-            admitted_at: monotonic_now(),
-        })
-    }
-
-    /// [`Signer::admit`] for a batch of `len` CSRs, refusing one over `max_batch` first.
-    ///
-    /// # Errors
-    /// [`SignError::BatchTooLarge`] or [`SignError::Overloaded`].
-    pub fn admit_batch(&self, len: usize) -> Result<Admission, SignError> {
-        self.check_batch(len)?;
-        self.admit(len)
     }
 
     /// Signs workload X509-SVIDs: one result per request, in order.
@@ -608,28 +535,6 @@ impl Signer {
             reason: e.to_string(),
         })
     }
-}
-
-impl Admission {
-    /// Items it reserves room for.
-    pub fn units(&self) -> usize {
-        self.units
-    }
-
-    /// Its priority.
-    pub fn priority(&self) -> Priority {
-        self.priority
-    }
-}
-
-/// How many items bulk work may have queued: the queue less the on-demand reserve, the
-/// reserve being at most half the queue (so a small `max_queued` does not starve renewals).
-fn bulk_limit(settings: &SignerSettings) -> usize {
-    let reserve = settings.on_demand_reserve.min(settings.max_queued / 2);
-    settings
-        .max_queued
-        .saturating_sub(reserve)
-        .clamp(1, Semaphore::MAX_PERMITS)
 }
 
 fn ttl_or(ttl: Option<Duration>, default: Duration) -> Duration {
