@@ -125,23 +125,32 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let mut l = LimitsSection::default();
-        l.max_agent_connections_per_ip = 0;
-        let err = agent_limits(&l).unwrap_err().to_string();
-        assert!(
-            err.starts_with("limits.max_agent_connections_per_ip"),
-            "{err}"
-        );
-        let mut l = LimitsSection::default();
-        l.agent_connection_max_age = Duration::from_secs(1);
-        let err = agent_limits(&l).unwrap_err().to_string();
-        assert!(err.starts_with("limits.agent_connection_max_age"), "{err}");
-        let mut l = LimitsSection::default();
-        l.attestations_per_ip_per_second = 0;
-        let err = agent_limits(&l).unwrap_err().to_string();
-        assert!(
-            err.starts_with("limits.attestations_per_ip_per_second"),
-            "{err}"
-        );
+        let cases = [
+            (
+                LimitsSection {
+                    max_agent_connections_per_ip: 0,
+                    ..LimitsSection::default()
+                },
+                "limits.max_agent_connections_per_ip",
+            ),
+            (
+                LimitsSection {
+                    agent_connection_max_age: Duration::from_secs(1),
+                    ..LimitsSection::default()
+                },
+                "limits.agent_connection_max_age",
+            ),
+            (
+                LimitsSection {
+                    attestations_per_ip_per_second: 0,
+                    ..LimitsSection::default()
+                },
+                "limits.attestations_per_ip_per_second",
+            ),
+        ];
+        for (l, key) in cases {
+            let err = agent_limits(&l).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{key}: {err}");
+        }
     }
 }
