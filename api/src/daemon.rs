@@ -51,7 +51,7 @@ pub enum RunError {
     #[error(transparent)]
     Start(#[from] StartError),
     /// The admin socket cannot be bound.
-    #[error("admin socket {0}")]
+    #[error(transparent)]
     Socket(#[from] SocketError),
     /// A TCP listener cannot be bound.
     #[error("cannot listen on {addr} for the {what}: {source}; choose another address or port")]

@@ -73,7 +73,7 @@ fn a_second_server_on_the_same_socket_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("another server is listening on this socket"),
+        err.contains("admin socket") && err.contains("another process is listening on this socket"),
         "{err}"
     );
     server.stop();
