@@ -185,6 +185,7 @@ mod tests {
         uid: 1,
         gid: 2,
         pid: None,
+        start_time: None,
     };
 
     #[tokio::test]

@@ -18,6 +18,7 @@
 //! caller hammering the socket cannot flood the log.
 
 mod activity;
+pub mod proc;
 mod slots;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -49,18 +50,24 @@ pub struct PeerCredentials {
     /// Its process id, when the kernel gives one (absent or 0 for a process in another PID
     /// namespace).
     pub pid: Option<u32>,
+    /// That process's start time (clock ticks after boot, `/proc/<pid>/stat`) read at accept,
+    /// so a later check can tell it from another process given the same pid; `None` when it
+    /// could not be read.
+    pub start_time: Option<u64>,
 }
 
 impl PeerCredentials {
     /// From tokio's `UCred`; a pid of 0 or below means "not visible here".
     pub fn from_ucred(cred: &tokio::net::unix::UCred) -> Self {
+        let pid = cred
+            .pid()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0);
         Self {
             uid: cred.uid(),
             gid: cred.gid(),
-            pid: cred
-                .pid()
-                .and_then(|p| u32::try_from(p).ok())
-                .filter(|p| *p > 0),
+            pid,
+            start_time: pid.and_then(proc::start_time),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Is the process attested still the process that called? A caller's credentials are read
 //! once per connection, and its pid names a process only until that process exits: the pid may
 //! then be given to another one, which would be described by the attestors instead (its
-//! binary, its groups). As SPIRE's peer tracker does, [`ProcessCheck`] stamps the caller before
-//! the attestors run (start time and effective uid from `/proc/<pid>`) and checks the stamp
+//! binary, its groups). The start time read at accept (`PeerCredentials::start_time`) must still
+//! be the pid's when attestation starts; then, as SPIRE's peer tracker does, [`ProcessCheck`]
+//! stamps the caller before the attestors run (start time and effective uid from `/proc/<pid>`) and checks the stamp
 //! again once they are done; a process that is gone, a zombie, or has another start time or
 //! uid is refused with [`AttestError::CallerChanged`] (`PermissionDenied`, retry).
 //!
@@ -112,6 +113,15 @@ impl ProcessCheck {
             .probe
             .stamp(pid)?
             .ok_or_else(|| changed(pid, "it has exited".into()))?;
+        if let Some(at_accept) = caller.start_time.filter(|t| *t != stamp.start_time) {
+            return Err(changed(
+                pid,
+                format!(
+                    "the process that connected (start time {at_accept}) is gone; the pid now names one started at {}",
+                    stamp.start_time
+                ),
+            ));
+        }
         if stamp.euid != caller.uid {
             return Err(changed(
                 pid,
@@ -183,40 +193,7 @@ pub(super) fn is_gone(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(ESRCH)
 }
 
-/// What the check reads from `/proc/<pid>/stat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProcStat {
-    /// Field 3: `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
-    pub state: char,
-    /// Field 22.
-    pub start_time: u64,
-}
-
-impl ProcStat {
-    /// Parses `pid (comm) state ... starttime ...`. The command name may hold spaces and
-    /// parentheses (a process may name itself `a) b`), so fields are counted from the last
-    /// `)`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let close = text.rfind(')').ok_or("no \")\" after the command name")?;
-        // text[close] is ')', one byte: the slice starts on a character boundary.
-        let mut fields = text[close + 1..].split_ascii_whitespace();
-        let state = fields
-            .next()
-            .and_then(|s| s.chars().next())
-            .ok_or("no state field")?;
-        // Fields 4 to 21 come between the state (3) and the start time (22).
-        let start = fields.nth(22 - 4).ok_or("fewer than 22 fields")?;
-        let start_time = start
-            .parse()
-            .map_err(|_| format!("start time {start:?} is not a number"))?;
-        Ok(Self { state, start_time })
-    }
-
-    /// Whether the process has exited (a zombie not yet reaped, or dead).
-    pub fn exited(&self) -> bool {
-        matches!(self.state, 'Z' | 'X' | 'x')
-    }
-}
+pub(crate) use tessera_edge::peer::proc::ProcStat;
 
 /// What the attestors read from `/proc/<pid>/status`.
 #[derive(Debug, Default, PartialEq, Eq)]

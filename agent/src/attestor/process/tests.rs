@@ -116,6 +116,7 @@ const CALLER: PeerCredentials = PeerCredentials {
     uid: 1000,
     gid: 1000,
     pid: Some(4242),
+    start_time: None,
 };
 
 fn stamp(start_time: u64, euid: u32) -> Option<ProcessStamp> {
@@ -197,6 +198,7 @@ fn caller_of(child: &Child) -> PeerCredentials {
         uid: me.euid.unwrap(),
         gid: me.egid.unwrap(),
         pid: Some(child.id()),
+        start_time: None,
     }
 }
 
@@ -289,4 +291,31 @@ async fn a_live_child_is_attested_and_a_reaped_one_refused() {
     child.wait().unwrap();
     let err = attestors.attest(&caller).await.unwrap_err();
     assert!(err.is_caller_changed(), "{err}");
+}
+
+#[test]
+fn a_pid_reused_between_accept_and_attestation_is_refused() {
+    // The connection was accepted from the process started at tick 100; by the time its
+    // request is attested, the pid names a process started at tick 250.
+    let accepted = PeerCredentials {
+        start_time: Some(100),
+        ..CALLER
+    };
+    let check = ProcessCheck::new(Scripted::new([stamp(250, 1000)]));
+    let err = check.record(&accepted).unwrap_err();
+    assert!(err.is_caller_changed(), "{err}");
+    assert!(err.to_string().contains("start time 100"), "{err}");
+    // The same process as at accept passes.
+    let check = ProcessCheck::new(Scripted::new([stamp(100, 1000), stamp(100, 1000)]));
+    let recorded = check.record(&accepted).unwrap();
+    check.confirm(&accepted, recorded).unwrap();
+}
+
+#[tokio::test]
+async fn accepted_credentials_carry_the_callers_start_time() {
+    let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+    let cred = PeerCredentials::from_ucred(&a.peer_cred().unwrap());
+    let own = tessera_edge::peer::proc::start_time(std::process::id());
+    assert!(own.is_some());
+    assert_eq!(cred.start_time, own);
 }

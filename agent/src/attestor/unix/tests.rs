@@ -47,6 +47,7 @@ const ALICE: PeerCredentials = PeerCredentials {
     uid: 1000,
     gid: 1000,
     pid: Some(123),
+    start_time: None,
 };
 
 fn set(selectors: Vec<Selector>) -> SelectorSet {
@@ -226,6 +227,7 @@ fn unknown_ids_have_no_names() {
         uid: 4242,
         gid: 4242,
         pid: None,
+        start_time: None,
     };
     let got = set(UnixAttestor::new(f.config)
         .attest_blocking(&caller)
