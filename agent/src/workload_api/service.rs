@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use tessera_edge::limits::AudienceError;
 
 use futures::future::join_all;
 use tessera_actors::agent::view::{IdentitySnapshot, WorkloadSource};
@@ -151,31 +152,21 @@ impl WorkloadService {
         let req = req.into_inner();
         let limits = &self.inner.settings.limits;
         let audience: Vec<String> = req.audience.into_iter().filter(|a| !a.is_empty()).collect();
-        if audience.is_empty() {
-            return Err(ApiError::BadRequest {
-                field: "audience",
-                reason: "audience must be specified".into(),
-            });
-        }
-        if audience.len() > limits.max_audiences {
-            return Err(ApiError::RequestLimit {
-                field: "audience",
-                reason: format!(
-                    "{} audiences, over the limit of {} (limits.max_audiences)",
-                    audience.len(),
-                    limits.max_audiences
-                ),
-            });
-        }
-        if let Some(long) = audience.iter().find(|a| a.len() > limits.max_audience_len) {
-            return Err(ApiError::RequestLimit {
-                field: "audience",
-                reason: format!(
-                    "an audience is {} bytes, over the limit of {} (limits.max_audience_len)",
-                    long.len(),
-                    limits.max_audience_len
-                ),
-            });
+        // One definition of the audience bounds, shared with the server (tessera_edge::limits).
+        match limits.audiences().check(&audience) {
+            Ok(()) => {}
+            Err(AudienceError::Missing) => {
+                return Err(ApiError::BadRequest {
+                    field: "audience",
+                    reason: "audience must be specified".into(),
+                })
+            }
+            Err(e) => {
+                return Err(ApiError::RequestLimit {
+                    field: "audience",
+                    reason: e.to_string(),
+                })
+            }
         }
         let wanted = if req.spiffe_id.is_empty() {
             None
