@@ -44,7 +44,12 @@ async fn minting_the_server_or_an_agent_id_is_refused() {
             })
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument, "{uri}: {}", err.message());
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{uri}: {}",
+            err.message()
+        );
         assert!(err.message().contains("reserved"), "{}", err.message());
     }
     let err = client
