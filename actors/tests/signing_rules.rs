@@ -295,6 +295,26 @@ async fn an_expired_entry_is_never_signed_for_even_before_it_is_pruned() {
     r.server.stop().await;
 }
 
+#[tokio::test]
+async fn agent_jwt_audiences_follow_the_configured_length_not_a_fixed_one() {
+    // limits.max_audience_len defaults to 1,024 bytes on both sides (tessera_edge::limits):
+    // an agent's request with a 1,000-byte audience is minted, one over the limit refused.
+    let r = start().await;
+    let db = create(&r, entry("/db", None, None)).await;
+    let mint = |audience: String| {
+        let server = r.server.clone();
+        let id = db.id.as_str().to_owned();
+        async move { mint_jwt_for_agent(&server, &agent(), &id, vec![audience], None, 32).await }
+    };
+    mint("a".repeat(1_000)).await.unwrap();
+    let err = mint("a".repeat(1_025)).await.unwrap_err();
+    assert!(
+        matches!(&err, OpsError::Invalid(m) if m.contains("1024 bytes (limits.max_audiences, limits.max_audience_len)")),
+        "{err:?}"
+    );
+    r.server.stop().await;
+}
+
 /// Every event in the log, in order.
 async fn events(r: &Running) -> Vec<(u64, ServerEvent)> {
     let mut all = Vec::new();

@@ -138,6 +138,8 @@ pub struct ActorLimits {
     pub snapshot_every: u64,
     /// Updates buffered per agent sync stream.
     pub sync_stream_buffer: usize,
+    /// Valid SVIDs remembered to tell renewals from first requests.
+    pub max_tracked_svids: usize,
 }
 
 /// Bounds of the admin API.
@@ -318,6 +320,7 @@ impl Config {
             call_timeout: limits.call_timeout,
             snapshot_every: file.log.snapshot_every,
             sync_stream_buffer: limits.sync_stream_buffer,
+            max_tracked_svids: limits.max_tracked_svids,
         };
 
         let open_check = match file.log.open_check.as_str() {
@@ -404,6 +407,7 @@ impl Config {
         s.call_timeout = self.actors.call_timeout;
         s.snapshot_every = self.actors.snapshot_every;
         s.sync_stream_buffer = self.actors.sync_stream_buffer;
+        s.max_tracked_svids = self.actors.max_tracked_svids;
         s.authority = self.authority.clone();
         s.authority.owner = Some(Owner {
             server_id: server_id.to_owned(),

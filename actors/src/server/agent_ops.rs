@@ -241,12 +241,15 @@ pub async fn mint_jwt_for_agent(
     ttl: Option<Duration>,
     max_audiences: usize,
 ) -> Result<(RegistrationEntry, JwtSvid), OpsError> {
+    // The configured bound (limits.max_audience_len), the same the signer and the agent's
+    // Workload API apply.
+    let max_len = server.settings.authority.signer.max_audience_len;
     if audience.is_empty()
         || audience.len() > max_audiences
-        || audience.iter().any(|a| a.is_empty() || a.len() > 512)
+        || audience.iter().any(|a| a.is_empty() || a.len() > max_len)
     {
         return Err(OpsError::Invalid(format!(
-            "audience must hold 1..={max_audiences} non-empty values of at most 512 bytes"
+            "audience must hold 1..={max_audiences} non-empty values of at most {max_len} bytes (limits.max_audiences, limits.max_audience_len)"
         )));
     }
     let id = EntryId::new(entry_id).map_err(|e| OpsError::Invalid(format!("entry_id: {e}")))?;

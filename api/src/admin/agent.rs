@@ -7,9 +7,7 @@ use std::sync::Arc;
 use tessera_actors::random::OsRandom;
 use tessera_actors::server::aggregate_actor::CommandError;
 use tessera_actors::server::nodes::{NodeCommand, NodeError};
-use tessera_actors::server::tokens::{
-    hash_token, TokenCommand, TokenReply, MIN_CHOSEN_TOKEN_LEN,
-};
+use tessera_actors::server::tokens::{hash_token, TokenCommand, TokenReply, MIN_CHOSEN_TOKEN_LEN};
 use tessera_identity::{EntryId, SpiffeId, RESERVED_PATH};
 use tessera_proto::spire::api::server::agent::v1::{
     agent_server, list_agents_request, BanAgentRequest, CountAgentsRequest, CountAgentsResponse,

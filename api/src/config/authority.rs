@@ -93,6 +93,7 @@ pub(super) fn authority(
         ("limits.max_signing_batch", l.max_signing_batch),
         ("limits.max_csr_bytes", l.max_csr_bytes),
         ("limits.max_svid_dns_names", l.max_svid_dns_names),
+        ("limits.max_tracked_svids", l.max_tracked_svids),
     ] {
         positive(key, v)?;
     }
@@ -111,6 +112,16 @@ pub(super) fn authority(
     a.signer.jwt_svid_ttl = s.default_jwt_svid_ttl;
     a.signer.max_queued = l.max_signing_queue;
     a.signer.max_batch = l.max_signing_batch;
+    if let Some(reserve) = l.signing_on_demand_reserve {
+        if reserve > l.max_signing_queue / 2 {
+            return Err(invalid(
+                "limits.signing_on_demand_reserve",
+                reserve,
+                "must be at most half of limits.max_signing_queue (bulk renewal needs the rest)",
+            ));
+        }
+        a.signer.on_demand_reserve = reserve;
+    }
     if l.max_signing_jobs > 0 {
         a.signer.max_concurrent_jobs = l.max_signing_jobs;
     }

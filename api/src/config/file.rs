@@ -205,6 +205,13 @@ pub struct LimitsSection {
     pub max_signing_batch: usize,
     /// Signing jobs at once; 0: one per CPU.
     pub max_signing_jobs: usize,
+    /// Part of `max_signing_queue` kept for on-demand signing (first SVIDs, JWTs): bulk
+    /// renewal is refused once the rest is full. At most half the queue; absent: 1,000 or
+    /// half the queue, whichever is smaller.
+    pub signing_on_demand_reserve: Option<usize>,
+    /// Valid SVIDs the server remembers signing, to tell an agent's renewal (bulk) from a
+    /// first request (on demand).
+    pub max_tracked_svids: usize,
     /// Largest CSR, bytes.
     pub max_csr_bytes: usize,
     /// DNS names in one X509-SVID.
@@ -271,6 +278,8 @@ impl Default for LimitsSection {
             max_signing_queue: 10_000,
             max_signing_batch: 1_000,
             max_signing_jobs: 0,
+            signing_on_demand_reserve: None,
+            max_tracked_svids: 1_000_000,
             max_csr_bytes: 16 * 1024,
             max_svid_dns_names: 64,
             max_audience_len: agent.audiences.max_audience_len,

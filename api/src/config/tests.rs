@@ -123,6 +123,38 @@ fn ca_subject_and_signing_limits_reach_the_authority() {
 }
 
 #[test]
+fn signing_priority_keys_reach_the_signer_and_a_reserve_over_half_the_queue_is_refused() {
+    let c = load_text(
+        "[limits]
+max_signing_queue = 100
+signing_on_demand_reserve = 50
+max_tracked_svids = 9
+",
+    )
+    .unwrap();
+    assert_eq!(c.authority.signer.on_demand_reserve, 50);
+    assert_eq!(c.actors.max_tracked_svids, 9);
+    let err = load_text(
+        "[limits]
+max_signing_queue = 100
+signing_on_demand_reserve = 51
+",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("limits.signing_on_demand_reserve"), "{err}");
+    assert!(err.contains("half of limits.max_signing_queue"), "{err}");
+    let err = load_text(
+        "[limits]
+max_tracked_svids = 0
+",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("limits.max_tracked_svids"), "{err}");
+}
+
+#[test]
 fn svid_ttl_must_fit_in_the_ca() {
     let err = load_text("[server]\nca_ttl = \"1h\"\n")
         .unwrap_err()
