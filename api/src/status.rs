@@ -95,9 +95,10 @@ impl ToCode for NodeError {
     fn code(&self) -> Code {
         match self {
             NodeError::NotAttested(_) => Code::NotFound,
-            // Banned, already attested, stale SVID, a join token that cannot be spent.
-            #[allow(unreachable_patterns)]
-            _ => Code::PermissionDenied,
+            NodeError::Banned(_)
+            | NodeError::AlreadyAttested(_)
+            | NodeError::JoinToken { .. }
+            | NodeError::StaleSvid { .. } => Code::PermissionDenied,
         }
     }
 
@@ -129,9 +130,7 @@ impl ToCode for TokenError {
             TokenError::Unknown | TokenError::Expired { .. } => Code::PermissionDenied,
             TokenError::Duplicate => Code::AlreadyExists,
             TokenError::TooMany { .. } => Code::ResourceExhausted,
-            // A TTL out of range, a chosen token too short.
-            #[allow(unreachable_patterns)]
-            _ => Code::InvalidArgument,
+            TokenError::Ttl { .. } | TokenError::TooShort { .. } => Code::InvalidArgument,
         }
     }
 }
@@ -224,8 +223,7 @@ impl ToCode for ItemError {
             ItemError::InvalidId { .. } | ItemError::Rejected(_) => Code::InvalidArgument,
             ItemError::Busy(_) => Code::ResourceExhausted,
             // Not in the agent's view; an expired entry likewise issues nothing.
-            #[allow(unreachable_patterns)]
-            _ => Code::PermissionDenied,
+            ItemError::NotAuthorised { .. } | ItemError::Expired { .. } => Code::PermissionDenied,
         }
     }
 }
