@@ -81,6 +81,61 @@ pub struct PolicyKeys {
     pub max_connections_per_uid: &'static str,
     /// Key of [`PeerPolicy::allowed_uids`].
     pub allowed_uids: &'static str,
+    /// Key of [`PeerPolicy::idle_timeout`].
+    pub idle_timeout: &'static str,
+}
+
+/// A [`PeerPolicy`] value that cannot work, naming its config key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} = {value}: {reason}")]
+pub struct PolicyError {
+    /// The config key.
+    pub key: &'static str,
+    /// The value as written.
+    pub value: String,
+    /// The rule it breaks.
+    pub reason: String,
+}
+
+impl PeerPolicy {
+    /// Checks the policy's values, naming the key of the first bad one.
+    pub fn check(&self) -> Result<(), PolicyError> {
+        let bad = |key, value: String, reason: String| Err(PolicyError { key, value, reason });
+        if self.max_connections == 0 {
+            return bad(
+                self.keys.max_connections,
+                "0".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.max_connections_per_uid == 0 || self.max_connections_per_uid > self.max_connections
+        {
+            return bad(
+                self.keys.max_connections_per_uid,
+                self.max_connections_per_uid.to_string(),
+                format!(
+                    "must be between 1 and {} ({})",
+                    self.keys.max_connections, self.max_connections
+                ),
+            );
+        }
+        if self.idle_timeout.is_some_and(|t| t.is_zero()) {
+            return bad(
+                self.keys.idle_timeout,
+                "0s".into(),
+                "must be positive, e.g. \"5m\"".into(),
+            );
+        }
+        if self.allowed_uids.as_ref().is_some_and(Vec::is_empty) {
+            return bad(
+                self.keys.allowed_uids,
+                "[]".into(),
+                "would let nobody in; list at least one uid, or remove the key for the default"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Who may connect, how many connections they may hold, and how long an idle one stays open.

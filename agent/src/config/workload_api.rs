@@ -14,6 +14,7 @@ pub const KEYS: PolicyKeys = PolicyKeys {
     max_connections: "workload_api.max_connections",
     max_connections_per_uid: "workload_api.max_connections_per_uid",
     allowed_uids: "(none: every uid may connect to the Workload API)",
+    idle_timeout: "workload_api.connection_idle_timeout",
 };
 
 /// `[workload_api]` as written.
@@ -42,37 +43,13 @@ impl Default for WorkloadApiSection {
 impl WorkloadApiSection {
     /// The checked policy of the socket's connections.
     pub fn policy(&self) -> Result<PeerPolicy, ConfigError> {
-        let invalid = |key: &str, value: String, reason: &str| ConfigError::Invalid {
-            key: key.to_owned(),
-            value,
-            reason: reason.to_owned(),
-        };
-        if self.max_connections == 0 {
-            return Err(invalid(
-                KEYS.max_connections,
-                "0".into(),
-                "must be at least 1",
-            ));
-        }
-        if self.max_connections_per_uid == 0 || self.max_connections_per_uid > self.max_connections
-        {
-            return Err(invalid(
-                KEYS.max_connections_per_uid,
-                self.max_connections_per_uid.to_string(),
-                &format!(
-                    "must be between 1 and workload_api.max_connections ({})",
-                    self.max_connections
-                ),
-            ));
-        }
-        if self.connection_idle_timeout.is_zero() {
-            return Err(invalid(
-                "workload_api.connection_idle_timeout",
-                "0s".into(),
-                "must be positive, e.g. \"5m\"",
-            ));
-        }
-        Ok(self.to_policy())
+        let policy = self.to_policy();
+        policy.check().map_err(|e| ConfigError::Invalid {
+            key: e.key.to_owned(),
+            value: e.value,
+            reason: e.reason,
+        })?;
+        Ok(policy)
     }
 
     /// The policy, unchecked (for values known to be good, such as the defaults).

@@ -78,6 +78,7 @@ fn policy(idle: Duration) -> PeerPolicy {
             max_connections: "workload_api.max_connections",
             max_connections_per_uid: "workload_api.max_connections_per_uid",
             allowed_uids: "-",
+            idle_timeout: "workload_api.connection_idle_timeout",
         },
     }
 }

@@ -15,6 +15,7 @@ pub const KEYS: PolicyKeys = PolicyKeys {
     max_connections: "admin_socket.max_connections",
     max_connections_per_uid: "admin_socket.max_connections_per_uid",
     allowed_uids: "admin_socket.allowed_uids",
+    idle_timeout: "admin_socket.connection_idle_timeout",
 };
 
 /// The socket's mode by default (SPIRE's): owner and group may connect.
@@ -100,46 +101,13 @@ impl AdminSocketSection {
                     "write permission bits in octal, between \"0000\" and \"0777\", e.g. \"0770\"",
                 )
             })?;
-        if self.max_connections == 0 {
-            return Err(invalid(
-                KEYS.max_connections,
-                "0".into(),
-                "must be at least 1",
-            ));
-        }
-        if self.max_connections_per_uid == 0 || self.max_connections_per_uid > self.max_connections
-        {
-            return Err(invalid(
-                KEYS.max_connections_per_uid,
-                self.max_connections_per_uid.to_string(),
-                &format!(
-                    "must be between 1 and admin_socket.max_connections ({})",
-                    self.max_connections
-                ),
-            ));
-        }
-        if self.connection_idle_timeout.is_zero() {
-            return Err(invalid(
-                "admin_socket.connection_idle_timeout",
-                "0s".into(),
-                "must be positive, e.g. \"5m\"",
-            ));
-        }
-        let uids = match &self.allowed_uids {
-            None => default_uids(),
-            Some(list) if list.is_empty() => {
-                return Err(invalid(
-                    KEYS.allowed_uids,
-                    "[]".into(),
-                    "would let nobody in; list at least one uid, or remove the key for this process's uid and root",
-                ))
-            }
-            Some(list) => list.clone(),
-        };
-        Ok(AdminSocketConfig {
-            mode,
-            peers: self.to_policy(uids),
-        })
+        // An empty list is refused by the check, as every other bad value.
+        let uids = self.allowed_uids.clone().unwrap_or_else(default_uids);
+        let peers = self.to_policy(uids);
+        peers
+            .check()
+            .map_err(|e| invalid(e.key, e.value, &e.reason))?;
+        Ok(AdminSocketConfig { mode, peers })
     }
 
     fn to_policy(&self, uids: Vec<u32>) -> PeerPolicy {

@@ -11,6 +11,7 @@ const KEYS: PolicyKeys = PolicyKeys {
     max_connections: "limits.max_connections",
     max_connections_per_uid: "limits.max_connections_per_uid",
     allowed_uids: "admin_api.allowed_uids",
+    idle_timeout: "limits.idle_timeout",
 };
 
 fn policy() -> PeerPolicy {
@@ -274,4 +275,44 @@ async fn an_idle_connection_is_closed_after_the_timeout_never_with_a_request_in_
         .expect("closed after the idle timeout")
         .unwrap();
     assert_eq!(read, 4);
+}
+
+#[test]
+fn a_policy_that_cannot_work_is_refused_naming_its_key() {
+    policy().check().unwrap();
+    let cases = [
+        (
+            PeerPolicy {
+                max_connections: 0,
+                ..policy()
+            },
+            KEYS.max_connections,
+        ),
+        (
+            PeerPolicy {
+                max_connections_per_uid: 101,
+                ..policy()
+            },
+            KEYS.max_connections_per_uid,
+        ),
+        (
+            PeerPolicy {
+                idle_timeout: Some(Duration::ZERO),
+                ..policy()
+            },
+            KEYS.idle_timeout,
+        ),
+        (
+            PeerPolicy {
+                allowed_uids: Some(vec![]),
+                ..policy()
+            },
+            KEYS.allowed_uids,
+        ),
+    ];
+    for (bad, key) in cases {
+        let err = bad.check().unwrap_err();
+        assert_eq!(err.key, key);
+        assert!(err.to_string().starts_with(key), "{err}");
+    }
 }
