@@ -11,9 +11,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use hyper_util::rt::TokioIo;
 use rcgen::{CertificateParams, KeyPair};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tessera_actors::random::OsRandom;
 use tessera_actors::server::nodes::NodeCommand;
 use tessera_actors::server::registry::{NewEntry, RegistryCommand, RegistryReply};
@@ -42,70 +40,19 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
         .expect("step took longer than 20 s")
 }
 
-/// Trusts exactly the server SVID of `td` under `bundle`.
-#[derive(Debug)]
-struct SpiffeServerVerifier {
-    bundle: Bundle,
+/// Trusts exactly the server SVID of the bundle's trust domain: the agent's own verifier
+/// (`tessera_edge::tls`), as a real agent checks the server.
+fn server_verifier(
+    bundle: &Bundle,
     provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for SpiffeServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain: Vec<&[u8]> = vec![end_entity.as_ref()];
-        chain.extend(intermediates.iter().map(|c| c.as_ref()));
-        #[allow(clippy::disallowed_methods)]
-        let now = SystemTime::now();
-        let v = verify_x509_svid(&chain, &self.bundle, now)
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
-        if v.spiffe_id().path() != "/spire/server" {
-            return Err(rustls::Error::General(format!(
-                "unexpected server ID {}",
-                v.spiffe_id()
-            )));
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            m,
-            c,
-            d,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            m,
-            c,
-            d,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+) -> Arc<tessera_edge::tls::SpiffeServerVerifier> {
+    let server =
+        SpiffeId::new(&format!("spiffe://{}/spire/server", bundle.trust_domain())).unwrap();
+    Arc::new(tessera_edge::tls::SpiffeServerVerifier::new(
+        tessera_edge::tls::ServerTrust::bundle(bundle.clone()),
+        tessera_edge::tls::ExpectedId::Exact(server),
+        provider,
+    ))
 }
 
 /// A client channel to `addr`, trusting `bundle`, optionally presenting an SVID.
@@ -119,10 +66,7 @@ async fn channel(
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier {
-            bundle: bundle.clone(),
-            provider,
-        }));
+        .with_custom_certificate_verifier(server_verifier(bundle, provider));
     let mut config = match svid {
         Some((chain, key)) => builder
             .with_client_auth_cert(
