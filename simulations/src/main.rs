@@ -1,0 +1,3 @@
+//! `tessera-sim`: run a scenario, replay a log (being written in this change).
+
+fn main() {}
