@@ -8,4 +8,5 @@ pub mod core;
 pub mod rotation;
 pub mod runtime;
 pub mod server_client;
+pub mod svid_cache;
 pub mod view;

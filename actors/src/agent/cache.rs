@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tessera_identity::{Bundle, EntryId, RegistrationEntry, TrustDomain};
+use tessera_identity::{Bundle, EntryId, RegistrationEntry, SelectorSet, TrustDomain};
 
 use crate::agent::server_client::SyncMessage;
 use crate::agent::view::{HeldX509Svid, Identity, IdentitySnapshot};
@@ -102,27 +102,52 @@ impl Cache {
         }
     }
 
+    /// Drops the SVIDs of `ids` (evicted from the SVID cache); returns whether any was held.
+    pub fn evict_svids(&mut self, ids: &[EntryId]) -> bool {
+        let before = self.svids.len();
+        for id in ids {
+            self.svids.remove(id);
+        }
+        let changed = self.svids.len() != before;
+        if changed {
+            self.generation += 1;
+        }
+        changed
+    }
+
+    /// The workload entries a workload with `selectors` matches at `now` (selectors all among
+    /// the workload's, not expired), SVID or not, in id order.
+    pub fn matching(&self, selectors: &SelectorSet, now: i64) -> Vec<EntryId> {
+        self.workload_entries()
+            .filter(|e| e.selectors.is_subset_of(selectors) && !e.is_expired_at(now))
+            .map(|e| e.id.clone())
+            .collect()
+    }
+
     /// Entries that are workload entries (not node aliases).
     pub fn workload_entries(&self) -> impl Iterator<Item = &RegistrationEntry> {
         self.entries.values().filter(|e| !e.is_node_alias())
     }
 
-    /// What workloads are served, for `trust_domain` (the agent's own).
+    /// What workloads are served, for `trust_domain` (the agent's own): the workload entries
+    /// that hold an SVID signed for their current revision. Entries without one are left out
+    /// (with an SVID cache smaller than the view, most are), so a snapshot costs what the
+    /// cache holds, not what the view holds.
     pub fn snapshot(&self, trust_domain: &TrustDomain) -> IdentitySnapshot {
         let identities = self
-            .workload_entries()
-            .map(|e| Identity {
-                entry: e.clone(),
-                svid: self
-                    .svids
-                    .get(&e.id)
-                    .filter(|s| s.entry_revision == e.revision)
-                    .map(|s| HeldX509Svid {
+            .svids
+            .iter()
+            .filter_map(|(id, s)| {
+                let e = self.entries.get(id)?;
+                (!e.is_node_alias() && s.entry_revision == e.revision).then(|| Identity {
+                    entry: e.clone(),
+                    svid: Some(HeldX509Svid {
                         cert_chain: s.cert_chain.clone(),
                         key_pkcs8: Arc::new(zeroize::Zeroizing::new(s.key_pkcs8.clone())),
                         not_before: s.not_before,
                         not_after: s.not_after,
                     }),
+                })
             })
             .collect();
         IdentitySnapshot {

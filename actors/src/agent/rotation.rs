@@ -20,6 +20,9 @@ pub struct RotationSettings {
     /// Key type of the workload keys made for new SVIDs (SPIRE's
     /// `workload_x509_svid_key_type`; EC P-256 by default).
     pub key_type: KeyType,
+    /// SPIRE's `x509_svid_cache_max_size`: SVIDs signed eagerly at most, and kept past it
+    /// only while workloads hold them (see [`crate::agent::svid_cache`]).
+    pub x509_svid_cache_max_size: usize,
 }
 
 impl Default for RotationSettings {
@@ -29,6 +32,7 @@ impl Default for RotationSettings {
             jitter_percent: 10,
             batch: 500,
             key_type: KeyType::EcP256,
+            x509_svid_cache_max_size: crate::agent::svid_cache::DEFAULT_X509_SVID_CACHE_MAX_SIZE,
         }
     }
 }

@@ -47,7 +47,9 @@ pub struct Identity {
 pub struct IdentitySnapshot {
     /// Increases with every change.
     pub generation: u64,
-    /// Entries for workloads (node aliases excluded), in entry id order.
+    /// Entries for workloads (node aliases excluded) that hold an SVID for their current
+    /// revision, in entry id order. Entries outside the agent's SVID cache are not here until
+    /// a workload asks for them ([`WorkloadSource::use_identities`]).
     pub identities: Vec<Identity>,
     /// The agent's own trust domain's bundle.
     pub bundle: Option<Bundle>,

@@ -113,23 +113,59 @@ fn served_snapshot_hides_node_aliases_and_svids_of_older_revisions() {
         bundles: vec![],
     });
     c.store_svid(EntryId::new("a").unwrap(), svid(0));
+    c.store_svid(EntryId::new("alias").unwrap(), svid(0));
     let s = c.snapshot(&td());
-    assert_eq!(
-        s.identities.len(),
-        1,
-        "node aliases are not served to workloads"
-    );
     assert!(
-        s.identities[0].svid.is_none(),
-        "an SVID signed for revision 0 does not serve revision 1"
+        s.identities.is_empty(),
+        "node aliases are not served to workloads, and an SVID signed for revision 0 does not \
+         serve revision 1: {:?}",
+        s.identities
     );
     let (due, _) =
         crate::agent::rotation::due(&c, 0, &crate::agent::rotation::RotationSettings::default());
     assert_eq!(due, vec![EntryId::new("a").unwrap()]);
     c.store_svid(EntryId::new("a").unwrap(), svid(1));
-    assert!(c.snapshot(&td()).identities[0].svid.is_some());
+    let s = c.snapshot(&td());
+    assert_eq!(s.identities.len(), 1);
+    assert_eq!(s.identities[0].entry.id.as_str(), "a");
+    assert!(s.identities[0].svid.is_some());
     let (due, next) =
         crate::agent::rotation::due(&c, 10, &crate::agent::rotation::RotationSettings::default());
     assert!(due.is_empty());
     assert!(next.is_some_and(|n| (1_440..=2_160).contains(&n)));
+}
+
+#[test]
+fn evicting_svids_takes_them_out_of_the_served_snapshot_and_entries_stay_matchable() {
+    let mut c = Cache::default();
+    c.apply(SyncMessage::Snapshot {
+        seq: 1,
+        entries: vec![entry("a", AGENT, 0), entry("b", AGENT, 0)],
+        bundles: vec![],
+    });
+    c.store_svid(EntryId::new("a").unwrap(), svid(0));
+    c.store_svid(EntryId::new("b").unwrap(), svid(0));
+    let generation = c.generation;
+    assert!(c.evict_svids(&[EntryId::new("a").unwrap()]));
+    assert!(c.generation > generation, "workloads see the change");
+    let s = c.snapshot(&td());
+    assert_eq!(
+        s.identities
+            .iter()
+            .map(|i| i.entry.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["b"]
+    );
+    assert!(
+        !c.evict_svids(&[EntryId::new("a").unwrap()]),
+        "already gone"
+    );
+    let uid = SelectorSet::parse_all(["unix:uid:1000", "unix:gid:0"]).unwrap();
+    assert_eq!(
+        c.matching(&uid, 0).len(),
+        2,
+        "matching ignores whether an SVID is held"
+    );
+    let other = SelectorSet::parse_all(["unix:uid:1"]).unwrap();
+    assert!(c.matching(&other, 0).is_empty());
 }
