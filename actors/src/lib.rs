@@ -3,8 +3,8 @@
 //!
 //! Layout: `server` (events, aggregates, actors, the CA) and `agent` (cache, rotation, view)
 //! share only `keys`, `clock`, `random` and `attestation`; `agent` never imports `server`
-//! (tested in `tests/layering.rs`), so agent code cannot reach CA code. `in_process` joins
-//! the two without sockets, for the simulator and tests.
+//! (tested in `tests/layering.rs`), so agent code cannot reach CA code. The in-process
+//! client that joins the two without sockets lives in `tessera-sim` (`simulations/`).
 //!
 //! Owns: the server's events ([`server::events`]), its aggregates (registry, nodes, tokens,
 //! authority) and actors, and later the agent's cache and rotator.
@@ -16,7 +16,6 @@
 pub mod agent;
 pub mod attestation;
 pub mod clock;
-pub mod in_process;
 pub mod keys;
 pub mod random;
 pub mod server;
