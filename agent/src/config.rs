@@ -186,7 +186,8 @@ pub struct AgentConfig {
     pub log_level: LogLevel,
     /// Key type of workload X.509-SVIDs.
     pub workload_x509_svid_key_type: SvidKeyType,
-    /// Most X.509-SVIDs the node side caches.
+    /// Size of the LRU X.509-SVID cache (`agent.x509_svid_cache_max_size`, SPIRE's key and
+    /// default, 1000): SVIDs signed eagerly at most; more only for entries workloads use.
     pub x509_svid_cache_max_size: usize,
     /// Most JWT-SVIDs the node side caches.
     pub jwt_svid_cache_max_size: usize,
@@ -300,7 +301,7 @@ impl AgentConfig {
                     &e.to_string(),
                 )
             })?;
-        positive("agent.x509_svid_cache_max_size", a.x509_svid_cache_max_size)?;
+        let x509_svid_cache_max_size = x509_svid_cache_size(a.x509_svid_cache_max_size)?;
         positive("agent.jwt_svid_cache_max_size", a.jwt_svid_cache_max_size)?;
 
         let u = &file.workload_attestor.unix;
@@ -379,7 +380,7 @@ impl AgentConfig {
             node_attestor,
             log_level,
             workload_x509_svid_key_type,
-            x509_svid_cache_max_size: a.x509_svid_cache_max_size,
+            x509_svid_cache_max_size,
             jwt_svid_cache_max_size: a.jwt_svid_cache_max_size,
             unix_attestor,
             limits,
@@ -431,6 +432,20 @@ fn non_empty_path(key: &str, path: &Path) -> Result<(), ConfigError> {
         return Err(invalid(key, "", "must not be empty"));
     }
     Ok(())
+}
+
+/// `agent.x509_svid_cache_max_size`: 0 (SPIRE's unset value) is the default, 1000.
+fn x509_svid_cache_size(n: i64) -> Result<usize, ConfigError> {
+    match usize::try_from(n) {
+        Ok(0) => Ok(tessera_actors::agent::svid_cache::DEFAULT_X509_SVID_CACHE_MAX_SIZE),
+        Ok(n) => Ok(n),
+        Err(_) => Err(invalid(
+            "agent.x509_svid_cache_max_size",
+            &n.to_string(),
+            "must not be negative: write how many X.509-SVIDs to keep signed (workloads' \
+             SVIDs are kept beyond it), or 0 or nothing for the default, 1000",
+        )),
+    }
 }
 
 fn positive(key: &str, n: usize) -> Result<(), ConfigError> {

@@ -6,9 +6,17 @@
 //! Supervisor: the agent process (fail-stop, like the server). Consumes [`SyncMessage`]s from
 //! the sync loop; emits identity snapshots (watch) and cache images (the `persist` hook).
 //!
+//! Which entries hold an SVID is [`svid_cache::plan`]'s decision (SPIRE's LRU SVID cache,
+//! `x509_svid_cache_max_size`): the core tracks which entries workloads use ([`AgentMsg::Use`],
+//! [`AgentMsg::Release`]), signs an entry a workload asks for on demand in a round of its own
+//! (not behind a bulk round), answers the caller once it is signed, and evicts what the plan
+//! says.
+//!
 //! Mailbox: fed by one sync loop (at the server's rate), its own timers and signing tasks,
-//! and Workload API JWT requests, which are bounded by the Workload API's stream and call
-//! limits.
+//! and Workload API requests (JWTs, uses), which are bounded by the Workload API's stream and
+//! call limits.
+
+mod demand;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -17,12 +25,13 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rcgen::CertificateParams;
 use tessera_eventlog::Clock;
-use tessera_identity::{EntryId, SpiffeId, TrustDomain};
+use tessera_identity::{EntryId, SelectorSet, SpiffeId, TrustDomain};
 use tokio::sync::watch;
 
 use crate::agent::cache::{Cache, StoredSvid};
-use crate::agent::rotation::{due, RotationSettings};
+use crate::agent::rotation::RotationSettings;
 use crate::agent::server_client::{ClientError, ServerClient, SignedX509, SyncMessage};
+use crate::agent::svid_cache::{self, Usage};
 use crate::agent::view::{HeldJwtSvid, IdentitySnapshot, JwtFetchError};
 use crate::clock::unix_secs;
 use crate::keys::SigningKeyPair;
@@ -35,6 +44,9 @@ pub const MAX_CACHED_JWTS: usize = 10_000;
 pub const PUBLISH_WINDOW: Duration = Duration::from_millis(10);
 /// The cache is written to disk at once, then at most once per this window.
 pub const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// An entry whose signing failed (round or item) is not asked for again before this: a
+/// workload holding it must not turn a refusal into a request per round trip.
+pub const RETRY_FAILED_AFTER: Duration = Duration::from_secs(5);
 
 /// Messages of the agent core.
 pub enum AgentMsg {
@@ -60,6 +72,26 @@ pub enum AgentMsg {
     Flush,
     /// Write the cache to disk if it changed.
     Persist,
+    /// A workload with `selectors` uses the entries it matches now; with `hold`, until
+    /// [`AgentMsg::Release`] of `subscription` (an open stream). Entries without an SVID are
+    /// signed on demand; the reply (the snapshot generation that holds them) comes once each
+    /// is signed or its signing failed.
+    Use {
+        /// Chosen by the caller, unique per runtime; names the hold for `Release`.
+        subscription: u64,
+        /// The workload's selectors.
+        selectors: SelectorSet,
+        /// Keep the entries in use until released.
+        hold: bool,
+        /// Answered when the SVIDs are there (or will not come).
+        reply: RpcReplyPort<u64>,
+    },
+    /// The hold of a `Use` ends (the stream closed).
+    Release(u64),
+    /// An on-demand signing round finished.
+    SignedOnDemand(Vec<SignedItem>),
+    /// An on-demand signing round failed as a whole, for these entries.
+    OnDemandFailed(Vec<EntryId>, ClientError),
 }
 
 impl std::fmt::Debug for AgentMsg {
@@ -74,6 +106,12 @@ impl std::fmt::Debug for AgentMsg {
             AgentMsg::Cursor(_) => f.write_str("Cursor"),
             AgentMsg::Flush => f.write_str("Flush"),
             AgentMsg::Persist => f.write_str("Persist"),
+            AgentMsg::Use {
+                subscription, hold, ..
+            } => write!(f, "Use({subscription}, hold: {hold})"),
+            AgentMsg::Release(s) => write!(f, "Release({s})"),
+            AgentMsg::SignedOnDemand(r) => write!(f, "SignedOnDemand({} results)", r.len()),
+            AgentMsg::OnDemandFailed(ids, e) => write!(f, "OnDemandFailed({}, {e})", ids.len()),
         }
     }
 }
@@ -116,6 +154,16 @@ pub struct AgentState {
     args: AgentArgs,
     snapshots: watch::Sender<Arc<IdentitySnapshot>>,
     in_flight: HashSet<EntryId>,
+    /// The entries of the bulk round in flight (one at a time); empty when none is.
+    bulk_round: Vec<EntryId>,
+    /// Which entries workloads use, for the SVID cache policy.
+    usage: Usage,
+    /// Open holds: subscription, the workload's selectors, the entries it holds.
+    holds: HashMap<u64, (SelectorSet, Vec<EntryId>)>,
+    /// Callers of `Use` waiting for these entries' SVIDs.
+    waiters: Vec<(Vec<EntryId>, RpcReplyPort<u64>)>,
+    /// Entries whose signing failed, and when (Unix seconds) they may be asked for again.
+    failed: HashMap<EntryId, i64>,
     timer: Option<ractor::concurrency::JoinHandle<Result<(), ractor::MessagingErr<AgentMsg>>>>,
     jwts: HashMap<JwtKey, (HeldJwtSvid, i64)>,
     /// A publication window is open (a `Flush` is scheduled).
@@ -160,6 +208,11 @@ impl Actor for AgentCore {
             args,
             snapshots,
             in_flight: HashSet::new(),
+            bulk_round: Vec::new(),
+            usage: Usage::default(),
+            holds: HashMap::new(),
+            waiters: Vec::new(),
+            failed: HashMap::new(),
             timer: None,
             jwts: HashMap::new(),
             window_open: false,
@@ -189,18 +242,31 @@ impl Actor for AgentCore {
         message: AgentMsg,
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
+        let is_bulk = matches!(message, AgentMsg::Signed(_));
         match message {
             AgentMsg::Sync(m) => {
                 let cursor_before = state.args.cache.cursor;
+                let view_changed = match &m {
+                    SyncMessage::Upsert { entry, .. } => Some(Some(entry.id.clone())),
+                    SyncMessage::Snapshot { .. } | SyncMessage::Remove { .. } => Some(None),
+                    _ => None,
+                };
                 let changed = state.args.cache.apply(m);
                 if changed {
+                    if let Some(upserted) = view_changed {
+                        state.view_changed(upserted.as_ref());
+                    }
                     state.changed(&myself);
                 } else if state.args.cache.cursor != cursor_before {
                     state.mark_unpersisted(&myself);
                 }
             }
             AgentMsg::Rotate => state.rotate(&myself),
-            AgentMsg::Signed(results) => {
+            AgentMsg::Signed(results) | AgentMsg::SignedOnDemand(results) => {
+                if is_bulk {
+                    state.bulk_round.clear();
+                }
+                let now = unix_secs(state.args.clock.as_ref());
                 for (id, revision, key, outcome) in results {
                     state.in_flight.remove(&id);
                     match outcome {
@@ -223,7 +289,8 @@ impl Actor for AgentCore {
                             );
                         }
                         Err(reason) => {
-                            tracing::warn!(entry = %id, %reason, "server refused to sign an SVID")
+                            tracing::warn!(entry = %id, %reason, "server refused to sign an SVID");
+                            state.failed.insert(id, now + retry_secs());
                         }
                     }
                 }
@@ -232,12 +299,26 @@ impl Actor for AgentCore {
                 // once, so a restarted agent serves what it was serving.
                 state.publish_now(&myself);
                 state.persist();
+                state.answer_waiters();
             }
             AgentMsg::SignFailed(e) => {
                 tracing::warn!(error = %e, "SVID signing round failed; retrying in 5 s");
-                state.in_flight.clear();
-                state.schedule(&myself, Duration::from_secs(5));
+                let ids = std::mem::take(&mut state.bulk_round);
+                state.round_failed(&ids);
+                state.schedule(&myself, RETRY_FAILED_AFTER);
             }
+            AgentMsg::OnDemandFailed(ids, e) => {
+                tracing::warn!(error = %e, entries = ids.len(), "on-demand SVID signing failed");
+                state.round_failed(&ids);
+                state.schedule(&myself, RETRY_FAILED_AFTER);
+            }
+            AgentMsg::Use {
+                subscription,
+                selectors,
+                hold,
+                reply,
+            } => state.use_identities(&myself, subscription, selectors, hold, reply),
+            AgentMsg::Release(subscription) => state.release(subscription),
             AgentMsg::FetchJwt(id, audience, reply) => {
                 state.fetch_jwt(&myself, id, audience, reply)
             }
@@ -271,6 +352,10 @@ impl Actor for AgentCore {
     }
 }
 
+fn retry_secs() -> i64 {
+    i64::try_from(RETRY_FAILED_AFTER.as_secs()).unwrap_or(i64::MAX)
+}
+
 fn leaf_not_before(chain: &[Vec<u8>]) -> Option<i64> {
     use x509_parser::prelude::FromDer;
     let leaf = chain.first()?;
@@ -297,10 +382,14 @@ impl AgentState {
 
     /// Publishes the current snapshot and checks rotation.
     fn publish_now(&mut self, myself: &ActorRef<AgentMsg>) {
+        self.publish_snapshot();
+        self.rotate(myself);
+    }
+
+    fn publish_snapshot(&mut self) {
         self.unpublished = false;
         let snapshot = self.args.cache.snapshot(&self.args.trust_domain);
         self.snapshots.send_replace(Arc::new(snapshot));
-        self.rotate(myself);
     }
 
     /// The cache changed: write it now and open a window, or, inside an open window, leave
@@ -330,35 +419,72 @@ impl AgentState {
         self.timer = Some(myself.send_after(after, || AgentMsg::Rotate));
     }
 
-    /// Starts a signing round for what is due (one round at a time), and schedules the next
-    /// check.
+    /// Applies the SVID cache's plan: evicts, starts an on-demand round for held entries
+    /// that cannot be served, a bulk round (one at a time) for renewals and the eager fill,
+    /// and schedules the next check.
     fn rotate(&mut self, myself: &ActorRef<AgentMsg>) {
-        // One round at a time; the round's end checks again. This keeps a burst of changes
-        // from scanning every entry once per change.
-        if !self.in_flight.is_empty() {
-            return;
-        }
         let now = unix_secs(self.args.clock.as_ref());
-        let (due_now, next) = due(&self.args.cache, now, &self.args.rotation);
-        if let Some(next) = next {
+        self.failed.retain(|_, until| *until > now);
+        let plan = svid_cache::plan(
+            &self.args.cache,
+            &self.usage,
+            &self.in_flight,
+            now,
+            &self.args.rotation,
+        );
+        if self.args.cache.evict_svids(&plan.evict) {
+            tracing::debug!(evicted = plan.evict.len(), "SVIDs evicted from the cache");
+            self.publish_snapshot();
+            self.mark_unpersisted(myself);
+        }
+        let retry = self.failed.values().min().copied();
+        if let Some(next) = [plan.next, retry].into_iter().flatten().min() {
             self.schedule(
                 myself,
                 Duration::from_secs(u64::try_from(next - now).unwrap_or(0).max(1)),
             );
         }
-        let batch: Vec<(EntryId, u64)> = due_now
+        let batch = self.args.rotation.batch.max(1);
+        let on_demand: Vec<EntryId> = plan
+            .on_demand
             .into_iter()
-            .take(self.args.rotation.batch.max(1))
+            .filter(|id| !self.failed.contains_key(id))
+            .collect();
+        for chunk in on_demand.chunks(batch) {
+            self.sign(myself, chunk.to_vec(), false);
+        }
+        // One bulk round at a time; the round's end checks again. This keeps a burst of
+        // changes from asking for the same renewals once per change.
+        if !self.bulk_round.is_empty() {
+            return;
+        }
+        let bulk: Vec<EntryId> = plan
+            .bulk
+            .into_iter()
+            .filter(|id| !self.failed.contains_key(id))
+            .take(batch)
+            .collect();
+        self.bulk_round = self.sign(myself, bulk, true);
+    }
+
+    /// Starts one signing round for `ids` (those not already in flight): keys and CSRs are
+    /// made off the runtime's threads, the result comes back as `Signed` (`bulk`) or
+    /// `SignedOnDemand`. Returns the entries of the round.
+    fn sign(&mut self, myself: &ActorRef<AgentMsg>, ids: Vec<EntryId>, bulk: bool) -> Vec<EntryId> {
+        let batch: Vec<(EntryId, u64)> = ids
+            .into_iter()
+            .filter(|id| !self.in_flight.contains(id))
             .filter_map(|id| self.args.cache.entries.get(&id).map(|e| (id, e.revision)))
             .collect();
         if batch.is_empty() {
-            return;
+            return Vec::new();
         }
-        self.in_flight
-            .extend(batch.iter().map(|(id, _)| id.clone()));
+        let round: Vec<EntryId> = batch.iter().map(|(id, _)| id.clone()).collect();
+        self.in_flight.extend(round.iter().cloned());
         let client = self.args.client.clone();
         let me = myself.clone();
         let key_type = self.args.rotation.key_type;
+        let ids = round.clone();
         tokio::spawn(async move {
             // Key generation is CPU work: off the runtime's worker threads.
             let prepared = tokio::task::spawn_blocking(move || {
@@ -380,20 +506,35 @@ impl AgentState {
                 .iter()
                 .map(|(id, _, _, csr)| (id.clone(), csr.clone()))
                 .collect();
-            match client.sign_x509(requests).await {
+            let message = match client.sign_x509(requests).await {
                 Ok(outcomes) => {
-                    let results = prepared
+                    let mut results: Vec<SignedItem> = prepared
                         .into_iter()
                         .zip(outcomes)
                         .map(|((id, revision, key, _), outcome)| (id, revision, key, outcome))
                         .collect();
-                    let _ = me.send_message(AgentMsg::Signed(results));
+                    // An entry whose key or CSR could not be made got no outcome: it must
+                    // still leave the in-flight set.
+                    if results.len() < ids.len() {
+                        let answered: HashSet<EntryId> =
+                            results.iter().map(|(id, ..)| id.clone()).collect();
+                        for id in ids.iter().filter(|id| !answered.contains(*id)) {
+                            let reason = "the agent could not make a key or CSR".to_owned();
+                            results.push((id.clone(), 0, Vec::new(), Err(reason)));
+                        }
+                    }
+                    if bulk {
+                        AgentMsg::Signed(results)
+                    } else {
+                        AgentMsg::SignedOnDemand(results)
+                    }
                 }
-                Err(e) => {
-                    let _ = me.send_message(AgentMsg::SignFailed(e));
-                }
-            }
+                Err(e) if bulk => AgentMsg::SignFailed(e),
+                Err(e) => AgentMsg::OnDemandFailed(ids, e),
+            };
+            let _ = me.send_message(message);
         });
+        round
     }
 
     fn fetch_jwt(

@@ -2,17 +2,21 @@
 //! exponential backoff and jitter, resuming from the cache's cursor), and the
 //! [`WorkloadSource`] the Workload API serves from.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use ractor::{Actor, ActorRef};
+use tessera_identity::SelectorSet;
 use tokio::sync::watch;
 
 use crate::agent::core::{AgentArgs, AgentCore, AgentMsg};
 use crate::agent::server_client::{ClientError, Refusal, ServerClient};
-use crate::agent::view::{HeldJwtSvid, Identity, IdentitySnapshot, JwtFetchError, WorkloadSource};
+use crate::agent::view::{
+    HeldJwtSvid, Identity, IdentitySnapshot, InUse, JwtFetchError, WorkloadSource,
+};
 use crate::random::{random_u64, RandomSource};
 
 /// Reconnect backoff of the sync loop.
@@ -33,6 +37,9 @@ impl Default for Backoff {
     }
 }
 
+/// How long a caller waits for SVIDs signed on demand before it is served without them.
+pub const ON_DEMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A running agent.
 #[derive(Debug, Clone)]
 pub struct AgentRuntime {
@@ -40,6 +47,9 @@ pub struct AgentRuntime {
     snapshots: watch::Receiver<Arc<IdentitySnapshot>>,
     refused: watch::Receiver<Option<Refusal>>,
     jwt_timeout: Duration,
+    /// Names the holds of [`WorkloadSource::use_identities`].
+    subscriptions: Arc<AtomicU64>,
+    on_demand_timeout: Duration,
 }
 
 impl AgentRuntime {
@@ -60,6 +70,8 @@ impl AgentRuntime {
                 snapshots,
                 refused,
                 jwt_timeout: Duration::from_secs(30),
+                subscriptions: Arc::new(AtomicU64::new(0)),
+                on_demand_timeout: ON_DEMAND_TIMEOUT,
             },
             task,
         ))
@@ -140,6 +152,41 @@ async fn sync_loop(
 impl WorkloadSource for AgentRuntime {
     fn identities(&self) -> watch::Receiver<Arc<IdentitySnapshot>> {
         self.snapshots.clone()
+    }
+
+    fn use_identities<'a>(
+        &'a self,
+        selectors: &'a SelectorSet,
+        hold: bool,
+    ) -> BoxFuture<'a, InUse> {
+        async move {
+            let subscription = self.subscriptions.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let message = AgentMsg::Use {
+                subscription,
+                selectors: selectors.clone(),
+                hold,
+                reply: tx.into(),
+            };
+            if self.core.send_message(message).is_err() {
+                return InUse::default();
+            }
+            // Released by message, after the `Use` in the same mailbox: ends the hold whether
+            // or not the answer came in time.
+            let mut held = if hold {
+                let core = self.core.clone();
+                InUse::new(move || {
+                    let _ = core.send_message(AgentMsg::Release(subscription));
+                })
+            } else {
+                InUse::default()
+            };
+            if let Ok(Ok(generation)) = tokio::time::timeout(self.on_demand_timeout, rx).await {
+                held.generation = Some(generation);
+            }
+            held
+        }
+        .boxed()
     }
 
     fn fetch_jwt<'a>(

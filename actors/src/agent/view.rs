@@ -122,8 +122,58 @@ pub enum JwtFetchError {
     Invalid(String),
 }
 
+/// What [`WorkloadSource::use_identities`] hands back: while held, the entries the workload
+/// matched stay in use (their SVIDs are kept and renewed, past the SVID cache's size if need
+/// be); dropping it lets go of them.
+#[derive(Default)]
+pub struct InUse {
+    release: Option<Box<dyn FnOnce() + Send>>,
+    /// The generation of the first snapshot that holds the SVIDs asked for (if they came).
+    pub generation: Option<u64>,
+}
+
+impl InUse {
+    /// A hold that `release` ends.
+    pub fn new(release: impl FnOnce() + Send + 'static) -> Self {
+        Self {
+            release: Some(Box::new(release)),
+            generation: None,
+        }
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+impl std::fmt::Debug for InUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InUse")
+            .field("held", &self.release.is_some())
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
 /// The source the Workload API serves from.
 pub trait WorkloadSource: Send + Sync + std::fmt::Debug + 'static {
+    /// A workload with `selectors` uses its identities now. Resolves once every entry it
+    /// matches holds an SVID (signed on demand for entries outside the agent's SVID cache),
+    /// or when that failed or took longer than the agent's bound. With `hold` (an open
+    /// stream) the entries stay in use until the returned value is dropped. Sources that sign
+    /// every entry eagerly need not override this.
+    fn use_identities<'a>(
+        &'a self,
+        _selectors: &'a SelectorSet,
+        _hold: bool,
+    ) -> BoxFuture<'a, InUse> {
+        Box::pin(async { InUse::default() })
+    }
+
     /// The current snapshot, and every later one.
     fn identities(&self) -> watch::Receiver<Arc<IdentitySnapshot>>;
 

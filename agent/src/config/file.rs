@@ -56,8 +56,11 @@ pub struct AgentSection {
     pub log_level: String,
     /// Key type of workload X.509-SVIDs.
     pub workload_x509_svid_key_type: String,
-    /// Most X.509-SVIDs cached.
-    pub x509_svid_cache_max_size: usize,
+    /// SPIRE's LRU X.509-SVID cache size: SVIDs signed eagerly at most; beyond it, signed on
+    /// demand for the workloads that ask and evicted least recently used first (a soft
+    /// limit: SVIDs of open streams stay). 0 means the default (1000), as in SPIRE; signed so
+    /// a negative value is refused by name rather than by the TOML parser.
+    pub x509_svid_cache_max_size: i64,
     /// Most JWT-SVIDs cached.
     pub jwt_svid_cache_max_size: usize,
 }

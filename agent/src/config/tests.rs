@@ -292,3 +292,26 @@ fn bad_server_addresses_name_the_entry_and_the_fix() {
     let err = AgentConfig::load(None, &o).unwrap_err().to_string();
     assert!(err.contains("empty server address"), "{err}");
 }
+
+#[test]
+fn x509_svid_cache_max_size_is_spires_key_default_and_zero() {
+    let size = |text: &str| load_text(text).map(|c| c.x509_svid_cache_max_size);
+    assert_eq!(
+        AgentConfig::load(None, &Overrides::default())
+            .unwrap()
+            .x509_svid_cache_max_size,
+        1000
+    );
+    assert_eq!(size("[agent]\nx509_svid_cache_max_size = 5").unwrap(), 5);
+    // SPIRE reads 0 (its unset value) as the default.
+    assert_eq!(size("[agent]\nx509_svid_cache_max_size = 0").unwrap(), 1000);
+    let err = size("[agent]\nx509_svid_cache_max_size = -5")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("agent.x509_svid_cache_max_size")
+            && err.contains("-5")
+            && err.contains("must not be negative"),
+        "{err}"
+    );
+}

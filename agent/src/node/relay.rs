@@ -5,15 +5,22 @@
 //! relay's receivers, so they survive a re-attestation without noticing it.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tessera_actors::agent::runtime::AgentRuntime;
 use tessera_actors::agent::view::{
-    HeldJwtSvid, Identity, IdentitySnapshot, JwtFetchError, WorkloadSource,
+    HeldJwtSvid, Identity, IdentitySnapshot, InUse, JwtFetchError, WorkloadSource,
 };
+use tessera_identity::SelectorSet;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// How long a caller whose SVIDs were just signed waits for the relay to republish the
+/// snapshot holding them (the copy is a task hop away; across a re-attestation the runtimes'
+/// generations do not compare, and this bounds the wait).
+const REPUBLISH_WAIT: Duration = Duration::from_secs(1);
 
 /// The identity source the Workload API serves from, whatever runtime is current.
 #[derive(Debug)]
@@ -83,6 +90,27 @@ fn forward(runtime: &AgentRuntime, to: watch::Sender<Arc<IdentitySnapshot>>) -> 
 impl WorkloadSource for Relay {
     fn identities(&self) -> watch::Receiver<Arc<IdentitySnapshot>> {
         self.snapshots.subscribe()
+    }
+
+    fn use_identities<'a>(
+        &'a self,
+        selectors: &'a SelectorSet,
+        hold: bool,
+    ) -> BoxFuture<'a, InUse> {
+        let runtime = self.runtime();
+        async move {
+            let held = runtime.use_identities(selectors, hold).await;
+            if let Some(generation) = held.generation {
+                let mut relayed = self.snapshots.subscribe();
+                let _ = tokio::time::timeout(
+                    REPUBLISH_WAIT,
+                    relayed.wait_for(|s| s.generation >= generation),
+                )
+                .await;
+            }
+            held
+        }
+        .boxed()
     }
 
     fn fetch_jwt<'a>(

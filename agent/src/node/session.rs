@@ -86,6 +86,7 @@ impl Session {
                     jitter_percent: config.rotation.jitter_percent,
                     batch: config.rotation.batch_size,
                     key_type: config.workload_x509_svid_key_type,
+                    x509_svid_cache_max_size: config.x509_svid_cache_max_size,
                 },
                 persist: Some(persist),
             },

@@ -127,6 +127,9 @@ impl WorkloadService {
         // Take the slot before attesting, so the bound also covers the work of attestation.
         let slot = self.inner.slots.try_acquire(caller.uid)?;
         let selectors = self.attest(&caller).await?;
+        // Entries outside the agent's SVID cache are signed now, and the stream holds them
+        // in use (kept and renewed) for as long as it is open.
+        let held = self.inner.source.use_identities(&selectors, true).await;
         let mut source = self.inner.source.identities();
         let snapshot = source.borrow_and_update().clone();
         let clock = self.inner.settings.clock.clone();
@@ -139,6 +142,7 @@ impl WorkloadService {
             slot,
             gauge: self.inner.settings.metrics.stream_opened(method),
             render,
+            held,
         };
         Ok(task.spawn(first))
     }
@@ -178,6 +182,9 @@ impl WorkloadService {
                 })?,
             )
         };
+        // A JWT-SVID is served for identities that hold an X.509-SVID: one outside the SVID
+        // cache is signed first (this call uses it, without holding it).
+        drop(self.inner.source.use_identities(&selectors, false).await);
         let snapshot = self.snapshot();
         let now = unix_now(&*self.inner.settings.clock);
         let mut identities = entitled(&snapshot, &selectors, now)?;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_actors::agent::view::IdentitySnapshot;
+use tessera_actors::agent::view::{IdentitySnapshot, InUse};
 use tessera_eventlog::Clock;
 use tessera_identity::SelectorSet;
 use tokio::sync::{mpsc, watch};
@@ -34,6 +34,9 @@ pub(crate) struct StreamTask<T> {
     pub(crate) slot: StreamSlot,
     pub(crate) gauge: OpenStream,
     pub(crate) render: Render<T>,
+    /// Keeps the caller's entries in use (their SVIDs kept and renewed) while the stream is
+    /// open.
+    pub(crate) held: InUse,
 }
 
 /// The current time in Unix seconds.
@@ -56,7 +59,7 @@ impl<T: Clone + PartialEq + Send + Sync + 'static> StreamTask<T> {
 
     async fn run(mut self, tx: mpsc::Sender<Result<T, Status>>, first: Rendered<T>) {
         // The slot and the gauge are released when the task ends, however it ends.
-        let _held = (&self.slot, &self.gauge);
+        let _held = (&self.slot, &self.gauge, &self.held);
         let mut last = first.message;
         let mut expires = first.expires;
         let stop = self.shutdown.wait();
@@ -175,6 +178,7 @@ mod tests {
             slot: slots.try_acquire(1).unwrap(),
             gauge: metrics.stream_opened("FetchX509SVID"),
             render: render::x509_svids,
+            held: InUse::default(),
         };
         let first = render::x509_svids(&snapshot, &selectors, T0).unwrap();
         assert_eq!(first.expires, Some(T0 + 100));
