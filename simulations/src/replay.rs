@@ -187,7 +187,9 @@ impl At {
         let trimmed = value.trim();
         if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
             return match trimmed.parse::<u64>() {
-                Ok(0) => Err(bad("seqs start at 1; pass 1 for the state after the first record")),
+                Ok(0) => Err(bad(
+                    "seqs start at 1; pass 1 for the state after the first record",
+                )),
                 Ok(seq) => Ok(At::Seq(seq)),
                 Err(_) => Err(bad("the seq is too large")),
             };
@@ -249,13 +251,30 @@ pub struct Folded {
 
 /// Opens the log `args` name and folds it up to `args.at`.
 pub fn fold(args: &ReplayArgs) -> Result<Folded, ReplayError> {
+    fold_observed(args, None)
+}
+
+/// Sees each event folded, with its record's commit time (Unix nanoseconds), before the fold.
+pub type Observer<'a> = &'a mut dyn FnMut(i64, &ServerEvent);
+
+/// As [`fold`]; with an `observer`, every record from seq 1 is folded and shown to it (no
+/// snapshot: the observer sees the whole timeline).
+pub fn fold_observed(
+    args: &ReplayArgs,
+    observer: Option<Observer<'_>>,
+) -> Result<Folded, ReplayError> {
     let at = At::parse(args.at.as_deref())?;
     let mut source = Source::open(args)?;
-    fold_source(&mut source, &at, args.at.as_deref().unwrap_or(""))
+    fold_source(&mut source, &at, args.at.as_deref().unwrap_or(""), observer)
 }
 
 /// Resolves `at` against the log and folds up to it.
-fn fold_source(source: &mut Source, at: &At, at_text: &str) -> Result<Folded, ReplayError> {
+fn fold_source(
+    source: &mut Source,
+    at: &At,
+    at_text: &str,
+    mut observer: Option<Observer<'_>>,
+) -> Result<Folded, ReplayError> {
     let location = source.location();
     let Some(last) = source.last()? else {
         return Err(ReplayError::EmptyLog { location });
@@ -278,7 +297,11 @@ fn fold_source(source: &mut Source, at: &At, at_text: &str) -> Result<Folded, Re
             }
         })?,
     };
-    let (mut state, after, mut prev_hash) = match source.snapshot_at_or_before(target)? {
+    let snapshot = match observer {
+        Some(_) => None,
+        None => source.snapshot_at_or_before(target)?,
+    };
+    let (mut state, after, mut prev_hash) = match snapshot {
         Some((seq, hash, state)) => (state, seq, hash),
         None => (ServerState::default(), 0, Digest32::GENESIS),
     };
@@ -295,6 +318,9 @@ fn fold_source(source: &mut Source, at: &At, at_text: &str) -> Result<Folded, Re
             check_link(&record, seq + 1, &prev_hash).map_err(|r| damaged(&location, seq + 1, r))?;
             let event = tessera_eventlog::typed::decode::<ServerEvent>(&record)
                 .map_err(|e| damaged(&location, record.seq, e.to_string()))?;
+            if let Some(observe) = observer.as_mut() {
+                observe(record.recorded_at, &event);
+            }
             state.apply_owned(event);
             seq = record.seq;
             prev_hash = record.hash;
@@ -358,10 +384,10 @@ pub fn format_nanos(nanos: i64) -> String {
 /// `tessera-sim replay`: folds the log `args` name up to `--at` and prints the state (or,
 /// with `--what-if`, the comparison of the recorded rotation settings with the changed ones).
 pub fn run(args: &ReplayArgs, out: &mut dyn std::io::Write) -> Result<(), ReplayError> {
-    let folded = fold(args)?;
     if !args.what_if.is_empty() {
-        return what_if::run(args, &folded, out);
+        return what_if::run(args, out);
     }
+    let folded = fold(args)?;
     let state = ReplayedState::from_folded(&folded);
     match args.output {
         Output::Json => {
@@ -390,7 +416,13 @@ mod tests {
             At::parse(Some("1970-01-01T01:00:01.25+01:00")).unwrap(),
             At::Time(1_250_000_000)
         );
-        for bad in ["0", "yesterday", "2026-13-01T00:00:00Z", "", "1970-01-01T00:00:01.Z"] {
+        for bad in [
+            "0",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "",
+            "1970-01-01T00:00:01.Z",
+        ] {
             assert!(
                 matches!(At::parse(Some(bad)), Err(ReplayError::BadAt { .. })),
                 "{bad}"

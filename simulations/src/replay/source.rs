@@ -101,7 +101,11 @@ impl Source {
     /// The seq of the last record committed at or before `t` (Unix nanoseconds), by binary
     /// search over `1..=head`: commit times do not decrease along the log (each group takes
     /// the clock once, in order); `None` if the first record is later than `t`.
-    pub(super) fn last_at_or_before(&mut self, t: i64, head: u64) -> Result<Option<u64>, ReplayError> {
+    pub(super) fn last_at_or_before(
+        &mut self,
+        t: i64,
+        head: u64,
+    ) -> Result<Option<u64>, ReplayError> {
         let (mut lo, mut hi) = (1u64, head);
         let mut found = None;
         while lo <= hi {
@@ -152,7 +156,10 @@ impl Source {
         match self.record(seq)? {
             Some(r) if r.hash == hash => {}
             _ => {
-                tracing::warn!(seq, "snapshot does not match the log's record at its seq; folding from the start");
+                tracing::warn!(
+                    seq,
+                    "snapshot does not match the log's record at its seq; folding from the start"
+                );
                 return Ok(None);
             }
         }
@@ -192,7 +199,8 @@ impl SledCopy {
         } else if dir.join("sled").is_dir() {
             dir.to_owned()
         } else {
-            let mut items = std::fs::read_dir(dir).map_err(|e| fail(format!("cannot be read: {e}")))?;
+            let mut items =
+                std::fs::read_dir(dir).map_err(|e| fail(format!("cannot be read: {e}")))?;
             return Err(match items.next() {
                 None => fail("is empty".into()),
                 Some(_) => ReplayError::NotALog {
@@ -242,7 +250,9 @@ impl SledCopy {
         };
         let mut best: Option<(u64, PathBuf)> = None;
         for item in items {
-            let path = item.map_err(|e| self.io("cannot list snapshots/", e))?.path();
+            let path = item
+                .map_err(|e| self.io("cannot list snapshots/", e))?
+                .path();
             let seq = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -261,7 +271,8 @@ impl SledCopy {
         let staged = self.copy.path().join("snapshots");
         std::fs::create_dir_all(&staged).map_err(|e| self.io("cannot stage a snapshot", e))?;
         let name = path.file_name().unwrap_or_default();
-        std::fs::copy(&path, staged.join(name)).map_err(|e| self.io("cannot copy a snapshot", e))?;
+        std::fs::copy(&path, staged.join(name))
+            .map_err(|e| self.io("cannot copy a snapshot", e))?;
         Ok(Some(seq))
     }
 
@@ -330,7 +341,11 @@ impl PgSource {
         let client = runtime.block_on(async {
             let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
                 .await
-                .map_err(|e| fail(format!("cannot connect (is the database up, the URL right?): {e}")))?;
+                .map_err(|e| {
+                    fail(format!(
+                        "cannot connect (is the database up, the URL right?): {e}"
+                    ))
+                })?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(error = %e, "PostgreSQL connection ended");

@@ -336,7 +336,13 @@ impl ReplayedState {
             .collect();
         table(
             out,
-            &["SPIFFE ID", "SELECTORS", "SVID SERIAL", "SVID EXPIRES", "BANNED"],
+            &[
+                "SPIFFE ID",
+                "SELECTORS",
+                "SVID SERIAL",
+                "SVID EXPIRES",
+                "BANNED",
+            ],
             &rows,
             self.agents.len(),
         )
@@ -365,7 +371,10 @@ fn table<const N: usize>(
         for (cell, w) in cells.zip(widths) {
             s.push(' ');
             s.push_str(cell);
-            s.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count())));
+            s.extend(std::iter::repeat_n(
+                ' ',
+                w.saturating_sub(cell.chars().count()),
+            ));
             s.push(' ');
         }
         s.trim_end().to_owned()
