@@ -71,11 +71,12 @@ fn draw(series: &Series<'_>) -> Result<String, ReportError> {
             .map_err(|e| fail(&e))?;
         if !series.points.is_empty() {
             let at = (hours(peak_minute), peak);
-            // Label on the side with room: left of the point in the right half of the plot.
-            let h = if hours(peak_minute) > x_end / 2.0 {
-                HPos::Right
+            // Label on the side with room: left of the point in the right half of the plot,
+            // lifted clear of the marker.
+            let (h, dx) = if hours(peak_minute) > x_end / 2.0 {
+                (HPos::Right, -9)
             } else {
-                HPos::Left
+                (HPos::Left, 9)
             };
             let label = format!(
                 "{} {} at {}:{:02}",
@@ -85,15 +86,14 @@ fn draw(series: &Series<'_>) -> Result<String, ReportError> {
                 peak_minute % 60
             );
             let style = TextStyle::from((FONT, 15).into_font())
-                .color(&RED)
+                .color(&BLACK)
                 .pos(Pos::new(h, VPos::Bottom));
             chart
                 .draw_series(std::iter::once(
-                    EmptyElement::at(at) + Circle::new((0, 0), 5, RED.filled()),
+                    EmptyElement::at(at)
+                        + Circle::new((0, 0), 5, BLACK.filled())
+                        + Text::new(label, (dx, -6), style),
                 ))
-                .map_err(|e| fail(&e))?;
-            chart
-                .draw_series(std::iter::once(Text::new(label, at, style)))
                 .map_err(|e| fail(&e))?;
         }
         root.present().map_err(|e| fail(&e))?;
