@@ -12,7 +12,9 @@
 //! - several server addresses: the agent fails over and resumes its sync from its cursor
 //!   (`e2e/failover.rs`);
 //! - several servers on one PostgreSQL log (`e2e/servers.rs`), and a database outage
-//!   (`e2e/outage.rs`, on a private PostgreSQL instance the test starts and stops).
+//!   (`e2e/outage.rs`, on a private PostgreSQL instance the test starts and stops);
+//! - the LRU SVID cache: eager up to its size, on demand beyond, eviction, a soft limit for
+//!   open streams (`e2e/svid_cache.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
@@ -26,6 +28,8 @@ mod processes;
 mod proxy;
 #[path = "e2e/servers.rs"]
 mod servers;
+#[path = "e2e/svid_cache.rs"]
+mod svid_cache;
 
 use std::time::Duration;
 
