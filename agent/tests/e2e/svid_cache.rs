@@ -167,7 +167,7 @@ async fn only_the_cache_size_is_signed_eagerly_and_workloads_get_theirs_on_deman
     // the next change in the view: one more entry every half second of polling.
     let mut polls = 0u32;
     wait_until("back to the size once nothing holds the SVIDs", || {
-        if polls % 5 == 0 {
+        if polls.is_multiple_of(5) {
             let sel = format!("unix:uid:{}", other_uid + 2_000 + polls);
             create(
                 &server,
