@@ -59,7 +59,8 @@ fn bytes(n: u64) -> String {
 }
 
 fn row(out: &mut String, label: &str, value: &str) {
-    let _ = writeln!(out, "{label:<LABEL$}{value}");
+    let line = format!("{label:<LABEL$}{value}");
+    let _ = writeln!(out, "{}", line.trim_end());
 }
 
 /// The text report. With `info`, the run's wall time and peak RSS are added, and the
@@ -141,25 +142,33 @@ pub fn render_text(s: &Summary, info: Option<&RunInfo>) -> String {
     row(
         &mut out,
         "propagation (virtual)",
-        &format!(
-            "p50 {} ms, p99 {} ms, max {} ms over {} deliveries",
-            opt(s.propagation.p50_ms),
-            opt(s.propagation.p99_ms),
-            opt(s.propagation.max_ms),
-            grouped(s.propagation.deliveries)
-        ),
+        &if s.propagation.deliveries == 0 {
+            "no entry change delivered to an agent during the run".to_owned()
+        } else {
+            format!(
+                "p50 {} ms, p99 {} ms, max {} ms over {} deliveries",
+                opt(s.propagation.p50_ms),
+                opt(s.propagation.p99_ms),
+                opt(s.propagation.max_ms),
+                grouped(s.propagation.deliveries)
+            )
+        },
     );
     row(&mut out, "reconnects", &grouped(s.reconnects));
     row(&mut out, "CA rotations", &grouped(s.ca_rotations));
     row(
         &mut out,
         "unserved identities",
-        &format!(
-            "peak {} (minute {}), {} identity-minutes",
-            grouped(s.unserved.peak),
-            minute_label(s.unserved.peak_minute),
-            grouped(s.unserved.identity_minutes)
-        ),
+        &if s.unserved.peak == 0 {
+            "none at any minute's end".to_owned()
+        } else {
+            format!(
+                "peak {} (minute {}), {} identity-minutes",
+                grouped(s.unserved.peak),
+                minute_label(s.unserved.peak_minute),
+                grouped(s.unserved.identity_minutes)
+            )
+        },
     );
     if s.checkers.is_empty() {
         row(&mut out, "checkers", "none ran: this run proved nothing");
