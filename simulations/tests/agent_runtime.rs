@@ -1,6 +1,7 @@
-//! The agent's logic against a real server state machine in the same process (the simulator's
-//! transport): the cache follows the server, SVIDs are signed for new entries and dropped
-//! for deleted ones, JWT-SVIDs are cached, and every change reaches the Workload API's watch.
+//! The agent's logic against a real server state machine in the same process, through
+//! `tessera_sim::in_process` (no sockets): the cache follows the server, SVIDs are signed for
+//! new entries and dropped for deleted ones, JWT-SVIDs are cached, and every change reaches
+//! the Workload API's watch.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
