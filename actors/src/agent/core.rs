@@ -423,6 +423,12 @@ impl AgentState {
     /// that cannot be served, a bulk round (one at a time) for renewals and the eager fill,
     /// and schedules the next check.
     fn rotate(&mut self, myself: &ActorRef<AgentMsg>) {
+        // During a bulk round only held entries can need anything before the round ends (its
+        // end plans again): a burst of sync changes with no workload holding anything costs
+        // nothing here.
+        if !self.bulk_round.is_empty() && self.holds.is_empty() {
+            return;
+        }
         let now = unix_secs(self.args.clock.as_ref());
         self.failed.retain(|_, until| *until > now);
         let plan = svid_cache::plan(

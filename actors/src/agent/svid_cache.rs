@@ -14,8 +14,8 @@
 //!
 //! Pure and deterministic: no actor, no clock, no I/O. The agent core and the simulator call
 //! [`plan`] on every rotation check. Its cost is proportional to the SVIDs held, the entries
-//! held by workloads and the room left in the cache, not to the entries in view: with
-//! 100,000 entries in view and a full cache, untouched entries are never visited.
+//! held by workloads and one signing batch, not to the entries in view: with 100,000 entries
+//! in view and a full cache, untouched entries are never visited.
 
 #[cfg(test)]
 mod tests;
@@ -102,7 +102,8 @@ pub struct Plan {
     /// in a round of their own. In entry id order.
     pub on_demand: Vec<EntryId>,
     /// SVIDs due for renewal or stale, then uncached entries to fill the cache up to its
-    /// size; the caller signs them a batch at a time.
+    /// size: at most `settings.batch` of them (one signing round; the next plan, after the
+    /// round, names the rest), so a plan made while much is due costs a batch, not the view.
     pub bulk: Vec<EntryId>,
     /// SVIDs to drop: least recently used first, none held, none in flight.
     pub evict: Vec<EntryId>,
@@ -112,8 +113,8 @@ pub struct Plan {
 
 /// Decides which entries need an SVID now and which SVIDs to evict, given the cache, how
 /// workloads use it, the entries already being signed (`in_flight`, left out of every list),
-/// the time and the settings (`settings.x509_svid_cache_max_size` is the size; 0 signs
-/// nothing eagerly).
+/// the time and the settings (`settings.x509_svid_cache_max_size` is the size, 0 signing
+/// nothing eagerly; `settings.batch` bounds `bulk`).
 pub fn plan(
     cache: &Cache,
     usage: &Usage,
@@ -122,6 +123,7 @@ pub fn plan(
     settings: &RotationSettings,
 ) -> Plan {
     let max = settings.x509_svid_cache_max_size;
+    let batch = settings.batch.max(1);
     let evict = evictions(cache, usage, in_flight, max);
     let evicted: HashSet<&EntryId> = evict.iter().collect();
     let mut plan = Plan::default();
@@ -142,7 +144,9 @@ pub fn plan(
         if unservable && usage.is_held(id) {
             plan.on_demand.push(id.clone());
         } else if unservable || at <= now {
-            plan.bulk.push(id.clone());
+            if plan.bulk.len() < batch {
+                plan.bulk.push(id.clone());
+            }
         } else {
             plan.next = Some(plan.next.map_or(at, |n| n.min(at)));
         }
@@ -169,7 +173,9 @@ pub fn plan(
         .filter(|id| !cache.svids.contains_key(*id))
         .count();
     let kept = cache.svids.len() - evict.len();
-    let mut room = max.saturating_sub(kept + pending + plan.on_demand.len());
+    let mut room = max
+        .saturating_sub(kept + pending + plan.on_demand.len())
+        .min(batch.saturating_sub(plan.bulk.len()));
     if room > 0 {
         for entry in cache.workload_entries() {
             if room == 0 {

@@ -246,3 +246,17 @@ fn given_a_large_view_and_a_full_cache_then_untouched_entries_are_not_planned() 
     assert_eq!(p.on_demand, ids([150]));
     assert!(p.bulk.is_empty() && p.evict.is_empty());
 }
+
+#[test]
+fn given_more_due_than_a_batch_then_bulk_holds_one_batch_renewals_first() {
+    let c = cache(50, 0..10);
+    let settings = RotationSettings {
+        batch: 4,
+        ..size(30)
+    };
+    // At 2,200 the ten SVIDs are due; twenty more entries would fit in the cache.
+    let p = plan(&c, &Usage::default(), &none(), 2_200, &settings);
+    assert_eq!(p.bulk, ids(0..4));
+    let p = plan(&c, &Usage::default(), &none(), 100, &settings);
+    assert_eq!(p.bulk, ids(10..14), "nothing due: the fill, a batch of it");
+}
