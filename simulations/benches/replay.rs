@@ -24,6 +24,11 @@ use tessera_sim::replay::{self, Output, ReplayArgs};
 
 use log_writer::{agent, ca, entry, id, jwt_key, now_secs, LogWriter};
 
+// The binary's allocator (src/main.rs): glibc malloc spent most of a replay consolidating
+// free lists.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EVENTS: u64 = 1_000_000;
 const AGENTS: u64 = 10_000;
 const CREATED: u64 = 400_000;

@@ -314,3 +314,191 @@ async fn bad_inputs_are_refused_by_name() {
     let e = err(args(fresh.path(), None));
     assert!(matches!(e, ReplayError::EmptyLog { .. }), "{e}");
 }
+
+/// A small recorded fleet: a CA of 2 hours, 3 agents with 5 entries each (no TTL of their
+/// own), one entry deleted after 90 minutes.
+async fn recorded_fleet() -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    let log_dir = data.path().join("log");
+    let mut w = LogWriter::create(&log_dir);
+    let t = now_secs(&w.clock);
+    let ca1 = ca(1, t, Duration::from_secs(2 * 3600));
+    w.append(vec![
+        ServerEvent::CaPrepared(ca1.clone()),
+        ServerEvent::CaActivated {
+            authority_id: ca1.authority_id,
+        },
+    ])
+    .await;
+    w.advance(MINUTE);
+    for a in 1..=3u64 {
+        let mut batch = vec![ServerEvent::AgentAttested(agent(a, now_secs(&w.clock)))];
+        for e in 0..5 {
+            batch.push(ServerEvent::EntryCreated(entry(a * 10 + e, a, None)));
+        }
+        w.append(batch).await;
+    }
+    w.advance(Duration::from_secs(90 * 60));
+    w.append(vec![ServerEvent::EntryDeleted {
+        id: entry(10, 1, None).id,
+    }])
+    .await;
+    w.close(&log_dir);
+    data
+}
+
+fn what_if(dir: &Path, settings: &[&str]) -> Value {
+    let mut a = args(dir, None);
+    a.what_if = settings.iter().map(|s| (*s).to_owned()).collect();
+    json(&a)
+}
+
+#[tokio::test]
+async fn what_if_a_shorter_svid_ttl_signs_about_four_times_as_much() {
+    let data = recorded_fleet().await;
+    let before = fingerprint(data.path());
+    let v = what_if(data.path(), &["default_x509_svid_ttl=15m"]);
+    assert_eq!(fingerprint(data.path()), before);
+    assert_eq!(v["scripted_facts"], 19, "{v:#}");
+    assert!(
+        v["baseline_settings"]["ca_ttl"]
+            .as_str()
+            .unwrap()
+            .starts_with("2h "),
+        "{v:#}"
+    );
+    let (base, changed) = (&v["baseline"], &v["what_if"]);
+    assert_eq!(base["violation"], Value::Null, "{v:#}");
+    assert_eq!(changed["violation"], Value::Null, "{v:#}");
+    assert!(base["signatures"].as_u64().unwrap() > 0, "{v:#}");
+    let ratio = v["difference"]["signatures_ratio"].as_f64().unwrap();
+    assert!((3.0..=5.0).contains(&ratio), "ratio {ratio}: {v:#}");
+
+    // Text, for people.
+    let mut a = args(data.path(), None);
+    a.what_if = vec!["default_x509_svid_ttl=15m".into()];
+    a.output = Output::Text;
+    let mut out = Vec::new();
+    replay::run(&a, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("signatures") && text.contains("(x"), "{text}");
+}
+
+#[tokio::test]
+async fn what_if_a_broken_setting_reports_the_violation_and_bad_keys_are_named() {
+    let data = recorded_fleet().await;
+    // A one-minute CA that signs the moment it is prepared: its SVIDs reach agents before it
+    // reaches their bundles.
+    let v = what_if(data.path(), &["ca_ttl=1m", "prepare_at=5/6"]);
+    assert_eq!(v["baseline"]["violation"], Value::Null, "{v:#}");
+    assert_eq!(
+        v["what_if"]["violation"]["checker"], "ca_in_bundle_before_use",
+        "{v:#}"
+    );
+    assert!(v["what_if"]["violation"]["agent"].is_string(), "{v:#}");
+    assert_eq!(v["difference"]["new_violation"], true, "{v:#}");
+
+    let err = |settings: &[&str]| {
+        let mut a = args(data.path(), None);
+        a.what_if = settings.iter().map(|s| (*s).to_owned()).collect();
+        replay::run(&a, &mut Vec::new()).unwrap_err()
+    };
+    let e = err(&["ca_tll=12h"]);
+    assert!(matches!(e, ReplayError::WhatIf(_)), "{e}");
+    assert!(e.to_string().contains("ca_tll"), "{e}");
+    let e = err(&["ca_ttl"]);
+    assert!(e.to_string().contains("KEY=VALUE"), "{e}");
+}
+
+/// Rows of the PostgreSQL log, digested: equal before and after a replay proves it wrote
+/// nothing there.
+async fn pg_digest(url: &str) -> (i64, String) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT count(*), coalesce(md5(string_agg(encode(record, 'hex'), '' ORDER BY seq)), '') FROM tessera_log",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_log_replays_in_a_read_only_session() {
+    use std::sync::Arc;
+    use tessera_eventlog::pg::testing::TestDatabase;
+    use tessera_eventlog::{AppendCondition, ManualClock, PgLog, TypedLog};
+
+    let Some(db) = TestDatabase::create().await.unwrap() else {
+        return; // no PostgreSQL here (TestDatabase said so on stderr)
+    };
+    let snaps = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at_unix_secs(log_writer::START);
+    let log = PgLog::open(db.config(snaps.path()), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let typed = TypedLog::<ServerEvent>::new(Arc::new(log.clone()));
+    let ca1 = ca(1, now_secs(&clock), DAY);
+    for batch in [
+        vec![
+            ServerEvent::CaPrepared(ca1.clone()),
+            ServerEvent::CaActivated {
+                authority_id: ca1.authority_id.clone(),
+            },
+        ],
+        vec![
+            ServerEvent::EntryCreated(entry(1, 1, None)),
+            ServerEvent::EntryCreated(entry(2, 1, None)),
+        ],
+        vec![ServerEvent::EntryDeleted {
+            id: entry(1, 1, None).id,
+        }],
+    ] {
+        typed.append(&batch, AppendCondition::Any).await.unwrap();
+        clock.advance(MINUTE);
+    }
+    log.close().await;
+    let before = pg_digest(db.url()).await;
+    assert_eq!(before.0, 5);
+
+    let url = db.url().to_owned();
+    let run = move |at: Option<&str>| {
+        let a = ReplayArgs {
+            database_url: Some(url.clone()),
+            at: at.map(str::to_owned),
+            output: Output::Json,
+            ..ReplayArgs::default()
+        };
+        json(&a)
+    };
+    let (mid, head) = tokio::task::spawn_blocking(move || (run(Some("4")), run(None)))
+        .await
+        .unwrap();
+    assert_eq!(entry_ids(&mid), ["entry-00000001", "entry-00000002"]);
+    assert_eq!(entry_ids(&head), ["entry-00000002"]);
+    assert_eq!(head["seq"], 5);
+    assert_eq!(ca_statuses(&head), ["active"]);
+    assert_eq!(pg_digest(db.url()).await, before);
+
+    // A database with no Tessera log in it is named as such.
+    let Some(empty) = TestDatabase::create().await.unwrap() else {
+        return;
+    };
+    let url = empty.url().to_owned();
+    let e = tokio::task::spawn_blocking(move || {
+        let a = ReplayArgs {
+            database_url: Some(url),
+            ..ReplayArgs::default()
+        };
+        replay::run(&a, &mut Vec::new()).unwrap_err()
+    })
+    .await
+    .unwrap();
+    assert!(matches!(e, ReplayError::NotALog { .. }), "{e}");
+    empty.cleanup().await.unwrap();
+    db.cleanup().await.unwrap();
+}

@@ -338,7 +338,7 @@ impl PgSource {
             .enable_all()
             .build()
             .map_err(|e| fail(format!("cannot start a runtime: {e}")))?;
-        let client = runtime.block_on(async {
+        let client = block(&runtime, async {
             let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
                 .await
                 .map_err(|e| {
@@ -384,8 +384,16 @@ impl PgSource {
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> ReplayError {
-        let reason = e.to_string();
-        if reason.contains("tessera_log") && reason.contains("does not exist") {
+        ReplayError::Read {
+            location: self.location.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// A failed query, with the database's own message (the client's `Display` says only
+    /// "db error"); a missing table means this is not a Tessera log.
+    fn query_failed(&self, e: &tokio_postgres::Error) -> ReplayError {
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
             return ReplayError::NotALog {
                 path: PathBuf::from(&self.location),
                 reason: "the database has no tessera_log table; point --databaseURL at the \
@@ -393,33 +401,49 @@ impl PgSource {
                     .into(),
             };
         }
-        ReplayError::Read {
-            location: self.location.clone(),
-            reason,
+        match e.as_db_error() {
+            Some(db) => self.fail(format!("{e}: {}", db.message())),
+            None => self.fail(e),
         }
     }
 
     fn last(&mut self) -> Result<Option<Record>, ReplayError> {
-        let rows = self
-            .runtime
-            .block_on(self.client.query(
+        let rows = block(
+            &self.runtime,
+            self.client.query(
                 "SELECT seq, record FROM tessera_log ORDER BY seq DESC LIMIT 1",
                 &[],
-            ))
-            .map_err(|e| self.fail(e))?;
+            ),
+        )
+        .map_err(|e| self.query_failed(&e))?;
         Ok(self.rows_to_records(rows)?.pop())
     }
 
     fn read(&mut self, from: u64, limit: usize) -> Result<Vec<Record>, ReplayError> {
         let from = i64::try_from(from).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .runtime
-            .block_on(self.client.query(
+        let rows = block(
+            &self.runtime,
+            self.client.query(
                 "SELECT seq, record FROM tessera_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
                 &[&from, &limit],
-            ))
-            .map_err(|e| self.fail(e))?;
+            ),
+        )
+        .map_err(|e| self.query_failed(&e))?;
         self.rows_to_records(rows)
     }
+}
+
+/// Runs `fut` to completion on `runtime`: here, or, when the caller is itself inside a tokio
+/// runtime (where `block_on` would panic), on a scoped thread of its own.
+fn block<F>(runtime: &tokio::runtime::Runtime, fut: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        return runtime.block_on(fut);
+    }
+    std::thread::scope(|s| s.spawn(|| runtime.block_on(fut)).join())
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
