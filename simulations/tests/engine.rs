@@ -6,11 +6,42 @@ use std::path::PathBuf;
 use tessera_sim::engine::run;
 use tessera_sim::scenario::Scenario;
 
+// As the binary: the scale test allocates and frees millions of small cache entries.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn ci(name: &str) -> Scenario {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("scenarios/ci")
         .join(format!("{name}.toml"));
     Scenario::from_file(&path).unwrap()
+}
+
+/// What a run did, for the test log.
+fn summary(m: &tessera_sim::metrics::RunMetrics) {
+    let col = |f: fn(&tessera_sim::metrics::MinuteSample) -> u64| {
+        m.minutes
+            .iter()
+            .map(f)
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    eprintln!(
+        "{}: signatures {} rotations {} reconnects {} log {} propagation n={} checks {:?}\n  \
+         unserved/min {}\n  queue max/min {}\n  refused/min {}\n  connected/min {}",
+        m.scenario,
+        m.signatures,
+        m.ca_rotations,
+        m.reconnects,
+        m.log_events,
+        m.propagation_ms.len(),
+        m.checks,
+        col(|s| s.unserved_identities),
+        col(|s| s.queue_depth_max),
+        col(|s| s.refused_overloaded),
+        col(|s| s.connected_agents),
+    );
 }
 
 #[test]
@@ -33,4 +64,126 @@ fn the_same_seed_gives_a_byte_identical_report_and_another_seed_does_not() {
         serde_json::to_vec(&a).unwrap(),
         serde_json::to_vec(&c).unwrap()
     );
+}
+
+/// The scale measurement, not a CI step: `SIM_SCENARIO=simulations/scenarios/steady.toml
+/// [SIM_AGENTS=10000] cargo test --release -p tessera-sim --test engine -- --ignored
+/// --nocapture scale`. Prints wall time and peak RSS.
+#[test]
+#[ignore = "a measurement: run it by hand with --release"]
+#[allow(clippy::disallowed_methods)] // Wall time of the measurement itself, not of the run.
+fn scale() {
+    let path = std::env::var("SIM_SCENARIO").expect("SIM_SCENARIO=path/to/scenario.toml");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path);
+    let mut scenario = Scenario::from_file(&path).unwrap();
+    if let Ok(agents) = std::env::var("SIM_AGENTS") {
+        scenario.fleet.agents = agents.parse().unwrap();
+    }
+    if let Ok(d) = std::env::var("SIM_DURATION") {
+        scenario.duration = tessera_edge::duration::parse_duration(&d).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let metrics = tessera_sim::engine::run_with_progress(&scenario, scenario.seed, &mut |p| {
+        eprintln!(
+            "  {:.1}/{:.1} virtual h, {} events, {:.0} s wall",
+            p.virtual_ms as f64 / 3.6e6,
+            p.total_ms as f64 / 3.6e6,
+            p.events,
+            started.elapsed().as_secs_f64()
+        );
+    })
+    .unwrap();
+    let wall = started.elapsed();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?")
+        .to_owned();
+    let peak_per_minute = metrics.minutes.iter().map(|m| m.signatures).max();
+    eprintln!(
+        "scenario {} agents {} entries {} virtual {} h: wall {:.1} s, {hwm}; signatures {} \
+         (peak {:?}/min), rotations {}, reconnects {}, log events {}, violation {:?}, checks {:?}",
+        metrics.scenario,
+        metrics.agents,
+        metrics.entries,
+        metrics.virtual_ms / 3_600_000,
+        wall.as_secs_f64(),
+        metrics.signatures,
+        peak_per_minute,
+        metrics.ca_rotations,
+        metrics.reconnects,
+        metrics.log_events,
+        metrics.violation,
+        metrics.checks
+    );
+}
+
+#[test]
+fn an_outage_longer_than_the_svid_ttl_leaves_workloads_unserved_never_served_expired() {
+    let m = run(&ci("outage"), 3).unwrap();
+    summary(&m);
+    assert_eq!(m.violation, None, "{:?}", m.violation);
+    // Minutes 30..50 the server is down; SVIDs of 10m expire during it.
+    let worst = m.minutes[30..52]
+        .iter()
+        .map(|s| s.unserved_identities)
+        .max()
+        .unwrap();
+    assert!(
+        worst > 0,
+        "nobody went unserved during a 20m outage of 10m SVIDs"
+    );
+    assert_eq!(m.minutes[29].unserved_identities, 0, "{:?}", m.minutes[29]);
+    assert_eq!(
+        m.minutes.last().unwrap().unserved_identities,
+        0,
+        "all served again after"
+    );
+    assert!(m.checks["no_expired_svid_served"] > 0);
+    assert!(
+        m.reconnects >= 100,
+        "every agent reconnected: {}",
+        m.reconnects
+    );
+}
+
+#[test]
+fn a_reconnect_storm_stays_within_the_queue_bound_and_recovers() {
+    let m = run(&ci("storm"), 5).unwrap();
+    summary(&m);
+    assert_eq!(m.violation, None, "{:?}", m.violation);
+    assert!(m.reconnects >= 300, "{}", m.reconnects);
+    assert!(m.minutes.iter().all(|s| s.queue_depth_max <= 500));
+    let refused: u64 = m.minutes.iter().map(|s| s.refused_overloaded).sum();
+    let deepest = m.minutes.iter().map(|s| s.queue_depth_max).max().unwrap();
+    assert!(
+        refused > 0 && deepest >= 400,
+        "the storm met the bound: {refused} refused, depth {deepest}"
+    );
+    assert_eq!(m.minutes.last().unwrap().unserved_identities, 0);
+    assert!(m.checks["signing_queue_bounded"] > 0);
+}
+
+#[test]
+fn churn_with_loss_keeps_every_cache_equal_to_its_view() {
+    let m = run(&ci("churn"), 11).unwrap();
+    summary(&m);
+    assert_eq!(m.violation, None, "{:?}", m.violation);
+    assert!(!m.propagation_ms.is_empty());
+    assert!(m.reconnects > 0, "loss breaks some streams");
+    assert!(m.checks["no_missed_or_repeated_update"] > 1000);
+}
+
+#[test]
+fn three_servers_one_failing_agents_fail_over() {
+    let m = run(&ci("multi"), 13).unwrap();
+    summary(&m);
+    assert_eq!(m.violation, None, "{:?}", m.violation);
+    // Each server rotates its own CA: more activations than one server's.
+    assert!(m.ca_rotations >= 3, "{}", m.ca_rotations);
+    assert!(m.reconnects > 0);
+    assert_eq!(m.minutes.last().unwrap().unserved_identities, 0);
 }

@@ -64,6 +64,8 @@ pub struct AgentModel {
     pub expiry_at_ms: Option<u64>,
     /// Used entries without a valid SVID.
     pub unserved: u64,
+    /// CAs (indexes) whose trust anchor its bundle holds.
+    pub held: Vec<u32>,
 }
 
 /// Rotation state of one entry.
@@ -99,6 +101,7 @@ impl AgentModel {
             wake_at_ms: None,
             expiry_at_ms: None,
             unserved: 0,
+            held: Vec::new(),
         }
     }
 }
@@ -170,6 +173,54 @@ impl World<'_> {
         }
         self.recount(agent);
         self.rotate(agent);
+    }
+
+    /// Whether the agent serves `id` now (a used, tracked entry with a current, unexpired
+    /// SVID): the unit of `unserved`.
+    pub(super) fn served(&self, agent: u32, id: &EntryId) -> bool {
+        let now = self.now_s();
+        let a = &self.agents[agent as usize];
+        let Some(entry) = a.cache.entries.get(id) else {
+            return false;
+        };
+        a.cache
+            .svids
+            .get(id)
+            .is_some_and(|s| current(Some(s), entry) && s.not_after > now)
+            && !entry.is_expired_at(now)
+    }
+
+    /// Counts a change of one used entry's served state, and schedules an expiry check for
+    /// its SVID if it is the agent's earliest.
+    pub(super) fn served_changed(&mut self, agent: u32, id: &EntryId, was: bool) {
+        let used = self.agents[agent as usize]
+            .tracked
+            .get(id)
+            .is_some_and(|t| t.used);
+        let is = self.served(agent, id);
+        if used && was != is {
+            let a = &mut self.agents[agent as usize];
+            if is {
+                a.unserved -= 1;
+                self.unserved -= 1;
+            } else {
+                a.unserved += 1;
+                self.unserved += 1;
+            }
+        }
+        let not_after = self.agents[agent as usize]
+            .cache
+            .svids
+            .get(id)
+            .map(|s| s.not_after);
+        if let Some(t) = not_after.filter(|_| is) {
+            let at = self.ms_of(t);
+            let a = &mut self.agents[agent as usize];
+            if a.expiry_at_ms.is_none_or(|e| at < e) {
+                a.expiry_at_ms = Some(at);
+                self.queue.push(at, Ev::Expiry { agent, at_ms: at });
+            }
+        }
     }
 
     /// A fresh SVID for one entry was stored: its renewal time moves.

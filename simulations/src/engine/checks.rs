@@ -40,18 +40,28 @@ pub const NAMES: &[&str] = &[
 ];
 
 impl World<'_> {
-    /// Whether the agent's bundle holds a trust anchor of CA `ca`.
+    /// Whether the agent's bundle holds a trust anchor of CA `ca` (as of its last bundle
+    /// change: see [`World::refresh_held`]).
     fn holds(&self, agent: u32, ca: u32) -> bool {
-        let Some(info) = self.cas.get(ca as usize) else {
-            return false;
+        self.agents[agent as usize].held.contains(&ca)
+    }
+
+    /// Recomputes which CAs the agent's bundle holds a trust anchor of.
+    pub(super) fn refresh_held(&mut self, agent: u32) {
+        let held: Vec<u32> = match self.agents[agent as usize].cache.bundles.get(&self.td) {
+            None => Vec::new(),
+            Some(bundle) => (0..self.cas.len() as u32)
+                .filter(|ca| {
+                    self.cas[*ca as usize].anchors.iter().any(|d| {
+                        bundle
+                            .x509_authorities()
+                            .iter()
+                            .any(|a| a.der() == d.as_slice())
+                    })
+                })
+                .collect(),
         };
-        let Some(bundle) = self.agents[agent as usize].cache.bundles.get(&self.td) else {
-            return false;
-        };
-        bundle
-            .x509_authorities()
-            .iter()
-            .any(|a| info.anchors.iter().any(|d| d.as_slice() == a.der()))
+        self.agents[agent as usize].held = held;
     }
 
     /// An SVID reached the agent: its CA must already be in the agent's bundle.
@@ -77,6 +87,7 @@ impl World<'_> {
 
     /// The agent's bundle changed: every SVID it serves must still chain to it.
     pub(super) fn bundle_changed(&mut self, agent: u32) {
+        self.refresh_held(agent);
         self.count_check(CHAINS);
         let now = self.now_s();
         let a = &self.agents[agent as usize];
@@ -164,15 +175,14 @@ impl World<'_> {
         }
         self.count_check(NO_MISSED_OR_REPEATED);
         let a = &self.agents[agent as usize];
-        let server: BTreeSet<EntryId> = self
+        let same = self
             .log
             .index
-            .entries_for(&a.id)
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
-        let held: BTreeSet<EntryId> = a.cache.entries.keys().cloned().collect();
-        if server != held {
+            .entry_ids_for(&a.id)
+            .eq(a.cache.entries.keys());
+        if !same {
+            let server: BTreeSet<EntryId> = self.log.index.entry_ids_for(&a.id).cloned().collect();
+            let held: BTreeSet<EntryId> = a.cache.entries.keys().cloned().collect();
             let missing = server.difference(&held).next().cloned();
             let extra = held.difference(&server).next().cloned();
             let entry = missing.clone().or(extra.clone());

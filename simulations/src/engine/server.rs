@@ -43,6 +43,19 @@ pub struct ServerModel {
     pub history_floor: u64,
     /// Bumped when it goes down: answers of an older epoch are never sent.
     pub epoch: u64,
+    /// Its active CA as the signer holds it (refreshed when the authority changes).
+    pub signing: Option<SigningInfo>,
+}
+
+/// What signing needs of the active CA.
+#[derive(Clone, Copy, Debug)]
+pub struct SigningInfo {
+    /// Its index among the CAs seen.
+    pub ca: u32,
+    /// Validity, Unix seconds.
+    pub not_before: i64,
+    /// Validity, Unix seconds.
+    pub not_after: i64,
 }
 
 impl ServerModel {
@@ -68,6 +81,7 @@ impl ServerModel {
             busy_until_us: 0,
             history_floor: 0,
             epoch: 0,
+            signing: None,
         }
     }
 }
@@ -95,6 +109,22 @@ impl World<'_> {
                     }
                 }
                 _ => {}
+            }
+            if event.server_id().is_some()
+                || matches!(
+                    event,
+                    ServerEvent::CaPrepared(_)
+                        | ServerEvent::CaActivated { .. }
+                        | ServerEvent::CaRetired { .. }
+                )
+            {
+                for s in &mut self.servers {
+                    s.signing = s.authority.active_ca().map(|c| SigningInfo {
+                        ca: self.ca_ix.get(&c.authority_id).copied().unwrap_or(u32::MAX),
+                        not_before: c.not_before,
+                        not_after: c.not_after,
+                    });
+                }
             }
             let committed = self.log.append(&event);
             if committed.bundle_changed {

@@ -165,21 +165,15 @@ impl World<'_> {
             return Ok(());
         }
         let Some(ca) = self.servers[server as usize]
-            .authority
-            .active_ca()
+            .signing
             .filter(|c| c.not_after > now)
-            .cloned()
         else {
             let reply = fail("no active CA");
             self.queue
                 .push(self.now_ms + latency, Ev::SignReply(Box::new(reply)));
             return Ok(());
         };
-        let ca_ix = self
-            .ca_ix
-            .get(&ca.authority_id)
-            .copied()
-            .unwrap_or(u32::MAX);
+        let ca_ix = ca.ca;
         let n = admitted.len() as u64;
         let rate = self.sc.server.signing_rate.max(1);
         let s = &mut self.servers[server as usize];
@@ -292,10 +286,12 @@ impl World<'_> {
                                 continue;
                             }
                             self.check_arrival(agent, &id, &svid);
+                            let was = self.served(agent, &id);
                             self.agents[agent as usize]
                                 .cache
                                 .store_svid(id.clone(), svid);
                             self.svid_stored(agent, &id);
+                            self.served_changed(agent, &id, was);
                         }
                         Err(_) => any_refused = true,
                     }
@@ -303,7 +299,6 @@ impl World<'_> {
                 if any_refused {
                     self.agents[agent as usize].hold_until_ms = self.now_ms + retry;
                 }
-                self.recount(agent);
             }
         }
         self.rotate(agent);
