@@ -187,3 +187,19 @@ fn three_servers_one_failing_agents_fail_over() {
     assert!(m.reconnects > 0);
     assert_eq!(m.minutes.last().unwrap().unserved_identities, 0);
 }
+
+#[test]
+fn every_scenario_file_parses() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut seen = 0;
+    for dir in [root.clone(), root.join("ci")] {
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Scenario::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 10, "{seen} scenario files");
+}
