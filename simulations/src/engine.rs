@@ -23,6 +23,7 @@ mod checks;
 mod fleet;
 mod log;
 mod queue;
+mod real;
 pub mod rng;
 mod server;
 mod signing;

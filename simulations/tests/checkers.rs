@@ -44,3 +44,30 @@ fn the_same_scenario_with_spires_rotation_timing_is_clean() {
         assert!(m.checks[name] > 0, "{name} never ran: {:?}", m.checks);
     }
 }
+
+#[test]
+fn real_certificates_are_checked_by_their_authority_key_identifier() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/ci/real.toml");
+    let scenario = Scenario::from_file(&path).unwrap();
+    let m = run(&scenario, 2).unwrap();
+    assert_eq!(m.violation, None, "{:?}", m.violation);
+    assert!(m.signatures >= 300, "{}", m.signatures);
+    assert!(m.ca_rotations >= 1);
+    assert_eq!(m.checks["ca_in_bundle_before_use"], m.signatures);
+    assert_eq!(m.minutes.last().unwrap().unserved_identities, 0);
+}
+
+#[test]
+fn real_certificates_signed_by_a_ca_activated_at_preparation_are_caught_too() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/ci/real.toml");
+    let mut scenario = Scenario::from_file(&path).unwrap();
+    scenario.set("activate_at", "1/2").unwrap();
+    scenario.fleet.agents = 100;
+    scenario.duration = std::time::Duration::from_secs(20 * 60);
+    scenario.network.latency_min = std::time::Duration::ZERO;
+    scenario.network.latency_max = std::time::Duration::from_secs(3);
+    // Whether a reply overtakes the bundle is a draw of the network: a few seeds, bounded.
+    let caught = (1..=4u64).find_map(|seed| run(&scenario, seed).unwrap().violation);
+    let v = caught.expect("caught with real certificates within 4 seeds");
+    assert_eq!(v.checker, "ca_in_bundle_before_use", "{v:?}");
+}

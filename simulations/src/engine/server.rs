@@ -14,6 +14,7 @@ use tessera_actors::server::authority::rotation::{
 };
 use tessera_actors::server::authority::{
     build_ca, build_jwt_key, Authority, AuthorityCommand, AuthorityError, CaSettings, Owner,
+    SigningCa,
 };
 use tessera_actors::server::events::ServerEvent;
 use tessera_identity::TrustDomain;
@@ -45,6 +46,8 @@ pub struct ServerModel {
     pub epoch: u64,
     /// Its active CA as the signer holds it (refreshed when the authority changes).
     pub signing: Option<SigningInfo>,
+    /// The same with its key, for `crypto = "real"`.
+    pub signing_ca: Option<SigningCa>,
 }
 
 /// What signing needs of the active CA.
@@ -82,6 +85,7 @@ impl ServerModel {
             history_floor: 0,
             epoch: 0,
             signing: None,
+            signing_ca: None,
         }
     }
 }
@@ -123,6 +127,10 @@ impl World<'_> {
                         ca: self.ca_ix.get(&c.authority_id).copied().unwrap_or(u32::MAX),
                         not_before: c.not_before,
                         not_after: c.not_after,
+                    });
+                    s.signing_ca = s.authority.active_ca().and_then(|c| {
+                        let key = s.loaded.get(&c.key_ref)?;
+                        Some(SigningCa::new(c.clone(), key.clone()))
                     });
                 }
             }

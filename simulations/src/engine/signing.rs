@@ -14,6 +14,7 @@ use tessera_actors::server::authority::NOT_BEFORE_CUSHION_SECS;
 use tessera_identity::EntryId;
 
 use super::{Ev, SimError, World};
+use crate::scenario::Crypto;
 
 /// A signing round on its way to a server.
 pub struct Request {
@@ -56,7 +57,8 @@ impl World<'_> {
             ca.copy_from_slice(&leaf[4..8]);
             return Some(u32::from_be_bytes(ca));
         }
-        None
+        let authority_id = super::real::authority_key_id(leaf)?;
+        self.ca_ix.get(&authority_id).copied()
     }
 
     /// Sends a round of `items` for signing.
@@ -212,14 +214,20 @@ impl World<'_> {
                 .saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX))
                 .min(ca.not_after);
             self.svid_serial += 1;
-            let svid = StoredSvid {
-                cert_chain: vec![fast_cert(ca_ix, self.svid_serial)],
-                key_pkcs8: Vec::new(),
-                not_before,
-                not_after,
-                entry_revision: revision,
+            let svid = match self.sc.crypto {
+                Crypto::Fast => Ok(StoredSvid {
+                    cert_chain: vec![fast_cert(ca_ix, self.svid_serial)],
+                    key_pkcs8: Vec::new(),
+                    not_before,
+                    not_after,
+                    entry_revision: revision,
+                }),
+                Crypto::Real => {
+                    let spiffe_id = entry.spiffe_id.clone();
+                    self.sign_real(server, spiffe_id, not_before, not_after, revision)
+                }
             };
-            results.push((id, Ok(svid)));
+            results.push((id, svid));
         }
         for (id, _) in refused {
             results.push((id, Err("busy: the signing queue is full".to_owned())));

@@ -43,6 +43,7 @@ pub use self::types::{
     AgentSvidRequest, IssuedX509Svid, JwtSvid, JwtSvidRequest, SignerSettings, SigningCa,
     SigningJwtKey, X509SvidRequest,
 };
+pub use self::x509::sign_x509_blocking;
 use self::x509::{check_dns_names, sign_chunk, Job};
 use super::x509::{now_secs, random_serial, secs, NOT_BEFORE_CUSHION_SECS};
 use crate::random::RandomSource;

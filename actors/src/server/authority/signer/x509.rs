@@ -6,6 +6,7 @@ use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePu
 use tessera_identity::{SpiffeId, MAX_DNS_NAME_LEN};
 
 use super::{IssuedX509Svid, SigningCa, SvidRejection};
+
 use crate::server::authority::csr::parse_csr;
 use crate::server::authority::x509::{set_validity, uri_san, SubjectName};
 
@@ -44,6 +45,40 @@ pub(super) fn sign_chunk(
     jobs.into_iter()
         .map(|job| sign_one(ca, &issuer, subject, max_csr_bytes, job))
         .collect()
+}
+
+/// Signs one CSR with `ca` by the X.509-SVID template, blocking, with the serial and validity
+/// given: the code path of a batch's chunk, for the simulator's `crypto = "real"` (which has
+/// no signer queue or clock of its own to go through).
+///
+/// # Errors
+/// The item's [`SvidRejection`] (a CSR that does not parse, a bad DNS name, a signing fault).
+#[allow(clippy::too_many_arguments)] // The resolved inputs of one job, as the signer has them.
+pub fn sign_x509_blocking(
+    ca: &SigningCa,
+    subject: &SubjectName,
+    max_csr_bytes: usize,
+    csr_der: Vec<u8>,
+    spiffe_id: SpiffeId,
+    serial: [u8; 16],
+    not_before: i64,
+    not_after: i64,
+) -> Result<IssuedX509Svid, SvidRejection> {
+    let job = Job {
+        csr_der,
+        spiffe_id,
+        dns_names: Vec::new(),
+        serial,
+        not_before,
+        not_after,
+    };
+    sign_chunk(ca, subject, max_csr_bytes, vec![job])
+        .pop()
+        .unwrap_or_else(|| {
+            Err(SvidRejection::Signing {
+                reason: "no result".into(),
+            })
+        })
 }
 
 fn sign_one(
