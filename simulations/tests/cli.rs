@@ -147,3 +147,70 @@ fn bad_input_exits_2_naming_the_problem() {
     let out = sim(&["run", "--seed", "x", missing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_violation_exits_1_and_its_reproduce_command_reproduces_it() {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/ci/broken_rotation.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let out = sim(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.starts_with("!!! VIOLATION: checker "), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("report.json")).unwrap()).unwrap();
+    let checker = report["summary"]["violation"]["checker"].as_str().unwrap();
+    assert!(stdout.contains(checker), "{stdout}");
+
+    // The printed command, run again, gives the same report.
+    let command = stdout
+        .lines()
+        .find_map(|l| l.split_once("reproduce").map(|(_, c)| c.trim().to_owned()))
+        .expect("a reproduce line");
+    let mut words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"tessera-sim"), "{command}");
+    words.remove(0);
+    words.extend(["--out", b.to_str().unwrap()]);
+    let again = sim(&words);
+    assert_eq!(again.status.code(), Some(1));
+    let (first, second) = (
+        std::fs::read_to_string(a.join("report.json")).unwrap(),
+        std::fs::read_to_string(b.join("report.json")).unwrap(),
+    );
+    // Known engine defect (reported): the violation's detail names the CA by its authority
+    // id, which hashes a key generated with the OS RNG, so it differs between runs. Compare
+    // everything else byte for byte; drop `without_hex_ids` once the engine names CAs
+    // deterministically.
+    assert_eq!(without_hex_ids(&first), without_hex_ids(&second));
+}
+
+/// `text` with every run of 16 or more hex digits replaced by `<id>`.
+fn without_hex_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    for c in text.chars().chain(std::iter::once('\n')) {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+            continue;
+        }
+        if run.len() >= 16 {
+            out.push_str("<id>");
+        } else {
+            out.push_str(&run);
+        }
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
