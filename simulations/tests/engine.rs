@@ -203,3 +203,70 @@ fn every_scenario_file_parses() {
     }
     assert!(seen >= 10, "{seen} scenario files");
 }
+
+#[test]
+fn a_scripted_timeline_replaces_the_generated_fleet() {
+    use tessera_actors::server::events::{AttestedAgent, ServerEvent};
+    use tessera_identity::{EntryId, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain};
+    use tessera_sim::scenario::Scripted;
+
+    let td = TrustDomain::new("example.org").unwrap();
+    let mut scenario = ci("steady");
+    scenario.duration = std::time::Duration::from_secs(3600);
+    let mut script = Vec::new();
+    let mut entry_ids = Vec::new();
+    for i in 0..3u8 {
+        let agent = SpiffeId::from_path(&td, &format!("/spire/agent/x509pop/node{i}")).unwrap();
+        script.push(Scripted {
+            at_ms: u64::from(i) * 1000,
+            event: ServerEvent::AgentAttested(AttestedAgent {
+                id: agent.clone(),
+                attestation_type: "x509pop".into(),
+                selectors: SelectorSet::new(),
+                svid_serial: "01".into(),
+                svid_expires_at: scenario.start_unix + 3600,
+                attested_at: scenario.start_unix,
+                can_reattest: true,
+            }),
+        });
+        for j in 0..2u8 {
+            let id = EntryId::from_random_bytes([i * 16 + j + 1; 16]);
+            entry_ids.push(id.clone());
+            script.push(Scripted {
+                at_ms: 10_000 + u64::from(i * 2 + j) * 1000,
+                event: ServerEvent::EntryCreated(RegistrationEntry {
+                    id,
+                    spiffe_id: SpiffeId::from_path(&td, &format!("/node{i}/w{j}")).unwrap(),
+                    parent_id: agent.clone(),
+                    selectors: SelectorSet::parse_all([format!("unix:uid:{j}").as_str()]).unwrap(),
+                    x509_svid_ttl: None,
+                    jwt_svid_ttl: None,
+                    federates_with: Vec::new(),
+                    dns_names: Vec::new(),
+                    admin: false,
+                    downstream: false,
+                    hint: String::new(),
+                    expires_at: None,
+                    created_at: scenario.start_unix,
+                    revision: 0,
+                }),
+            });
+        }
+    }
+    // One entry deleted half-way.
+    script.push(Scripted {
+        at_ms: 1_800_000,
+        event: ServerEvent::EntryDeleted {
+            id: entry_ids[0].clone(),
+        },
+    });
+    scenario.script = script;
+    let m = run(&scenario, 1).unwrap();
+    assert_eq!(m.violation, None, "{:?}", m.violation);
+    assert_eq!(m.agents, 3, "the generator made nothing");
+    assert_eq!(m.entries, 5);
+    // Six creations and one deletion reached the agents as updates.
+    assert_eq!(m.propagation_ms.len(), 7, "{:?}", m.propagation_ms);
+    assert!(m.signatures >= 6 * 5, "{}", m.signatures);
+    assert_eq!(m.minutes.last().unwrap().unserved_identities, 0);
+}
