@@ -2,8 +2,11 @@
 //! (the first, and every re-attestation after the server refused the agent) runs its own
 //! [`AgentRuntime`]; the Workload API keeps one [`Relay`], which republishes the snapshots
 //! of the current runtime and sends JWT-SVID requests to it. Open workload streams hold the
-//! relay's receivers, so they survive a re-attestation without noticing it.
+//! relay's receivers, so they survive a re-attestation without noticing it; the entries they
+//! hold in use (the SVID cache keeps and renews them) are held again in the new runtime.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +30,16 @@ const REPUBLISH_WAIT: Duration = Duration::from_secs(1);
 pub(crate) struct Relay {
     snapshots: watch::Sender<Arc<IdentitySnapshot>>,
     current: Mutex<Current>,
+    /// Open streams' holds: their selectors and the hold in the current runtime.
+    holds: Holds,
+    next_hold: AtomicU64,
+}
+
+type Holds = Arc<Mutex<HashMap<u64, (SelectorSet, InUse)>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves a valid value: keep using it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[derive(Debug)]
@@ -43,14 +56,41 @@ impl Relay {
         Arc::new(Self {
             snapshots,
             current: Mutex::new(Current { runtime, forward }),
+            holds: Arc::default(),
+            next_hold: AtomicU64::new(0),
         })
     }
 
-    /// Serves from `runtime` from now on; its current snapshot is published at once.
+    /// Serves from `runtime` from now on; its current snapshot is published at once, and the
+    /// open streams' holds move to it (otherwise their SVIDs, outside the new runtime's
+    /// eager set, would be evicted or never renewed).
     pub(crate) fn switch(&self, runtime: AgentRuntime) {
         let forward = forward(&runtime, self.snapshots.clone());
-        let old = std::mem::replace(&mut *self.lock(), Current { runtime, forward });
+        let old = std::mem::replace(
+            &mut *self.lock(),
+            Current {
+                runtime: runtime.clone(),
+                forward,
+            },
+        );
         old.forward.abort();
+        let open: Vec<(u64, SelectorSet)> = lock(&self.holds)
+            .iter()
+            .map(|(id, (selectors, _))| (*id, selectors.clone()))
+            .collect();
+        for (id, selectors) in open {
+            let (holds, runtime) = (self.holds.clone(), runtime.clone());
+            tokio::spawn(async move {
+                let held = runtime.use_identities(&selectors, true).await;
+                // The old hold is released by replacement; a stream closed meanwhile drops
+                // the new one at once.
+                let replaced = match lock(&holds).get_mut(&id) {
+                    Some(slot) => std::mem::replace(&mut slot.1, held),
+                    None => held,
+                };
+                drop(replaced);
+            });
+        }
     }
 
     /// The runtime served from.
@@ -59,10 +99,7 @@ impl Relay {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
-        // A panic while holding the lock leaves a valid value: keep using it.
-        self.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.current)
     }
 }
 
@@ -100,7 +137,8 @@ impl WorkloadSource for Relay {
         let runtime = self.runtime();
         async move {
             let held = runtime.use_identities(selectors, hold).await;
-            if let Some(generation) = held.generation {
+            let generation = held.generation;
+            if let Some(generation) = generation {
                 let mut relayed = self.snapshots.subscribe();
                 let _ = tokio::time::timeout(
                     REPUBLISH_WAIT,
@@ -108,7 +146,19 @@ impl WorkloadSource for Relay {
                 )
                 .await;
             }
-            held
+            if !hold {
+                return held;
+            }
+            // The relay keeps the runtime's hold, so a re-attestation can move it.
+            let id = self.next_hold.fetch_add(1, Ordering::Relaxed);
+            lock(&self.holds).insert(id, (selectors.clone(), held));
+            let holds = self.holds.clone();
+            let mut relayed = InUse::new(move || {
+                let removed = lock(&holds).remove(&id);
+                drop(removed);
+            });
+            relayed.generation = generation;
+            relayed
         }
         .boxed()
     }
