@@ -47,7 +47,7 @@ fn bench_dir() -> PathBuf {
 
 /// The event of number `i` (0-based) of the log, in a fixed order: first the authority and
 /// the agents, then entries created, updated and deleted, with renewals and rotations mixed in.
-fn event(i: u64, now: i64, rotation: &mut u64) -> ServerEvent {
+fn event(i: u64, now: i64) -> ServerEvent {
     if i < AGENTS {
         return ServerEvent::AgentAttested(agent(i, now));
     }
@@ -75,7 +75,6 @@ fn event(i: u64, now: i64, rotation: &mut u64) -> ServerEvent {
         }
     } else {
         // Filler past the planned mix: more renewals.
-        *rotation += 1;
         ServerEvent::AgentSvidRenewed {
             agent_id: id(&format!(
                 "spiffe://example.org/spire/agent/join_token/{}",
@@ -95,8 +94,9 @@ async fn build(dir: &Path) {
     let step = span / u32::try_from(batches).unwrap();
     let mut next_rotation = 0i64;
     let mut cas = 0u64;
-    let mut filler = 0u64;
+    // `i` counts records written; `n` numbers the generated (non-rotation) events.
     let mut i = 0u64;
+    let mut n = 0u64;
     while i < EVENTS {
         let now = now_secs(&w.clock);
         let mut batch = Vec::with_capacity(BATCH);
@@ -114,7 +114,8 @@ async fn build(dir: &Path) {
             next_rotation = now + 12 * 3600;
         }
         while batch.len() < BATCH && i < EVENTS {
-            batch.push(event(i, now, &mut filler));
+            batch.push(event(n, now));
+            n += 1;
             i += 1;
         }
         w.append(batch).await;

@@ -502,3 +502,59 @@ async fn a_postgres_log_replays_in_a_read_only_session() {
     empty.cleanup().await.unwrap();
     db.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_running_servers_directory_is_read_through_a_copy() {
+    let data = tempfile::tempdir().unwrap();
+    let log_dir = data.path().join("log");
+    // The writer keeps sled open (and its lock held), as a running server does.
+    let mut w = LogWriter::create(&log_dir);
+    w.append(vec![ServerEvent::EntryCreated(entry(1, 1, None))])
+        .await;
+    w.append(vec![ServerEvent::EntryCreated(entry(2, 1, None))])
+        .await;
+    let v = json(&args(data.path(), None));
+    assert_eq!(v["seq"], 2);
+    assert_eq!(entry_ids(&v), ["entry-00000001", "entry-00000002"]);
+    // The server goes on writing after the replay.
+    assert_eq!(
+        w.append(vec![ServerEvent::EntryDeleted {
+            id: entry(1, 1, None).id,
+        }])
+        .await,
+        3
+    );
+    w.close(&log_dir);
+    assert_eq!(
+        entry_ids(&json(&args(data.path(), None))),
+        ["entry-00000002"]
+    );
+}
+
+#[tokio::test]
+async fn the_servers_config_file_says_where_the_log_is() {
+    let data = server_dir(false).await;
+    let conf = tempfile::tempdir().unwrap();
+    let path = conf.path().join("server.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\ntrust_domain = \"example.org\"\ndata_dir = {:?}\n",
+            data.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let a = ReplayArgs {
+        config: Some(path),
+        at: Some(MIDDLE.to_string()),
+        output: Output::Json,
+        ..ReplayArgs::default()
+    };
+    assert_eq!(entry_ids(&json(&a)), ["entry-00000001", "entry-00000002"]);
+    let both = ReplayArgs {
+        data_dir: Some(data.path().to_owned()),
+        ..a
+    };
+    let e = replay::run(&both, &mut Vec::new()).unwrap_err();
+    assert!(matches!(e, ReplayError::Usage(_)), "{e}");
+}
