@@ -408,6 +408,13 @@ async fn what_if_a_broken_setting_reports_the_violation_and_bad_keys_are_named()
     assert!(e.to_string().contains("ca_tll"), "{e}");
     let e = err(&["ca_ttl"]);
     assert!(e.to_string().contains("KEY=VALUE"), "{e}");
+
+    // Up to seq 4 the log holds only the authority: no fleet to re-run, said so.
+    let early = server_dir(false).await;
+    let mut a = args(early.path(), Some("4"));
+    a.what_if = vec!["ca_ttl=12h".into()];
+    let e = replay::run(&a, &mut Vec::new()).unwrap_err();
+    assert!(e.to_string().contains("no fleet"), "{e}");
 }
 
 /// Rows of the PostgreSQL log, digested: equal before and after a replay proves it wrote

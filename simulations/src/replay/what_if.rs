@@ -75,6 +75,14 @@ pub fn recorded(args: &ReplayArgs) -> Result<Recorded, ReplayError> {
         }
     };
     let folded = fold_observed(args, Some(&mut observe))?;
+    if script.is_empty() {
+        // An empty script would let the scenario's fleet generator make a fleet of its own.
+        return Err(ReplayError::WhatIf(format!(
+            "the log at {} records no entry or agent up to seq {}: there is no fleet to re-run; \
+             pass a later --at, or a log with entries and agents",
+            folded.location, folded.seq
+        )));
+    }
     let start = first.unwrap_or(0);
     let span_ms = u64::try_from((last_at - start) / 1_000_000).unwrap_or(0);
 
