@@ -42,6 +42,9 @@ use self::server::ServerModel;
 use crate::metrics::{MinuteSample, RunMetrics, Violation};
 use crate::scenario::{Scenario, ScenarioError};
 
+/// Hash maps of the engine: a fixed hasher (fast, and the same in every process).
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 /// Why a run could not be carried out (a broken invariant is not an error: it is the run's
 /// result, in [`RunMetrics::violation`]).
 #[derive(Debug, thiserror::Error)]
@@ -164,14 +167,14 @@ struct World<'s> {
     log: SimLog,
     servers: Vec<ServerModel>,
     agents: Vec<AgentModel>,
-    agent_ix: HashMap<SpiffeId, u32>,
+    agent_ix: Map<SpiffeId, u32>,
     /// The published bundle (the union of every server's CAs and keys), shared by messages.
     bundle: Option<Arc<Bundle>>,
     cas: Vec<CaInfo>,
-    ca_ix: HashMap<String, u32>,
+    ca_ix: Map<String, u32>,
     /// Live entries, for churn's random deletes (swap-remove).
     live: Vec<EntryId>,
-    live_ix: HashMap<EntryId, usize>,
+    live_ix: Map<EntryId, usize>,
     churn_serial: u64,
     svid_serial: u64,
     sign_round: u64,
@@ -209,12 +212,12 @@ impl<'s> World<'s> {
             td,
             servers,
             agents: Vec::new(),
-            agent_ix: HashMap::new(),
+            agent_ix: Map::default(),
             bundle: None,
             cas: Vec::new(),
-            ca_ix: HashMap::new(),
+            ca_ix: Map::default(),
             live: Vec::new(),
-            live_ix: HashMap::new(),
+            live_ix: Map::default(),
             churn_serial: 0,
             svid_serial: 0,
             sign_round: 0,

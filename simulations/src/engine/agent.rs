@@ -3,7 +3,7 @@
 //! set so a wake-up costs O(log n), not a scan. Which entries get SVIDs is decided in one
 //! place, [`World::select_for_signing`], the seam for an LRU SVID cache policy.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use tessera_actors::agent::cache::{Cache, StoredSvid};
 use tessera_actors::agent::rotation::{renew_at, RotationSettings};
@@ -47,7 +47,7 @@ pub struct AgentModel {
     /// Last seq applied (the checker's view).
     pub last_seq: u64,
     /// Entries it keeps SVIDs for, and whether workloads use them.
-    pub tracked: HashMap<EntryId, Track>,
+    pub tracked: super::Map<EntryId, Track>,
     /// Tracked entries with no current SVID (none yet, or the entry changed).
     pub pending: BTreeSet<EntryId>,
     /// Tracked entries with a current SVID, by renewal time (Unix seconds).
@@ -92,7 +92,7 @@ impl AgentModel {
             backoff_ms,
             ever_connected: false,
             last_seq: 0,
-            tracked: HashMap::new(),
+            tracked: super::Map::default(),
             pending: BTreeSet::new(),
             renew: BTreeSet::new(),
             round: None,

@@ -136,27 +136,23 @@ impl World<'_> {
         self.drain_queues(now_us);
         // Renewals (the agent holds a valid SVID for the entry) are bulk; the rest on demand.
         let a = &self.agents[agent as usize];
-        let (bulk, on_demand): (Vec<_>, Vec<_>) = items
-            .into_iter()
-            .partition(|(id, _)| a.cache.svids.get(id).is_some_and(|s| s.not_after > now));
+        let is_bulk = |id: &EntryId| a.cache.svids.get(id).is_some_and(|s| s.not_after > now);
+        let bulk_n = items.iter().filter(|(id, _)| is_bulk(id)).count() as u64;
+        let od_n = items.len() as u64 - bulk_n;
         let max = self.sc.server.max_queued;
         let bulk_max = max - self.sc.server.on_demand_reserve;
         let depth = self.servers[server as usize].depth;
-        let bulk_ok = depth + bulk.len() as u64 <= bulk_max;
-        let admitted_bulk = if bulk_ok { bulk.len() as u64 } else { 0 };
-        let od_ok = depth + admitted_bulk + on_demand.len() as u64 <= max;
-        let mut admitted = Vec::new();
-        let mut refused = Vec::new();
-        if bulk_ok {
-            admitted.extend(bulk);
+        let bulk_ok = depth + bulk_n <= bulk_max;
+        let admitted_bulk = if bulk_ok { bulk_n } else { 0 };
+        let od_ok = depth + admitted_bulk + od_n <= max;
+        // The common case admits everything without splitting the round.
+        let (admitted, refused): (Vec<_>, Vec<_>) = if bulk_ok && od_ok {
+            (items, Vec::new())
         } else {
-            refused.extend(bulk);
-        }
-        if od_ok {
-            admitted.extend(on_demand);
-        } else {
-            refused.extend(on_demand);
-        }
+            items
+                .into_iter()
+                .partition(|(id, _)| if is_bulk(id) { bulk_ok } else { od_ok })
+        };
         if !refused.is_empty() {
             self.minute_mut(self.now_ms).refused_overloaded += refused.len() as u64;
         }
