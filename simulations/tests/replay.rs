@@ -565,3 +565,44 @@ async fn the_servers_config_file_says_where_the_log_is() {
     let e = replay::run(&both, &mut Vec::new()).unwrap_err();
     assert!(matches!(e, ReplayError::Usage(_)), "{e}");
 }
+
+#[tokio::test]
+async fn an_altered_record_is_named_and_the_state_before_it_still_replays() {
+    use tessera_eventlog::store::sled::SledStore;
+    use tessera_eventlog::Record;
+
+    let data = server_dir(false).await;
+    let log_dir = data.path().join("log");
+    {
+        // Tamper with record 5 (entry 1 created) as an attacker with disk access would:
+        // another payload under the same hash.
+        let store = SledStore::open(&log_dir).unwrap();
+        let raw = store.raw_records();
+        let bytes = raw.get(5u64.to_be_bytes()).unwrap().unwrap();
+        let mut record = Record::decode(&bytes).unwrap();
+        let last = record.payload.len() - 1;
+        record.payload[last] ^= 1;
+        raw.insert(5u64.to_be_bytes(), record.encode()).unwrap();
+        raw.flush().unwrap();
+    }
+    let db = std::fs::File::open(log_dir.join("sled").join("db")).unwrap();
+    db.lock().unwrap();
+    db.unlock().unwrap();
+
+    let e = replay::run(&args(data.path(), None), &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ReplayError::Damaged {
+                seq: 5,
+                before: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--at 4"), "{e}");
+    let v = json(&args(data.path(), Some("4")));
+    assert_eq!(v["seq"], 4);
+    assert_eq!(ca_statuses(&v), ["active"]);
+}
