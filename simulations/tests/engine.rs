@@ -270,3 +270,31 @@ fn a_scripted_timeline_replaces_the_generated_fleet() {
     assert!(m.signatures >= 6 * 5, "{}", m.signatures);
     assert_eq!(m.minutes.last().unwrap().unserved_identities, 0);
 }
+
+#[test]
+fn the_svid_cache_size_bounds_eager_signing_and_used_entries_are_signed_beyond_it() {
+    let mut scenario = ci("steady");
+    scenario.duration = std::time::Duration::from_secs(10 * 60);
+    scenario.fleet.agents = 50;
+    scenario.fleet.entries_per_agent = 40;
+    scenario.fleet.used_entries_per_agent = 5;
+    scenario.set("x509_svid_cache_max_size", "10").unwrap();
+    let m = run(&scenario, 1).unwrap();
+    assert_eq!(m.violation, None, "{:?}", m.violation);
+    // Before any renewal (SVIDs live 10m): each agent signed its 10 eager entries and the
+    // used ones (about 5, chosen by hash), not its 40.
+    let first: u64 = m.minutes[..3].iter().map(|s| s.signatures).sum();
+    assert!(
+        (50 * 10..=50 * 20).contains(&first),
+        "{first} signatures for 50 agents"
+    );
+    assert_eq!(
+        m.minutes[3].unserved_identities, 0,
+        "every used entry is served"
+    );
+    // Without the bound, every entry is signed.
+    scenario.set("x509_svid_cache_max_size", "0").unwrap();
+    let all = run(&scenario, 1).unwrap();
+    let first: u64 = all.minutes[..3].iter().map(|s| s.signatures).sum();
+    assert_eq!(first, 50 * 40);
+}

@@ -152,7 +152,7 @@ pub struct Agent {
     /// Most CSRs in one signing round (500).
     pub batch: u64,
     /// SVIDs signed eagerly per agent; entries beyond it are signed only when workloads use
-    /// them (SPIRE's `x509_svid_cache_max_size`, 1,000).
+    /// them (SPIRE's `x509_svid_cache_max_size`, 1,000; 0: no bound, every entry is signed).
     pub x509_svid_cache_max_size: u64,
     /// Wait before retrying a failed signing round (the agent's 5s).
     #[serde(with = "tessera_edge::duration")]
