@@ -29,6 +29,8 @@ pub struct Recorded {
     pub baseline: Scenario,
     /// Where each baseline setting came from, by key.
     pub inferred: BTreeMap<&'static str, String>,
+    /// Where the log is.
+    pub location: String,
     /// The last seq of the timeline.
     pub seq: u64,
     /// Its span, milliseconds.
@@ -154,6 +156,7 @@ pub fn recorded(args: &ReplayArgs) -> Result<Recorded, ReplayError> {
     Ok(Recorded {
         baseline,
         inferred,
+        location: folded.location.clone(),
         seq: folded.seq,
         span_ms,
     })
@@ -219,7 +222,7 @@ impl RunSummary {
 /// The comparison `replay --what-if` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
-    /// The log read, and up to which seq.
+    /// Where the log is.
     pub log: String,
     /// Last seq of the timeline.
     pub seq: u64,
@@ -300,7 +303,7 @@ pub fn compare(args: &ReplayArgs) -> Result<Comparison, ReplayError> {
         new_violation: base.violation.is_none() && what.violation.is_some(),
     };
     Ok(Comparison {
-        log: rec.baseline.name.clone(),
+        log: rec.location.clone(),
         seq: rec.seq,
         span_ms: rec.span_ms,
         scripted_facts: rec.baseline.script.len(),
@@ -345,7 +348,7 @@ fn violation_text(v: &Option<Violation>) -> String {
 }
 
 fn write_text(c: &Comparison, out: &mut dyn Write) -> std::io::Result<()> {
-    writeln!(out, "What-if: {}", c.log)?;
+    writeln!(out, "What-if over {}", c.log)?;
     writeln!(
         out,
         "Timeline: seq 1-{}, span {}, {} entry/agent facts, seed {}",
