@@ -16,7 +16,8 @@
 //! cargo bench -p tessera-agent --bench svid_cache
 //! ```
 //!
-//! `TESSERA_BENCH_QUICK=1`: 10,000 entries and a 20 s window.
+//! `TESSERA_BENCH_QUICK=1`: 10,000 entries and a 20 s window; `TESSERA_BENCH_ENTRIES=N`:
+//! N entries; `TESSERA_BENCH_NO_BASELINE=1`: the default cache only.
 //!
 //! The entries name the agent as their parent. A node alias gives the agent the same view
 //! (the agent does not see how an entry reached it), but join-token agents carry no node
@@ -270,11 +271,18 @@ fn run(
 
 fn main() {
     let quick = std::env::var("TESSERA_BENCH_QUICK").is_ok();
-    let (entries, window) = if quick {
+    let (mut entries, window) = if quick {
         (10_000, Duration::from_secs(20))
     } else {
         (100_000, Duration::from_secs(60))
     };
+    if let Some(n) = std::env::var("TESSERA_BENCH_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        entries = n;
+    }
+    let baseline = std::env::var("TESSERA_BENCH_NO_BASELINE").is_err();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -285,10 +293,15 @@ fn main() {
         window.as_secs()
     );
     let mut rows = Vec::new();
-    for (name, size) in [
-        ("x509_svid_cache_max_size = 1000 (default)", 1_000),
-        ("baseline: 200000 (all eager)", 200_000),
-    ] {
+    let runs: &[(&str, usize)] = if baseline {
+        &[
+            ("x509_svid_cache_max_size = 1000 (default)", 1_000),
+            ("baseline: 200000 (all eager)", 200_000),
+        ]
+    } else {
+        &[("x509_svid_cache_max_size = 1000 (default)", 1_000)]
+    };
+    for &(name, size) in runs {
         println!("{name}:");
         let f = run(&rt, size, entries, window);
         println!(
