@@ -166,3 +166,55 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tessera_actors::agent::cache::StoredSvid;
+    use tessera_actors::agent::server_client::SyncMessage;
+    use tessera_eventlog::typed::encode_state;
+    use tessera_identity::{EntryId, RegistrationEntry, SelectorSet, SpiffeId};
+
+    use super::*;
+
+    #[test]
+    fn the_cache_written_into_its_file_reads_back_and_is_the_codecs_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let mut cache = Cache::default();
+        let entry = |n: u32| RegistrationEntry {
+            id: EntryId::new(&format!("e{n}")).unwrap(),
+            spiffe_id: SpiffeId::new(&format!("spiffe://example.org/w{n}")).unwrap(),
+            parent_id: SpiffeId::new("spiffe://example.org/spire/agent/x").unwrap(),
+            selectors: SelectorSet::parse_all(["unix:uid:1"]).unwrap(),
+            x509_svid_ttl: None,
+            jwt_svid_ttl: None,
+            federates_with: vec![],
+            dns_names: vec![],
+            admin: false,
+            downstream: false,
+            hint: String::new(),
+            expires_at: None,
+            created_at: 0,
+            revision: 0,
+        };
+        cache.apply(SyncMessage::Snapshot {
+            seq: 7,
+            entries: (0..300).map(entry).collect(),
+            bundles: vec![],
+        });
+        cache.store_svid(
+            EntryId::new("e1").unwrap(),
+            StoredSvid {
+                cert_chain: vec![vec![1; 700]],
+                key_pkcs8: vec![2; 120],
+                not_before: 1,
+                not_after: 2,
+                entry_revision: 0,
+            },
+        );
+        store.save_cache(&cache).unwrap();
+        assert_eq!(store.load_cache(), cache);
+        let written = std::fs::read(dir.path().join("data/cache.bin")).unwrap();
+        assert_eq!(written, encode_state(&cache).unwrap());
+    }
+}
