@@ -173,8 +173,9 @@ impl World<'_> {
                     entries,
                     bundles: bundle.map(|b| (*b).clone()).into_iter().collect(),
                 });
-                self.after_view_change(agent, true);
+                // The bundle first: the round the view change starts is checked against it.
                 self.bundle_changed(agent);
+                self.after_view_change(agent, true);
             }
             Delivery::Resume {
                 cursor,
@@ -266,11 +267,11 @@ impl World<'_> {
             });
         }
         a.cache.apply(SyncMessage::Checkpoint { seq });
-        if has_changes {
-            self.after_view_change(agent, false);
-        }
         if has_bundle {
             self.bundle_changed(agent);
+        }
+        if has_changes {
+            self.after_view_change(agent, false);
         }
     }
 }
