@@ -34,23 +34,26 @@
 #[path = "../tests/e2e/processes.rs"]
 #[allow(dead_code)]
 mod processes;
+#[path = "support.rs"]
+#[allow(dead_code)]
+mod support;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use hyper_util::rt::TokioIo;
 use processes::{my_uid, wait_until, AgentProc, ServerProc};
 use spiffe::{WorkloadApiClient, WorkloadApiError, X509Context};
+use support::{entry, pct, uds};
 use tessera_eventlog::pg::testing::TestDatabase;
 use tessera_proto::spire::api::server::entry::v1::entry_client::EntryClient;
 use tessera_proto::spire::api::server::entry::v1::{
     BatchCreateEntryRequest, BatchDeleteEntryRequest,
 };
-use tessera_proto::spire::api::types::{Entry, Selector, Spiffeid};
-use tonic::transport::{Channel, Endpoint};
+use tessera_proto::spire::api::types::Entry;
+use tonic::transport::Channel;
 
 /// Longest wait for any one step before the bench gives up.
 const STEP: Duration = Duration::from_secs(30);
@@ -81,22 +84,6 @@ fn binaries_or_exit() {
     }
 }
 
-fn uds(path: PathBuf) -> Channel {
-    Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(
-        move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        },
-    ))
-}
-
-/// Nearest-rank percentile of sorted durations.
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -117,24 +104,6 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(STEP, f)
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {STEP:?}"))
-}
-
-fn entry(path: &str, agent_id: &str, uid: u32) -> Entry {
-    Entry {
-        spiffe_id: Some(Spiffeid {
-            trust_domain: "example.org".into(),
-            path: path.into(),
-        }),
-        parent_id: Some(Spiffeid {
-            trust_domain: "example.org".into(),
-            path: agent_id.trim_start_matches("spiffe://example.org").into(),
-        }),
-        selectors: vec![Selector {
-            r#type: "unix".into(),
-            value: format!("uid:{uid}"),
-        }],
-        ..Entry::default()
-    }
 }
 
 /// Creates one entry through the admin API; returns its id.

@@ -34,52 +34,24 @@
 #[path = "../tests/e2e/processes.rs"]
 #[allow(dead_code)]
 mod processes;
+#[path = "support.rs"]
+#[allow(dead_code)]
+mod support;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use hyper_util::rt::TokioIo;
 use processes::{my_uid, wait_until, AgentProc, ServerProc};
+use support::{entry, uds};
 use tessera_proto::spire::api::server::entry::v1::entry_client::EntryClient;
 use tessera_proto::spire::api::server::entry::v1::BatchCreateEntryRequest;
-use tessera_proto::spire::api::types::{Entry, Selector, Spiffeid};
 use tessera_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use tessera_proto::workload::X509svidRequest;
-use tonic::transport::{Channel, Endpoint};
 
 const USED: usize = 100;
 const BATCH: usize = 1_000;
-
-fn uds(path: PathBuf) -> Channel {
-    Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(
-        move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        },
-    ))
-}
-
-fn entry(path: &str, parent: &str, uid: u32) -> Entry {
-    Entry {
-        spiffe_id: Some(Spiffeid {
-            trust_domain: "example.org".into(),
-            path: path.into(),
-        }),
-        parent_id: Some(Spiffeid {
-            trust_domain: "example.org".into(),
-            path: parent.trim_start_matches("spiffe://example.org").into(),
-        }),
-        selectors: vec![Selector {
-            r#type: "unix".into(),
-            value: format!("uid:{uid}"),
-        }],
-        ..Entry::default()
-    }
-}
 
 /// `VmRSS` and `VmHWM` of `pid`, KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
