@@ -151,7 +151,11 @@ enum Ev {
 
 /// A CA seen in the log: what an SVID's issuer must find in a bundle.
 struct CaInfo {
-    authority_id: String,
+    /// A deterministic name ("#2 of server 0") for reports: never the authority id, which
+    /// comes from an OS-RNG key.
+    name: String,
+    /// The server that prepared it (`None`: the shared authority's).
+    owner: Option<usize>,
     anchors: Vec<Vec<u8>>,
 }
 
@@ -186,6 +190,8 @@ struct World<'s> {
     check_runs: [u64; 5],
     metrics: RunMetrics,
     events: u64,
+    /// Always empty: the simulated agent plans only when no round is in flight.
+    nothing_in_flight: std::collections::HashSet<EntryId>,
 }
 
 impl<'s> World<'s> {
@@ -231,6 +237,7 @@ impl<'s> World<'s> {
                 ..RunMetrics::default()
             },
             events: 0,
+            nothing_in_flight: agent::no_entries(),
         };
         for k in 0..sc.servers {
             world.queue.push(0, Ev::Tick(k));

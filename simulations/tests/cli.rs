@@ -187,30 +187,6 @@ fn a_violation_exits_1_and_its_reproduce_command_reproduces_it() {
         std::fs::read_to_string(a.join("report.json")).unwrap(),
         std::fs::read_to_string(b.join("report.json")).unwrap(),
     );
-    // Known engine defect (reported): the violation's detail names the CA by its authority
-    // id, which hashes a key generated with the OS RNG, so it differs between runs. Compare
-    // everything else byte for byte; drop `without_hex_ids` once the engine names CAs
-    // deterministically.
-    assert_eq!(without_hex_ids(&first), without_hex_ids(&second));
-}
-
-/// `text` with every run of 16 or more hex digits replaced by `<id>`.
-fn without_hex_ids(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    for c in text.chars().chain(std::iter::once('\n')) {
-        if c.is_ascii_hexdigit() {
-            run.push(c);
-            continue;
-        }
-        if run.len() >= 16 {
-            out.push_str("<id>");
-        } else {
-            out.push_str(&run);
-        }
-        run.clear();
-        out.push(c);
-    }
-    out.pop();
-    out
+    // Byte for byte: the engine names CAs by owner and order, never by their OS-RNG ids.
+    assert_eq!(first, second);
 }

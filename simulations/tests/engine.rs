@@ -292,9 +292,51 @@ fn the_svid_cache_size_bounds_eager_signing_and_used_entries_are_signed_beyond_i
         m.minutes[3].unserved_identities, 0,
         "every used entry is served"
     );
-    // Without the bound, every entry is signed.
+    // 0 is the agent's default, 1,000: more than the 40 entries, so every entry is signed.
     scenario.set("x509_svid_cache_max_size", "0").unwrap();
     let all = run(&scenario, 1).unwrap();
     let first: u64 = all.minutes[..3].iter().map(|s| s.signatures).sum();
     assert_eq!(first, 50 * 40);
+}
+
+#[test]
+fn with_the_default_svid_cache_a_large_view_costs_far_fewer_signatures_than_eager_signing() {
+    let scenario = ci("lru");
+    let lru = run(&scenario, 1).unwrap();
+    summary(&lru);
+    assert_eq!(lru.violation, None, "{:?}", lru.violation);
+    let mut eager_scenario = scenario.clone();
+    eager_scenario
+        .set("x509_svid_cache_max_size", "1000000")
+        .unwrap();
+    let eager = run(&eager_scenario, 1).unwrap();
+    summary(&eager);
+    assert_eq!(eager.violation, None, "{:?}", eager.violation);
+    // 1,000 of each agent's 3,000 entries kept signed against all 3,000: under half.
+    assert!(
+        lru.signatures * 2 < eager.signatures,
+        "default cache {} signatures, eager {}",
+        lru.signatures,
+        eager.signatures
+    );
+    // The first fill (renewals start 2 minutes after it at the earliest): each agent signs
+    // its 1,000 (its 5 used entries among them, evicting up to 5 others), not its 3,000.
+    let first = |m: &tessera_sim::metrics::RunMetrics| -> u64 {
+        m.minutes[..2].iter().map(|s| s.signatures).sum()
+    };
+    assert!(
+        (4 * 1_000..=4 * 1_005).contains(&first(&lru)),
+        "{}",
+        first(&lru)
+    );
+    assert_eq!(first(&eager), 4 * 3_000);
+    // Every used entry is served under both policies once the fleet is up.
+    for m in [&lru, &eager] {
+        assert_eq!(
+            m.minutes.last().unwrap().unserved_identities,
+            0,
+            "{}",
+            m.scenario
+        );
+    }
 }

@@ -1,12 +1,16 @@
-//! An agent: the real `Cache` folded from its stream, its stream state, and its rotation
-//! schedule — per entry the real `renew_at` (half-life, ±10 % jitter), kept in an ordered
-//! set so a wake-up costs O(log n), not a scan. Which entries get SVIDs is decided in one
-//! place, [`World::select_for_signing`], the seam for an LRU SVID cache policy.
+//! An agent: the real `Cache` folded from its stream, its stream state, and its SVID cache
+//! decisions, made by the agent's own function, `svid_cache::plan` (SPIRE's LRU SVID cache,
+//! `x509_svid_cache_max_size`; docs/adr/0015-agent-lru-svid-cache.md): what to sign (on
+//! demand first, then bulk), what to evict, when to wake. The entries workloads use are held
+//! in the agent's `Usage` (a workload with an open stream), so the simulator measures what
+//! the agent decides. Like the agent's core, it plans only when its state changed (a view
+//! change, a round's answer) or its wake-up fires, never per event.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use tessera_actors::agent::cache::{Cache, StoredSvid};
-use tessera_actors::agent::rotation::{renew_at, RotationSettings};
+use tessera_actors::agent::rotation::RotationSettings;
+use tessera_actors::agent::svid_cache::{self, Usage, DEFAULT_X509_SVID_CACHE_MAX_SIZE};
 use tessera_identity::{EntryId, RegistrationEntry, SpiffeId};
 
 use super::{Ev, World};
@@ -46,12 +50,10 @@ pub struct AgentModel {
     pub ever_connected: bool,
     /// Last seq applied (the checker's view).
     pub last_seq: u64,
-    /// Entries it keeps SVIDs for, and whether workloads use them.
-    pub tracked: super::Map<EntryId, Track>,
-    /// Tracked entries with no current SVID (none yet, or the entry changed).
-    pub pending: BTreeSet<EntryId>,
-    /// Tracked entries with a current SVID, by renewal time (Unix seconds).
-    pub renew: BTreeSet<(i64, EntryId)>,
+    /// Entries its workloads use (each held once in `usage`): the unit of `unserved`.
+    pub used: BTreeSet<EntryId>,
+    /// How its workloads use entries, as the agent's core keeps it.
+    pub usage: Usage,
     /// The signing round in flight.
     pub round: Option<u64>,
     /// No new round before this (after a failure).
@@ -66,15 +68,6 @@ pub struct AgentModel {
     pub unserved: u64,
     /// CAs (indexes) whose trust anchor its bundle holds.
     pub held: Vec<u32>,
-}
-
-/// Rotation state of one entry.
-#[derive(Clone, Copy, Debug)]
-pub struct Track {
-    /// Used by workloads on the node.
-    pub used: bool,
-    /// Its SVID's renewal time, when it has a current one.
-    pub renew_at: Option<i64>,
 }
 
 impl AgentModel {
@@ -92,9 +85,8 @@ impl AgentModel {
             backoff_ms,
             ever_connected: false,
             last_seq: 0,
-            tracked: super::Map::default(),
-            pending: BTreeSet::new(),
-            renew: BTreeSet::new(),
+            used: BTreeSet::new(),
+            usage: Usage::default(),
             round: None,
             hold_until_ms: 0,
             wake_token: 0,
@@ -118,65 +110,53 @@ fn fnv(id: &EntryId) -> u64 {
     })
 }
 
+/// The agent's `x509_svid_cache_max_size` for a scenario's value: 0 is the agent's default
+/// (SPIRE's unset value, as `agent/src/config.rs` reads it), not "no bound".
+pub fn cache_max_size(configured: u64) -> usize {
+    match configured {
+        0 => DEFAULT_X509_SVID_CACHE_MAX_SIZE,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    }
+}
+
 impl World<'_> {
     pub(super) fn rotation_settings(&self) -> RotationSettings {
         RotationSettings {
             renew_at_percent: self.sc.agent.renew_at_percent,
             jitter_percent: self.sc.agent.jitter_percent,
             batch: usize::try_from(self.sc.agent.batch).unwrap_or(usize::MAX),
+            x509_svid_cache_max_size: cache_max_size(self.sc.agent.x509_svid_cache_max_size),
             ..RotationSettings::default()
         }
     }
 
-    /// After the agent's entries changed: which entries it keeps SVIDs for (SVID cache
-    /// policy: eagerly up to `x509_svid_cache_max_size`, used ones always), their renewal
-    /// times, what it serves, and the next signing round.
+    /// After the agent's entries changed: which of them its workloads use (held in its
+    /// `Usage`, released when no longer used), what it serves, and the next plan.
     pub(super) fn after_view_change(&mut self, agent: u32, _full: bool) {
-        let settings = self.rotation_settings();
-        let cap = self.sc.agent.x509_svid_cache_max_size;
         let used_per_agent = self.sc.fleet.used_entries_per_agent;
+        let now = self.now_s();
         let a = &mut self.agents[agent as usize];
-        a.tracked.clear();
-        a.pending.clear();
-        a.renew.clear();
         let view = a.cache.workload_entries().count() as u64;
-        let mut eager = 0u64;
-        for e in a.cache.workload_entries() {
-            let used = used_per_agent == 0 || fnv(&e.id) % view.max(1) < used_per_agent;
-            if !used {
-                if cap != 0 && eager >= cap {
-                    continue;
-                }
-                eager += 1;
-            }
-            let svid = a.cache.svids.get(&e.id);
-            let renew = if current(svid, e) {
-                svid.map(|s| renew_at(s, &settings, e.id.as_str().as_bytes()))
-            } else {
-                None
-            };
-            match renew {
-                Some(t) => {
-                    a.renew.insert((t, e.id.clone()));
-                }
-                None => {
-                    a.pending.insert(e.id.clone());
-                }
-            }
-            a.tracked.insert(
-                e.id.clone(),
-                Track {
-                    used,
-                    renew_at: renew,
-                },
-            );
+        let used: BTreeSet<EntryId> = a
+            .cache
+            .workload_entries()
+            .filter(|e| used_per_agent == 0 || fnv(&e.id) % view.max(1) < used_per_agent)
+            .map(|e| e.id.clone())
+            .collect();
+        for id in a.used.difference(&used) {
+            a.usage.release(id, now);
         }
+        for id in used.difference(&a.used) {
+            a.usage.hold(id, now);
+        }
+        a.used = used;
+        a.usage.forget_vanished(&a.cache);
         self.recount(agent);
         self.rotate(agent);
     }
 
-    /// Whether the agent serves `id` now (a used, tracked entry with a current, unexpired
-    /// SVID): the unit of `unserved`.
+    /// Whether the agent serves `id` now (an entry with a current, unexpired SVID): the
+    /// unit of `unserved` for a used entry.
     pub(super) fn served(&self, agent: u32, id: &EntryId) -> bool {
         let now = self.now_s();
         let a = &self.agents[agent as usize];
@@ -193,10 +173,7 @@ impl World<'_> {
     /// Counts a change of one used entry's served state, and schedules an expiry check for
     /// its SVID if it is the agent's earliest.
     pub(super) fn served_changed(&mut self, agent: u32, id: &EntryId, was: bool) {
-        let used = self.agents[agent as usize]
-            .tracked
-            .get(id)
-            .is_some_and(|t| t.used);
+        let used = self.agents[agent as usize].used.contains(id);
         let is = self.served(agent, id);
         if used && was != is {
             let a = &mut self.agents[agent as usize];
@@ -223,66 +200,41 @@ impl World<'_> {
         }
     }
 
-    /// A fresh SVID for one entry was stored: its renewal time moves.
-    pub(super) fn svid_stored(&mut self, agent: u32, id: &EntryId) {
-        let settings = self.rotation_settings();
-        let a = &mut self.agents[agent as usize];
-        let Some(track) = a.tracked.get_mut(id) else {
-            return;
-        };
-        let (Some(entry), Some(svid)) = (a.cache.entries.get(id), a.cache.svids.get(id)) else {
-            return;
-        };
-        if let Some(old) = track.renew_at.take() {
-            a.renew.remove(&(old, id.clone()));
-        }
-        a.pending.remove(id);
-        if current(Some(svid), entry) {
-            let t = renew_at(svid, &settings, id.as_str().as_bytes());
-            track.renew_at = Some(t);
-            a.renew.insert((t, id.clone()));
-        } else {
-            a.pending.insert(id.clone());
-        }
-    }
-
-    /// THE SEAM: which entries the agent asks the server to sign now, at most a batch.
-    /// The agent's `due` rule (no SVID, a stale one, or past `renew_at`) over the entries the
-    /// SVID cache policy tracks (see [`World::after_view_change`]): an LRU policy replaces
-    /// the tracking there and the choice here.
-    pub(super) fn select_for_signing(&self, agent: u32) -> Vec<(EntryId, u64)> {
-        let now = self.now_s();
-        let batch = usize::try_from(self.sc.agent.batch).unwrap_or(usize::MAX);
-        let a = &self.agents[agent as usize];
-        let due_renewals = a
-            .renew
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .map(|(_, id)| id);
-        a.pending
-            .iter()
-            .chain(due_renewals)
-            .filter_map(|id| a.cache.entries.get(id).map(|e| (id.clone(), e.revision)))
-            .take(batch)
-            .collect()
-    }
-
-    /// The agent's rotation step: a signing round for what is due (one at a time), else a
-    /// timer for the next renewal (at least a second away, as the agent's).
+    /// The agent's rotation step, as its core's: the real `svid_cache::plan` decides; its
+    /// evictions are applied, one signing round (on demand first, then bulk, at most a
+    /// batch) is started, else a timer is set for the plan's next due time (at least a
+    /// second away, as the agent's).
+    ///
+    /// The simulated agent has one round in flight at a time and plans only between rounds,
+    /// so nothing is in flight when it plans (the core may add an on-demand round beside a
+    /// bulk one; here held entries wait for the round in flight, a few ms of virtual time).
     pub(super) fn rotate(&mut self, agent: u32) {
         let a = &self.agents[agent as usize];
         if !a.alive || a.round.is_some() {
             return;
         }
-        let items = self.select_for_signing(agent);
-        let a = &self.agents[agent as usize];
+        let now = self.now_s();
+        let settings = self.rotation_settings();
+        let batch = settings.batch.max(1);
+        let a = &mut self.agents[agent as usize];
+        let plan = svid_cache::plan(&a.cache, &a.usage, &self.nothing_in_flight, now, &settings);
+        if !plan.evict.is_empty() {
+            a.cache.evict_svids(&plan.evict);
+        }
+        let items: Vec<(EntryId, u64)> = plan
+            .on_demand
+            .into_iter()
+            .chain(plan.bulk)
+            .take(batch)
+            .filter_map(|id| a.cache.entries.get(&id).map(|e| (id, e.revision)))
+            .collect();
         if !items.is_empty() && self.now_ms >= a.hold_until_ms {
             self.start_round(agent, items);
             return;
         }
         let next_ms = if items.is_empty() {
-            match a.renew.first() {
-                Some((t, _)) => self.ms_of(*t).max(self.now_ms + 1000),
+            match plan.next {
+                Some(t) => self.ms_of(t).max(self.now_ms + 1000),
                 None => return,
             }
         } else {
@@ -308,35 +260,39 @@ impl World<'_> {
         let now = self.now_s();
         let a = &mut self.agents[agent as usize];
         let mut unserved = 0;
-        let mut next_expiry: Option<i64> = None;
-        for (id, track) in &a.tracked {
+        for id in &a.used {
             let Some(entry) = a.cache.entries.get(id) else {
                 continue;
             };
             let svid = a.cache.svids.get(id).filter(|s| current(Some(s), entry));
             let served = svid.is_some_and(|s| s.not_after > now) && !entry.is_expired_at(now);
-            if track.used && !served {
+            if !served {
                 unserved += 1;
             }
-            if let Some(s) = svid.filter(|s| s.not_after > now) {
-                next_expiry = Some(next_expiry.map_or(s.not_after, |n| n.min(s.not_after)));
-            }
         }
-        // Used entries not tracked cannot happen (used ones are always tracked).
+        let next_expiry = a
+            .cache
+            .svids
+            .iter()
+            .filter(|(id, s)| {
+                s.not_after > now
+                    && a.cache
+                        .entries
+                        .get(*id)
+                        .is_some_and(|e| current(Some(s), e))
+            })
+            .map(|(_, s)| s.not_after)
+            .min();
         self.unserved = self.unserved - a.unserved + unserved;
         a.unserved = unserved;
         if let Some(t) = next_expiry {
-            let at = self.sc_ms_of(t);
+            let at = self.ms_of(t);
             let a = &mut self.agents[agent as usize];
             if a.expiry_at_ms.is_none_or(|e| at < e || e < self.now_ms) {
                 a.expiry_at_ms = Some(at);
                 self.queue.push(at, Ev::Expiry { agent, at_ms: at });
             }
         }
-    }
-
-    fn sc_ms_of(&self, unix: i64) -> u64 {
-        self.ms_of(unix)
     }
 
     /// The agent's earliest SVID expiry: check what it serves if one expires now, recount.
@@ -353,4 +309,9 @@ impl World<'_> {
         }
         self.recount(agent);
     }
+}
+
+/// An always-empty set for `plan`'s `in_flight` (see [`World::rotate`]).
+pub fn no_entries() -> HashSet<EntryId> {
+    HashSet::new()
 }

@@ -73,7 +73,7 @@ impl World<'_> {
         if !held {
             let name = issuer
                 .and_then(|ca| self.cas.get(ca as usize))
-                .map_or_else(|| "an unknown CA".to_owned(), |c| c.authority_id.clone());
+                .map_or_else(|| "an unknown CA".to_owned(), |c| c.name.clone());
             self.violate(
                 CA_BEFORE_USE,
                 agent,

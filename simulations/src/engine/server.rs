@@ -101,8 +101,22 @@ impl World<'_> {
                 ServerEvent::CaPrepared(record) | ServerEvent::ServerCaPrepared { record, .. } => {
                     let ix = self.cas.len() as u32;
                     self.ca_ix.insert(record.authority_id.clone(), ix);
+                    // Named by owner and order, not by authority id: the id comes from an
+                    // OS-RNG key, and names reach the report, which a seed must reproduce.
+                    let owner = match &event {
+                        ServerEvent::ServerCaPrepared { server_id, .. } => {
+                            self.servers.iter().position(|s| &s.name == server_id)
+                        }
+                        _ => None,
+                    };
+                    let nth = self.cas.iter().filter(|c| c.owner == owner).count() + 1;
+                    let name = match owner {
+                        Some(k) => format!("#{nth} of server {k}"),
+                        None => format!("#{nth} of the shared authority"),
+                    };
                     self.cas.push(CaInfo {
-                        authority_id: record.authority_id.clone(),
+                        name,
+                        owner,
                         anchors: record.trust_anchors.clone(),
                     });
                 }

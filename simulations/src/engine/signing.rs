@@ -294,7 +294,6 @@ impl World<'_> {
                             self.agents[agent as usize]
                                 .cache
                                 .store_svid(id.clone(), svid);
-                            self.svid_stored(agent, &id);
                             self.served_changed(agent, &id, was);
                         }
                         Err(_) => any_refused = true,

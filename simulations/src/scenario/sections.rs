@@ -152,7 +152,9 @@ pub struct Agent {
     /// Most CSRs in one signing round (500).
     pub batch: u64,
     /// SVIDs signed eagerly per agent; entries beyond it are signed only when workloads use
-    /// them (SPIRE's `x509_svid_cache_max_size`, 1,000; 0: no bound, every entry is signed).
+    /// them, and unused SVIDs beyond it are evicted, least recently used first (SPIRE's
+    /// `x509_svid_cache_max_size`; 0 means the agent's default, 1,000, as in the agent's
+    /// config; to sign every entry, give at least the entries per agent).
     pub x509_svid_cache_max_size: u64,
     /// Wait before retrying a failed signing round (the agent's 5s).
     #[serde(with = "tessera_edge::duration")]
