@@ -7,7 +7,8 @@
 //!   real `Authority` aggregate, rotated by the real `rotation::plan` with CAs from the real
 //!   `build_ca`; SyncHub's resume-or-snapshot rule ([`log`]); a signing queue of bounded
 //!   depth served at `signing_rate` ([`signing`]);
-//! - agent: the real `Cache`, `renew_at` and `IdentitySnapshot::for_workload` ([`agent`]);
+//! - agent: the real `Cache`, `svid_cache::plan` (what to sign and evict, when to wake) and
+//!   `IdentitySnapshot::for_workload` ([`agent`]);
 //!   the stream with latency, loss, reconnect backoff and failover ([`sync`]);
 //! - checkers on every relevant step, incremental ([`checks`]); the fleet, churn, faults and
 //!   scripted timelines ([`fleet`]).
