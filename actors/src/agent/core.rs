@@ -270,6 +270,13 @@ impl Actor for AgentCore {
                 for (id, revision, key, outcome) in results {
                     state.in_flight.remove(&id);
                     match outcome {
+                        // Unservable on arrival (clock skew beyond the TTL, a CA at its end):
+                        // retried after the back-off like a refusal, not re-signed at once in
+                        // a loop.
+                        Ok(signed) if signed.not_after <= now => {
+                            tracing::warn!(entry = %id, not_after = signed.not_after, "server signed an SVID that is already expired");
+                            state.failed.insert(id, now + retry_secs());
+                        }
                         Ok(signed) => {
                             // The lifetime that counts for renewal starts at receipt: signers
                             // backdate notBefore for clock skew, which would otherwise make a
@@ -298,7 +305,14 @@ impl Actor for AgentCore {
                 // (a round carries up to a batch of them, so rounds are few), then written at
                 // once, so a restarted agent serves what it was serving.
                 state.publish_now(&myself);
-                state.persist();
+                if is_bulk {
+                    state.persist();
+                } else {
+                    // On-demand rounds are many and small (one per new caller): written within
+                    // PERSIST_EVERY, not each a whole-cache write inside the handler that
+                    // callers waiting for their first SVID would queue behind.
+                    state.mark_unpersisted(&myself);
+                }
                 state.answer_waiters();
             }
             AgentMsg::SignFailed(e) => {

@@ -183,8 +183,9 @@ impl WorkloadService {
             )
         };
         // A JWT-SVID is served for identities that hold an X.509-SVID: one outside the SVID
-        // cache is signed first (this call uses it, without holding it).
-        drop(self.inner.source.use_identities(&selectors, false).await);
+        // cache is signed first, and held until the tokens are minted (an unheld one could be
+        // evicted by the very plan that follows its signing).
+        let _held = self.inner.source.use_identities(&selectors, true).await;
         let snapshot = self.snapshot();
         let now = unix_now(&*self.inner.settings.clock);
         let mut identities = entitled(&snapshot, &selectors, now)?;
@@ -230,6 +231,9 @@ impl WorkloadService {
                 reason: "svid must be specified".into(),
             });
         }
+        // The caller's identities (whose `federates_with` say which foreign tokens it may
+        // validate) are those holding an SVID: one outside the SVID cache is signed first.
+        let _held = self.inner.source.use_identities(&selectors, true).await;
         let snapshot = self.snapshot();
         let now = unix_now(&*self.inner.settings.clock);
         // The caller may validate tokens of its own trust domain, and of the trust domains
