@@ -248,13 +248,18 @@ impl Actor for AgentCore {
                 let cursor_before = state.args.cache.cursor;
                 let view_changed = match &m {
                     SyncMessage::Upsert { entry, .. } => Some(Some(entry.id.clone())),
-                    SyncMessage::Snapshot { .. } | SyncMessage::Remove { .. } => Some(None),
+                    SyncMessage::Snapshot { .. } => Some(None),
                     _ => None,
                 };
+                let removed = matches!(m, SyncMessage::Remove { .. });
                 let changed = state.args.cache.apply(m);
                 if changed {
                     if let Some(upserted) = view_changed {
                         state.view_changed(upserted.as_ref());
+                    } else if removed {
+                        // A removed entry cannot make a hold match anything new: only its
+                        // usage goes (no scan of the view per open stream).
+                        state.usage.forget_vanished(&state.args.cache);
                     }
                     state.changed(&myself);
                 } else if state.args.cache.cursor != cursor_before {
