@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod aggregate_actor;
 pub mod authority;
 pub mod events;
+pub mod federation;
 pub mod follow;
 pub mod journal;
 /// Key management moved to the crate root (the agent uses it too); the old path stays.

@@ -10,7 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_eventlog::{CodecError, Event};
-use tessera_identity::{EntryId, RegistrationEntry, SelectorSet, SpiffeId};
+use tessera_identity::{Bundle, EntryId, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain};
+
+use crate::server::federation::Relationship;
 
 /// SHA-256 of a join token, hex. The token itself never enters the log.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -211,6 +213,24 @@ pub enum ServerEvent {
         /// Its `expires_at` when it was pruned, Unix seconds.
         expires_at: i64,
     },
+    // --- Federation (issue 13).
+    /// A federation relationship with a foreign trust domain was created.
+    FederationRelationshipCreated(Relationship),
+    /// A federation relationship's endpoint or profile changed (replaced by this one).
+    FederationRelationshipUpdated(Relationship),
+    /// A federation relationship ended (its federated bundle, if any, stays).
+    FederationRelationshipDeleted {
+        /// The foreign trust domain.
+        trust_domain: TrustDomain,
+    },
+    /// A foreign trust domain's bundle was stored (by hand, with a relationship, or fetched
+    /// from its endpoint); it replaces any earlier one of that trust domain.
+    FederatedBundleSet(Bundle),
+    /// A foreign trust domain's bundle was deleted.
+    FederatedBundleDeleted {
+        /// Its trust domain.
+        trust_domain: TrustDomain,
+    },
 }
 
 impl ServerEvent {
@@ -272,6 +292,11 @@ impl Event for ServerEvent {
             ServerEvent::ServerJwtKeyActivated { .. } => "ServerJwtKeyActivated",
             ServerEvent::ServerJwtKeyRetired { .. } => "ServerJwtKeyRetired",
             ServerEvent::EntryExpired { .. } => "EntryExpired",
+            ServerEvent::FederationRelationshipCreated(_) => "FederationRelationshipCreated",
+            ServerEvent::FederationRelationshipUpdated(_) => "FederationRelationshipUpdated",
+            ServerEvent::FederationRelationshipDeleted { .. } => "FederationRelationshipDeleted",
+            ServerEvent::FederatedBundleSet(_) => "FederatedBundleSet",
+            ServerEvent::FederatedBundleDeleted { .. } => "FederatedBundleDeleted",
         }
     }
 

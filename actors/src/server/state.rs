@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::server::aggregate::Aggregate;
 use crate::server::authority::Authority;
 use crate::server::events::ServerEvent;
+use crate::server::federation::Federation;
 use crate::server::nodes::Nodes;
 use crate::server::registry::{IndexLevel, Registry};
 use crate::server::tokens::Tokens;
@@ -23,6 +24,8 @@ pub struct ServerState {
     pub tokens: Tokens,
     /// X.509 CAs and JWT keys.
     pub authority: Authority,
+    /// Federation relationships and federated bundles.
+    pub federation: Federation,
 }
 
 impl Default for ServerState {
@@ -32,6 +35,7 @@ impl Default for ServerState {
             nodes: Nodes::default(),
             tokens: Tokens::default(),
             authority: Authority::default(),
+            federation: Federation::default(),
         }
     }
 }
@@ -55,5 +59,6 @@ impl ServerState {
         self.nodes.apply(event);
         self.tokens.apply(event);
         self.authority.apply(event);
+        self.federation.apply(event);
     }
 }

@@ -6,6 +6,7 @@
 //!  ├─ Registry     AggregateActor<Registry>
 //!  ├─ Nodes        AggregateActor<Nodes>
 //!  ├─ Tokens       AggregateActor<Tokens>
+//!  ├─ Federation   AggregateActor<Federation>: relationships, federated bundles
 //!  ├─ Authority    X.509 CA and JWT keys: rotation timer, signing (off-thread, bounded)
 //!  └─ SyncHub      per-agent authorised views, fan-out of changes
 //! ```
@@ -32,6 +33,7 @@ use crate::server::agent_ops::Renewals;
 use crate::server::aggregate_actor::{AggregateActor, AggregateArgs, AggregateHandle};
 use crate::server::authority::{AuthorityActor, AuthorityArgs, AuthorityHandle, AuthoritySettings};
 use crate::server::events::ServerEvent;
+use crate::server::federation::{Federation, FederationHandle, FederationSettings, FederationView};
 use crate::server::follow::DEFAULT_CONFLICT_RETRIES;
 use crate::server::journal::{Journal, JournalArgs, JournalMsg};
 use crate::server::keys::{KeyManager, MemoryKeyManager};
@@ -82,6 +84,9 @@ pub struct ServerSettings {
     /// tokens, at the latest (default 5 min, as SPIRE); an entry is also pruned, and leaves
     /// agents' views, when it expires. `None`: only when asked (tests).
     pub prune_interval: Option<Duration>,
+    /// Bounds of the federation aggregate (its `own` trust domain is set from
+    /// `trust_domain` at start).
+    pub federation: FederationSettings,
 }
 
 impl ServerSettings {
@@ -102,6 +107,7 @@ impl ServerSettings {
             conflict_retries: DEFAULT_CONFLICT_RETRIES,
             prune_interval: Some(Duration::from_secs(300)),
             max_tracked_svids: 1_000_000,
+            federation: FederationSettings::default(),
         }
     }
 }
@@ -131,6 +137,8 @@ pub struct Server {
     pub nodes: AggregateHandle<Nodes>,
     /// Join tokens.
     pub tokens: AggregateHandle<Tokens>,
+    /// Federation relationships and federated bundles.
+    pub federation: FederationHandle,
     /// X.509 CAs, JWT keys, signing.
     pub authority: AuthorityHandle,
     /// Per-agent views.
@@ -266,6 +274,22 @@ impl Server {
         )
         .await?;
 
+        let federation_settings = FederationSettings {
+            own: Some(settings.trust_domain.clone()),
+            ..settings.federation.clone()
+        };
+        let (view_tx, view_rx) = watch::channel(Arc::new(FederationView::default()));
+        let federation = spawn_aggregate(
+            &common,
+            state.federation.clone(),
+            Arc::new(move |f: &mut Federation| {
+                f.configure(federation_settings.clone(), Some(view_tx.clone()))
+            }),
+            None,
+        )
+        .await?;
+        let federation = FederationHandle::new(federation, view_rx);
+
         let authority_args = AuthorityArgs::new(
             typed.clone(),
             clock.clone(),
@@ -329,6 +353,7 @@ impl Server {
             registry,
             nodes,
             tokens,
+            federation,
             authority,
             sync: SyncHubHandle::new(hub, settings.max_in_flight, settings.call_timeout),
             renewals: Arc::new(Renewals::new(settings.max_tracked_svids)),
