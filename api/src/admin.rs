@@ -40,6 +40,7 @@ pub use self::svid::SvidService;
 use crate::config::admin_socket::AdminSocketConfig;
 use crate::config::ApiLimits;
 use crate::convert::ConvertError;
+use crate::federation::FederationRuntime;
 use crate::status::ApiError;
 
 /// What every admin service shares.
@@ -49,16 +50,28 @@ pub struct AdminContext {
     pub server: Server,
     /// The admin API's bounds.
     pub limits: ApiLimits,
+    /// The federation refresher's status and refresh requests.
+    pub federation: Arc<FederationRuntime>,
     tail_streams: Arc<Semaphore>,
 }
 
 impl AdminContext {
-    /// A context over a started server.
+    /// A context over a started server, with no federation refresher behind it.
     pub fn new(server: Server, limits: ApiLimits) -> Arc<Self> {
+        Self::with_federation(server, limits, FederationRuntime::detached())
+    }
+
+    /// A context over a started server and its federation refresher.
+    pub fn with_federation(
+        server: Server,
+        limits: ApiLimits,
+        federation: Arc<FederationRuntime>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             tail_streams: Arc::new(Semaphore::new(limits.max_tail_streams.max(1))),
             server,
             limits,
+            federation,
         })
     }
 

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod daemon;
+pub mod federation;
 pub mod metrics;
 pub mod status;
 pub mod timefmt;
