@@ -1,7 +1,7 @@
 //! The agent API end to end over real TCP + TLS on loopback: join-token attestation, mTLS with
 //! the issued SVID, the sync stream (snapshot, then a live change), batch signing limited to
 //! the agent's view, JWT minting, renewal, and the refusals (no SVID, spent token, bad
-//! attestor, banned agent).
+//! attestor, banned agent); federated bundles in snapshots, changes and resumptions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tessera_actors::random::OsRandom;
+use tessera_actors::server::federation::{FederationCommand, PutMode};
 use tessera_actors::server::nodes::NodeCommand;
 use tessera_actors::server::registry::{NewEntry, RegistryCommand, RegistryReply};
 use tessera_actors::server::supervisor::{Server, ServerSettings};
@@ -461,6 +462,145 @@ async fn calls_without_an_svid_and_unknown_attestors_are_refused() {
     let err = within(responses.next()).await.unwrap().unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     assert!(err.message().contains("not enabled"), "{err}");
+    let _ = r.stop.send(());
+    r.server.stop().await;
+}
+
+/// A bundle of `td` with one self-signed CA made here.
+fn foreign_bundle(td: &str) -> Bundle {
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let mut b = Bundle::new(TrustDomain::new(td).unwrap());
+    b.add_x509_authority(tessera_identity::X509Authority::from_der(cert.der().to_vec()).unwrap());
+    b
+}
+
+async fn put_federated(server: &Server, bundle: Bundle) {
+    server
+        .federation
+        .command(FederationCommand::PutBundle {
+            bundle,
+            mode: PutMode::Set,
+        })
+        .await
+        .unwrap();
+}
+
+/// Reads a whole snapshot; returns its seq and the trust domains of its bundles.
+async fn read_snapshot(
+    sync: &mut tonic::Streaming<tessera_proto::tessera::agent::v1::SyncResponse>,
+) -> (u64, Vec<String>) {
+    let mut tds = Vec::new();
+    loop {
+        match within(sync.next()).await.unwrap().unwrap().event.unwrap() {
+            Event::SnapshotBegin(_) => {}
+            Event::SnapshotChunk(c) => tds.extend(c.bundles.into_iter().map(|b| b.trust_domain)),
+            Event::SnapshotEnd(end) => return (end.seq, tds),
+            other => panic!("unexpected {other:?} in the snapshot"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_bundles_reach_agents_in_snapshots_changes_and_resumptions() {
+    let r = start().await;
+    put_federated(&r.server, foreign_bundle("partner.example")).await;
+    token(&r.server, "tok-fed", None).await;
+    let (chain, key, _) = attest(r.addr, &r.bundle, "tok-fed").await.unwrap();
+    let mut client = AgentServerClient::new(channel(r.addr, &r.bundle, Some((&chain, &key))).await);
+    let open = |cursor| SyncRequest {
+        cursor,
+        max_message_bytes: 0,
+    };
+
+    // Given a federated bundle, the snapshot carries it beside the trust domain's own.
+    let mut sync = within(client.sync_events(open(0)))
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, mut tds) = read_snapshot(&mut sync).await;
+    tds.sort();
+    assert_eq!(tds, ["example.org", "partner.example"]);
+
+    // A new one, then a deletion, reach the open stream.
+    let other = foreign_bundle("other.example");
+    put_federated(&r.server, other.clone()).await;
+    loop {
+        match within(sync.next()).await.unwrap().unwrap().event.unwrap() {
+            Event::BundleUpdated(u)
+                if u.bundle.as_ref().unwrap().trust_domain == "other.example" =>
+            {
+                let got = &u.bundle.unwrap().x509_authorities[0].asn1;
+                assert_eq!(got, other.x509_authorities()[0].der());
+                break;
+            }
+            Event::Checkpoint(_) | Event::BundleUpdated(_) => {}
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    let cursor = r.server.sync.seq().await.unwrap();
+    r.server
+        .federation
+        .command(FederationCommand::DeleteBundle {
+            trust_domain: TrustDomain::new("partner.example").unwrap(),
+        })
+        .await
+        .unwrap();
+    loop {
+        match within(sync.next()).await.unwrap().unwrap().event.unwrap() {
+            Event::BundleRemoved(b) => {
+                assert_eq!(b.trust_domain, "partner.example");
+                break;
+            }
+            Event::Checkpoint(_) | Event::BundleUpdated(_) => {}
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    drop(sync);
+
+    // An agent whose cursor predates the deletion gets a snapshot (it may hold the bundle)...
+    let mut again = within(client.sync_events(open(cursor)))
+        .await
+        .unwrap()
+        .into_inner();
+    let (seq, mut tds) = read_snapshot(&mut again).await;
+    tds.sort();
+    assert_eq!(tds, ["example.org", "other.example"]);
+    drop(again);
+
+    // ...and one after it resumes, with every bundle sent again.
+    let mut resumed = within(client.sync_events(open(seq)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut tds = Vec::new();
+    match within(resumed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .event
+        .unwrap()
+    {
+        Event::Resumed(r) => assert_eq!(r.cursor, seq),
+        e => panic!("expected Resumed, got {e:?}"),
+    }
+    while tds.len() < 2 {
+        match within(resumed.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .event
+            .unwrap()
+        {
+            Event::BundleUpdated(u) => tds.push(u.bundle.unwrap().trust_domain),
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    tds.sort();
+    assert_eq!(tds, ["example.org", "other.example"]);
     let _ = r.stop.send(());
     r.server.stop().await;
 }

@@ -143,6 +143,10 @@ pub struct SyncHubState {
     recent_floor: u64,
     recent_changes: usize,
     resume_window: usize,
+    /// Seq of the last federated bundle deletion folded here: an agent whose cursor is older
+    /// may still hold that bundle, and a resumption (which re-sends the federated bundles
+    /// that exist) could not tell it to drop it, so it gets a snapshot instead.
+    federated_removed_at: u64,
 }
 
 /// The per-agent changes one record made.
@@ -191,6 +195,7 @@ impl Actor for SyncHub {
             recent_floor: args.seq,
             recent_changes: 0,
             resume_window: args.resume_window,
+            federated_removed_at: 0,
         })
     }
 
@@ -261,7 +266,11 @@ impl Actor for SyncHub {
 impl SyncHubState {
     /// A resumption after `cursor` if the retained changes cover it, else a snapshot.
     fn start_for(&self, agent: &SpiffeId, cursor: u64) -> SyncStart {
-        if cursor != 0 && cursor >= self.recent_floor && cursor <= self.seq {
+        if cursor != 0
+            && cursor >= self.recent_floor
+            && cursor >= self.federated_removed_at
+            && cursor <= self.seq
+        {
             let missed = self
                 .recent
                 .iter()
@@ -306,6 +315,9 @@ impl SyncHubState {
             return; // Already folded (the follower starts after the index's seq).
         }
         self.seq = seq;
+        if let ServerEvent::FederatedBundleDeleted { .. } = event {
+            self.federated_removed_at = seq;
+        }
         let bundle_changed = event.touches_bundle();
         let changes = self.index.apply(event);
         let targets: Vec<SpiffeId> = if bundle_changed {

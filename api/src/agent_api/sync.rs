@@ -2,24 +2,34 @@
 //! changes it missed when the hub still holds every change after its cursor; then each change
 //! as it commits, with checkpoints the agent may persist as its cursor.
 //!
+//! Bundles: the trust domain's own (from the authority's watch) and every federated bundle
+//! the server holds (from the federation aggregate's view), in the snapshot, again after a
+//! resumption, and as `BundleUpdated`/`BundleRemoved` when they change. Every agent gets every
+//! federated bundle: bundles are public trust material, and the agent hands a workload only
+//! those its entries federate with (`federates_with`). A federated bundle deleted after an
+//! agent's cursor makes the hub answer with a snapshot, which replaces the agent's bundles.
+//!
 //! A stream ends on its own when its connection reaches `limits.agent_connection_max_age`
 //! (`Unavailable`: the agent reconnects and resumes from its cursor) or when the agent SVID
 //! of the connection expires (`Unauthenticated`), so neither outlives its checks. It holds the
 //! agent's place among `limits.max_sync_streams_per_agent` while it runs.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
 use prost::Message;
+use tessera_actors::server::federation::FederationView;
 use tessera_actors::server::sync::ViewChange;
 use tessera_actors::server::sync_hub::{SyncSnapshot, SyncStart, SyncUpdate};
 use tessera_eventlog::Clock;
-use tessera_identity::SpiffeId;
+use tessera_identity::{Bundle, SpiffeId, TrustDomain};
 use tessera_proto::spire::api::types;
 use tessera_proto::tessera::agent::v1::{
-    sync_response::Event, BundleUpdated, Checkpoint, EntryRemoved, EntryUpserted, Resumed,
-    SnapshotBegin, SnapshotChunk, SnapshotEnd, SyncRequest, SyncResponse,
+    sync_response::Event, BundleRemoved, BundleUpdated, Checkpoint, EntryRemoved, EntryUpserted,
+    Resumed, SnapshotBegin, SnapshotChunk, SnapshotEnd, SyncRequest, SyncResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -133,9 +143,12 @@ async fn run(
         // a bundle only once it has applied the event), not from the hub's fold of the log.
         let mut bundles = deps.authority.subscribe_bundle();
         bundles.borrow_and_update();
+        // Federated bundles: what this stream has sent, to send only what changes.
+        let mut federation = deps.server.federation.subscribe();
+        let mut federated = federated_of(&federation.borrow_and_update());
         let mut seq = match start {
             SyncStart::Snapshot(snapshot) => {
-                if send_snapshot(&deps, &tx, &snapshot, max_bytes)
+                if send_snapshot(&deps, &tx, &snapshot, &federated, max_bytes)
                     .await
                     .is_err()
                 {
@@ -144,7 +157,7 @@ async fn run(
                 snapshot.seq
             }
             SyncStart::Resume { cursor, missed } => {
-                match send_resumed(&deps, &tx, cursor, missed).await {
+                match send_resumed(&deps, &tx, cursor, &federated, missed).await {
                     Ok(seq) => seq,
                     Err(()) => return,
                 }
@@ -171,6 +184,16 @@ async fn run(
                         }
                     }
                 }
+                changed = federation.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let now = federated_of(&federation.borrow_and_update());
+                    if send_federated_changes(&tx, seq, &federated, &now).await.is_err() {
+                        return;
+                    }
+                    federated = now;
+                }
             }
         }
         // The hub dropped this stream (it fell too far behind, or the agent lost its view):
@@ -189,15 +212,16 @@ async fn send_resumed(
     deps: &AgentApiDeps,
     tx: &Tx,
     cursor: u64,
+    federated: &Federated,
     missed: Vec<SyncUpdate>,
 ) -> Result<u64, ()> {
     tx.send(msg(Event::Resumed(Resumed { cursor })))
         .await
         .map_err(|_| ())?;
-    if let Some(bundle) = deps.authority.bundle() {
+    for bundle in deps.authority.bundle().iter().chain(federated.values()) {
         let event = Event::BundleUpdated(BundleUpdated {
             seq: cursor,
-            bundle: Some(convert::bundle(&bundle)),
+            bundle: Some(convert::bundle(bundle)),
         });
         tx.send(msg(event)).await.map_err(|_| ())?;
     }
@@ -213,12 +237,14 @@ async fn send_snapshot(
     deps: &AgentApiDeps,
     tx: &Tx,
     snapshot: &SyncSnapshot,
+    federated: &Federated,
     max_bytes: usize,
 ) -> Result<(), ()> {
     let bundles: Vec<types::Bundle> = deps
         .authority
         .bundle()
         .iter()
+        .chain(federated.values())
         .map(convert::bundle)
         .collect();
     tx.send(msg(Event::SnapshotBegin(SnapshotBegin {
@@ -258,6 +284,40 @@ async fn send_snapshot(
     })))
     .await
     .map_err(|_| ())
+}
+
+/// Federated bundles by trust domain, as a stream last sent them.
+type Federated = BTreeMap<TrustDomain, Bundle>;
+
+fn federated_of(view: &Arc<FederationView>) -> Federated {
+    view.bundles.clone()
+}
+
+/// `BundleUpdated` for each federated bundle new or changed since `before`, `BundleRemoved`
+/// for each gone.
+async fn send_federated_changes(
+    tx: &Tx,
+    seq: u64,
+    before: &Federated,
+    now: &Federated,
+) -> Result<(), ()> {
+    for (td, bundle) in now {
+        if before.get(td) != Some(bundle) {
+            let event = Event::BundleUpdated(BundleUpdated {
+                seq,
+                bundle: Some(convert::bundle(bundle)),
+            });
+            tx.send(msg(event)).await.map_err(|_| ())?;
+        }
+    }
+    for td in before.keys().filter(|td| !now.contains_key(*td)) {
+        let event = Event::BundleRemoved(BundleRemoved {
+            seq,
+            trust_domain: td.to_string(),
+        });
+        tx.send(msg(event)).await.map_err(|_| ())?;
+    }
+    Ok(())
 }
 
 async fn send_update(tx: &Tx, update: SyncUpdate) -> Result<(), ()> {
