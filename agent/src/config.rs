@@ -5,6 +5,7 @@
 
 pub use tessera_edge::duration;
 pub mod file;
+pub mod sds;
 pub mod servers;
 pub mod workload_api;
 
@@ -197,6 +198,8 @@ pub struct AgentConfig {
     pub limits: Limits,
     /// The Workload API socket's connections (`[workload_api]`).
     pub connections: tessera_edge::peer::PeerPolicy,
+    /// Envoy SDS on the Workload API socket (`[sds]`).
+    pub sds: crate::sds::SdsConfig,
     /// The sync stream's reconnection.
     pub sync: SyncConfig,
     /// SVID renewal.
@@ -385,6 +388,7 @@ impl AgentConfig {
             unix_attestor,
             limits,
             connections: file.workload_api.policy()?,
+            sds: file.sds.config()?,
             sync: SyncConfig {
                 backoff_initial: s.backoff_initial,
                 backoff_max: s.backoff_max,

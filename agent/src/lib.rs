@@ -2,7 +2,8 @@
 //! identities the server grants it (streamed, not polled), keeps every SVID fresh, and serves
 //! workloads over the SPIFFE Workload API on a Unix socket.
 //!
-//! **Owns:** the Workload API server ([`workload_api`]), workload attestors ([`attestor`]:
+//! **Owns:** the Workload API server ([`workload_api`]) and Envoy SDS on its socket
+//! ([`sds`]), workload attestors ([`attestor`]:
 //! `unix`), the agent's configuration ([`config`], documented key by key in
 //! `conf/agent.toml`), its command line ([`cli`]: `run`, `healthcheck`, `api ...`), and the
 //! node side (`node`: attestation to the server, the sync stream client, cache, rotation),
@@ -20,5 +21,6 @@ pub mod config;
 pub mod health;
 pub mod node;
 pub mod run;
+pub mod sds;
 pub use tessera_edge::shutdown;
 pub mod workload_api;

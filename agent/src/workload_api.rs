@@ -12,8 +12,9 @@
 //! `InvalidArgument`; a caller with no identity gets `PermissionDenied`; streams send their
 //! first message at once and the full view again on every change ([`stream`]). The WIT-SVID
 //! RPCs answer `Unimplemented`. The gRPC health service is served on the same socket, for
-//! `tessera-agent healthcheck`, and gRPC reflection listing exactly these two services, for
-//! `grpcurl -plaintext -unix`. Error codes are chosen once, in [`error`].
+//! `tessera-agent healthcheck`, Envoy's SDS ([`crate::sds`], as SPIRE's agent serves it), and
+//! gRPC reflection listing exactly these services, for `grpcurl -plaintext -unix`. Error codes
+//! are chosen once, in [`error`].
 
 pub mod error;
 /// Connections and their callers' credentials: `tessera_edge::peer`.
@@ -21,10 +22,10 @@ pub use tessera_edge::peer as incoming;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;
-mod render;
+pub(crate) mod render;
 mod service;
 pub mod socket;
-mod stream;
+pub(crate) mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub use self::socket::{SocketError, SocketGuard};
 use crate::attestor::unix::UnixAttestor;
 use crate::attestor::Attestors;
 use crate::config::AgentConfig;
+use crate::sds::SdsConfig;
 use crate::shutdown::Shutdown;
 
 /// Longest wait, after shutdown, for open connections to close.
@@ -121,9 +123,10 @@ pub async fn serve(
 }
 
 /// The gRPC services the Workload API socket serves: what reflection lists.
-pub fn served_names() -> [&'static str; 4] {
+pub fn served_names() -> [&'static str; 5] {
     [
         <SpiffeWorkloadApiServer<WorkloadService> as NamedService>::NAME,
+        crate::sds::SERVICE_NAME,
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -141,8 +144,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// Serves the Workload API on `listener` from `source`, its connections under `connections`,
-/// until `shutdown` resolves; open streams end then, and connections get [`DRAIN_TIMEOUT`] to
-/// close.
+/// with SDS's defaults; see [`serve_with_sds`].
 pub async fn serve_with(
     listener: UnixListener,
     source: Arc<dyn WorkloadSource>,
@@ -151,8 +153,40 @@ pub async fn serve_with(
     connections: PeerPolicy,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let sds = SdsConfig::default();
+    serve_with_sds(
+        listener,
+        source,
+        attestors,
+        settings,
+        connections,
+        sds,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves the Workload API and SDS (under `sds`) on `listener` from `source`, its connections
+/// under `connections`, until `shutdown` resolves; open streams end then, and connections get
+/// [`DRAIN_TIMEOUT`] to close.
+pub async fn serve_with_sds(
+    listener: UnixListener,
+    source: Arc<dyn WorkloadSource>,
+    attestors: Attestors,
+    settings: Settings,
+    connections: PeerPolicy,
+    sds: SdsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let (trigger, stop) = Shutdown::new();
     let limits = settings.limits.clone();
+    let sds = crate::sds::server(
+        source.clone(),
+        attestors.clone(),
+        settings.clone(),
+        sds,
+        stop.clone(),
+    )?;
     let service = WorkloadService::new(source, attestors, settings, stop.clone());
     let (_health, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = reflection()
@@ -174,6 +208,7 @@ pub async fn serve_with(
             SpiffeWorkloadApiServer::new(service)
                 .max_decoding_message_size(limits.max_request_bytes),
         )
+        .add_service(sds)
         .serve_with_incoming_shutdown(incoming::incoming(listener, connections), stop.wait());
     tokio::pin!(serving);
     tokio::select! {
@@ -212,12 +247,13 @@ pub async fn run(
     }
     let (listener, _guard) = socket::bind(&config.socket_path).await?;
     tracing::info!(socket = %config.socket_path.display(), "Workload API listening");
-    serve_with(
+    serve_with_sds(
         listener,
         source,
         attestors(config),
         settings,
         config.connections.clone(),
+        config.sds.clone(),
         shutdown.wait(),
     )
     .await

@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     /// `[workload_api]`.
     pub workload_api: super::workload_api::WorkloadApiSection,
+    /// `[sds]`.
+    pub sds: super::sds::SdsSection,
     /// `[sync]`.
     pub sync: SyncSection,
     /// `[rotation]`.
