@@ -1,6 +1,6 @@
-//! The admin API: SPIRE's server services (Entry, Agent, Bundle, SVID) and Tessera's EventLog
-//! on a Unix socket, with gRPC health and reflection (listing exactly the services served
-//! here) so `grpcurl -plaintext -unix` works.
+//! The admin API: SPIRE's server services (Entry, Agent, Bundle, SVID, TrustDomain) and
+//! Tessera's EventLog on a Unix socket, with gRPC health and reflection (listing exactly the
+//! services served here) so `grpcurl -plaintext -unix` works.
 //!
 //! Each service translates RPCs into actor messages (`tessera_actors::server::supervisor`);
 //! conversions live in [`crate::convert`], error codes in [`crate::status`]. Who may call is
@@ -14,6 +14,7 @@ mod bundle;
 mod entry;
 mod eventlog;
 mod svid;
+mod trustdomain;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use tessera_proto::spire::api::server::agent::v1::agent_server::AgentServer;
 use tessera_proto::spire::api::server::bundle::v1::bundle_server::BundleServer;
 use tessera_proto::spire::api::server::entry::v1::entry_server::EntryServer;
 use tessera_proto::spire::api::server::svid::v1::svid_server::SvidServer;
+use tessera_proto::spire::api::server::trustdomain::v1::trust_domain_server::TrustDomainServer;
 use tessera_proto::tessera::eventlog::v1::event_log_server::EventLogServer;
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
@@ -37,6 +39,7 @@ pub use self::bundle::BundleService;
 pub use self::entry::EntryService;
 pub use self::eventlog::EventLogService;
 pub use self::svid::SvidService;
+pub use self::trustdomain::{refresh_status_json, TrustDomainService, REFRESH_STATUS_METADATA};
 use crate::config::admin_socket::AdminSocketConfig;
 use crate::config::ApiLimits;
 use crate::convert::ConvertError;
@@ -103,12 +106,13 @@ pub enum ServeError {
 }
 
 /// The gRPC services served on the admin socket: what reflection lists.
-pub fn served_names() -> [&'static str; 8] {
+pub fn served_names() -> [&'static str; 9] {
     [
         <EntryServer<EntryService> as NamedService>::NAME,
         <AgentServer<AgentService> as NamedService>::NAME,
         <BundleServer<BundleService> as NamedService>::NAME,
         <SvidServer<SvidService> as NamedService>::NAME,
+        <TrustDomainServer<TrustDomainService> as NamedService>::NAME,
         <EventLogServer<EventLogService> as NamedService>::NAME,
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
@@ -167,6 +171,9 @@ pub async fn serve_with(
     health.set_serving::<BundleServer<BundleService>>().await;
     health.set_serving::<SvidServer<SvidService>>().await;
     health
+        .set_serving::<TrustDomainServer<TrustDomainService>>()
+        .await;
+    health
         .set_serving::<EventLogServer<EventLogService>>()
         .await;
     health.set_service_status("", ServingStatus::Serving).await;
@@ -189,6 +196,10 @@ pub async fn serve_with(
             BundleServer::new(BundleService::new(ctx.clone())).max_decoding_message_size(max),
         )
         .add_service(SvidServer::new(SvidService::new(ctx.clone())).max_decoding_message_size(max))
+        .add_service(
+            TrustDomainServer::new(TrustDomainService::new(ctx.clone()))
+                .max_decoding_message_size(max),
+        )
         .add_service(EventLogServer::new(EventLogService::new(ctx)).max_decoding_message_size(max))
         .serve_with_incoming_shutdown(tessera_edge::peer::incoming(listener, peers), shutdown)
         .await?;

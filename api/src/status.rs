@@ -3,13 +3,15 @@
 //!
 //! | error | code |
 //! |---|---|
-//! | malformed request ([`ConvertError`], invalid entry) | `InvalidArgument` |
+//! | malformed request ([`ConvertError`], invalid entry, bad bundle or endpoint URL, this server's own trust domain as a federated one) | `InvalidArgument` |
 //! | unknown entry, agent, record | `NotFound` |
 //! | duplicate entry or id, token collision | `AlreadyExists` |
 //! | banned / not attested / stale SVID / bad join token | `PermissionDenied` |
 //! | a CSR or JWT request the signer refuses | `InvalidArgument` |
 //! | a limit (registry full, actor or signing queue overloaded, batch too large) | `ResourceExhausted` |
 //! | actor down or timed out, log failure, no active CA/JWT key yet | `Unavailable` (the caller may retry) |
+//! | a federated bundle entries still federate with, deleted in `RESTRICT` mode | `FailedPrecondition` (SPIRE's) |
+//! | a bundle refresh that failed, or no refresher running | `Unavailable` |
 //! | a damaged log (hash chain broken) | `DataLoss` |
 //! | a wiring bug | `Internal` |
 //!
@@ -22,18 +24,21 @@ use tessera_actors::attestation::AttestError;
 use tessera_actors::server::agent_ops::{ItemError, OpsError};
 use tessera_actors::server::aggregate_actor::CommandError;
 use tessera_actors::server::authority::{AuthorityCallError, SignError, SvidRejection};
+use tessera_actors::server::federation::FederationError;
 use tessera_actors::server::nodes::NodeError;
 use tessera_actors::server::registry::{EntryRejection, RegistryError};
 use tessera_actors::server::sync_hub::SyncHubError;
 use tessera_actors::server::tokens::TokenError;
 use tessera_edge::limits::AudienceError;
 use tessera_eventlog::LogError;
+use tessera_identity::TrustDomain;
 use tessera_proto::spire::api::types;
 use tessera_proto::tessera::agent::v1::{AGENT_BANNED, AGENT_REFUSAL_KEY};
 use tonic::{Code, Status};
 
 use crate::agent_api::{AgentAuthError, LimitError};
 use crate::convert::ConvertError;
+use crate::federation::RefreshError;
 
 /// An error with a deliberate gRPC code.
 pub trait ToCode: std::fmt::Display {
@@ -132,6 +137,52 @@ impl ToCode for TokenError {
             TokenError::TooMany { .. } => Code::ResourceExhausted,
             TokenError::Ttl { .. } | TokenError::TooShort { .. } => Code::InvalidArgument,
         }
+    }
+}
+
+impl ToCode for FederationError {
+    fn code(&self) -> Code {
+        match self {
+            FederationError::OwnTrustDomain { .. }
+            | FederationError::BundleMismatch { .. }
+            | FederationError::EmptyBundle { .. }
+            | FederationError::BadUrl { .. } => Code::InvalidArgument,
+            FederationError::RelationshipExists { .. } | FederationError::BundleExists { .. } => {
+                Code::AlreadyExists
+            }
+            FederationError::RelationshipNotFound { .. }
+            | FederationError::BundleNotFound { .. } => Code::NotFound,
+            FederationError::TooManyRelationships { .. }
+            | FederationError::TooManyBundles { .. } => Code::ResourceExhausted,
+        }
+    }
+}
+
+impl ToCode for RefreshError {
+    fn code(&self) -> Code {
+        match self {
+            RefreshError::NotFound(_) => Code::NotFound,
+            // The endpoint or the refresher may be back on a retry; the last good bundle stays.
+            RefreshError::NotRunning | RefreshError::Failed { .. } => Code::Unavailable,
+        }
+    }
+}
+
+/// `BatchDeleteFederatedBundle` in `RESTRICT` mode (the default) for a bundle that
+/// registration entries still federate with.
+#[derive(Debug, thiserror::Error)]
+#[error("{entries} registration entries federate with {trust_domain}; remove it from them first, or delete with mode DISSOCIATE (`bundle delete --mode dissociate`) to do so, or DELETE to delete those entries too")]
+pub struct BundleInUse {
+    /// The bundle's trust domain.
+    pub trust_domain: TrustDomain,
+    /// How many entries federate with it.
+    pub entries: usize,
+}
+
+impl ToCode for BundleInUse {
+    fn code(&self) -> Code {
+        // SPIRE's code for the same refusal.
+        Code::FailedPrecondition
     }
 }
 
@@ -385,6 +436,33 @@ mod tests {
         let limit = check_limit("entries in the batch", 3, 2, "max_batch_size").unwrap_err();
         assert_eq!(limit.code(), Code::ResourceExhausted);
         assert!(limit.to_string().contains("limits.max_batch_size"));
+        let td = TrustDomain::new("partner.org").unwrap();
+        assert_eq!(
+            FederationError::OwnTrustDomain {
+                trust_domain: td.clone()
+            }
+            .code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            FederationError::TooManyBundles { limit: 1 }.code(),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            FederationError::BundleNotFound {
+                trust_domain: td.clone()
+            }
+            .code(),
+            Code::NotFound
+        );
+        assert_eq!(RefreshError::NotFound(td.clone()).code(), Code::NotFound);
+        assert_eq!(RefreshError::NotRunning.code(), Code::Unavailable);
+        let in_use = BundleInUse {
+            trust_domain: td,
+            entries: 2,
+        };
+        assert_eq!(in_use.code(), Code::FailedPrecondition);
+        assert!(in_use.to_string().contains("DISSOCIATE"));
         let s = ConvertError::Missing { field: "id" }.to_item_status();
         assert_eq!(
             (s.code, s.message.as_str()),

@@ -85,3 +85,29 @@ pub fn bundle_from_proto(p: &types::Bundle) -> Result<Bundle, ConvertError> {
     b.set_refresh_hint(u64::try_from(p.refresh_hint).ok().filter(|h| *h > 0));
     Ok(b)
 }
+
+/// Every field of a bundle (SPIRE's default when an input mask is unset).
+pub const FULL_BUNDLE_MASK: types::BundleMask = types::BundleMask {
+    x509_authorities: true,
+    jwt_authorities: true,
+    refresh_hint: true,
+    sequence_number: true,
+    wit_authorities: true,
+};
+
+/// `existing` with the fields `mask` selects taken from `input` (SPIRE's
+/// `BatchUpdateFederatedBundle`): the trust domain is `existing`'s.
+pub fn merge_bundle(existing: &Bundle, input: &Bundle, mask: &types::BundleMask) -> Bundle {
+    let pick = |selected: bool| if selected { input } else { existing };
+    let mut out = Bundle::new(existing.trust_domain().clone());
+    for a in pick(mask.x509_authorities).x509_authorities() {
+        out.add_x509_authority(a.clone());
+    }
+    for k in pick(mask.jwt_authorities).jwt_authorities() {
+        // Key ids are unique within either source bundle already.
+        let _ = out.add_jwt_authority(k.clone());
+    }
+    out.set_refresh_hint(pick(mask.refresh_hint).refresh_hint());
+    out.set_sequence_number(pick(mask.sequence_number).sequence_number());
+    out
+}
