@@ -266,3 +266,81 @@ fn validation_context(
         r#type: Some(secret::Type::ValidationContext(context)),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use envoy_types::pb::envoy::config::core::v3::BuildVersion;
+    use envoy_types::pb::envoy::r#type::v3::SemanticVersion;
+    use envoy_types::pb::google::protobuf::{Struct, Value};
+
+    use super::*;
+
+    fn node(version: Option<(u32, u32)>, disable: Option<Kind>) -> Node {
+        let fields: HashMap<String, Value> = disable
+            .map(|k| (DISABLE_VALIDATION_KEY.to_owned(), Value { kind: Some(k) }))
+            .into_iter()
+            .collect();
+        Node {
+            metadata: Some(Struct { fields }),
+            user_agent_version_type: version.map(|(major_number, minor_number)| {
+                UserAgentVersionType::UserAgentBuildVersion(BuildVersion {
+                    version: Some(SemanticVersion {
+                        major_number,
+                        minor_number,
+                        patch: 0,
+                    }),
+                    metadata: None,
+                })
+            }),
+            ..Node::default()
+        }
+    }
+
+    #[test]
+    fn validation_follows_config_node_metadata_and_envoy_version_as_spire() {
+        let on = SdsConfig::default();
+        let off = SdsConfig {
+            disable_spiffe_cert_validation: true,
+            ..SdsConfig::default()
+        };
+        assert_eq!(validation(&on, None), Validation::Spiffe);
+        assert_eq!(validation(&off, None), Validation::RootCa);
+        // Envoy 1.17 has no SPIFFE validator; 1.18 and 2.0 do.
+        assert_eq!(
+            validation(&on, Some(&node(Some((1, 17)), None))),
+            Validation::RootCa
+        );
+        assert_eq!(
+            validation(&on, Some(&node(Some((1, 18)), None))),
+            Validation::Spiffe
+        );
+        assert_eq!(
+            validation(&on, Some(&node(Some((2, 0)), None))),
+            Validation::Spiffe
+        );
+        // Node metadata overrides the config either way; strings as Go's ParseBool reads them.
+        let yes = Some(Kind::StringValue("True".into()));
+        assert_eq!(validation(&on, Some(&node(None, yes))), Validation::RootCa);
+        let no = Some(Kind::BoolValue(false));
+        assert_eq!(validation(&off, Some(&node(None, no))), Validation::Spiffe);
+        // An unreadable value is ignored.
+        let junk = Some(Kind::StringValue("maybe".into()));
+        assert_eq!(
+            validation(&off, Some(&node(None, junk))),
+            Validation::RootCa
+        );
+        let number = Some(Kind::NumberValue(1.0));
+        assert_eq!(
+            validation(&on, Some(&node(None, number))),
+            Validation::Spiffe
+        );
+    }
+
+    #[test]
+    fn empty_names_are_dropped_and_duplicates_merged() {
+        let names = requested(&["".into(), "b".into(), "a".into(), "b".into()]);
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+    }
+}

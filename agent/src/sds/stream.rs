@@ -54,6 +54,8 @@ pub(crate) struct Protocol {
     nonce: Option<String>,
     /// The secrets of the last response.
     last: Option<Vec<Any>>,
+    /// The last response was rejected already (a repeated NACK is not logged at warn again).
+    nacked: bool,
 }
 
 /// What a request was, and whether it is to be answered.
@@ -63,6 +65,8 @@ pub(crate) struct Verdict {
     pub(crate) answer: bool,
     /// A NACK's error message.
     pub(crate) detail: Option<String>,
+    /// A NACK of a response rejected before.
+    pub(crate) repeated: bool,
 }
 
 impl Protocol {
@@ -74,6 +78,7 @@ impl Protocol {
                     kind: RequestKind::Stale,
                     answer: false,
                     detail: None,
+                    repeated: false,
                 };
             }
         }
@@ -93,10 +98,13 @@ impl Protocol {
             (Some(_), None) if changed => RequestKind::Subscribe,
             (Some(_), None) => RequestKind::Ack,
         };
+        let repeated = kind == RequestKind::Nack && self.nacked;
+        self.nacked |= kind == RequestKind::Nack;
         Verdict {
             kind,
             answer: changed,
             detail,
+            repeated,
         }
     }
 
@@ -124,6 +132,7 @@ impl Protocol {
         let nonce = format!("{:016x}", self.sent);
         self.nonce = Some(nonce.clone());
         self.last = Some(secrets.clone());
+        self.nacked = false;
         Some(DiscoveryResponse {
             version_info: self.version.to_string(),
             resources: secrets,
@@ -201,11 +210,12 @@ impl StreamTask {
                 }
                 () = sleep_or_forever(wake) => false,
             };
+            // Seen, whatever happens next: `changed` waits for the next change.
+            let snapshot = self.source.borrow_and_update().clone();
             let Some(names) = protocol.names() else {
                 // No request yet: nothing asked for, nothing to send.
                 continue;
             };
-            let snapshot = self.source.borrow_and_update().clone();
             let validation = protocol.validation(&self.config);
             let now = unix_now(&*self.clock);
             let rendered = match render::secrets(
@@ -240,6 +250,9 @@ impl StreamTask {
         match verdict.kind {
             RequestKind::Stale => {
                 tracing::debug!(nonce = %req.response_nonce, "SDS: request with a stale nonce ignored");
+            }
+            RequestKind::Nack if verdict.repeated => {
+                tracing::debug!(nonce = %req.response_nonce, "SDS: the same response rejected again");
             }
             RequestKind::Nack => {
                 let detail = clip(verdict.detail.as_deref().unwrap_or_default());
@@ -343,6 +356,9 @@ mod tests {
         let nack = p.on_request(&req(&["default"], &r2.nonce, Some("bad key")));
         assert_eq!((nack.kind, nack.answer), (RequestKind::Nack, false));
         assert_eq!(nack.detail.as_deref(), Some("bad key"));
+        assert!(!nack.repeated);
+        let again = p.on_request(&req(&["default"], &r2.nonce, Some("bad key")));
+        assert_eq!((again.kind, again.repeated), (RequestKind::Nack, true));
         assert!(p.respond(secret(2), false).is_none());
         // Other names: answered even if the secrets are the same, same version, fresh nonce.
         let sub = p.on_request(&req(&["ROOTCA"], &r2.nonce, None));
