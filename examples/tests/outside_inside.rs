@@ -116,7 +116,7 @@ fn bin_dir() -> PathBuf {
     dir
 }
 
-fn step<'a>(out: &'a str, n: u32) -> &'a str {
+fn step(out: &str, n: u32) -> &str {
     let start = out
         .find(&format!("\n== {n}. "))
         .unwrap_or_else(|| panic!("no step {n} in:\n{out}"));
