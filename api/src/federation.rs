@@ -9,6 +9,11 @@
 //!
 //! Must not: decide what is stored (the aggregate does), or keep a bundle anywhere but the log.
 
+pub mod endpoint;
+pub mod fetch;
+pub mod metrics;
+pub mod refresher;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -40,7 +45,9 @@ pub enum RefreshError {
     #[error("the bundle refresher is not running; retry once the server has started")]
     NotRunning,
     /// The fetch failed; the last good bundle stays.
-    #[error("refreshing the bundle of {trust_domain} failed: {reason}; the last good bundle is kept")]
+    #[error(
+        "refreshing the bundle of {trust_domain} failed: {reason}; the last good bundle is kept"
+    )]
     Failed {
         /// The trust domain.
         trust_domain: TrustDomain,

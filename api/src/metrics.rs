@@ -136,6 +136,12 @@ impl Metrics {
         }))
     }
 
+    /// The registry, for families kept elsewhere (the federation refresher's,
+    /// `crate::federation::metrics`).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Marks the server as failed: `/live` and `/ready` answer 503 from now on.
     pub fn set_failed(&self) {
         self.failed.store(true, Ordering::SeqCst);
