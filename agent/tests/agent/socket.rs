@@ -20,8 +20,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::support::*;
 
-const SERVICES: [&str; 4] = [
+const SERVICES: [&str; 5] = [
     "SpiffeWorkloadAPI",
+    "envoy.service.secret.v3.SecretDiscoveryService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
