@@ -7,13 +7,16 @@
 //!   trust domain and read its SPIFFE ID (never a DNS name), and certificate resolvers that
 //!   present the current SVID on every handshake, so rotation needs no restart;
 //! - [`wire`]: the one-line request/response protocol the examples speak (`ping` → `pong`);
-//! - [`caller`]: the client loop both callers run (hold a connection, ping, watch rotations).
+//! - [`caller`]: the client loop both callers run (hold a connection, ping, watch rotations);
+//! - [`sds`]: an Envoy SDS v3 client that fills [`material::Material`] from the agent, as an
+//!   Envoy sidecar would get its secrets.
 //!
 //! Must not depend on Tessera's own crates: everything here is public API of `spiffe`,
 //! `rustls` and `rustls-webpki`, as in any program that uses a SPIFFE implementation.
 
 pub mod caller;
 pub mod material;
+pub mod sds;
 pub mod verify;
 pub mod wire;
 

@@ -166,6 +166,13 @@ fn outside_inside_scenario() {
         rotation.contains("device-caller: OK: one connection held for 25 s"),
         "{rotation}"
     );
+    for line in [
+        "device-sidecar: SDS secrets \"default\" and \"ROOTCA\" received",
+        "device-sidecar: rotated: serial ",
+        "device-sidecar: OK: one connection held for 25 s",
+    ] {
+        assert!(rotation.contains(line), "{line:?} not in:\n{rotation}");
+    }
     let revoked = step(&out, 6);
     assert!(
         revoked.contains("honest-caller: FAILED: the agent withdrew"),
