@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod common;
 pub mod entry;
 pub mod events;
+pub mod federation;
 pub mod healthcheck;
 pub mod log;
 pub mod render;
@@ -45,9 +46,12 @@ pub enum Command {
     /// Join tokens.
     #[command(subcommand)]
     Token(agent::TokenCommand),
-    /// The trust bundle.
+    /// The trust bundle, and federated bundles.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// Federation relationships with foreign trust domains.
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
     /// X509-SVIDs.
     #[command(subcommand)]
     X509(svid::X509Command),
@@ -128,6 +132,7 @@ pub async fn dispatch(command: Command, out: &mut dyn Write) -> Result<(), CliEr
         Command::Agent(c) => agent::run(c, out).await,
         Command::Token(c) => agent::run_token(c, out).await,
         Command::Bundle(c) => bundle::run(c, out).await,
+        Command::Federation(c) => federation::run(c, out).await,
         Command::X509(c) => svid::run_x509(c, out).await,
         Command::Jwt(c) => svid::run_jwt(c, out).await,
         Command::Events(c) => events::run(c, out).await,

@@ -13,5 +13,6 @@ mod agents;
 mod durability;
 mod entries;
 mod events;
+mod federation;
 mod startup;
 mod svids;
