@@ -14,12 +14,15 @@
 //! - several servers on one PostgreSQL log (`e2e/servers.rs`), and a database outage
 //!   (`e2e/outage.rs`, on a private PostgreSQL instance the test starts and stops);
 //! - the LRU SVID cache: eager up to its size, on demand beyond, eviction, a soft limit for
-//!   open streams (`e2e/svid_cache.rs`).
+//!   open streams (`e2e/svid_cache.rs`);
+//! - two trust domains federating with both bundle endpoint profiles (`e2e/federation.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
 #[path = "e2e/failover.rs"]
 mod failover;
+#[path = "e2e/federation.rs"]
+mod federation;
 #[path = "e2e/outage.rs"]
 mod outage;
 #[path = "e2e/processes.rs"]
@@ -96,7 +99,12 @@ fn create(p: &Pair, path: &str, extra: &[&str]) -> String {
 }
 
 async fn client(p: &Pair) -> WorkloadApiClient {
-    let endpoint = p.agent.endpoint();
+    client_at(&p.agent).await
+}
+
+/// A Workload API client of `agent`, once its socket accepts (bounded: 30 s).
+async fn client_at(agent: &AgentProc) -> WorkloadApiClient {
+    let endpoint = agent.endpoint();
     let mut last = None;
     for _ in 0..300 {
         match WorkloadApiClient::connect_to(&endpoint).await {

@@ -28,6 +28,8 @@ pub struct ServerProc {
     pub dir: PathBuf,
     pub sock: PathBuf,
     pub port: u16,
+    /// Addresses of its federation bundle endpoint, as logged when it listens.
+    endpoint: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
 }
 
 impl ServerProc {
@@ -39,6 +41,27 @@ impl ServerProc {
 
     /// Like [`ServerProc::start`], with a config file.
     pub fn start_with(dir: &Path, port: u16, config: Option<&Path>) -> ServerProc {
+        Self::spawn("example.org", dir, port, config, &[])
+    }
+
+    /// A server of trust domain `td` on an ephemeral port, with a config file and more
+    /// environment variables (`SSL_CERT_FILE` for a test Web PKI).
+    pub fn start_in(
+        td: &str,
+        dir: &Path,
+        config: Option<&Path>,
+        env: &[(&str, &Path)],
+    ) -> ServerProc {
+        Self::spawn(td, dir, 0, config, env)
+    }
+
+    fn spawn(
+        td: &str,
+        dir: &Path,
+        port: u16,
+        config: Option<&Path>,
+        env: &[(&str, &Path)],
+    ) -> ServerProc {
         let sock = dir.join("server.sock");
         let mut log = std::fs::File::create(dir.join("server.log")).unwrap();
         let mut cmd = Command::new(bin("tessera-server"));
@@ -46,8 +69,11 @@ impl ServerProc {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut child = cmd
-            .args(["--trustDomain", "example.org", "--bindAddress", "127.0.0.1"])
+            .args(["--trustDomain", td, "--bindAddress", "127.0.0.1"])
             .arg("--serverPort")
             .arg(port.to_string())
             .arg("--dataDir")
@@ -61,11 +87,16 @@ impl ServerProc {
         // The server logs to stderr; copy it to server.log and catch the agent API's address.
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let (endpoint_tx, endpoint_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let _ = writeln!(log, "{line}");
                 if let Some(addr) = line.split("agent API listening addr=").nth(1) {
                     let _ = tx.send(addr.trim().to_owned());
+                }
+                if let Some(rest) = line.split("bundle endpoint listening addr=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = endpoint_tx.send(addr.to_owned());
                 }
             }
         });
@@ -82,6 +113,7 @@ impl ServerProc {
             dir: dir.to_owned(),
             sock,
             port,
+            endpoint: std::sync::Mutex::new(endpoint_rx),
         };
         wait_until("the server's admin socket", || {
             s.cli(&["healthcheck"]).status.success()
@@ -105,6 +137,21 @@ impl ServerProc {
         )
         .unwrap();
         Self::start_with(dir, 0, Some(&conf))
+    }
+
+    /// The port of its federation bundle endpoint (configured with `port = 0`), once it listens
+    /// (bounded: 30 s).
+    pub fn bundle_endpoint_port(&self) -> u16 {
+        let addr = self
+            .endpoint
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the bundle endpoint came up within 30 s");
+        addr.rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in the log line")
     }
 
     /// Runs `tessera-server <args> --socketPath <sock>`.
