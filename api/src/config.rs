@@ -7,6 +7,7 @@ mod agent_api;
 mod authority;
 pub use tessera_edge::duration;
 pub mod admin_socket;
+pub mod federation;
 pub mod file;
 pub mod store;
 
@@ -214,6 +215,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `server.server_id` / `--serverID`; `None`: the id kept in the data dir.
     pub server_id: Option<String>,
+    /// `[federation]` and `[limits.federation]`: bundle endpoint, relationships, bounds.
+    pub federation: federation::FederationConfig,
 }
 
 impl Config {
@@ -349,6 +352,8 @@ impl Config {
             store::check_server_id(key, id)?;
         }
         let server_id = server_id.map(|(_, id)| id);
+        let federation =
+            federation::federation(&file.federation, &limits.federation, &trust_domain)?;
         let h = &file.health_checks;
         let health_addr = if h.listener_enabled {
             Some(SocketAddr::new(
@@ -384,6 +389,7 @@ impl Config {
             x509pop_ca_bundle_path,
             store,
             server_id,
+            federation,
         })
     }
 
@@ -414,6 +420,7 @@ impl Config {
             adopt_unowned: !self.store.is_shared(),
         });
         s.key_manager = key_manager;
+        s.federation = self.federation.settings.clone();
         s
     }
 }

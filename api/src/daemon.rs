@@ -75,6 +75,9 @@ pub enum RunError {
     /// The server id (config, or the file in the data dir) is unusable.
     #[error("server id: {0}")]
     ServerId(String),
+    /// Federation (configured relationships, bundle endpoint) did not start.
+    #[error(transparent)]
+    Federation(#[from] crate::federation::startup::FederationStartError),
     /// A background task panicked or was cancelled.
     #[error("{what} task ended abnormally: {reason}")]
     Task {
@@ -101,7 +104,13 @@ pub async fn run(config: Config, stop: ShutdownSignal) -> Result<(), RunError> {
         KeyManagerKind::Memory => Arc::new(MemoryKeyManager::default()),
     };
     let settings = config.server_settings(key_manager, &server_id);
-    let server = match Server::start(settings, log.shared(), clock, Arc::new(OsRandom::new())).await
+    let server = match Server::start(
+        settings,
+        log.shared(),
+        clock.clone(),
+        Arc::new(OsRandom::new()),
+    )
+    .await
     {
         Ok(server) => server,
         Err(e) => {
@@ -123,7 +132,7 @@ pub async fn run(config: Config, stop: ShutdownSignal) -> Result<(), RunError> {
         }
     }
 
-    let result = serve_all(&config, &server, &server_id, stop).await;
+    let result = serve_all(&config, &server, &server_id, clock, stop).await;
     server.stop().await;
     log.close().await;
     tracing::info!("server stopped");
@@ -134,12 +143,19 @@ async fn serve_all(
     config: &Arc<Config>,
     server: &Server,
     server_id: &str,
+    clock: Arc<dyn Clock>,
     stop: ShutdownSignal,
 ) -> Result<(), RunError> {
     let (trigger, shutdown) = ShutdownSignal::new();
+    let metrics = Metrics::new(server.clone(), server_id)?;
+    let federation = start_federation(config, server, clock, &metrics, shutdown.clone()).await?;
     let (socket, _socket_guard) =
         uds::bind_with_mode(&config.socket_path, config.admin_socket.mode).await?;
-    let ctx = AdminContext::new(server.clone(), config.api.clone());
+    let ctx = AdminContext::with_federation(
+        server.clone(),
+        config.api.clone(),
+        federation.runtime.clone(),
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut admin_task = tokio::spawn(admin::serve_with(
         socket,
@@ -151,7 +167,6 @@ async fn serve_all(
     ));
     tracing::info!(path = %config.socket_path.display(), "admin API listening");
 
-    let metrics = Metrics::new(server.clone(), server_id)?;
     let metrics_task = match config.health_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -205,7 +220,42 @@ async fn serve_all(
         drain("metrics endpoint", task).await;
     }
     drain("agent API", agent_task).await;
+    drain("federation refresher", federation.refresher).await;
+    if let Some((endpoint, cert)) = federation.endpoint {
+        drain("federation bundle endpoint", endpoint).await;
+        drain("bundle endpoint certificate", cert).await;
+    }
     outcome
+}
+
+/// Applies the configured federation relationships, starts the bundle refresher and, when
+/// `[federation.bundle_endpoint]` is set, binds and serves the bundle endpoint.
+async fn start_federation(
+    config: &Config,
+    server: &Server,
+    clock: Arc<dyn Clock>,
+    metrics: &Metrics,
+    shutdown: ShutdownSignal,
+) -> Result<crate::federation::startup::Started, RunError> {
+    let listener = match &config.federation.bundle_endpoint {
+        Some(ep) => Some(
+            TcpListener::bind(ep.addr)
+                .await
+                .map_err(|source| RunError::Bind {
+                    what: "federation bundle endpoint",
+                    addr: ep.addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let deps = crate::federation::startup::Deps {
+        server,
+        clock,
+        random: Arc::new(OsRandom::new()),
+        registry: Some(metrics.registry()),
+    };
+    Ok(crate::federation::startup::start(&config.federation, deps, listener, shutdown).await?)
 }
 
 /// Serves the agent API (`crate::agent_api`: TCP + TLS, attestation, sync, signing) on

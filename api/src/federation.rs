@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod fetch;
 pub mod metrics;
 pub mod refresher;
+pub mod startup;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -12,5 +12,7 @@ mod endpoint;
 mod fetch_errors;
 #[path = "federation_runtime/refresh.rs"]
 mod refresh;
+#[path = "federation_runtime/startup.rs"]
+mod startup;
 #[path = "federation_runtime/support.rs"]
 mod support;

@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub store: StoreSection,
     /// `[admin_socket]`: the admin socket's mode, allowed uids and connection bounds.
     pub admin_socket: super::admin_socket::AdminSocketSection,
+    /// `[federation]`: the bundle endpoint and the trust domains federated with.
+    pub federation: super::federation::FederationSection,
 }
 
 /// `[server]`: SPIRE's `server { ... }` block.
@@ -258,6 +260,8 @@ pub struct LimitsSection {
     pub agent_csr_batches_per_second: u32,
     /// Bounds on entry fields.
     pub entry: EntryLimits,
+    /// `[limits.federation]`: relationships, bundles, fetches, the bundle endpoint.
+    pub federation: super::federation::FederationLimitsSection,
 }
 
 impl Default for LimitsSection {
@@ -300,6 +304,7 @@ impl Default for LimitsSection {
             agent_jwt_mints_per_second: agent.jwt_mints_per_agent_per_second,
             agent_csr_batches_per_second: agent.csr_batches_per_agent_per_second,
             entry: EntryLimits::default(),
+            federation: super::federation::FederationLimitsSection::default(),
         }
     }
 }

@@ -221,7 +221,10 @@ async fn refresher_follows_the_endpoint_and_keeps_the_last_good_bundle() {
             .unwrap();
         let e = match running.runtime.refresh_now(&a.td).await {
             Err(e) => e,
-            Ok(()) => panic!("{kind}: refresh succeeded: {:?}", b.server.federation.view().relationships),
+            Ok(()) => panic!(
+                "{kind}: refresh succeeded: {:?}",
+                b.server.federation.view().relationships
+            ),
         };
         assert!(matches!(e, RefreshError::Failed { .. }), "{kind}: {e}");
         assert!(e.to_string().contains(says), "{kind}: {e}");

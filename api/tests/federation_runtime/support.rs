@@ -39,7 +39,7 @@ pub fn clock() -> Arc<ManualClock> {
 pub struct Domain {
     pub td: TrustDomain,
     pub server: Server,
-    _log: Arc<LocalLog>,
+    pub log: Arc<LocalLog>,
 }
 
 impl Domain {
@@ -55,16 +55,21 @@ impl Domain {
             .await
             .unwrap();
         server.authority.tick().await.unwrap();
-        Domain {
-            td,
-            server,
-            _log: log,
-        }
+        Domain { td, server, log }
     }
 
     /// The bundle the authority publishes now.
     pub fn bundle(&self) -> Bundle {
         self.server.authority.bundle().unwrap()
+    }
+
+    /// This domain's X.509 authorities as a bundle of `td` (a wrong bundle for tests).
+    pub fn bundle_as(&self, td: &TrustDomain) -> Bundle {
+        let mut b = Bundle::new(td.clone());
+        for x in self.bundle().x509_authorities() {
+            b.add_x509_authority(x.clone());
+        }
+        b
     }
 
     /// `spiffe://<td>/spire/server`.
