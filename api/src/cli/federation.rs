@@ -486,3 +486,60 @@ async fn refresh(a: IdArgs, out: &mut dyn Write) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn printed(status: Option<&Value>) -> String {
+        let mut out = Vec::new();
+        refresh_pretty(&mut out, status);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn refresh_status_lines() {
+        assert_eq!(
+            printed(None),
+            "Last refresh              : not attempted yet\n"
+        );
+        let failing = json!({
+            "last_attempt_at": 1_700_000_100,
+            "last_success_at": null,
+            "last_error": "connection refused",
+            "consecutive_failures": 2,
+            "next_refresh_at": 1_700_000_400,
+        });
+        assert_eq!(
+            printed(Some(&failing)),
+            "Last refresh              : 2023-11-14T22:15:00Z\n\
+             Last successful refresh   : never\n\
+             Last refresh error        : connection refused\n\
+             Consecutive failures      : 2\n\
+             Next refresh              : 2023-11-14T22:20:00Z\n"
+        );
+    }
+
+    #[test]
+    fn data_errors_name_the_item_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.json");
+        std::fs::write(
+            &path,
+            r#"{"federationRelationships": [
+                {"trustDomain": "a.org", "bundleEndpointURL": "https://a.org", "bundleEndpointProfile": "https_web"},
+                {"trustDomain": "b.org", "bundleEndpointURL": "https://b.org", "bundleEndpointProfile": "https_spiffe"}
+            ]}"#,
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let e = from_data("federation create", p).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("federation create: --data {p}: item 1: endpointSPIFFEID is required with --bundleEndpointProfile https_spiffe: the SPIFFE ID the endpoint presents (e.g. spiffe://partner.org/spire/server)")
+        );
+        std::fs::write(&path, "{}").unwrap();
+        let e = from_data("federation create", p).unwrap_err().to_string();
+        assert!(e.contains("no \"federationRelationships\" array"), "{e}");
+    }
+}
