@@ -313,6 +313,12 @@ fn federation_verbs_against_a_running_server() {
         err.contains("federation refresh: failed to refresh bundle: Unavailable"),
         "{err}"
     );
+    // The failed attempt shows in `federation show` (the server's refresher records it).
+    let shown = ok(s, &["federation", "show", "--trustDomain", "web.org"]);
+    assert!(
+        shown.contains("Last successful refresh   : never\nLast refresh error        : "),
+        "{shown}"
+    );
     let err = fails(s, &["federation", "refresh", "--id", "nobody.org"]);
     assert!(
         err.contains("there is no federation relationship with trust domain \"nobody.org\""),
