@@ -1,7 +1,8 @@
 //! Runs `examples/outside-inside/run` (the tutorial's one command) on the workspace's built
 //! binaries and checks each step's outcome in its output: the inside service up, the device
-//! agent attested by x509pop, a rotation under a held connection, the refusals, the
-//! revocation, and that the script left no process behind.
+//! agent attested by x509pop, rotations under held connections (Workload API and SDS), the
+//! refusals, the revocation, the federated partner let in, and that the script left no
+//! process behind.
 //!
 //! The script runs in its own process group, killed (TERM, then KILL) if the test ends early,
 //! and is given at most [`LIMIT`].
@@ -188,6 +189,19 @@ fn outside_inside_scenario() {
             && revoked.contains("SVID expired"),
         "{revoked}"
     );
+
+    let partner = step(&out, 7);
+    for line in [
+        "Last successful refresh",
+        "inside-service: now trusting partner.example, platform.example",
+        "partner-caller: SDS secrets \"default\" and \"ALL\" received; trusting partner.example, \
+         platform.example",
+        "partner-caller: connected as serial ",
+        "partner-caller: OK: one connection held",
+        "inside-service: accepted spiffe://partner.example/caller (serial ",
+    ] {
+        assert!(partner.contains(line), "{line:?} not in:\n{partner}");
+    }
 
     // The script's trap stopped everything it started.
     assert!(

@@ -195,10 +195,13 @@ async fn serve(
     }
 }
 
-/// Prints the service's own SVID rotations.
+/// Prints the service's own SVID rotations, and the trust domains it trusts when they change
+/// (a new federation reaches a running service through its entry's `--federatesWith`).
 async fn report_rotations(material: Arc<Material>) {
     let mut changes = material.subscribe();
     let mut serial = material.identity().map(|i| i.serial.clone());
+    let mut domains = trusted(&material);
+    say(NAME, &format!("trusting {}", domains.join(", ")));
     while changes.changed().await.is_ok() {
         let now = material.identity().map(|i| i.serial.clone());
         if now != serial {
@@ -206,5 +209,16 @@ async fn report_rotations(material: Arc<Material>) {
             say(NAME, &format!("my SVID rotated: serial {shown}"));
             serial = now;
         }
+        let now = trusted(&material);
+        if now != domains {
+            say(NAME, &format!("now trusting {}", now.join(", ")));
+            domains = now;
+        }
     }
+}
+
+fn trusted(material: &Material) -> Vec<String> {
+    let mut domains: Vec<String> = material.trust().keys().cloned().collect();
+    domains.sort();
+    domains
 }

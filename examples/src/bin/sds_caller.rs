@@ -9,10 +9,15 @@
 //! ```
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use tessera_examples::caller::{run, say, CallArgs};
 use tessera_examples::sds;
+
+/// Longest wait for the agent to have an identity for this workload.
+const IDENTITY_WAIT: Duration = Duration::from_secs(15);
+const RETRY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Parser)]
 #[command(about = "Calls the inside service over mTLS with secrets from the agent's SDS.")]
@@ -46,9 +51,23 @@ async fn main() -> std::process::ExitCode {
 
 async fn call(args: Args) -> anyhow::Result<()> {
     let material = args.call.material();
-    let client = sds::connect(args.socket.clone()).await?;
     let names = vec![args.svid.clone(), args.trust.clone()];
-    sds::follow(client, names, material.clone()).await?;
+    // Like Envoy, retry while the agent has no identity for us yet (a new entry takes a
+    // moment to reach the agent), for at most IDENTITY_WAIT.
+    let mut waited = Duration::ZERO;
+    loop {
+        let client = sds::connect(args.socket.clone()).await?;
+        match sds::follow(client, names.clone(), material.clone()).await {
+            Ok(_) => break,
+            Err(sds::SdsError::Status(s))
+                if s.code() == tonic::Code::PermissionDenied && waited < IDENTITY_WAIT =>
+            {
+                tokio::time::sleep(RETRY).await;
+                waited += RETRY;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let trust = material.trust();
     let mut domains: Vec<&String> = trust.keys().collect();
     domains.sort();
