@@ -384,3 +384,6 @@ impl ResolvesClientCert for CurrentSvid {
         self.0.identity().is_some()
     }
 }
+
+#[cfg(test)]
+mod tests;
