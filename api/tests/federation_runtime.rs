@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
+#[path = "federation_runtime/daemon.rs"]
+mod daemon;
 #[path = "federation_runtime/endpoint.rs"]
 mod endpoint;
 #[path = "federation_runtime/fetch_errors.rs"]

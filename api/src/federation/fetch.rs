@@ -18,20 +18,21 @@ use std::time::Duration;
 
 use http::Uri;
 use hyper::body::Body as _;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::RootCertStore;
 use tessera_actors::server::federation::{EndpointProfile, Relationship};
-use tessera_edge::tls::{
-    verify_peer_svid, ExpectedId, PeerSvidError, ServerTrust, SpiffeServerVerifier,
-};
+use tessera_edge::tls::{ExpectedId, ServerTrust, SpiffeServerVerifier};
 use tessera_eventlog::Clock;
 use tessera_identity::{Bundle, BundleError, BundleLimits, SpiffeId, TrustDomain};
 use tokio::net::TcpStream;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use self::verify::{tls_error, SpiffeEndpointVerifier};
 use crate::agent_api::tls::ClockTime;
+
+mod verify;
 
 /// Bounds on one fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -456,32 +457,6 @@ impl Target {
     }
 }
 
-/// The typed reason of a failed handshake: the SPIFFE check's own error when it refused.
-fn tls_error(url: &str, e: &std::io::Error, refused: &Mutex<Option<PeerSvidError>>) -> FetchError {
-    let refused = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
-    match refused {
-        Some(PeerSvidError::UnexpectedId { got, expected, .. }) => match SpiffeId::new(&expected) {
-            Ok(expected) => FetchError::WrongEndpointId {
-                url: url.to_owned(),
-                presented: got,
-                expected,
-            },
-            Err(_) => FetchError::Tls {
-                url: url.to_owned(),
-                reason: format!("endpoint presented {got}, expected {expected}"),
-            },
-        },
-        Some(other) => FetchError::Tls {
-            url: url.to_owned(),
-            reason: other.to_string(),
-        },
-        None => FetchError::Tls {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        },
-    }
-}
-
 /// A fetched bundle must name only its own trust domain and trust something.
 fn check_bundle(url: &str, trust_domain: &TrustDomain, bundle: &Bundle) -> Result<(), FetchError> {
     if bundle.is_empty() {
@@ -514,68 +489,6 @@ pub(crate) fn foreign_trust_domain(der: &[u8], own: &TrustDomain) -> Option<Stri
         let td = rest.split('/').next().unwrap_or_default();
         (!td.eq_ignore_ascii_case(own.as_str())).then(|| td.chars().take(255).collect())
     })
-}
-
-/// `https_spiffe`: the chain and ID checked by `tessera_edge::tls` (its verifier does the
-/// handshake signatures), remembering why it refused so that the error names the presented
-/// and expected IDs.
-#[derive(Debug)]
-struct SpiffeEndpointVerifier {
-    bundle: Bundle,
-    expected: ExpectedId,
-    inner: SpiffeServerVerifier,
-    refused: Arc<Mutex<Option<PeerSvidError>>>,
-}
-
-impl ServerCertVerifier for SpiffeEndpointVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        // The host name is ignored: the SPIFFE ID decides (SPIFFE Federation §5.2.2.4).
-        let _ = (server_name, ocsp);
-        match verify_peer_svid(
-            end_entity,
-            intermediates,
-            &self.bundle,
-            &self.expected,
-            now,
-            "bundle endpoint",
-        ) {
-            Ok(_) => Ok(ServerCertVerified::assertion()),
-            Err(e) => {
-                let reason = e.to_string();
-                *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                Err(rustls::Error::General(reason))
-            }
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 #[cfg(test)]

@@ -171,6 +171,8 @@ pub struct WebFiles {
     pub cert: std::path::PathBuf,
     pub key: std::path::PathBuf,
     pub roots: RootCertStore,
+    /// The CA certificate, PEM (for `SSL_CERT_FILE`).
+    pub ca_pem: String,
     pub leaf: CertificateDer<'static>,
     pub leaf_key: PrivateKeyDer<'static>,
 }
@@ -201,6 +203,7 @@ impl WebFiles {
             cert,
             key: key_path,
             roots,
+            ca_pem: ca.pem(),
             leaf: leaf.der().clone(),
             leaf_key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         }
