@@ -154,6 +154,10 @@ pub async fn serve(
                     // Per-connection failures (reset before accept, fd exhaustion): go on.
                     Err(e) if is_transient(&e) => {
                         tracing::debug!(error = %e, "bundle endpoint: accept");
+                        if is_out_of_descriptors(&e) {
+                            // Accepting again at once would spin until a descriptor frees.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
                         continue;
                     }
                     Err(e) => break Err(EndpointError::Accept(e)),
@@ -194,7 +198,12 @@ fn is_transient(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
-    ) || e.raw_os_error().is_some_and(|c| c == 23 || c == 24) // ENFILE, EMFILE
+    ) || is_out_of_descriptors(e)
+}
+
+/// ENFILE or EMFILE (Linux numbers).
+fn is_out_of_descriptors(e: &std::io::Error) -> bool {
+    e.raw_os_error().is_some_and(|c| c == 23 || c == 24)
 }
 
 /// One connection: handshake, one request, close.

@@ -73,3 +73,36 @@ async fn https_web_endpoint_serves_the_bundle_and_nothing_else() {
     ep.stop().await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn idle_and_excess_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+
+    let clock = clock();
+    let a = Domain::start("a.test", clock.clone()).await;
+    let files = WebFiles::new(&["127.0.0.1"]);
+    let limits = tessera_server::federation::endpoint::EndpointLimits {
+        max_connections: 1,
+        handshake_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let ep = Endpoint::web_with(&a, clock, &files, limits).await;
+    // A client that never says hello holds the only slot, until the handshake timeout.
+    let mut idle = tokio::net::TcpStream::connect(ep.addr).await.unwrap();
+    // Over the limit (connections are accepted in order): closed at accept, without a byte.
+    let mut excess = tokio::net::TcpStream::connect(ep.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), excess.read(&mut buf))
+        .await
+        .expect("the excess connection is closed at once");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    // The idle one is cut after the handshake timeout; then the slot serves again.
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the idle connection is cut");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    let (status, _, _) = raw_get(ep.addr, files.roots.clone(), "/", "GET").await;
+    assert_eq!(status, 200);
+    ep.stop().await;
+    a.stop().await;
+}

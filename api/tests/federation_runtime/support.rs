@@ -123,12 +123,40 @@ impl Endpoint {
         Self::serve(d, live, clock, trigger, shutdown).await
     }
 
+    /// `https_web` with `limits`.
+    pub async fn web_with(
+        d: &Domain,
+        clock: Arc<ManualClock>,
+        files: &WebFiles,
+        limits: EndpointLimits,
+    ) -> Endpoint {
+        let (trigger, shutdown) = ShutdownSignal::new();
+        let (live, _reload) = cert::web(
+            files.cert.clone(),
+            files.key.clone(),
+            shutdown.clone().wait(),
+        )
+        .unwrap();
+        Self::serve_with(d, live, clock, trigger, shutdown, limits).await
+    }
+
     async fn serve(
         d: &Domain,
         live: Arc<cert::LiveCert>,
         clock: Arc<ManualClock>,
         trigger: ShutdownTrigger,
         shutdown: ShutdownSignal,
+    ) -> Endpoint {
+        Self::serve_with(d, live, clock, trigger, shutdown, EndpointLimits::default()).await
+    }
+
+    async fn serve_with(
+        d: &Domain,
+        live: Arc<cert::LiveCert>,
+        clock: Arc<ManualClock>,
+        trigger: ShutdownTrigger,
+        shutdown: ShutdownSignal,
+        limits: EndpointLimits,
     ) -> Endpoint {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -141,7 +169,7 @@ impl Endpoint {
             listener,
             tls,
             published,
-            EndpointLimits::default(),
+            limits,
             shutdown.wait(),
         ));
         Endpoint {
