@@ -136,6 +136,9 @@ enum Outcome {
     },
     /// The relationship was deleted while fetching.
     Gone,
+    /// The relationship was updated while fetching: the bundle from the old endpoint is
+    /// dropped and the new one fetched.
+    Superseded,
     /// Fetching or storing failed.
     Failed { kind: &'static str, reason: String },
 }
@@ -307,6 +310,14 @@ impl Refresher {
         let Some(t) = tracked.get_mut(td) else {
             return; // Deleted meanwhile: already forgotten.
         };
+        if matches!(outcome, Outcome::Superseded) {
+            // Not an attempt of the relationship as it is: its requests wait for the next.
+            let mut waiting = std::mem::take(&mut t.in_flight);
+            waiting.append(&mut t.waiting);
+            t.waiting = waiting;
+            t.due = Some(now());
+            return;
+        }
         let at = unix_now(self.clock.as_ref());
         t.status.last_attempt_at = Some(at);
         let (delay, answer) = match outcome {
@@ -327,7 +338,7 @@ impl Refresher {
                 t.status.consecutive_failures = 0;
                 (self.settings.after_success(hint), Ok(()))
             }
-            Outcome::Gone => (
+            Outcome::Gone | Outcome::Superseded => (
                 self.settings.default_refresh,
                 Err(RefreshError::NotFound(td.clone())),
             ),
@@ -388,6 +399,14 @@ async fn attempt(
             }
         }
     };
+    if federation
+        .view()
+        .relationships
+        .get(&relationship.trust_domain)
+        != Some(relationship)
+    {
+        return Outcome::Superseded;
+    }
     let (sequence, hint) = (bundle.sequence_number(), bundle.refresh_hint());
     match federation
         .command(FederationCommand::Refreshed { bundle })
