@@ -17,7 +17,7 @@ mod auth;
 mod convert;
 mod incoming;
 pub mod limits;
-mod server_svid;
+pub(crate) mod server_svid;
 mod service;
 mod sync;
 pub mod tls;

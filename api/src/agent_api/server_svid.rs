@@ -66,8 +66,9 @@ pub async fn start(deps: &AgentApiDeps) -> Result<Arc<LiveTls>, AgentApiError> {
     Ok(live)
 }
 
-/// A fresh key pair and an SVID for it; returns the TLS key and the SVID's lifetime.
-async fn issue(
+/// A fresh key pair and an SVID for `server_id` signed by the authority: the TLS key and the
+/// SVID's lifetime (also the bundle endpoint's `https_spiffe` certificate).
+pub(crate) async fn issue(
     authority: &AuthorityHandle,
     server_id: &SpiffeId,
 ) -> Result<(Arc<CertifiedKey>, Duration), AgentApiError> {

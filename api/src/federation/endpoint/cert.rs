@@ -13,11 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rcgen::{CertificateParams, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tessera_actors::server::authority::{AuthorityHandle, X509SvidRequest};
+use tessera_actors::server::authority::AuthorityHandle;
 use tessera_identity::{SpiffeId, TrustDomain, SERVER_PATH};
 
 use super::EndpointError;
@@ -98,45 +97,14 @@ pub async fn spiffe(
     Ok((live, task))
 }
 
-/// A fresh key pair and an SVID for `id`; the TLS key and the SVID's lifetime.
+/// The server SVID for the endpoint (the agent API's issuing path).
 async fn issue(
     authority: &AuthorityHandle,
     id: &SpiffeId,
 ) -> Result<(Arc<CertifiedKey>, Duration), EndpointError> {
-    let fail = |e: &dyn std::fmt::Display| EndpointError::ServerSvid(e.to_string());
-    let key = KeyPair::generate().map_err(|e| fail(&e))?;
-    let csr = CertificateParams::new(Vec::<String>::new())
-        .and_then(|p| p.serialize_request(&key))
-        .map_err(|e| fail(&e))?;
-    let svid = authority
-        .sign_server_svid(vec![X509SvidRequest {
-            csr_der: csr.der().to_vec(),
-            spiffe_id: id.clone(),
-            dns_names: vec![],
-            ttl: None,
-        }])
+    crate::agent_api::server_svid::issue(authority, id)
         .await
-        .map_err(|e| fail(&e))?
-        .pop()
-        .ok_or_else(|| fail(&"the signer returned no result"))?
-        .map_err(|e| fail(&e))?;
-    let chain = svid
-        .cert_chain
-        .iter()
-        .map(|d| CertificateDer::from(d.clone()))
-        .collect();
-    let signing_key = tessera_edge::tls::provider()
-        .key_provider
-        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            key.serialize_der(),
-        )))
-        .map_err(|e| fail(&e))?;
-    let lifetime = Duration::from_secs(
-        u64::try_from(svid.not_after - svid.not_before)
-            .unwrap_or(60)
-            .max(2),
-    );
-    Ok((Arc::new(CertifiedKey::new(chain, signing_key)), lifetime))
+        .map_err(|e| EndpointError::ServerSvid(e.to_string()))
 }
 
 // === https_web ===
@@ -253,6 +221,8 @@ pub fn load_web(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, Endpo
 
 #[cfg(test)]
 mod tests {
+    use rcgen::{CertificateParams, KeyPair};
+
     use super::*;
 
     #[test]
