@@ -211,7 +211,9 @@ pub enum FederationError {
         trust_domain: TrustDomain,
     },
     /// A relationship with the trust domain exists.
-    #[error("a federation relationship with {trust_domain} already exists; use `federation update`")]
+    #[error(
+        "a federation relationship with {trust_domain} already exists; use `federation update`"
+    )]
     RelationshipExists {
         /// The trust domain.
         trust_domain: TrustDomain,

@@ -114,7 +114,10 @@ fn create_twice_update_unknown_and_own_trust_domain_are_refused() {
     };
     let err = events(&f, own).unwrap_err();
     assert!(matches!(err, FederationError::OwnTrustDomain { .. }));
-    assert!(err.to_string().contains("does not federate with itself"), "{err}");
+    assert!(
+        err.to_string().contains("does not federate with itself"),
+        "{err}"
+    );
     let own_bundle = FederationCommand::PutBundle {
         bundle: bundle("platform.example", 1),
         mode: PutMode::Set,
@@ -163,7 +166,10 @@ fn a_bootstrap_bundle_of_another_trust_domain_is_refused() {
         },
     )
     .unwrap_err();
-    assert!(matches!(err, FederationError::BundleMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, FederationError::BundleMismatch { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -222,7 +228,10 @@ fn put_modes_follow_create_update_set() {
         events(&f, put("b.example", PutMode::Update)),
         Err(FederationError::BundleNotFound { .. })
     ));
-    assert_eq!(events(&f, put("a.example", PutMode::Update)).unwrap().len(), 1);
+    assert_eq!(
+        events(&f, put("a.example", PutMode::Update)).unwrap().len(),
+        1
+    );
     assert_eq!(events(&f, put("b.example", PutMode::Set)).unwrap().len(), 1);
     let empty = FederationCommand::PutBundle {
         bundle: Bundle::new(td("c.example")),
@@ -310,7 +319,10 @@ fn the_view_is_published_on_configure_and_after_each_federation_event_only() {
     let b = bundle("partner.example", 1);
     f.apply(&ServerEvent::FederatedBundleSet(b.clone()));
     assert!(rx.has_changed().unwrap());
-    assert_eq!(rx.borrow_and_update().bundles.get(&td("partner.example")), Some(&b));
+    assert_eq!(
+        rx.borrow_and_update().bundles.get(&td("partner.example")),
+        Some(&b)
+    );
     f.apply(&ServerEvent::FederatedBundleDeleted {
         trust_domain: td("partner.example"),
     });
