@@ -212,7 +212,10 @@ async fn a_join_token_spent_on_one_server_is_refused_on_the_other() {
     // B may not have folded the creation yet: a refusal is decided again on the log's head.
     attested(&b).await.unwrap();
     // The token is spent with the attestation, on every server: A refuses to check it, and
-    // evicting the agent does not make it usable again.
+    // evicting the agent does not make it usable again. (`Consume` only reads A's fold, which
+    // follows the log on its own: let it catch up with B's append first. A real attestation on
+    // A appends and so decides again on the head.)
+    a.tokens.read_fresh(|_| ()).await.unwrap();
     let check = a
         .tokens
         .command(TokenCommand::Consume {
