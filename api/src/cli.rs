@@ -12,6 +12,7 @@ pub mod healthcheck;
 pub mod log;
 pub mod render;
 pub mod svid;
+pub mod validate;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ pub enum Command {
     Run(RunArgs),
     /// Checks that the server answers on its admin socket.
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Checks the configuration as `run` would load it, without starting anything.
+    Validate(validate::ValidateArgs),
     /// Registration entries.
     #[command(subcommand)]
     Entry(entry::EntryCommand),
@@ -128,6 +131,7 @@ pub async fn dispatch(command: Command, out: &mut dyn Write) -> Result<(), CliEr
             message: "run is handled by main".into(),
         }),
         Command::Healthcheck(a) => healthcheck::run(a, out).await,
+        Command::Validate(a) => validate::run(a, out).await,
         Command::Entry(c) => entry::run(c, out).await,
         Command::Agent(c) => agent::run(c, out).await,
         Command::Token(c) => agent::run_token(c, out).await,

@@ -233,6 +233,47 @@ pub fn timestamp(verb: &'static str, flag: &'static str, value: &str) -> Result<
     })
 }
 
+/// Reads the file at `path` (`-`: stdin) named by `flag`, refusing more than `max` bytes.
+pub fn read_input(
+    verb: &'static str,
+    flag: &'static str,
+    path: &str,
+    max: u64,
+) -> Result<Vec<u8>, CliError> {
+    use std::io::Read;
+    let shown = if path == "-" {
+        PathBuf::from("<stdin>")
+    } else {
+        PathBuf::from(path)
+    };
+    let io = |source| CliError::Io {
+        verb,
+        path: shown.clone(),
+        source,
+    };
+    let mut data = Vec::new();
+    if path == "-" {
+        std::io::stdin()
+            .lock()
+            .take(max + 1)
+            .read_to_end(&mut data)
+            .map_err(io)?;
+    } else {
+        std::fs::File::open(path)
+            .and_then(|f| f.take(max + 1).read_to_end(&mut data))
+            .map_err(io)?;
+    }
+    if data.len() as u64 > max {
+        return Err(CliError::Flag {
+            verb,
+            flag,
+            value: path.to_owned(),
+            reason: format!("is larger than {max} bytes; split it"),
+        });
+    }
+    Ok(data)
+}
+
 /// Writes a line to the output, ignoring a closed pipe (`| head`).
 pub fn line(out: &mut dyn Write, text: impl std::fmt::Display) {
     let _ = writeln!(out, "{text}");

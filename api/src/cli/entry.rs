@@ -1,22 +1,26 @@
-//! `entry create|show|update|delete|count`: registration entries, with SPIRE's flags.
+//! `entry create|show|update|delete|count`: registration entries, with SPIRE's flags, and
+//! SPIRE's batch files (`create|update --data FILE`, `delete --file FILE`).
+//!
+//! The flags and `show`/`count` live here; entries from flags in `wire`, batch files in
+//! `data`, the writing verbs in `write`.
+
+mod data;
+mod wire;
+mod write;
 
 use std::io::Write;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
-use tessera_identity::{EntryId, SpiffeId, SERVER_PATH};
 use tessera_proto::spire::api::server::entry::v1::entry_client::EntryClient;
 use tessera_proto::spire::api::server::entry::v1::{
-    count_entries_request, list_entries_request, BatchCreateEntryRequest, BatchDeleteEntryRequest,
-    BatchUpdateEntryRequest, CountEntriesRequest, GetEntryRequest, ListEntriesRequest,
+    count_entries_request, CountEntriesRequest, GetEntryRequest, ListEntriesRequest,
 };
-use tessera_proto::spire::api::types;
 
-use super::common::{
-    self, code_name, connect, json, line, rpc, CliError, ClientArgs, OutputFormat,
-};
+pub use self::data::{MAX_DATA_BYTES, MAX_DATA_ENTRIES};
+use self::wire::{entry_id, filter};
+use super::common::{connect, json, line, rpc, CliError, ClientArgs, OutputFormat};
 use super::render::{entry_json, entry_pretty};
-use crate::convert::{selector_to_proto, spiffe_id_to_proto};
 
 /// Most pages `entry show` follows (a bound on a misbehaving server, not on real data).
 const MAX_PAGES: usize = 100_000;
@@ -83,6 +87,10 @@ pub struct CreateArgs {
     /// The id for the new entry; generated when unset.
     #[arg(long = "entryID", visible_alias = "entry-id")]
     pub entry_id: Option<String>,
+    /// A JSON file of entries (SPIRE's `{"entries": [...]}`), instead of the field flags;
+    /// `-` reads stdin.
+    #[arg(long = "data")]
+    pub data: Option<String>,
     #[command(flatten)]
     pub fields: EntryFields,
     #[command(flatten)]
@@ -95,6 +103,10 @@ pub struct UpdateArgs {
     /// The entry to update.
     #[arg(long = "entryID", visible_alias = "entry-id")]
     pub entry_id: Option<String>,
+    /// A JSON file of entries with their `entry_id` (SPIRE's `{"entries": [...]}`), each
+    /// replaced whole, instead of the field flags; `-` reads stdin.
+    #[arg(long = "data")]
+    pub data: Option<String>,
     #[command(flatten)]
     pub fields: EntryFields,
     #[command(flatten)]
@@ -191,6 +203,9 @@ pub struct DeleteArgs {
     /// The entry to delete.
     #[arg(long = "entryID", visible_alias = "entry-id")]
     pub entry_id: Option<String>,
+    /// A JSON file of entry ids to delete (SPIRE's `{"ids": [...]}`); `-` reads stdin.
+    #[arg(long = "file")]
+    pub file: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -198,311 +213,12 @@ pub struct DeleteArgs {
 /// Runs an `entry` verb.
 pub async fn run(cmd: EntryCommand, out: &mut dyn Write) -> Result<(), CliError> {
     match cmd {
-        EntryCommand::Create(a) => create(a, out).await,
+        EntryCommand::Create(a) => write::create(a, out).await,
         EntryCommand::Show(a) => show(a, out).await,
-        EntryCommand::Update(a) => update(a, out).await,
-        EntryCommand::Delete(a) => delete(a, out).await,
+        EntryCommand::Update(a) => write::update(a, out).await,
+        EntryCommand::Delete(a) => write::delete(a, out).await,
         EntryCommand::Count(a) => count(a, out).await,
     }
-}
-
-fn entry_id(verb: &'static str, value: &str) -> Result<EntryId, CliError> {
-    EntryId::new(value).map_err(|e| CliError::Flag {
-        verb,
-        flag: "--entryID",
-        value: value.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-fn server_id(of: &SpiffeId) -> Result<SpiffeId, CliError> {
-    SpiffeId::from_path(of.trust_domain(), SERVER_PATH).map_err(|e| CliError::Usage {
-        verb: "entry",
-        message: e.to_string(),
-    })
-}
-
-/// Builds the wire entry and the mask of the fields given.
-fn to_wire(
-    verb: &'static str,
-    f: &EntryFields,
-) -> Result<(types::Entry, types::EntryMask), CliError> {
-    let mut e = types::Entry::default();
-    let mut m = types::EntryMask::default();
-    let spiffe_id = f
-        .spiffe_id
-        .as_deref()
-        .map(|v| common::spiffe_id(verb, "--spiffeID", v))
-        .transpose()?;
-    if let Some(id) = &spiffe_id {
-        e.spiffe_id = Some(spiffe_id_to_proto(id));
-        m.spiffe_id = true;
-    }
-    if f.node && f.parent_id.is_some() {
-        return Err(CliError::Usage {
-            verb,
-            message: "--node and --parentID cannot be used together (--node sets the parent to the server)".into(),
-        });
-    }
-    if f.node {
-        let of = spiffe_id.as_ref().ok_or_else(|| CliError::Usage {
-            verb,
-            message: "--node needs --spiffeID (the server ID is in its trust domain)".into(),
-        })?;
-        e.parent_id = Some(spiffe_id_to_proto(&server_id(of)?));
-        m.parent_id = true;
-    } else if let Some(v) = &f.parent_id {
-        e.parent_id = Some(spiffe_id_to_proto(&common::spiffe_id(
-            verb,
-            "--parentID",
-            v,
-        )?));
-        m.parent_id = true;
-    }
-    if !f.selectors.is_empty() {
-        e.selectors = f
-            .selectors
-            .iter()
-            .map(|s| common::selector(verb, "--selector", s).map(|s| selector_to_proto(&s)))
-            .collect::<Result<_, _>>()?;
-        m.selectors = true;
-    }
-    if let Some(v) = &f.x509_svid_ttl {
-        e.x509_svid_ttl = common::ttl_secs(verb, "--x509SVIDTTL", v)?;
-        m.x509_svid_ttl = true;
-    }
-    if let Some(v) = &f.jwt_svid_ttl {
-        e.jwt_svid_ttl = common::ttl_secs(verb, "--jwtSVIDTTL", v)?;
-        m.jwt_svid_ttl = true;
-    }
-    if !f.dns.is_empty() {
-        e.dns_names = f.dns.clone();
-        m.dns_names = true;
-    }
-    if !f.federates_with.is_empty() {
-        e.federates_with = f
-            .federates_with
-            .iter()
-            .map(|td| {
-                common::trust_domain(verb, "--federatesWith", td).map(|td| td.as_str().to_owned())
-            })
-            .collect::<Result<_, _>>()?;
-        m.federates_with = true;
-    }
-    if let Some(v) = f.admin {
-        e.admin = v;
-        m.admin = true;
-    }
-    if let Some(v) = f.downstream {
-        e.downstream = v;
-        m.downstream = true;
-    }
-    if let Some(v) = &f.hint {
-        e.hint = v.clone();
-        m.hint = true;
-    }
-    if let Some(v) = &f.entry_expiry {
-        e.expires_at = common::timestamp(verb, "--entryExpiry", v)?;
-        m.expires_at = true;
-    }
-    Ok((e, m))
-}
-
-fn item_failure(verb: &'static str, status: Option<&types::Status>) -> Option<CliError> {
-    let s = status?;
-    if s.code == 0 {
-        return None;
-    }
-    Some(CliError::Failed {
-        verb,
-        message: format!(
-            "{}: {}",
-            code_name(tonic::Code::from_i32(s.code)),
-            s.message
-        ),
-    })
-}
-
-async fn create(a: CreateArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    const VERB: &str = "entry create";
-    let (mut entry, _) = to_wire(VERB, &a.fields)?;
-    if entry.spiffe_id.is_none() {
-        return Err(CliError::Usage {
-            verb: VERB,
-            message: "--spiffeID is required".into(),
-        });
-    }
-    if entry.parent_id.is_none() {
-        return Err(CliError::Usage {
-            verb: VERB,
-            message: "--parentID is required (or --node for a node alias)".into(),
-        });
-    }
-    if entry.selectors.is_empty() {
-        return Err(CliError::Usage {
-            verb: VERB,
-            message: "at least one --selector is required (e.g. --selector unix:uid:1000)".into(),
-        });
-    }
-    if let Some(id) = &a.entry_id {
-        entry.id = entry_id(VERB, id)?.as_str().to_owned();
-    }
-    let mut client = EntryClient::new(connect(VERB, &a.client.socket_path).await?);
-    let resp = client
-        .batch_create_entry(BatchCreateEntryRequest {
-            entries: vec![entry],
-            output_mask: None,
-        })
-        .await
-        .map_err(rpc(VERB))?
-        .into_inner();
-    let result = resp
-        .results
-        .into_iter()
-        .next()
-        .ok_or_else(|| CliError::Failed {
-            verb: VERB,
-            message: "the server returned no result".into(),
-        })?;
-    if let Some(err) = item_failure(VERB, result.status.as_ref()) {
-        return Err(err);
-    }
-    let created = result.entry.unwrap_or_default();
-    match a.client.output {
-        OutputFormat::Json => json(
-            out,
-            &json!({ "results": [{ "status": { "code": 0, "message": "OK" }, "entry": entry_json(&created) }] }),
-        ),
-        OutputFormat::Pretty => entry_pretty(out, &created),
-    }
-    Ok(())
-}
-
-async fn update(a: UpdateArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    const VERB: &str = "entry update";
-    let id = a.entry_id.as_deref().ok_or(CliError::Usage {
-        verb: VERB,
-        message: "--entryID is required".into(),
-    })?;
-    let id = entry_id(VERB, id)?;
-    let (mut entry, mask) = to_wire(VERB, &a.fields)?;
-    if mask == types::EntryMask::default() {
-        return Err(CliError::Usage {
-            verb: VERB,
-            message: "nothing to update: give at least one field flag (--spiffeID, --selector, --x509SVIDTTL, ...)".into(),
-        });
-    }
-    entry.id = id.as_str().to_owned();
-    let mut client = EntryClient::new(connect(VERB, &a.client.socket_path).await?);
-    let resp = client
-        .batch_update_entry(BatchUpdateEntryRequest {
-            entries: vec![entry],
-            input_mask: Some(mask),
-            output_mask: None,
-        })
-        .await
-        .map_err(rpc(VERB))?
-        .into_inner();
-    let result = resp
-        .results
-        .into_iter()
-        .next()
-        .ok_or_else(|| CliError::Failed {
-            verb: VERB,
-            message: "the server returned no result".into(),
-        })?;
-    if let Some(err) = item_failure(VERB, result.status.as_ref()) {
-        return Err(err);
-    }
-    let updated = result.entry.unwrap_or_default();
-    match a.client.output {
-        OutputFormat::Json => json(
-            out,
-            &json!({ "results": [{ "status": { "code": 0, "message": "OK" }, "entry": entry_json(&updated) }] }),
-        ),
-        OutputFormat::Pretty => entry_pretty(out, &updated),
-    }
-    Ok(())
-}
-
-async fn delete(a: DeleteArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    const VERB: &str = "entry delete";
-    let id = a.entry_id.as_deref().ok_or(CliError::Usage {
-        verb: VERB,
-        message: "--entryID is required".into(),
-    })?;
-    let id = entry_id(VERB, id)?;
-    let mut client = EntryClient::new(connect(VERB, &a.client.socket_path).await?);
-    let resp = client
-        .batch_delete_entry(BatchDeleteEntryRequest {
-            ids: vec![id.as_str().to_owned()],
-        })
-        .await
-        .map_err(rpc(VERB))?
-        .into_inner();
-    let result = resp
-        .results
-        .into_iter()
-        .next()
-        .ok_or_else(|| CliError::Failed {
-            verb: VERB,
-            message: "the server returned no result".into(),
-        })?;
-    if let Some(err) = item_failure(VERB, result.status.as_ref()) {
-        return Err(err);
-    }
-    match a.client.output {
-        OutputFormat::Json => json(
-            out,
-            &json!({ "results": [{ "status": { "code": 0, "message": "OK" }, "id": result.id }] }),
-        ),
-        OutputFormat::Pretty => line(out, format!("Deleted entry with ID: {}", result.id)),
-    }
-    Ok(())
-}
-
-fn filter(verb: &'static str, f: &FilterArgs) -> Result<list_entries_request::Filter, CliError> {
-    let mut w = list_entries_request::Filter::default();
-    if let Some(v) = &f.spiffe_id {
-        w.by_spiffe_id = Some(spiffe_id_to_proto(&common::spiffe_id(
-            verb,
-            "--spiffeID",
-            v,
-        )?));
-    }
-    if let Some(v) = &f.parent_id {
-        w.by_parent_id = Some(spiffe_id_to_proto(&common::spiffe_id(
-            verb,
-            "--parentID",
-            v,
-        )?));
-    }
-    if !f.selectors.is_empty() {
-        w.by_selectors = Some(types::SelectorMatch {
-            selectors: f
-                .selectors
-                .iter()
-                .map(|s| common::selector(verb, "--selector", s).map(|s| selector_to_proto(&s)))
-                .collect::<Result<_, _>>()?,
-            r#match: f.match_selectors_on.wire(),
-        });
-    }
-    if !f.federates_with.is_empty() {
-        w.by_federates_with = Some(types::FederatesWithMatch {
-            trust_domains: f
-                .federates_with
-                .iter()
-                .map(|td| {
-                    common::trust_domain(verb, "--federatesWith", td)
-                        .map(|td| td.as_str().to_owned())
-                })
-                .collect::<Result<_, _>>()?,
-            r#match: f.match_federates_with_on.wire(),
-        });
-    }
-    w.by_hint = f.hint.clone();
-    w.by_downstream = f.downstream;
-    Ok(w)
 }
 
 async fn show(a: ShowArgs, out: &mut dyn Write) -> Result<(), CliError> {

@@ -9,11 +9,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
+use serde_json::json;
 use tessera_eventlog::pg::{PgConfig, PgLog};
 use tessera_eventlog::store::sled::SledStore;
 use tessera_eventlog::{EventLog, LocalLog, LogLimits, OpenCheck, SystemClock};
 
-use super::common::{line, CliError};
+use super::common::{json, line, CliError, OutputFormat};
 use crate::config::store::redact;
 
 /// `log ...`.
@@ -32,6 +33,9 @@ pub struct CopyArgs {
     /// The PostgreSQL database to copy into, e.g. postgres://tessera@127.0.0.1:5432/tessera.
     #[arg(long = "storeURL", visible_alias = "store-url")]
     pub store_url: String,
+    /// Output format.
+    #[arg(long = "output", value_enum, default_value = "pretty")]
+    pub output: OutputFormat,
 }
 
 const VERB: &str = "log copy";
@@ -87,16 +91,28 @@ async fn copy(args: CopyArgs, out: &mut dyn Write) -> Result<(), CliError> {
     target.close().await;
     let _ = tokio::task::spawn_blocking(move || source.close()).await;
     let copied = copied.map_err(|e| fail(format!("into {shown}: {e}")))?;
-    line(
-        out,
-        format!(
-            "copied {copied} records into {shown}; verified: head seq {} hash {}",
-            head.seq, head.hash
+    match args.output {
+        OutputFormat::Json => json(
+            out,
+            &json!({
+                "copied": copied,
+                "store_url": shown,
+                "head": { "seq": head.seq, "hash": head.hash.to_string() },
+            }),
         ),
-    );
-    line(
-        out,
-        "next: start every server with [store] backend = \"postgres\" and this url (or --storeURL)",
-    );
+        OutputFormat::Pretty => {
+            line(
+                out,
+                format!(
+                    "copied {copied} records into {shown}; verified: head seq {} hash {}",
+                    head.seq, head.hash
+                ),
+            );
+            line(
+                out,
+                "next: start every server with [store] backend = \"postgres\" and this url (or --storeURL)",
+            );
+        }
+    }
     Ok(())
 }

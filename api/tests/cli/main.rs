@@ -12,6 +12,7 @@ mod support;
 mod agents;
 mod durability;
 mod entries;
+mod ergonomics;
 mod events;
 mod federation;
 mod startup;
