@@ -154,6 +154,8 @@ impl ToCode for FederationError {
             | FederationError::BundleNotFound { .. } => Code::NotFound,
             FederationError::TooManyRelationships { .. }
             | FederationError::TooManyBundles { .. } => Code::ResourceExhausted,
+            // An update raced the refresh: the caller (the refresher) tries again.
+            FederationError::RelationshipChanged { .. } => Code::Aborted,
         }
     }
 }

@@ -604,3 +604,49 @@ async fn federated_bundles_reach_agents_in_snapshots_changes_and_resumptions() {
     let _ = r.stop.send(());
     r.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_bundles_are_spread_over_snapshot_chunks_within_the_agents_budget() {
+    let r = start().await;
+    for i in 0..60 {
+        put_federated(&r.server, foreign_bundle(&format!("partner{i}.example"))).await;
+    }
+    token(&r.server, "tok-chunks", None).await;
+    let (chain, key, _) = attest(r.addr, &r.bundle, "tok-chunks").await.unwrap();
+    let mut client = AgentServerClient::new(channel(r.addr, &r.bundle, Some((&chain, &key))).await);
+    // The smallest budget an agent may ask for (16 KiB); 61 bundles are about twice that.
+    let budget = 16 * 1024;
+    let mut sync = within(client.sync_events(SyncRequest {
+        cursor: 0,
+        max_message_bytes: budget,
+    }))
+    .await
+    .unwrap()
+    .into_inner();
+    let (mut chunks, mut bundles) = (0, 0);
+    loop {
+        let message = within(sync.next()).await.unwrap().unwrap();
+        assert!(
+            prost::Message::encoded_len(&message) <= budget as usize,
+            "a sync message of {} bytes exceeds the agent's budget",
+            prost::Message::encoded_len(&message)
+        );
+        match message.event.unwrap() {
+            Event::SnapshotBegin(b) => assert_eq!(b.bundle_count, 61),
+            Event::SnapshotChunk(c) => {
+                assert_eq!(c.index, chunks);
+                chunks += 1;
+                bundles += c.bundles.len();
+            }
+            Event::SnapshotEnd(end) => {
+                assert_eq!(end.chunk_count, chunks);
+                break;
+            }
+            other => panic!("unexpected {other:?} in the snapshot"),
+        }
+    }
+    assert_eq!(bundles, 61);
+    assert!(chunks > 1, "bundles spread over {chunks} chunk(s)");
+    let _ = r.stop.send(());
+    r.server.stop().await;
+}

@@ -104,13 +104,15 @@ fn check_url(url: &str) -> Result<(), FederationError> {
     Ok(())
 }
 
-/// What the rest of the server reads: every relationship and federated bundle.
+/// What the rest of the server reads: every relationship and federated bundle. Bundles are
+/// shared, not copied: a view is published after every federation event and every agent's
+/// sync stream holds the one it last sent.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FederationView {
     /// Relationships by foreign trust domain.
     pub relationships: BTreeMap<TrustDomain, Relationship>,
     /// Federated bundles by trust domain.
-    pub bundles: BTreeMap<TrustDomain, Bundle>,
+    pub bundles: BTreeMap<TrustDomain, Arc<Bundle>>,
 }
 
 /// Bounds and identity, set when the actor starts.
@@ -175,11 +177,16 @@ pub enum FederationCommand {
         /// Create, update or set.
         mode: PutMode,
     },
-    /// A bundle fetched from the relationship's endpoint: stored if it differs from the one
-    /// held; refused if the relationship is gone (a refresh racing a delete).
+    /// A bundle fetched from the relationship's endpoint: stored if its authorities differ
+    /// from the ones held (a new sequence number or refresh hint alone records nothing, so an
+    /// endpoint cannot grow the log by bumping them); refused if the relationship is gone or
+    /// is no longer `from` (a refresh racing a delete or an update: a bundle fetched from an
+    /// endpoint an admin just replaced is not stored).
     Refreshed {
         /// The fetched bundle.
         bundle: Bundle,
+        /// The relationship it was fetched for.
+        from: Relationship,
     },
     /// Deletes a federated bundle.
     DeleteBundle {
@@ -258,6 +265,12 @@ pub enum FederationError {
         /// What is wrong.
         reason: String,
     },
+    /// A fetched bundle came from a relationship that has since been updated.
+    #[error("the federation relationship with {trust_domain} changed while its bundle was being fetched; the bundle from the old endpoint is not stored (the next refresh uses the new one)")]
+    RelationshipChanged {
+        /// The trust domain.
+        trust_domain: TrustDomain,
+    },
     /// `limits.federation.max_relationships` reached.
     #[error("{limit} federation relationships exist (limits.federation.max_relationships); delete one first or raise the limit")]
     TooManyRelationships {
@@ -276,7 +289,7 @@ pub enum FederationError {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Federation {
     relationships: BTreeMap<TrustDomain, Relationship>,
-    bundles: BTreeMap<TrustDomain, Bundle>,
+    bundles: BTreeMap<TrustDomain, Arc<Bundle>>,
     #[serde(skip)]
     settings: FederationSettings,
     /// Where the view goes after each federation event (the actor's copy only).
@@ -309,11 +322,11 @@ impl Federation {
 
     /// The federated bundle of `trust_domain`.
     pub fn bundle(&self, trust_domain: &TrustDomain) -> Option<&Bundle> {
-        self.bundles.get(trust_domain)
+        self.bundles.get(trust_domain).map(Arc::as_ref)
     }
 
     /// Every federated bundle, by trust domain.
-    pub fn bundles(&self) -> &BTreeMap<TrustDomain, Bundle> {
+    pub fn bundles(&self) -> &BTreeMap<TrustDomain, Arc<Bundle>> {
         &self.bundles
     }
 
@@ -353,7 +366,7 @@ impl Federation {
             });
         }
         self.check_bundle(&bundle)?;
-        if self.bundles.get(relationship) == Some(&bundle) {
+        if self.bundle(relationship) == Some(&bundle) {
             return Ok(None);
         }
         Ok(Some(ServerEvent::FederatedBundleSet(bundle)))
@@ -415,6 +428,12 @@ impl Federation {
     }
 }
 
+/// Whether two bundles hold the same X.509 and JWT authorities (sequence number and refresh
+/// hint aside).
+fn same_authorities(a: &Bundle, b: &Bundle) -> bool {
+    a.x509_authorities() == b.x509_authorities() && a.jwt_authorities() == b.jwt_authorities()
+}
+
 impl Aggregate for Federation {
     type Command = FederationCommand;
     type Reply = FederationReply;
@@ -463,10 +482,21 @@ impl Aggregate for Federation {
                     reply: FederationReply::Bundle(bundle),
                 })
             }
-            FederationCommand::Refreshed { bundle } => {
-                let td = bundle.trust_domain().clone();
-                if !self.relationships.contains_key(&td) {
-                    return Err(FederationError::RelationshipNotFound { trust_domain: td });
+            FederationCommand::Refreshed { bundle, from } => {
+                let td = from.trust_domain.clone();
+                match self.relationships.get(&td) {
+                    None => return Err(FederationError::RelationshipNotFound { trust_domain: td }),
+                    Some(now) if *now != from => {
+                        return Err(FederationError::RelationshipChanged { trust_domain: td })
+                    }
+                    Some(_) => {}
+                }
+                if bundle.trust_domain() == &td
+                    && self
+                        .bundle(&td)
+                        .is_some_and(|held| same_authorities(held, &bundle))
+                {
+                    return Ok(Decision::no_change(FederationReply::Unchanged));
                 }
                 Ok(match self.bundle_event(&td, bundle.clone())? {
                     Some(event) => Decision {
@@ -498,7 +528,8 @@ impl Aggregate for Federation {
                 self.relationships.remove(trust_domain);
             }
             ServerEvent::FederatedBundleSet(b) => {
-                self.bundles.insert(b.trust_domain().clone(), b.clone());
+                self.bundles
+                    .insert(b.trust_domain().clone(), Arc::new(b.clone()));
             }
             ServerEvent::FederatedBundleDeleted { trust_domain } => {
                 self.bundles.remove(trust_domain);

@@ -85,7 +85,8 @@ impl TrustDomainService {
         match self.ctx.server.federation.command(command).await {
             Ok(FederationReply::Relationship(r)) => {
                 let view = self.ctx.server.federation.view();
-                let bundle = given.or_else(|| view.bundles.get(&r.trust_domain).cloned());
+                let bundle =
+                    given.or_else(|| view.bundles.get(&r.trust_domain).map(|b| Bundle::clone(b)));
                 Ok(relationship_to_proto(&r, bundle.as_ref(), mask))
             }
             Ok(other) => Err(unexpected(&other)),
@@ -115,7 +116,7 @@ fn relationship_with_bundle<'a>(
 ) -> Option<(&'a Relationship, Option<&'a Bundle>)> {
     view.relationships
         .get(td)
-        .map(|r| (r, view.bundles.get(td)))
+        .map(|r| (r, view.bundles.get(td).map(Arc::as_ref)))
 }
 
 /// The refresh status as the metadata's JSON: ASCII only (other characters escaped as
@@ -164,7 +165,13 @@ impl trust_domain_server::TrustDomain for TrustDomainService {
         let federation_relationships: Vec<types::FederationRelationship> = page
             .by_ref()
             .take(page_size)
-            .map(|(td, r)| relationship_to_proto(r, view.bundles.get(td), req.output_mask.as_ref()))
+            .map(|(td, r)| {
+                relationship_to_proto(
+                    r,
+                    view.bundles.get(td).map(Arc::as_ref),
+                    req.output_mask.as_ref(),
+                )
+            })
             .collect();
         let next_page_token = match (page.next(), federation_relationships.last()) {
             (Some(_), Some(last)) => last.trust_domain.clone(),

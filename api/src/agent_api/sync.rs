@@ -145,7 +145,7 @@ async fn run(
         bundles.borrow_and_update();
         // Federated bundles: what this stream has sent, to send only what changes.
         let mut federation = deps.server.federation.subscribe();
-        let mut federated = federated_of(&federation.borrow_and_update());
+        let mut federated: Federated = federation.borrow_and_update().clone();
         let mut seq = match start {
             SyncStart::Snapshot(snapshot) => {
                 if send_snapshot(&deps, &tx, &snapshot, &federated, max_bytes)
@@ -188,8 +188,8 @@ async fn run(
                     if changed.is_err() {
                         break;
                     }
-                    let now = federated_of(&federation.borrow_and_update());
-                    if send_federated_changes(&tx, seq, &federated, &now).await.is_err() {
+                    let now: Federated = federation.borrow_and_update().clone();
+                    if send_federated_changes(&tx, seq, &federated.bundles, &now.bundles).await.is_err() {
                         return;
                     }
                     federated = now;
@@ -218,7 +218,9 @@ async fn send_resumed(
     tx.send(msg(Event::Resumed(Resumed { cursor })))
         .await
         .map_err(|_| ())?;
-    for bundle in deps.authority.bundle().iter().chain(federated.values()) {
+    let own = deps.authority.bundle();
+    let federated_bundles = federated.bundles.values().map(Arc::as_ref);
+    for bundle in own.iter().chain(federated_bundles) {
         let event = Event::BundleUpdated(BundleUpdated {
             seq: cursor,
             bundle: Some(convert::bundle(bundle)),
@@ -240,11 +242,10 @@ async fn send_snapshot(
     federated: &Federated,
     max_bytes: usize,
 ) -> Result<(), ()> {
-    let bundles: Vec<types::Bundle> = deps
-        .authority
-        .bundle()
+    let own = deps.authority.bundle();
+    let bundles: Vec<types::Bundle> = own
         .iter()
-        .chain(federated.values())
+        .chain(federated.bundles.values().map(Arc::as_ref))
         .map(convert::bundle)
         .collect();
     tx.send(msg(Event::SnapshotBegin(SnapshotBegin {
@@ -254,28 +255,29 @@ async fn send_snapshot(
     })))
     .await
     .map_err(|_| ())?;
-    let mut index = 0u32;
-    let mut chunk = SnapshotChunk {
-        index,
-        entries: Vec::new(),
-        bundles,
-    };
-    let mut size = chunk.encoded_len();
-    for e in &snapshot.entries {
-        let entry = crate::convert::entry_to_proto(e, None);
-        let len = entry.encoded_len() + 8;
-        if size + len > max_bytes && (!chunk.entries.is_empty() || !chunk.bundles.is_empty()) {
-            tx.send(msg(Event::SnapshotChunk(std::mem::take(&mut chunk))))
+    // Bundles, then entries, in chunks of at most `max_bytes` (a federated bundle may be
+    // megabytes: they are spread over chunks like entries, never packed into one message the
+    // agent would refuse).
+    let mut chunks = Chunker::new(max_bytes);
+    for bundle in bundles {
+        if let Some(full) = chunks.room_for(bundle.encoded_len() + 8) {
+            tx.send(msg(Event::SnapshotChunk(full)))
                 .await
                 .map_err(|_| ())?;
-            index += 1;
-            chunk.index = index;
-            size = 0;
         }
-        size += len;
-        chunk.entries.push(entry);
+        chunks.chunk.bundles.push(bundle);
     }
-    tx.send(msg(Event::SnapshotChunk(chunk)))
+    for e in &snapshot.entries {
+        let entry = crate::convert::entry_to_proto(e, None);
+        if let Some(full) = chunks.room_for(entry.encoded_len() + 8) {
+            tx.send(msg(Event::SnapshotChunk(full)))
+                .await
+                .map_err(|_| ())?;
+        }
+        chunks.chunk.entries.push(entry);
+    }
+    let index = chunks.chunk.index;
+    tx.send(msg(Event::SnapshotChunk(chunks.chunk)))
         .await
         .map_err(|_| ())?;
     tx.send(msg(Event::SnapshotEnd(SnapshotEnd {
@@ -286,20 +288,49 @@ async fn send_snapshot(
     .map_err(|_| ())
 }
 
-/// Federated bundles by trust domain, as a stream last sent them.
-type Federated = BTreeMap<TrustDomain, Bundle>;
-
-fn federated_of(view: &Arc<FederationView>) -> Federated {
-    view.bundles.clone()
+/// Fills snapshot chunks in order up to a byte budget.
+struct Chunker {
+    chunk: SnapshotChunk,
+    size: usize,
+    max_bytes: usize,
 }
+
+impl Chunker {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            chunk: SnapshotChunk::default(),
+            size: 0,
+            max_bytes,
+        }
+    }
+
+    /// Makes room for an item of `len` bytes: the full chunk to send first, if any (an item
+    /// larger than the budget goes alone in a chunk of its own).
+    fn room_for(&mut self, len: usize) -> Option<SnapshotChunk> {
+        let empty = self.chunk.entries.is_empty() && self.chunk.bundles.is_empty();
+        let full = (self.size + len > self.max_bytes && !empty).then(|| {
+            let next = SnapshotChunk {
+                index: self.chunk.index + 1,
+                ..SnapshotChunk::default()
+            };
+            self.size = 0;
+            std::mem::replace(&mut self.chunk, next)
+        });
+        self.size += len;
+        full
+    }
+}
+
+/// The federation view a stream last sent (shared with the aggregate, not copied).
+type Federated = Arc<FederationView>;
 
 /// `BundleUpdated` for each federated bundle new or changed since `before`, `BundleRemoved`
 /// for each gone.
 async fn send_federated_changes(
     tx: &Tx,
     seq: u64,
-    before: &Federated,
-    now: &Federated,
+    before: &BTreeMap<TrustDomain, Arc<Bundle>>,
+    now: &BTreeMap<TrustDomain, Arc<Bundle>>,
 ) -> Result<(), ()> {
     for (td, bundle) in now {
         if before.get(td) != Some(bundle) {

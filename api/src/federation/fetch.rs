@@ -239,7 +239,7 @@ impl Fetcher {
     pub async fn fetch(
         &self,
         relationship: &Relationship,
-        held: &BTreeMap<TrustDomain, Bundle>,
+        held: &BTreeMap<TrustDomain, Arc<Bundle>>,
     ) -> Result<Bundle, FetchError> {
         let url = relationship.bundle_endpoint_url.clone();
         let after = self.limits.fetch_timeout;
@@ -256,7 +256,7 @@ impl Fetcher {
     async fn fetch_inner(
         &self,
         relationship: &Relationship,
-        held: &BTreeMap<TrustDomain, Bundle>,
+        held: &BTreeMap<TrustDomain, Arc<Bundle>>,
     ) -> Result<Bundle, FetchError> {
         let url = relationship.bundle_endpoint_url.as_str();
         let target = Target::parse(url)?;
@@ -278,10 +278,10 @@ impl Fetcher {
                     url: url.to_owned(),
                 })?;
                 Arc::new(SpiffeEndpointVerifier {
-                    bundle: bundle.clone(),
+                    bundle: Bundle::clone(bundle),
                     expected: ExpectedId::Exact(endpoint_spiffe_id.clone()),
                     inner: SpiffeServerVerifier::new(
-                        ServerTrust::bundle(bundle.clone()),
+                        ServerTrust::bundle(Bundle::clone(bundle)),
                         ExpectedId::Exact(endpoint_spiffe_id.clone()),
                         tessera_edge::tls::provider(),
                     ),

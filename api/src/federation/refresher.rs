@@ -409,7 +409,10 @@ async fn attempt(
     }
     let (sequence, hint) = (bundle.sequence_number(), bundle.refresh_hint());
     match federation
-        .command(FederationCommand::Refreshed { bundle })
+        .command(FederationCommand::Refreshed {
+            bundle,
+            from: relationship.clone(),
+        })
         .await
     {
         Ok(FederationReply::Unchanged) => Outcome::Stored {

@@ -2,6 +2,7 @@
 //! and nothing else.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rustls::RootCertStore;
 use tessera_actors::server::federation::{EndpointProfile, Relationship};
@@ -33,7 +34,7 @@ async fn https_spiffe_endpoint_serves_the_bundle_under_the_server_svid() {
     let clock = clock();
     let a = Domain::start("a.test", clock.clone()).await;
     let ep = Endpoint::spiffe(&a, clock.clone()).await;
-    let held = BTreeMap::from([(a.td.clone(), a.bundle())]);
+    let held = BTreeMap::from([(a.td.clone(), Arc::new(a.bundle()))]);
     let f = fetcher(clock, RootCertStore::empty(), FetchLimits::default());
     let fetched = f
         .fetch(&a.spiffe_relationship(&ep.url()), &held)

@@ -1,6 +1,7 @@
 //! Each bad endpoint or document gives its own typed error.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::RootCertStore;
@@ -23,7 +24,7 @@ async fn https_spiffe_refuses_unreachable_unbootstrapped_and_impostor_endpoints(
     let clock = clock();
     let a = Domain::start("a.test", clock.clone()).await;
     let ep = Endpoint::spiffe(&a, clock.clone()).await;
-    let held = BTreeMap::from([(a.td.clone(), a.bundle())]);
+    let held = BTreeMap::from([(a.td.clone(), Arc::new(a.bundle()))]);
     let f = fetcher(
         clock.clone(),
         RootCertStore::empty(),
@@ -77,7 +78,7 @@ async fn https_spiffe_refuses_unreachable_unbootstrapped_and_impostor_endpoints(
     for x in b.bundle().x509_authorities() {
         forged.add_x509_authority(x.clone());
     }
-    let held_forged = BTreeMap::from([(a.td.clone(), forged)]);
+    let held_forged = BTreeMap::from([(a.td.clone(), Arc::new(forged))]);
     let e = f
         .fetch(&a.spiffe_relationship(&ep.url()), &held_forged)
         .await

@@ -140,7 +140,7 @@ async fn refresher_follows_the_endpoint_and_keeps_the_last_good_bundle() {
         .await
         .unwrap();
     until(&mut view, "the first fetch", |v| {
-        v.bundles.get(&a.td).and_then(Bundle::refresh_hint) == Some(HINT.as_secs())
+        v.bundles.get(&a.td).and_then(|b| b.refresh_hint()) == Some(HINT.as_secs())
     })
     .await;
     let status = running.runtime.status(&a.td).unwrap();

@@ -20,7 +20,7 @@ async fn configured_relationships_are_created_updated_and_left_alone() {
     apply_configured(fed, &configured).await.unwrap();
     let view = fed.view();
     assert_eq!(view.relationships[&a.td], configured[0].relationship);
-    assert_eq!(view.bundles[&a.td], a.bundle());
+    assert_eq!(*view.bundles[&a.td], a.bundle());
 
     // Unchanged: no event.
     let head = b.log.head().seq;
@@ -36,7 +36,7 @@ async fn configured_relationships_are_created_updated_and_left_alone() {
         view.relationships[&a.td].bundle_endpoint_url,
         "https://127.0.0.1:9443/"
     );
-    assert_eq!(view.bundles[&a.td], a.bundle());
+    assert_eq!(*view.bundles[&a.td], a.bundle());
 
     // The aggregate's refusals name the table.
     let own = vec![ConfiguredRelationship {

@@ -173,22 +173,48 @@ fn a_bootstrap_bundle_of_another_trust_domain_is_refused() {
 }
 
 #[test]
-fn a_refresh_with_the_same_bundle_records_nothing_and_a_new_one_replaces_it() {
+fn a_refresh_with_the_same_authorities_records_nothing_and_new_ones_replace_them() {
     let b1 = bundle("partner.example", 1);
     let f = given(&[
         ServerEvent::FederationRelationshipCreated(spiffe("partner.example")),
         ServerEvent::FederatedBundleSet(b1.clone()),
     ]);
     let same = f
-        .decide(FederationCommand::Refreshed { bundle: b1 }, &ctx())
+        .decide(
+            FederationCommand::Refreshed {
+                bundle: b1.clone(),
+                from: spiffe("partner.example"),
+            },
+            &ctx(),
+        )
         .unwrap();
     assert!(same.events.is_empty());
     assert_eq!(same.reply, FederationReply::Unchanged);
+    // A new sequence number alone records nothing: an endpoint cannot grow the log with it.
+    let mut bumped = b1;
+    bumped.set_sequence_number(99);
+    bumped.set_refresh_hint(Some(1));
+    let refreshed = |bundle| FederationCommand::Refreshed {
+        bundle,
+        from: spiffe("partner.example"),
+    };
+    assert!(events(&f, refreshed(bumped)).unwrap().is_empty());
     let b2 = bundle("partner.example", 2);
     assert_eq!(
-        events(&f, FederationCommand::Refreshed { bundle: b2.clone() }).unwrap(),
+        events(&f, refreshed(b2.clone())).unwrap(),
         vec![ServerEvent::FederatedBundleSet(b2)]
     );
+    // Fetched for a relationship since updated (another endpoint): not stored.
+    let mut old = spiffe("partner.example");
+    old.bundle_endpoint_url = "https://old.partner.example".into();
+    let stale = FederationCommand::Refreshed {
+        bundle: bundle("partner.example", 3),
+        from: old,
+    };
+    assert!(matches!(
+        events(&f, stale),
+        Err(FederationError::RelationshipChanged { .. })
+    ));
 }
 
 #[test]
@@ -206,7 +232,8 @@ fn a_refresh_after_the_relationship_was_deleted_is_refused_and_the_bundle_stays(
         events(
             &f,
             FederationCommand::Refreshed {
-                bundle: bundle("partner.example", 2)
+                bundle: bundle("partner.example", 2),
+                from: spiffe("partner.example"),
             }
         ),
         Err(FederationError::RelationshipNotFound { .. })
@@ -320,7 +347,10 @@ fn the_view_is_published_on_configure_and_after_each_federation_event_only() {
     f.apply(&ServerEvent::FederatedBundleSet(b.clone()));
     assert!(rx.has_changed().unwrap());
     assert_eq!(
-        rx.borrow_and_update().bundles.get(&td("partner.example")),
+        rx.borrow_and_update()
+            .bundles
+            .get(&td("partner.example"))
+            .map(|b| b.as_ref()),
         Some(&b)
     );
     f.apply(&ServerEvent::FederatedBundleDeleted {

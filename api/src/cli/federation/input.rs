@@ -117,16 +117,9 @@ fn to_wire(
     };
     let trust_domain_bundle = match raw.bundle {
         Some((data, origin)) => {
-            // As SPIRE: the bundle is of the endpoint's trust domain (for https_spiffe, the
-            // one its SVID chains to); the server checks it is the relationship's.
-            let bundle_td = match &profile {
-                BundleEndpointProfile::HttpsSpiffe(p) => {
-                    common::spiffe_id(verb, "--endpointSpiffeID", &p.endpoint_spiffe_id)?
-                        .trust_domain()
-                        .clone()
-                }
-                BundleEndpointProfile::HttpsWeb(_) => td.clone(),
-            };
+            // The relationship's trust domain's bundle (SPIRE's `trust_domain_bundle`); the
+            // server refuses one of another trust domain.
+            let bundle_td = td.clone();
             let format = raw.format.unwrap_or(BundleFormat::Pem);
             let bundle = parse_bundle(verb, &origin, bundle_td, format, &data)?;
             Some(bundle_to_proto(&bundle, None))
