@@ -6,6 +6,7 @@
 pub mod api;
 pub mod client;
 pub mod healthcheck;
+pub mod validate;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ pub enum Command {
     Run(RunArgs),
     /// Checks that the agent answers on its Workload API socket.
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Checks the configuration as `run` would load it, without starting anything.
+    Validate(validate::ValidateArgs),
     /// Calls the Workload API as a workload would.
     #[command(subcommand)]
     Api(api::ApiCommand),
@@ -102,6 +105,7 @@ pub async fn dispatch(command: Command, out: &mut dyn Write) -> Result<(), CliEr
             message: "run is handled by main".into(),
         }),
         Command::Healthcheck(a) => healthcheck::run(a, out).await,
+        Command::Validate(a) => validate::run(a, out).await,
         Command::Api(c) => api::run(c, out).await,
     }
 }

@@ -9,6 +9,7 @@ mod support;
 
 mod attestor;
 mod cli;
+mod cli_extra;
 mod health;
 mod interop;
 mod jwt;
