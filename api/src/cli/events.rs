@@ -1,41 +1,96 @@
-//! `events tail|show|verify`: read and audit the event log.
+//! `events tail|show|verify|who`: read and audit the event log.
+//!
+//! `tail` filters and summarises records (filter.rs, summary.rs, tail.rs); `who` replays the
+//! log to say which entries granted an identity to which agents, and when (who.rs).
+
+mod filter;
+mod summary;
+mod tail;
+mod who;
 
 use std::io::Write;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
 use tessera_proto::tessera::eventlog::v1::event_log_client::EventLogClient;
-use tessera_proto::tessera::eventlog::v1::{GetRequest, TailRequest, VerifyRequest};
+use tessera_proto::tessera::eventlog::v1::{GetRequest, VerifyRequest};
 
 use super::common::{connect, json, line, rpc, CliError, ClientArgs, OutputFormat};
-use super::render::{record_json, record_pretty};
+use super::render::record_json;
 
 /// `events ...`.
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
-    /// Prints records from a seq on (all by default); with --follow, keeps printing new ones.
+    /// Prints records from a seq on (all by default), one line each (`seq time kind summary`),
+    /// filtered by kind, entry, SPIFFE ID, agent and seq or time; with --follow, keeps
+    /// printing new ones.
     Tail(TailArgs),
     /// Prints one record.
     Show(ShowArgs),
     /// Recomputes the hash chain and reports the first record that does not match.
     Verify(VerifyArgs),
+    /// Replays the log: which entries granted a SPIFFE ID to which agents, over which
+    /// intervals, with the seqs that opened and closed each grant.
+    Who(WhoArgs),
 }
 
 /// `events tail`.
 #[derive(Debug, Args)]
 pub struct TailArgs {
-    /// First seq to print.
-    #[arg(long = "fromSeq", visible_alias = "from-seq", default_value_t = 1)]
+    /// First seq to print (same as --since SEQ).
+    #[arg(
+        long = "fromSeq",
+        visible_alias = "from-seq",
+        default_value_t = 1,
+        conflicts_with = "since"
+    )]
     pub from_seq: u64,
     /// Only records of this kind (e.g. EntryCreated); repeatable.
     #[arg(long = "kind")]
     pub kinds: Vec<String>,
-    /// Stop after this many records (0: no limit).
+    /// Only records about this entry (created, updated, deleted, expired).
+    #[arg(long = "entryID", visible_alias = "entry-id")]
+    pub entry_id: Option<String>,
+    /// Only records about this SPIFFE ID: entries with it (their deletions included: the log
+    /// is replayed from seq 1 to know which ids they had), the agent with it, join tokens
+    /// aliasing it.
+    #[arg(long = "spiffeID", visible_alias = "spiffe-id")]
+    pub spiffe_id: Option<String>,
+    /// Only records about this agent (attested, renewed, evicted, banned, token used).
+    #[arg(long = "agentID", visible_alias = "agent-id")]
+    pub agent_id: Option<String>,
+    /// Only records from this point on: a seq (42) or an RFC 3339 time.
+    #[arg(long = "since")]
+    pub since: Option<String>,
+    /// Only records up to this point (inclusive): a seq (42) or an RFC 3339 time.
+    #[arg(long = "until")]
+    pub until: Option<String>,
+    /// Stop after printing this many records (0: no limit).
     #[arg(long = "limit", default_value_t = 0)]
     pub limit: u64,
-    /// Keep the stream open and print records as they commit (until Ctrl-C).
+    /// Keep the stream open and print records as they commit (until Ctrl-C, --limit or
+    /// --until).
     #[arg(long = "follow")]
     pub follow: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `events who`.
+#[derive(Debug, Args)]
+pub struct WhoArgs {
+    /// The identity to account for.
+    #[arg(long = "spiffeID", visible_alias = "spiffe-id")]
+    pub spiffe_id: String,
+    /// Only grants that held at this point: a seq (42) or an RFC 3339 time.
+    #[arg(long = "at", conflicts_with_all = ["since", "until"])]
+    pub at: Option<String>,
+    /// Only grants that held at some point from here on: a seq or an RFC 3339 time.
+    #[arg(long = "since")]
+    pub since: Option<String>,
+    /// Only grants that held at some point up to here: a seq or an RFC 3339 time.
+    #[arg(long = "until")]
+    pub until: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -66,34 +121,11 @@ pub struct VerifyArgs {
 /// Runs an `events` verb.
 pub async fn run(cmd: EventsCommand, out: &mut dyn Write) -> Result<(), CliError> {
     match cmd {
-        EventsCommand::Tail(a) => tail(a, out).await,
+        EventsCommand::Tail(a) => tail::run(a, out).await,
         EventsCommand::Show(a) => show(a, out).await,
         EventsCommand::Verify(a) => verify(a, out).await,
+        EventsCommand::Who(a) => who::run(a, out).await,
     }
-}
-
-async fn tail(a: TailArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    const VERB: &str = "events tail";
-    let mut client = EventLogClient::new(connect(VERB, &a.client.socket_path).await?);
-    let mut stream = client
-        .tail(TailRequest {
-            from_seq: a.from_seq,
-            kinds: a.kinds,
-            limit: a.limit,
-            follow: a.follow,
-        })
-        .await
-        .map_err(rpc(VERB))?
-        .into_inner();
-    while let Some(record) = stream.message().await.map_err(rpc(VERB))? {
-        match a.client.output {
-            // One JSON object per line, so a follower can be piped to `jq`.
-            OutputFormat::Json => line(out, record_json(&record)),
-            OutputFormat::Pretty => record_pretty(out, &record),
-        }
-        let _ = out.flush();
-    }
-    Ok(())
 }
 
 async fn show(a: ShowArgs, out: &mut dyn Write) -> Result<(), CliError> {

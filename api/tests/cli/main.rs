@@ -10,6 +10,7 @@ mod jwt;
 mod support;
 
 mod agents;
+mod audit;
 mod durability;
 mod entries;
 mod ergonomics;
