@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use tessera_edge::cli::LogFormat;
 use tessera_identity::TrustDomain;
 
 use self::file::FileConfig;
@@ -185,6 +186,8 @@ pub struct AgentConfig {
     pub node_attestor: Option<NodeAttestorConfig>,
     /// Log verbosity.
     pub log_level: LogLevel,
+    /// How log lines are written (`agent.log_format`).
+    pub log_format: LogFormat,
     /// Key type of workload X.509-SVIDs.
     pub workload_x509_svid_key_type: SvidKeyType,
     /// Size of the LRU X.509-SVID cache (`agent.x509_svid_cache_max_size`, SPIRE's key and
@@ -272,6 +275,13 @@ impl AgentConfig {
         }
         let (key, level) = pick("--logLevel", "agent.log_level", &o.log_level, &a.log_level);
         let log_level = parse_log_level(key, &level)?;
+        let log_format = LogFormat::parse(&a.log_format).ok_or_else(|| {
+            invalid(
+                "agent.log_format",
+                &a.log_format,
+                &format!("use {}", LogFormat::ALLOWED),
+            )
+        })?;
         let join_token = o.join_token.clone().unwrap_or_else(|| a.join_token.clone());
         let node_attestor = if !join_token.is_empty() {
             Some(NodeAttestorConfig::JoinToken(join_token))
@@ -382,6 +392,7 @@ impl AgentConfig {
             insecure_bootstrap,
             node_attestor,
             log_level,
+            log_format,
             workload_x509_svid_key_type,
             x509_svid_cache_max_size,
             jwt_svid_cache_max_size: a.jwt_svid_cache_max_size,

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tessera_actors::server::authority::{AuthoritySettings, Owner};
 use tessera_actors::server::keys::KeyManager;
 use tessera_actors::server::supervisor::ServerSettings;
+pub use tessera_edge::cli::LogFormat;
 use tessera_eventlog::OpenCheck;
 use tessera_identity::{EntryLimits, TrustDomain};
 
@@ -193,6 +194,8 @@ pub struct Config {
     pub agent_api_addr: SocketAddr,
     /// Log verbosity.
     pub log_level: LogLevel,
+    /// How log lines are written (`server.log_format`).
+    pub log_format: LogFormat,
     /// The authority's settings (CA, JWT keys, rotation, signing).
     pub authority: AuthoritySettings,
     /// Where the authority keeps private keys.
@@ -267,6 +270,7 @@ impl Config {
         let (level_key, level_value) =
             pick("--logLevel", "server.log_level", &o.log_level, &s.log_level);
         let log_level = parse_log_level(level_key, &level_value)?;
+        let log_format = parse_log_format("server.log_format", &s.log_format)?;
 
         let limits = &file.limits;
         let (authority, key_manager) = authority::authority(&file, &trust_domain)?;
@@ -369,6 +373,7 @@ impl Config {
             socket_path,
             agent_api_addr,
             log_level,
+            log_format,
             authority,
             key_manager,
             actors,
@@ -505,6 +510,11 @@ fn parse_log_level(key: &str, value: &str) -> Result<LogLevel, ConfigError> {
             ))
         }
     })
+}
+
+fn parse_log_format(key: &str, value: &str) -> Result<LogFormat, ConfigError> {
+    LogFormat::parse(value)
+        .ok_or_else(|| invalid(key, value, &format!("must be {}", LogFormat::ALLOWED)))
 }
 
 fn check_entry_limits(l: &EntryLimits) -> Result<(), ConfigError> {

@@ -2,8 +2,9 @@
 //! and how an error becomes a message on stderr and an exit code.
 //!
 //! - [`normalize_args`]: SPIRE's single-dash long flags (`-spiffeID`) for clap.
-//! - [`init_tracing`]: logs to stderr at the configured level, `TESSERA_LOG` (an `EnvFilter`
-//!   directive) overriding it; colours only on a terminal.
+//! - [`init_tracing_as`]: logs to stderr at the configured level, `TESSERA_LOG` (an
+//!   `EnvFilter` directive) overriding it, as text (colours only on a terminal) or as one JSON
+//!   object per line ([`LogFormat`], SPIRE's `log_format`); [`init_tracing`] is text.
 //! - [`run_daemon`]: a multi-threaded runtime, the SIGINT/SIGTERM handlers of
 //!   [`crate::shutdown::Signals`] installed before the process starts, and the process run
 //!   until it returns; a second stop signal, or the grace running out, ends it at once.
@@ -78,16 +79,62 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
         .collect()
 }
 
-/// Sets up logging to stderr: `default_directive` (the config's level, e.g. `info`) unless
-/// `TESSERA_LOG` is set. A second call does nothing (the first subscriber stays).
+/// How log lines are written (SPIRE's `log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event: time, level, target, message, `key=value` fields.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`),
+    /// and the spans the event happened in.
+    Json,
+}
+
+impl LogFormat {
+    /// The values a config key or flag accepts, for error messages.
+    pub const ALLOWED: &'static str = "\"text\" or \"json\"";
+
+    /// Parses `text` or `json` (any case, as SPIRE); `None` for anything else.
+    pub fn parse(value: &str) -> Option<Self> {
+        if value.eq_ignore_ascii_case("text") {
+            Some(Self::Text)
+        } else if value.eq_ignore_ascii_case("json") {
+            Some(Self::Json)
+        } else {
+            None
+        }
+    }
+
+    /// The config value naming this format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+/// [`init_tracing_as`] in [`LogFormat::Text`].
 pub fn init_tracing(default_directive: &str) {
+    init_tracing_as(default_directive, LogFormat::Text);
+}
+
+/// Sets up logging to stderr in `format`: `default_directive` (the config's level, e.g.
+/// `info`) unless `TESSERA_LOG` is set. A second call does nothing (the first subscriber
+/// stays).
+pub fn init_tracing_as(default_directive: &str, format: LogFormat) {
     let filter =
         EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default_directive));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        // A collector parses every line: no colour codes, and the current span's fields.
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// Runs a long-lived process: builds a multi-threaded runtime whose threads are named

@@ -17,8 +17,12 @@
 //! exits so that its own supervisor (systemd, Kubernetes) restarts it; replay then restores
 //! exactly what was acknowledged. Restarting one actor in place could not do better, since
 //! the log itself stops accepting appends after a write error.
+//!
+//! A stop asked for ([`Server::stop`], on SIGTERM) is not a failure: the supervisor is told
+//! first, so its children ending then are logged at DEBUG, not as a fail-stop at ERROR; an
+//! actor that fails (panics, or returns an error) is an ERROR even during the stop.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -157,47 +161,95 @@ pub struct Server {
     pub settings: ServerSettings,
     supervisor: ActorRef<()>,
     failed: watch::Receiver<Option<String>>,
+    /// Set by [`Server::stop`] before it stops the actors.
+    stopping: Arc<AtomicBool>,
 }
 
 /// The supervising actor: it only watches its children.
 #[derive(Debug)]
 struct Supervisor;
 
+/// The supervisor's state: where a failure is reported, and whether a stop was asked for.
+#[derive(Debug)]
+struct Watch {
+    failed: watch::Sender<Option<String>>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// What a child's end means.
+#[derive(Debug, PartialEq, Eq)]
+enum ChildEnd {
+    /// It failed, or stopped while nobody asked: the server fails (fail-stop).
+    Failure(String),
+    /// It stopped because [`Server::stop`] asked.
+    Stopped(String),
+}
+
+impl ChildEnd {
+    /// `None` for events that are not a child's end.
+    fn of(event: &SupervisionEvent, stopping: bool) -> Option<ChildEnd> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, err) => Some(ChildEnd::Failure(format!(
+                "actor {:?} failed: {err}",
+                cell.get_name()
+            ))),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                let reason = format!(
+                    "actor {:?} stopped: {}",
+                    cell.get_name(),
+                    reason.as_deref().unwrap_or("no reason")
+                );
+                Some(if stopping {
+                    ChildEnd::Stopped(reason)
+                } else {
+                    ChildEnd::Failure(reason)
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Actor for Supervisor {
     type Msg = ();
-    type State = watch::Sender<Option<String>>;
-    type Arguments = watch::Sender<Option<String>>;
+    type State = Watch;
+    type Arguments = Watch;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<()>,
-        failed: Self::Arguments,
+        watch: Self::Arguments,
     ) -> Result<Self::State, ractor::ActorProcessingErr> {
-        Ok(failed)
+        Ok(watch)
     }
 
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<()>,
         event: SupervisionEvent,
-        failed: &mut Self::State,
+        watch: &mut Self::State,
     ) -> Result<(), ractor::ActorProcessingErr> {
-        let reason = match &event {
-            SupervisionEvent::ActorFailed(cell, err) => {
-                Some(format!("actor {:?} failed: {err}", cell.get_name()))
+        let stopping = watch.stopping.load(Ordering::Acquire);
+        match ChildEnd::of(&event, stopping) {
+            None => {}
+            Some(ChildEnd::Stopped(reason)) => {
+                tracing::debug!(%reason, "server actor stopped (server stopping)");
             }
-            SupervisionEvent::ActorTerminated(cell, _, reason) => Some(format!(
-                "actor {:?} stopped: {}",
-                cell.get_name(),
-                reason.as_deref().unwrap_or("no reason")
-            )),
-            _ => None,
-        };
-        if let Some(reason) = reason {
-            if failed.borrow().is_none() {
-                tracing::error!(%reason, "server actor down; stopping the server (fail-stop)");
-                failed.send_replace(Some(reason));
-                myself.stop(Some("child failed".into()));
+            Some(ChildEnd::Failure(reason)) => {
+                if watch.failed.borrow().is_none() {
+                    if stopping {
+                        tracing::error!(%reason, "server actor failed while the server was stopping");
+                    } else {
+                        tracing::error!(%reason, "server actor down; stopping the server (fail-stop)");
+                    }
+                    watch.failed.send_replace(Some(reason));
+                    if !stopping {
+                        myself.stop(Some("child failed".into()));
+                    }
+                } else {
+                    // The first failure stops the server; the others follow from it.
+                    tracing::debug!(%reason, "another server actor down after a failure");
+                }
             }
         }
         Ok(())
@@ -232,7 +284,12 @@ impl Server {
         // (tests, the simulator), so each server's names carry its instance number.
         let instance = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let (failed_tx, failed) = watch::channel(None);
-        let (supervisor, _) = Actor::spawn(None, Supervisor, failed_tx)
+        let stopping = Arc::new(AtomicBool::new(false));
+        let watch = Watch {
+            failed: failed_tx,
+            stopping: stopping.clone(),
+        };
+        let (supervisor, _) = Actor::spawn(None, Supervisor, watch)
             .await
             .map_err(|e| spawn_err("supervisor", e))?;
         let cell: ActorCell = supervisor.get_cell();
@@ -364,6 +421,7 @@ impl Server {
             settings,
             supervisor,
             failed,
+            stopping,
         })
     }
 
@@ -385,8 +443,11 @@ impl Server {
         ractor::call_t!(self.journal, JournalMsg::SnapshotNow, 60_000).map_err(|e| e.to_string())?
     }
 
-    /// Stops every actor.
+    /// Stops every actor. Their ends are not failures: [`Server::failed`] stays pending, and
+    /// nothing is logged at ERROR unless an actor fails while stopping.
     pub async fn stop(&self) {
+        // Before any child stops, so that the supervisor reads their ends as asked for.
+        self.stopping.store(true, Ordering::Release);
         // Wait (bounded) for every actor to finish, so the log's last handles are released
         // when this returns: a log reopened afterwards in the same process finds it closed.
         let grace = Some(Duration::from_secs(10));
@@ -509,3 +570,6 @@ async fn spawn_aggregate<A: crate::server::aggregate::Aggregate + Clone>(
         settings.call_timeout,
     ))
 }
+
+#[cfg(test)]
+mod tests;

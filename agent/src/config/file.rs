@@ -56,6 +56,8 @@ pub struct AgentSection {
     pub join_token: String,
     /// trace, debug, info, warn, error.
     pub log_level: String,
+    /// `text` or `json` (one JSON object per line).
+    pub log_format: String,
     /// Key type of workload X.509-SVIDs.
     pub workload_x509_svid_key_type: String,
     /// SPIRE's LRU X.509-SVID cache size: SVIDs signed eagerly at most; beyond it, signed on
@@ -79,6 +81,7 @@ impl Default for AgentSection {
             insecure_bootstrap: false,
             join_token: String::new(),
             log_level: "info".into(),
+            log_format: "text".into(),
             workload_x509_svid_key_type: "ec-p256".into(),
             x509_svid_cache_max_size: 1000,
             jwt_svid_cache_max_size: 1000,

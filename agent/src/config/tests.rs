@@ -315,3 +315,19 @@ fn x509_svid_cache_max_size_is_spires_key_default_and_zero() {
         "{err}"
     );
 }
+
+#[test]
+fn log_format_is_text_by_default_json_on_request_and_refused_otherwise() {
+    let c = AgentConfig::load(None, &Overrides::default()).unwrap();
+    assert_eq!(c.log_format, LogFormat::Text);
+    let c = load_text("[agent]\nlog_format = \"json\"\n").unwrap();
+    assert_eq!(c.log_format, LogFormat::Json);
+    // SPIRE accepts any case.
+    let c = load_text("[agent]\nlog_format = \"JSON\"\n").unwrap();
+    assert_eq!(c.log_format, LogFormat::Json);
+    let err = load_text("[agent]\nlog_format = \"xml\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("agent.log_format \"xml\""), "{err}");
+    assert!(err.contains("\"text\" or \"json\""), "{err}");
+}

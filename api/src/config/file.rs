@@ -52,6 +52,8 @@ pub struct ServerSection {
     pub bind_port: u16,
     /// `trace`, `debug`, `info`, `warn` or `error`.
     pub log_level: String,
+    /// `text` or `json` (one JSON object per line).
+    pub log_format: String,
     /// Lifetime of each X.509 CA.
     #[serde(deserialize_with = "duration::deserialize")]
     pub ca_ttl: Duration,
@@ -86,6 +88,7 @@ impl Default for ServerSection {
             bind_address: "0.0.0.0".into(),
             bind_port: 8081,
             log_level: "info".into(),
+            log_format: "text".into(),
             ca_ttl: Duration::from_secs(24 * 3600),
             default_x509_svid_ttl: Duration::from_secs(3600),
             default_jwt_svid_ttl: Duration::from_secs(300),
