@@ -76,6 +76,40 @@ impl Settings {
     }
 }
 
+/// Runs `call` as RPC `method` of `api` (for logs): records its outcome and latency in
+/// `settings.metrics`, logs a failure at WARN (`Unavailable`, `Internal`) or a refusal at
+/// DEBUG. Shared by the Workload API and SDS services.
+pub(crate) async fn timed<T, E>(
+    settings: &Settings,
+    api: &'static str,
+    method: &'static str,
+    code_of: impl FnOnce(&E) -> tonic::Code,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<tonic::Response<T>, tonic::Status>
+where
+    E: std::fmt::Display + Into<tonic::Status>,
+{
+    let clock = &settings.clock;
+    let started = clock.now_unix_nanos();
+    let result = call.await;
+    // Nanoseconds to seconds for the histogram; precision loss is irrelevant here.
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = (clock.now_unix_nanos().saturating_sub(started)).max(0) as f64 / 1e9;
+    let code = result.as_ref().map_or_else(code_of, |_| tonic::Code::Ok);
+    settings.metrics.observe(method, code, seconds);
+    match result {
+        Ok(v) => Ok(tonic::Response::new(v)),
+        Err(e) => {
+            if code == tonic::Code::Unavailable || code == tonic::Code::Internal {
+                tracing::warn!(method, error = %e, "{api} call failed");
+            } else {
+                tracing::debug!(method, error = %e, "{api} call refused");
+            }
+            Err(e.into())
+        }
+    }
+}
+
 /// Why the Workload API stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

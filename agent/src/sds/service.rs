@@ -76,27 +76,7 @@ impl SdsService {
         method: &'static str,
         call: impl std::future::Future<Output = Result<T, SdsError>>,
     ) -> Result<Response<T>, Status> {
-        let clock = &self.inner.settings.clock;
-        let started = clock.now_unix_nanos();
-        let result = call.await;
-        // Nanoseconds to seconds for the histogram; precision loss is irrelevant here.
-        #[allow(clippy::cast_precision_loss)]
-        let seconds = (clock.now_unix_nanos().saturating_sub(started)).max(0) as f64 / 1e9;
-        let code = result
-            .as_ref()
-            .map_or_else(SdsError::code, |_| tonic::Code::Ok);
-        self.inner.settings.metrics.observe(method, code, seconds);
-        match result {
-            Ok(v) => Ok(Response::new(v)),
-            Err(e) => {
-                if code == tonic::Code::Unavailable || code == tonic::Code::Internal {
-                    tracing::warn!(method, error = %e, "SDS call failed");
-                } else {
-                    tracing::debug!(method, error = %e, "SDS call refused");
-                }
-                Err(e.into())
-            }
-        }
+        crate::workload_api::timed(&self.inner.settings, "SDS", method, SdsError::code, call).await
     }
 
     /// The caller's credentials and selectors. Envoy sends no `workload.spiffe.io` header,

@@ -76,27 +76,14 @@ impl WorkloadService {
         method: &'static str,
         call: impl std::future::Future<Output = Result<T, ApiError>>,
     ) -> Result<Response<T>, Status> {
-        let clock = &self.inner.settings.clock;
-        let started = clock.now_unix_nanos();
-        let result = call.await;
-        // Nanoseconds to seconds for the histogram; precision loss is irrelevant here.
-        #[allow(clippy::cast_precision_loss)]
-        let seconds = (clock.now_unix_nanos().saturating_sub(started)).max(0) as f64 / 1e9;
-        let code = result
-            .as_ref()
-            .map_or_else(ApiError::code, |_| tonic::Code::Ok);
-        self.inner.settings.metrics.observe(method, code, seconds);
-        match result {
-            Ok(v) => Ok(Response::new(v)),
-            Err(e) => {
-                if code == tonic::Code::Unavailable || code == tonic::Code::Internal {
-                    tracing::warn!(method, error = %e, "Workload API call failed");
-                } else {
-                    tracing::debug!(method, error = %e, "Workload API call refused");
-                }
-                Err(e.into())
-            }
-        }
+        crate::workload_api::timed(
+            &self.inner.settings,
+            "Workload API",
+            method,
+            ApiError::code,
+            call,
+        )
+        .await
     }
 
     /// Header and credentials: who calls.
