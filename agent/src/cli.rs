@@ -73,6 +73,9 @@ pub struct RunArgs {
     /// trace, debug, info, warn or error (agent.log_level).
     #[arg(long = "logLevel", visible_alias = "log-level")]
     pub log_level: Option<String>,
+    /// text or json: one JSON object per line (agent.log_format).
+    #[arg(long = "logFormat", visible_alias = "log-format")]
+    pub log_format: Option<String>,
 }
 
 impl RunArgs {
@@ -88,6 +91,7 @@ impl RunArgs {
             trust_bundle_path: self.trust_bundle.clone(),
             insecure_bootstrap: self.insecure_bootstrap,
             log_level: self.log_level.clone(),
+            log_format: self.log_format.clone(),
         }
     }
 }

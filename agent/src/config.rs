@@ -83,6 +83,8 @@ pub struct Overrides {
     pub insecure_bootstrap: bool,
     /// `--logLevel`.
     pub log_level: Option<String>,
+    /// `--logFormat`.
+    pub log_format: Option<String>,
 }
 
 /// Log verbosity.
@@ -275,13 +277,14 @@ impl AgentConfig {
         }
         let (key, level) = pick("--logLevel", "agent.log_level", &o.log_level, &a.log_level);
         let log_level = parse_log_level(key, &level)?;
-        let log_format = LogFormat::parse(&a.log_format).ok_or_else(|| {
-            invalid(
-                "agent.log_format",
-                &a.log_format,
-                &format!("use {}", LogFormat::ALLOWED),
-            )
-        })?;
+        let (key, format) = pick(
+            "--logFormat",
+            "agent.log_format",
+            &o.log_format,
+            &a.log_format,
+        );
+        let log_format = LogFormat::parse(&format)
+            .ok_or_else(|| invalid(key, &format, &format!("use {}", LogFormat::ALLOWED)))?;
         let join_token = o.join_token.clone().unwrap_or_else(|| a.join_token.clone());
         let node_attestor = if !join_token.is_empty() {
             Some(NodeAttestorConfig::JoinToken(join_token))

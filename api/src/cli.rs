@@ -93,6 +93,9 @@ pub struct RunArgs {
     /// trace, debug, info, warn or error (server.log_level).
     #[arg(long = "logLevel", visible_alias = "log-level")]
     pub log_level: Option<String>,
+    /// text or json: one JSON object per line (server.log_format).
+    #[arg(long = "logFormat", visible_alias = "log-format")]
+    pub log_format: Option<String>,
     /// A PostgreSQL event log shared with other servers (store.url; selects
     /// store.backend = "postgres"), e.g. postgres://tessera@127.0.0.1:5432/tessera.
     #[arg(long = "storeURL", visible_alias = "store-url")]
@@ -112,6 +115,7 @@ impl RunArgs {
             bind_address: self.bind_address.clone(),
             bind_port: self.server_port,
             log_level: self.log_level.clone(),
+            log_format: self.log_format.clone(),
             store_url: self.store_url.clone(),
             server_id: self.server_id.clone(),
         }

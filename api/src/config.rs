@@ -82,6 +82,8 @@ pub struct Overrides {
     pub bind_port: Option<u16>,
     /// `--logLevel`.
     pub log_level: Option<String>,
+    /// `--logFormat`.
+    pub log_format: Option<String>,
     /// `--storeURL`: a PostgreSQL log (selects `store.backend = "postgres"`).
     pub store_url: Option<String>,
     /// `--serverID`.
@@ -270,7 +272,13 @@ impl Config {
         let (level_key, level_value) =
             pick("--logLevel", "server.log_level", &o.log_level, &s.log_level);
         let log_level = parse_log_level(level_key, &level_value)?;
-        let log_format = parse_log_format("server.log_format", &s.log_format)?;
+        let (format_key, format_value) = pick(
+            "--logFormat",
+            "server.log_format",
+            &o.log_format,
+            &s.log_format,
+        );
+        let log_format = parse_log_format(format_key, &format_value)?;
 
         let limits = &file.limits;
         let (authority, key_manager) = authority::authority(&file, &trust_domain)?;

@@ -171,6 +171,7 @@ fn overrides_win() {
         bind_address: Some("127.0.0.1".into()),
         bind_port: Some(0),
         log_level: Some("debug".into()),
+        log_format: Some("json".into()),
         store_url: Some("postgres://t@127.0.0.1:5432/tessera".into()),
         server_id: Some("server-b".into()),
     };
