@@ -12,8 +12,12 @@ mod daemon;
 mod endpoint;
 #[path = "federation_runtime/fetch_errors.rs"]
 mod fetch_errors;
+#[path = "federation_runtime/fetch_messages.rs"]
+mod fetch_messages;
 #[path = "federation_runtime/refresh.rs"]
 mod refresh;
+#[path = "federation_runtime/refresh_races.rs"]
+mod refresh_races;
 #[path = "federation_runtime/startup.rs"]
 mod startup;
 #[path = "federation_runtime/support.rs"]

@@ -77,11 +77,12 @@ pub enum FetchError {
         reason: String,
     },
     /// The connection or the whole fetch took too long.
-    #[error("bundle endpoint {url} did not answer within {after:?} ({stage})")]
+    #[error("bundle endpoint {url} did not answer within limits.federation.{stage}_timeout ({after:?}); check that the endpoint is reachable from this server and answers, or raise the limit")]
     Timeout {
         /// The URL.
         url: String,
-        /// `connect`, or `fetch` for the whole exchange.
+        /// `connect` (TCP and TLS), or `fetch` for the whole exchange; the limit is
+        /// `limits.federation.<stage>_timeout`.
         stage: &'static str,
         /// The limit that ran out.
         after: Duration,
@@ -109,11 +110,11 @@ pub enum FetchError {
     Tls {
         /// The URL.
         url: String,
-        /// rustls's reason.
+        /// rustls's reason, then what to check for the relationship's profile.
         reason: String,
     },
     /// The HTTP exchange failed after TLS (connection cut, malformed response).
-    #[error("HTTP with bundle endpoint {url} failed: {reason}")]
+    #[error("HTTP with bundle endpoint {url} failed after TLS: {reason}; a SPIFFE bundle endpoint answers an HTTP/1.1 GET with 200 and the bundle, so check that the URL's host, port and path point at one")]
     Http {
         /// The URL.
         url: String,
@@ -121,7 +122,7 @@ pub enum FetchError {
         reason: String,
     },
     /// The endpoint answered with another status than 200.
-    #[error("bundle endpoint {url} answered HTTP {status}; expected 200 with the bundle")]
+    #[error("bundle endpoint {url} answered HTTP {status}; expected 200 with a SPIFFE bundle (JWKS): check the URL's path and that the endpoint serves the bundle there (redirects are not followed)")]
     Status {
         /// The URL.
         url: String,
@@ -296,7 +297,7 @@ impl Fetcher {
         .with_safe_default_protocol_versions()
         .map_err(|e| FetchError::Tls {
             url: url.to_owned(),
-            reason: e.to_string(),
+            reason: format!("no TLS protocol version is usable ({e}); this is a bug in how Tessera configures TLS, please report it"),
         })?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
@@ -313,7 +314,7 @@ impl Fetcher {
             tokio_rustls::TlsConnector::from(Arc::new(config))
                 .connect(target.server_name.clone(), tcp)
                 .await
-                .map_err(|e| tls_error(url, &e, &captured))
+                .map_err(|e| with_advice(tls_error(url, &e, &captured), &relationship.profile))
         };
         let after = self.limits.connect_timeout;
         let tls =
@@ -401,6 +402,44 @@ impl Fetcher {
             }
         }
         Ok(out)
+    }
+}
+
+/// Adds to a failed handshake what to check for the endpoint's profile.
+fn with_advice(e: FetchError, profile: &EndpointProfile) -> FetchError {
+    let FetchError::Tls { url, reason } = e else {
+        return e;
+    };
+    let check = match profile {
+        EndpointProfile::HttpsWeb => "profile https_web: the endpoint's certificate must be valid now, chain to a root this server trusts (the system's, or SSL_CERT_FILE / SSL_CERT_DIR) and name the URL's host".to_owned(),
+        EndpointProfile::HttpsSpiffe { endpoint_spiffe_id } => format!(
+            "profile https_spiffe: the endpoint's X.509-SVID must be valid now and chain to the bundle held for {td} (see `bundle list`); if {td}'s CA changed while it was unreachable, bootstrap it again with `bundle set`",
+            td = endpoint_spiffe_id.trust_domain()
+        ),
+    };
+    FetchError::Tls {
+        url,
+        reason: format!("{reason}; {check}"),
+    }
+}
+
+/// Where the refresher gets bundles: a [`Fetcher`] in the server; tests script their own.
+pub trait BundleSource: std::fmt::Debug + Clone + Send + Sync + 'static {
+    /// The bundle of `relationship.trust_domain`, as [`Fetcher::fetch`] gets it.
+    fn fetch_bundle<'a>(
+        &'a self,
+        relationship: &'a Relationship,
+        held: &'a BTreeMap<TrustDomain, Arc<Bundle>>,
+    ) -> impl std::future::Future<Output = Result<Bundle, FetchError>> + Send + 'a;
+}
+
+impl BundleSource for Fetcher {
+    fn fetch_bundle<'a>(
+        &'a self,
+        relationship: &'a Relationship,
+        held: &'a BTreeMap<TrustDomain, Arc<Bundle>>,
+    ) -> impl std::future::Future<Output = Result<Bundle, FetchError>> + Send + 'a {
+        self.fetch(relationship, held)
     }
 }
 

@@ -11,12 +11,17 @@
 //!   it changed); the outcome goes to [`FederationRuntime::set_status`] and the metrics.
 //! - `refresh_now` requests are served from the runtime's queue; a deleted relationship is
 //!   forgotten (status, metrics, pending requests answered `NotFound`).
+//! - A fetch started for a relationship that has since been updated is refused by the
+//!   aggregate (`RelationshipChanged`): not a failure; the new relationship is fetched at once.
+//! - Each launch has a generation: the end of a fetch whose relationship was deleted (and
+//!   perhaps created again) meanwhile is ignored. A fetch task that panics is a failure of its
+//!   relationship like any other (waiters answered, status recorded, backoff).
 //!
 //! At most `max_concurrent_fetches` fetches run at once; nothing polls: the task sleeps until
 //! the next refresh is due, a view change, a request, or a fetch ending.
 //! Must not: decide what is stored (the aggregate does).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -29,10 +34,10 @@ use tessera_actors::server::federation::{
 use tessera_eventlog::Clock;
 use tessera_identity::TrustDomain;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
-use super::fetch::Fetcher;
+use super::fetch::{BundleSource, Fetcher};
 use super::metrics::FederationMetrics;
 use super::{FederationRuntime, RefreshError, RefreshRequest, RefreshStatus};
 
@@ -93,11 +98,11 @@ impl Default for RefresherSettings {
 
 /// What the refresher works with.
 #[derive(Debug, Clone)]
-pub struct Refresher {
+pub struct Refresher<F = Fetcher> {
     /// The federation aggregate.
     pub federation: FederationHandle,
-    /// How bundles are fetched.
-    pub fetcher: Fetcher,
+    /// How bundles are fetched (a [`Fetcher`] outside tests).
+    pub fetcher: F,
     /// Where statuses go and refresh requests come from.
     pub runtime: Arc<FederationRuntime>,
     /// Metrics, if the server exports them.
@@ -123,6 +128,63 @@ struct Tracked {
     waiting: Vec<Waiter>,
     /// Requests answered by the fetch that runs.
     in_flight: Vec<Waiter>,
+    /// The generation of the fetch that runs for this entry, if one does.
+    running: Option<u64>,
+}
+
+/// One launched fetch, as the refresher remembers it while it runs.
+#[derive(Debug)]
+struct Launch {
+    trust_domain: TrustDomain,
+    relationship: Relationship,
+    generation: u64,
+}
+
+/// The fetches that run: tasks, and which launch each task is (a panicked task's result
+/// carries nothing but its id).
+#[derive(Debug, Default)]
+struct Fetches {
+    tasks: JoinSet<Outcome>,
+    launches: HashMap<tokio::task::Id, Launch>,
+    next_generation: u64,
+}
+
+impl Fetches {
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// The next fetch to end, with its launch.
+    async fn next(&mut self) -> Option<(Launch, Outcome)> {
+        loop {
+            let (id, outcome) = match self.tasks.join_next_with_id().await? {
+                Ok((id, outcome)) => (id, outcome),
+                Err(e) => (e.id(), task_failed(&e)),
+            };
+            // Every task is registered when spawned; an unknown id cannot happen, and is
+            // skipped rather than trusted.
+            if let Some(launch) = self.launches.remove(&id) {
+                return Some((launch, outcome));
+            }
+        }
+    }
+}
+
+/// A fetch task that did not return: a failure of its relationship.
+fn task_failed(e: &JoinError) -> Outcome {
+    tracing::error!(error = %e, "bundle fetch task failed");
+    Outcome::Failed {
+        kind: "panicked",
+        reason: if e.is_panic() {
+            "the bundle fetch panicked (a bug in Tessera: please report it with the server log); the last good bundle is kept and the fetch is retried after a backoff".to_owned()
+        } else {
+            format!("the bundle fetch was stopped ({e}); it is retried after a backoff")
+        },
+    }
 }
 
 /// How one attempt ended.
@@ -136,8 +198,9 @@ enum Outcome {
     },
     /// The relationship was deleted while fetching.
     Gone,
-    /// The relationship was updated while fetching: the bundle from the old endpoint is
-    /// dropped and the new one fetched.
+    /// The relationship was updated while fetching (the aggregate refused the bundle with
+    /// `RelationshipChanged`): the bundle from the old endpoint is dropped and the new one
+    /// fetched.
     Superseded,
     /// Fetching or storing failed.
     Failed { kind: &'static str, reason: String },
@@ -150,7 +213,7 @@ fn now() -> Instant {
     Instant::now()
 }
 
-impl Refresher {
+impl<F: BundleSource> Refresher<F> {
     /// Runs until `shutdown`, serving `requests`.
     pub async fn run(
         self,
@@ -159,7 +222,7 @@ impl Refresher {
     ) {
         let mut view = self.federation.subscribe();
         let mut tracked: BTreeMap<TrustDomain, Tracked> = BTreeMap::new();
-        let mut fetches: JoinSet<(TrustDomain, Relationship, Outcome)> = JoinSet::new();
+        let mut fetches = Fetches::default();
         let mut requests_open = true;
         tokio::pin!(shutdown);
         let current = view.borrow_and_update().clone();
@@ -201,18 +264,15 @@ impl Refresher {
                     }
                     None => requests_open = false,
                 },
-                Some(done) = fetches.join_next(), if !fetches.is_empty() => match done {
-                    Ok((td, relationship, outcome)) => {
-                        self.finish(&mut tracked, &td, &relationship, outcome);
-                    }
-                    Err(e) => tracing::error!(error = %e, "bundle fetch task failed"),
-                },
+                Some((launch, outcome)) = fetches.next(), if !fetches.is_empty() => {
+                    self.finish(&mut tracked, &launch, outcome);
+                }
                 () = sleep_until(next_due) => {
                     self.launch_due(&mut tracked, &mut fetches);
                 }
             }
         }
-        fetches.abort_all();
+        fetches.tasks.abort_all();
         for t in tracked.into_values() {
             for w in t.waiting.into_iter().chain(t.in_flight) {
                 let _ = w.send(Err(RefreshError::NotRunning));
@@ -259,6 +319,7 @@ impl Refresher {
                             status: self.runtime.status(td).unwrap_or_default(),
                             waiting: Vec::new(),
                             in_flight: Vec::new(),
+                            running: None,
                         },
                     );
                 }
@@ -267,11 +328,7 @@ impl Refresher {
     }
 
     /// Starts the fetches that are due, up to the concurrency bound, earliest first.
-    fn launch_due(
-        &self,
-        tracked: &mut BTreeMap<TrustDomain, Tracked>,
-        fetches: &mut JoinSet<(TrustDomain, Relationship, Outcome)>,
-    ) {
+    fn launch_due(&self, tracked: &mut BTreeMap<TrustDomain, Tracked>, fetches: &mut Fetches) {
         let now = now();
         let mut due: Vec<(Instant, TrustDomain)> = tracked
             .iter()
@@ -287,15 +344,25 @@ impl Refresher {
             let Some(t) = tracked.get_mut(&td) else {
                 continue;
             };
+            let generation = fetches.next_generation;
+            fetches.next_generation += 1;
             t.due = None;
+            t.running = Some(generation);
             t.in_flight = std::mem::take(&mut t.waiting);
             let relationship = t.relationship.clone();
-            let fetcher = self.fetcher.clone();
-            let federation = self.federation.clone();
-            fetches.spawn(async move {
-                let outcome = attempt(&fetcher, &federation, &relationship).await;
-                (td, relationship, outcome)
-            });
+            let (fetcher, federation) = (self.fetcher.clone(), self.federation.clone());
+            let launched = relationship.clone();
+            let task = fetches
+                .tasks
+                .spawn(async move { attempt(&fetcher, &federation, &launched).await });
+            fetches.launches.insert(
+                task.id(),
+                Launch {
+                    trust_domain: td,
+                    relationship,
+                    generation,
+                },
+            );
         }
     }
 
@@ -303,13 +370,20 @@ impl Refresher {
     fn finish(
         &self,
         tracked: &mut BTreeMap<TrustDomain, Tracked>,
-        td: &TrustDomain,
-        launched: &Relationship,
+        launch: &Launch,
         outcome: Outcome,
     ) {
+        let (td, launched) = (&launch.trust_domain, &launch.relationship);
         let Some(t) = tracked.get_mut(td) else {
             return; // Deleted meanwhile: already forgotten.
         };
+        if t.running != Some(launch.generation) {
+            // Deleted and created again meanwhile: this fetch was for the old entry, whose
+            // waiters were answered then; the new entry's own fetch decides.
+            tracing::debug!(trust_domain = %td, ?outcome, "bundle fetch for a deleted relationship ended: ignored");
+            return;
+        }
+        t.running = None;
         if matches!(outcome, Outcome::Superseded) {
             // Not an attempt of the relationship as it is: its requests wait for the next.
             let mut waiting = std::mem::take(&mut t.in_flight);
@@ -383,14 +457,15 @@ impl Refresher {
     }
 }
 
-/// Fetches and stores one relationship's bundle.
+/// Fetches and stores one relationship's bundle. Whether the relationship is still the one
+/// fetched for is the aggregate's call (`Refreshed` names it), not a look at the view.
 async fn attempt(
-    fetcher: &Fetcher,
+    fetcher: &impl BundleSource,
     federation: &FederationHandle,
     relationship: &Relationship,
 ) -> Outcome {
     let held = federation.view();
-    let bundle = match fetcher.fetch(relationship, &held.bundles).await {
+    let bundle = match fetcher.fetch_bundle(relationship, &held.bundles).await {
         Ok(b) => b,
         Err(e) => {
             return Outcome::Failed {
@@ -399,14 +474,6 @@ async fn attempt(
             }
         }
     };
-    if federation
-        .view()
-        .relationships
-        .get(&relationship.trust_domain)
-        != Some(relationship)
-    {
-        return Outcome::Superseded;
-    }
     let (sequence, hint) = (bundle.sequence_number(), bundle.refresh_hint());
     match federation
         .command(FederationCommand::Refreshed {
@@ -426,6 +493,9 @@ async fn attempt(
             hint,
         },
         Err(CommandError::Rejected(FederationError::RelationshipNotFound { .. })) => Outcome::Gone,
+        Err(CommandError::Rejected(FederationError::RelationshipChanged { .. })) => {
+            Outcome::Superseded
+        }
         Err(CommandError::Rejected(e)) => Outcome::Failed {
             kind: "refused",
             reason: e.to_string(),

@@ -41,11 +41,11 @@ async fn until(
     );
 }
 
-struct Running {
-    runtime: Arc<FederationRuntime>,
-    registry: prometheus::Registry,
-    trigger: ShutdownTrigger,
-    task: JoinHandle<()>,
+pub(crate) struct Running {
+    pub(crate) runtime: Arc<FederationRuntime>,
+    pub(crate) registry: prometheus::Registry,
+    pub(crate) trigger: ShutdownTrigger,
+    pub(crate) task: JoinHandle<()>,
 }
 
 fn start_refresher(
@@ -76,7 +76,7 @@ fn start_refresher(
 }
 
 impl Running {
-    fn count(&self, td: &str, outcome: &str) -> u64 {
+    pub(crate) fn count(&self, td: &str, outcome: &str) -> u64 {
         self.registry
             .gather()
             .iter()
@@ -93,7 +93,7 @@ impl Running {
             .sum()
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.trigger.fire();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
