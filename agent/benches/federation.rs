@@ -11,9 +11,9 @@
 //! - `partner.example` with `ca_ttl = "60s"` (the least allowed), so that it rotates on its
 //!   own: a new X.509 CA joins the bundle at half the current one's life and the one before
 //!   leaves at its expiry, about two authority changes a minute. It serves its bundle
-//!   endpoint with `refresh_hint = "1s"` and the `https_web` profile (a test Web PKI, trusted
-//!   by the platform through `SSL_CERT_FILE`).
-//! - `example.org` (the platform) follows it (`federation create`) with
+//!   endpoint with `refresh_hint = "1s"` and the `https_spiffe` profile.
+//! - `example.org` (the platform) follows it (`federation create`, bootstrapped with the
+//!   partner's `bundle show --format spiffe`) with
 //!   `[limits.federation] min_refresh = "1s"`, so the 1 s hint is honoured. One join-token
 //!   agent; an entry for this process's uid federating with `partner.example` and
 //!   `third.example`; a `FetchX509Bundles` stream (the crates.io `spiffe` client) open on the
@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use processes::{my_uid, wait_until, AgentProc, ServerProc};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use spiffe::{TrustDomain, WorkloadApiClient, WorkloadApiError, X509BundleSet};
 use support::{pct, uds};
 use tessera_proto::spire::api::server::bundle::v1::bundle_client::BundleClient;
@@ -340,23 +340,6 @@ fn test_ca(name: &str) -> (String, rcgen::Issuer<'static, KeyPair>) {
     (cert.pem(), rcgen::Issuer::new(params, key))
 }
 
-/// The partner's bundle endpoint certificate and key (PEM files) for `localhost` and
-/// 127.0.0.1, and the test Web PKI root that signs it (`SSL_CERT_FILE` of the platform).
-fn web_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let (root_pem, issuer) = test_ca("Tessera bench Web PKI");
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (
-        write(&dir.join("web-root.pem"), &root_pem),
-        write(&dir.join("web.pem"), &cert.pem()),
-        write(&dir.join("web.key"), &key.serialize_pem()),
-    )
-}
-
 /// Sets the platform's bundle of [`THIRD`] to one new authority every [`BASELINE_EVERY`],
 /// with the CLI (a blocking loop, in its own thread; ends with the process).
 fn baseline_changes(sock: PathBuf, dir: PathBuf) {
@@ -396,7 +379,6 @@ fn main() {
 async fn run(wanted: usize) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (web_root, web_cert, web_key) = web_pki(root);
 
     // The partner rotates fast. A 1 s rotation check prepares and retires CAs on time instead
     // of up to 10 s late; SVIDs must be shorter than the CA. Its agent API is unused.
@@ -408,9 +390,7 @@ async fn run(wanted: usize) {
             "[server]\nca_ttl = \"60s\"\ndefault_x509_svid_ttl = \"20s\"\n\
              default_jwt_svid_ttl = \"20s\"\nrotation_check_interval = \"1s\"\n\
              [federation.bundle_endpoint]\naddress = \"127.0.0.1\"\nport = 0\n\
-             refresh_hint = \"1s\"\nprofile = \"https_web\"\n\
-             [federation.bundle_endpoint.https_web]\ncert_file_path = {web_cert:?}\n\
-             key_file_path = {web_key:?}\n"
+             refresh_hint = \"1s\"\nprofile = \"https_spiffe\"\n"
         ),
     );
     let partner = ServerProc::start_in(PARTNER, &partner_dir, Some(&partner_conf), &[]);
@@ -423,11 +403,10 @@ async fn run(wanted: usize) {
         &platform_dir.join("server.toml"),
         "[limits.federation]\nmin_refresh = \"1s\"\n",
     );
-    let platform = ServerProc::start_in(
-        PLATFORM,
-        &platform_dir,
-        Some(&platform_conf),
-        &[("SSL_CERT_FILE", &web_root)],
+    let platform = ServerProc::start_in(PLATFORM, &platform_dir, Some(&platform_conf), &[]);
+    let partner_jwks = write(
+        &root.join("partner.jwks"),
+        &partner.ok(&["bundle", "show", "--format", "spiffe"]),
     );
     platform.ok(&[
         "federation",
@@ -435,9 +414,15 @@ async fn run(wanted: usize) {
         "--trustDomain",
         PARTNER,
         "--bundleEndpointURL",
-        &format!("https://localhost:{partner_endpoint}"),
+        &format!("https://127.0.0.1:{partner_endpoint}"),
         "--bundleEndpointProfile",
-        "https_web",
+        "https_spiffe",
+        "--endpointSpiffeID",
+        "spiffe://partner.example/spire/server",
+        "--trustDomainBundlePath",
+        partner_jwks.to_str().unwrap(),
+        "--trustDomainBundleFormat",
+        "spiffe",
     ]);
     let third = write(&root.join("third.pem"), &test_ca("third.example").0);
     platform.ok(&[
@@ -526,7 +511,7 @@ async fn run(wanted: usize) {
     let refresh = platform.ok(&["federation", "show", "--trustDomain", PARTNER]);
 
     println!(
-        "federation: partner.example (ca_ttl 60s: rotating; bundle endpoint https_web, \
+        "federation: partner.example (ca_ttl 60s: rotating; bundle endpoint https_spiffe, \
          refresh_hint 1s) federated into example.org ([limits.federation] min_refresh 1s); one \
          agent; a FetchX509Bundles stream for an entry federating with partner.example and \
          third.example; {:.0} s",
