@@ -386,12 +386,10 @@ async fn run(wanted: usize) {
     std::fs::create_dir_all(&partner_dir).unwrap();
     let partner_conf = write(
         &partner_dir.join("server.toml"),
-        &format!(
-            "[server]\nca_ttl = \"60s\"\ndefault_x509_svid_ttl = \"20s\"\n\
-             default_jwt_svid_ttl = \"20s\"\nrotation_check_interval = \"1s\"\n\
-             [federation.bundle_endpoint]\naddress = \"127.0.0.1\"\nport = 0\n\
-             refresh_hint = \"1s\"\nprofile = \"https_spiffe\"\n"
-        ),
+        "[server]\nca_ttl = \"60s\"\ndefault_x509_svid_ttl = \"20s\"\n\
+         default_jwt_svid_ttl = \"20s\"\nrotation_check_interval = \"1s\"\n\
+         [federation.bundle_endpoint]\naddress = \"127.0.0.1\"\nport = 0\n\
+         refresh_hint = \"1s\"\nprofile = \"https_spiffe\"\n",
     );
     let partner = ServerProc::start_in(PARTNER, &partner_dir, Some(&partner_conf), &[]);
     let partner_endpoint = partner.bundle_endpoint_port();
