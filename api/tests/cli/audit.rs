@@ -4,7 +4,7 @@
 //! API with a join token), banned and evicted.
 
 use std::collections::BTreeSet;
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -450,26 +450,60 @@ fn tail_filters_summaries_and_who_answers_from_the_log() {
     assert_eq!(both.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&both.stderr).contains("--at"));
 
-    // --- --follow with a filter receives a record committed after it started.
+    // --- --follow with a filter: the five past records about WEB, then, once they are out
+    // (so the stream is open), a record committed after it started.
     let mut follower = Command::new(BIN)
         .args([
             "events",
             "tail",
             "--follow",
             "--spiffeID",
-            "spiffe://example.org/late",
+            WEB,
             "--limit",
-            "1",
+            "6",
             "--output",
             "json",
             "--socketPath",
         ])
         .arg(s)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    create(s, "late", "spiffe://example.org/late", N1, "unix:uid:7");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = follower.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |what: &str| -> Value {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => serde_json::from_str(&line).unwrap(),
+            Err(e) => panic!("the follower printed no {what}: {e}"),
+        }
+    };
+    let past: Vec<u64> = (0..5)
+        .map(|_| next("past record")["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        past,
+        vec![
+            created_direct,
+            created_alias,
+            deleted_direct,
+            created_jt,
+            created_n1b
+        ]
+    );
+    create(s, "web-late", WEB, N1, "unix:uid:7");
+    let late = next("new record");
+    assert_eq!(late["seq"], head + 1);
+    assert_eq!(late["kind"], "EntryCreated");
+    assert_eq!(late["payload"]["EntryCreated"]["id"], "web-late");
+    // --limit reached: it exits by itself.
     let deadline = Deadline::after(Duration::from_secs(30));
     let status = loop {
         if let Some(status) = follower.try_wait().unwrap() {
@@ -477,22 +511,11 @@ fn tail_filters_summaries_and_who_answers_from_the_log() {
         }
         if deadline.passed() {
             let _ = follower.kill();
-            panic!("the follower did not see the new entry");
+            panic!("the follower did not exit at --limit");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut out = String::new();
-    follower
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(status.success(), "{out}");
-    let seen = json_lines(&out);
-    assert_eq!(seen.len(), 1, "{out}");
-    assert_eq!(seen[0]["seq"], head + 1);
-    assert_eq!(seen[0]["kind"], "EntryCreated");
-    assert_eq!(seen[0]["payload"]["EntryCreated"]["id"], "late");
+    assert!(status.success());
+    reader.join().unwrap();
     server.stop();
 }

@@ -343,4 +343,27 @@ mod tests {
         f.until = Some(Point::Time(999));
         assert!(!f.finished_after(&r, false) && f.finished_after(&r, true));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_flag_value_parses_or_is_refused_without_panicking(v in ".{0,40}") {
+            let _ = Point::parse("v", "--since", &v);
+        }
+
+        #[test]
+        fn digits_are_seqs_and_printed_times_are_times(
+            seq in proptest::num::u64::ANY,
+            secs in 0i64..253_402_300_799,
+        ) {
+            proptest::prop_assert_eq!(
+                Point::parse("v", "--since", &seq.to_string()).unwrap(),
+                Point::Seq(seq)
+            );
+            let printed = crate::timefmt::format_unix(secs);
+            proptest::prop_assert_eq!(
+                Point::parse("v", "--until", &printed).unwrap(),
+                Point::Time(secs)
+            );
+        }
+    }
 }
