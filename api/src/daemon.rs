@@ -200,8 +200,33 @@ async fn serve_all(
         shutdown.clone(),
     );
 
+    // The federation tasks end only at shutdown: one that ends before is a fault the process
+    // must not hide behind a healthy admin API (fail-stop, as for an actor).
+    let mut refresher = federation.refresher;
+    let mut endpoint = federation.endpoint;
+    let endpoint_ended = async {
+        match endpoint.as_mut() {
+            Some((serve, _)) => serve.await,
+            None => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
         () = stop.wait() => { tracing::info!("shutting down"); Ok(()) }
+        ended = &mut refresher => Err(RunError::Task {
+            what: "federation refresher",
+            reason: match ended {
+                Ok(()) => "stopped on its own".into(),
+                Err(e) => e.to_string(),
+            },
+        }),
+        ended = endpoint_ended => Err(RunError::Task {
+            what: "federation bundle endpoint",
+            reason: match ended {
+                Ok(Ok(())) => "stopped on its own".into(),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            },
+        }),
         reason = server.failed() => {
             tracing::error!(%reason, "an actor failed: shutting down");
             metrics.set_failed();
@@ -220,8 +245,8 @@ async fn serve_all(
         drain("metrics endpoint", task).await;
     }
     drain("agent API", agent_task).await;
-    drain("federation refresher", federation.refresher).await;
-    if let Some((endpoint, cert)) = federation.endpoint {
+    drain("federation refresher", refresher).await;
+    if let Some((endpoint, cert)) = endpoint {
         drain("federation bundle endpoint", endpoint).await;
         drain("bundle endpoint certificate", cert).await;
     }

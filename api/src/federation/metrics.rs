@@ -87,12 +87,13 @@ impl FederationMetrics {
 
 /// Every `outcome` label value: `ok`, `unchanged`, the fetch failures
 /// (`FetchError::kind`), and the refresher's own (`store`: the aggregate did not answer;
-/// `refused`: it refused the bundle).
+/// `refused`: it refused the bundle; `panicked`: the fetch task panicked).
 pub const OUTCOMES: &[&str] = &[
     "ok",
     "unchanged",
     "store",
     "refused",
+    "panicked",
     "bad_url",
     "unreachable",
     "timeout",
