@@ -4,9 +4,10 @@
 //! the id), which needs a fold of the log from seq 1; doing that in the server would cost
 //! server memory per open tail stream. The server still does what is cheap there (`--kind`
 //! and a start seq when no fold is needed), and streams in chunks under HTTP/2 flow control,
-//! so the CLI holds one record at a time plus [`EntryNames`], the live entries' SPIFFE IDs
-//! (bounded by the registry the server already bounds). Must not decide anything about
-//! authorisation: that is `who.rs`, on the real `SyncIndex`.
+//! so the CLI holds one record at a time plus [`EntryNames`], the live entries' SPIFFE IDs (at
+//! most the server's `limits.max_entries`). The price: `--spiffeID` reads the whole log over
+//! the admin socket. Must not decide anything about authorisation: that is `who.rs`, on the
+//! real `SyncIndex`.
 
 use std::collections::HashMap;
 

@@ -8,7 +8,8 @@
 //! or evicted) closes it. Runs in the CLI over the streamed log, so the server does no work
 //! beyond streaming; the CLI's memory is that of one `SyncIndex` (the registry, nodes and
 //! every agent's view, as much as the server's own) plus the grants found, which are capped.
-//! Must not print anything: output is the caller's.
+//! [`Who`] is the pure fold (no I/O, tested given events → then grants); [`run`] streams the
+//! log into it and prints.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -84,7 +85,9 @@ fn at_or_before(m: &Mark, p: Point) -> bool {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WhoError {
     /// More grants than [`MAX_GRANTS`].
-    #[error("more than {max} grants of {spiffe_id}; narrow the replay with --until or --at")]
+    #[error(
+        "more than {max} grants of {spiffe_id}; replay less of the log with --until SEQ or --at SEQ"
+    )]
     TooManyGrants {
         /// The identity asked about.
         spiffe_id: SpiffeId,
