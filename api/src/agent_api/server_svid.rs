@@ -9,6 +9,7 @@ use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 use tessera_actors::server::authority::{AuthorityHandle, X509SvidRequest};
+use tessera_eventlog::Clock;
 use tessera_identity::{SpiffeId, SERVER_PATH};
 
 use super::tls::LiveTls;
@@ -30,13 +31,17 @@ pub async fn start(deps: &AgentApiDeps) -> Result<Arc<LiveTls>, AgentApiError> {
     let server_id = SpiffeId::from_path(&deps.server.settings.trust_domain, SERVER_PATH)
         .map_err(|e| AgentApiError::ServerSvid(e.to_string()))?;
     let live = Arc::new(LiveTls::new(bundle));
-    let (key, lifetime) = issue(&authority, &server_id).await?;
+    let clock = deps.server.clock.clone();
+    let (key, lifetime) = issue(&authority, &server_id, clock.as_ref()).await?;
     live.set_server_key(key);
 
     let task_live = live.clone();
     tokio::spawn(async move {
         let mut bundles = authority.subscribe_bundle();
-        let mut renew_in = lifetime / 2;
+        // One sleep across rounds, not a new one per round: bundle changes (every CA
+        // rotation, of every server sharing the log) must not put the renewal off.
+        let renewal = tokio::time::sleep(lifetime / 2);
+        tokio::pin!(renewal);
         loop {
             tokio::select! {
                 changed = bundles.changed() => {
@@ -48,15 +53,15 @@ pub async fn start(deps: &AgentApiDeps) -> Result<Arc<LiveTls>, AgentApiError> {
                         task_live.set_bundle(b);
                     }
                 }
-                () = tokio::time::sleep(renew_in) => {
-                    match issue(&authority, &server_id).await {
+                () = &mut renewal => {
+                    match issue(&authority, &server_id, clock.as_ref()).await {
                         Ok((key, lifetime)) => {
                             task_live.set_server_key(key);
-                            renew_in = lifetime / 2;
+                            renewal.set(tokio::time::sleep(lifetime / 2));
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "server SVID renewal failed; retrying in 10 s");
-                            renew_in = Duration::from_secs(10);
+                            renewal.set(tokio::time::sleep(Duration::from_secs(10)));
                         }
                     }
                 }
@@ -71,6 +76,7 @@ pub async fn start(deps: &AgentApiDeps) -> Result<Arc<LiveTls>, AgentApiError> {
 pub(crate) async fn issue(
     authority: &AuthorityHandle,
     server_id: &SpiffeId,
+    clock: &dyn Clock,
 ) -> Result<(Arc<CertifiedKey>, Duration), AgentApiError> {
     let fail = |e: String| AgentApiError::ServerSvid(e);
     let key = KeyPair::generate().map_err(|e| fail(e.to_string()))?;
@@ -102,10 +108,10 @@ pub(crate) async fn issue(
             key.serialize_der(),
         )))
         .map_err(|e| fail(e.to_string()))?;
-    let lifetime = Duration::from_secs(
-        u64::try_from(svid.not_after - svid.not_before)
-            .unwrap_or(60)
-            .max(2),
-    );
+    // What is left of it from now (its not_before is backdated, and the CA's own expiry may
+    // have cut it short), so that half of it is a renewal time that comes before expiry.
+    let now = clock.now_unix_nanos() / 1_000_000_000;
+    let left = svid.not_after.saturating_sub(now);
+    let lifetime = Duration::from_secs(u64::try_from(left).unwrap_or(0).max(2));
     Ok((Arc::new(CertifiedKey::new(chain, signing_key)), lifetime))
 }

@@ -124,6 +124,7 @@ async fn serve_endpoint(
             cert::spiffe(
                 server.authority.clone(),
                 &server.settings.trust_domain,
+                server.clock.clone(),
                 shutdown.wait(),
             )
             .await?

@@ -104,10 +104,14 @@ impl Endpoint {
     /// `https_spiffe`: the domain's own SVID.
     pub async fn spiffe(d: &Domain, clock: Arc<ManualClock>) -> Endpoint {
         let (trigger, shutdown) = ShutdownSignal::new();
-        let (live, _renewal) =
-            cert::spiffe(d.server.authority.clone(), &d.td, shutdown.clone().wait())
-                .await
-                .unwrap();
+        let (live, _renewal) = cert::spiffe(
+            d.server.authority.clone(),
+            &d.td,
+            d.server.clock.clone(),
+            shutdown.clone().wait(),
+        )
+        .await
+        .unwrap();
         Self::serve(d, live, clock, trigger, shutdown).await
     }
 

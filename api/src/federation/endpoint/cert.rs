@@ -17,6 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tessera_actors::server::authority::AuthorityHandle;
+use tessera_eventlog::Clock;
 use tessera_identity::{SpiffeId, TrustDomain, SERVER_PATH};
 
 use super::EndpointError;
@@ -66,12 +67,13 @@ impl ResolvesServerCert for LiveCert {
 pub async fn spiffe(
     authority: AuthorityHandle,
     trust_domain: &TrustDomain,
+    clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(Arc<LiveCert>, tokio::task::JoinHandle<()>), EndpointError> {
     let id = SpiffeId::from_path(trust_domain, SERVER_PATH)
         .map_err(|e| EndpointError::ServerSvid(e.to_string()))?;
     let live = Arc::new(LiveCert::default());
-    let (key, lifetime) = issue(&authority, &id).await?;
+    let (key, lifetime) = issue(&authority, &id, clock.as_ref()).await?;
     live.set(key);
     let task_live = live.clone();
     let task = tokio::spawn(async move {
@@ -82,7 +84,7 @@ pub async fn spiffe(
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(renew_in) => {}
             }
-            match issue(&authority, &id).await {
+            match issue(&authority, &id, clock.as_ref()).await {
                 Ok((key, lifetime)) => {
                     task_live.set(key);
                     renew_in = lifetime / 2;
@@ -101,8 +103,9 @@ pub async fn spiffe(
 async fn issue(
     authority: &AuthorityHandle,
     id: &SpiffeId,
+    clock: &dyn Clock,
 ) -> Result<(Arc<CertifiedKey>, Duration), EndpointError> {
-    crate::agent_api::server_svid::issue(authority, id)
+    crate::agent_api::server_svid::issue(authority, id, clock)
         .await
         .map_err(|e| EndpointError::ServerSvid(e.to_string()))
 }
