@@ -211,7 +211,16 @@ async fn serve_all(
         }
     };
     let outcome = tokio::select! {
+        // In this order: a failed actor ends the refresher too (its view closes), and must
+        // be reported as what it is.
+        biased;
         () = stop.wait() => { tracing::info!("shutting down"); Ok(()) }
+        reason = server.failed() => {
+            tracing::error!(%reason, "an actor failed: shutting down");
+            metrics.set_failed();
+            health.set_service_status("", ServingStatus::NotServing).await;
+            Err(RunError::Failed(reason))
+        }
         ended = &mut refresher => Err(RunError::Task {
             what: "federation refresher",
             reason: match ended {
@@ -227,12 +236,6 @@ async fn serve_all(
                 Err(e) => e.to_string(),
             },
         }),
-        reason = server.failed() => {
-            tracing::error!(%reason, "an actor failed: shutting down");
-            metrics.set_failed();
-            health.set_service_status("", ServingStatus::NotServing).await;
-            Err(RunError::Failed(reason))
-        }
         ended = &mut admin_task => Err(match ended {
             Ok(Ok(())) => RunError::Task { what: "admin API", reason: "stopped on its own".into() },
             Ok(Err(e)) => RunError::Admin(e),

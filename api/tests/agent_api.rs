@@ -650,3 +650,31 @@ async fn federated_bundles_are_spread_over_snapshot_chunks_within_the_agents_bud
     let _ = r.stop.send(());
     r.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_too_large_for_the_agents_budget_is_left_out_not_sent() {
+    let r = start().await;
+    // About 60 certificates: well over the 16 KiB budget the agent asks for below.
+    let mut big = foreign_bundle("big.example");
+    for _ in 0..60 {
+        let one = foreign_bundle("big.example");
+        big.add_x509_authority(one.x509_authorities()[0].clone());
+    }
+    put_federated(&r.server, big).await;
+    put_federated(&r.server, foreign_bundle("small.example")).await;
+    token(&r.server, "tok-big", None).await;
+    let (chain, key, _) = attest(r.addr, &r.bundle, "tok-big").await.unwrap();
+    let mut client = AgentServerClient::new(channel(r.addr, &r.bundle, Some((&chain, &key))).await);
+    let mut sync = within(client.sync_events(SyncRequest {
+        cursor: 0,
+        max_message_bytes: 16 * 1024,
+    }))
+    .await
+    .unwrap()
+    .into_inner();
+    let (_, mut tds) = read_snapshot(&mut sync).await;
+    tds.sort();
+    assert_eq!(tds, ["example.org", "small.example"]);
+    let _ = r.stop.send(());
+    r.server.stop().await;
+}

@@ -428,10 +428,15 @@ impl Federation {
     }
 }
 
-/// Whether two bundles hold the same X.509 and JWT authorities (sequence number and refresh
-/// hint aside).
+/// Whether two bundles hold the same X.509 and JWT authorities, in any order (sequence number
+/// and refresh hint aside): an endpoint that lists its keys in another order each time must
+/// not record a new bundle each time.
 fn same_authorities(a: &Bundle, b: &Bundle) -> bool {
-    a.x509_authorities() == b.x509_authorities() && a.jwt_authorities() == b.jwt_authorities()
+    fn same_set<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+        a.len() == b.len() && a.iter().all(|x| b.contains(x))
+    }
+    same_set(a.x509_authorities(), b.x509_authorities())
+        && same_set(a.jwt_authorities(), b.jwt_authorities())
 }
 
 impl Aggregate for Federation {

@@ -157,7 +157,7 @@ async fn run(
                 snapshot.seq
             }
             SyncStart::Resume { cursor, missed } => {
-                match send_resumed(&deps, &tx, cursor, &federated, missed).await {
+                match send_resumed(&deps, &tx, cursor, &federated, missed, max_bytes).await {
                     Ok(seq) => seq,
                     Err(()) => return,
                 }
@@ -189,7 +189,7 @@ async fn run(
                         break;
                     }
                     let now: Federated = federation.borrow_and_update().clone();
-                    if send_federated_changes(&tx, seq, &federated.bundles, &now.bundles).await.is_err() {
+                    if send_federated_changes(&tx, seq, &federated.bundles, &now.bundles, max_bytes).await.is_err() {
                         return;
                     }
                     federated = now;
@@ -214,6 +214,7 @@ async fn send_resumed(
     cursor: u64,
     federated: &Federated,
     missed: Vec<SyncUpdate>,
+    max_bytes: usize,
 ) -> Result<u64, ()> {
     tx.send(msg(Event::Resumed(Resumed { cursor })))
         .await
@@ -221,11 +222,13 @@ async fn send_resumed(
     let own = deps.authority.bundle();
     let federated_bundles = federated.bundles.values().map(Arc::as_ref);
     for bundle in own.iter().chain(federated_bundles) {
-        let event = Event::BundleUpdated(BundleUpdated {
-            seq: cursor,
-            bundle: Some(convert::bundle(bundle)),
-        });
-        tx.send(msg(event)).await.map_err(|_| ())?;
+        if let Some(bundle) = sendable(bundle, max_bytes) {
+            let event = Event::BundleUpdated(BundleUpdated {
+                seq: cursor,
+                bundle: Some(bundle),
+            });
+            tx.send(msg(event)).await.map_err(|_| ())?;
+        }
     }
     let mut seq = cursor;
     for update in missed {
@@ -246,7 +249,7 @@ async fn send_snapshot(
     let bundles: Vec<types::Bundle> = own
         .iter()
         .chain(federated.bundles.values().map(Arc::as_ref))
-        .map(convert::bundle)
+        .filter_map(|b| sendable(b, max_bytes))
         .collect();
     tx.send(msg(Event::SnapshotBegin(SnapshotBegin {
         seq: snapshot.seq,
@@ -286,6 +289,24 @@ async fn send_snapshot(
     })))
     .await
     .map_err(|_| ())
+}
+
+/// The bundle on the wire, if it fits in one message of the stream's budget. One that does not
+/// would make the agent refuse the message and reconnect, forever, and take every other
+/// change down with it: it is left out (the agent keeps what it had) and logged.
+fn sendable(bundle: &Bundle, max_bytes: usize) -> Option<types::Bundle> {
+    let wire = convert::bundle(bundle);
+    let len = wire.encoded_len();
+    if len + 64 > max_bytes {
+        tracing::warn!(
+            trust_domain = %bundle.trust_domain(),
+            bytes = len,
+            max_bytes,
+            "bundle too large for an agent's sync message: not sent; lower limits.federation.max_bundle_bytes or remove authorities from the bundle"
+        );
+        return None;
+    }
+    Some(wire)
 }
 
 /// Fills snapshot chunks in order up to a byte budget.
@@ -331,12 +352,16 @@ async fn send_federated_changes(
     seq: u64,
     before: &BTreeMap<TrustDomain, Arc<Bundle>>,
     now: &BTreeMap<TrustDomain, Arc<Bundle>>,
+    max_bytes: usize,
 ) -> Result<(), ()> {
     for (td, bundle) in now {
-        if before.get(td) != Some(bundle) {
+        if before.get(td) == Some(bundle) {
+            continue;
+        }
+        if let Some(bundle) = sendable(bundle, max_bytes) {
             let event = Event::BundleUpdated(BundleUpdated {
                 seq,
-                bundle: Some(convert::bundle(bundle)),
+                bundle: Some(bundle),
             });
             tx.send(msg(event)).await.map_err(|_| ())?;
         }

@@ -384,7 +384,9 @@ impl<F: BundleSource> Refresher<F> {
             return;
         }
         t.running = None;
-        if matches!(outcome, Outcome::Superseded) {
+        // Gone, yet still tracked: deleted and created again while the fetch ran (the watch
+        // folded both changes into one). Like a superseded fetch, not an answer.
+        if matches!(outcome, Outcome::Superseded | Outcome::Gone) {
             // Not an attempt of the relationship as it is: its requests wait for the next.
             let mut waiting = std::mem::take(&mut t.in_flight);
             waiting.append(&mut t.waiting);

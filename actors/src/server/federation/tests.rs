@@ -199,6 +199,18 @@ fn a_refresh_with_the_same_authorities_records_nothing_and_new_ones_replace_them
         from: spiffe("partner.example"),
     };
     assert!(events(&f, refreshed(bumped)).unwrap().is_empty());
+    // The same authorities in another order are the same bundle.
+    let mut two = bundle("partner.example", 1);
+    let other = bundle("other.example", 1).x509_authorities()[0].clone();
+    two.add_x509_authority(other.clone());
+    let f2 = given(&[
+        ServerEvent::FederationRelationshipCreated(spiffe("partner.example")),
+        ServerEvent::FederatedBundleSet(two.clone()),
+    ]);
+    let mut reordered = Bundle::new(td("partner.example"));
+    reordered.add_x509_authority(other);
+    reordered.add_x509_authority(two.x509_authorities()[0].clone());
+    assert!(events(&f2, refreshed(reordered)).unwrap().is_empty());
     let b2 = bundle("partner.example", 2);
     assert_eq!(
         events(&f, refreshed(b2.clone())).unwrap(),
