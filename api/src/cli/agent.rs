@@ -11,13 +11,12 @@ use tessera_proto::spire::api::server::agent::v1::{
 };
 use tessera_proto::spire::api::types;
 
-use super::common::{self, connect, json, line, rpc, CliError, ClientArgs, OutputFormat};
+use super::common::{
+    self, all_pages, connect, json, line, rpc, CliError, ClientArgs, OutputFormat,
+};
 use super::entry::MatchOn;
 use super::render::{agent_json, agent_pretty};
 use crate::convert::{selector_to_proto, spiffe_id_to_proto};
-
-/// Most pages `agent list` follows.
-const MAX_PAGES: usize = 100_000;
 
 /// `agent ...`.
 #[derive(Debug, Subcommand)]
@@ -178,25 +177,23 @@ async fn list(a: ListArgs, out: &mut dyn Write, count_only: bool) -> Result<(), 
         }
         return Ok(());
     }
-    let mut agents = Vec::new();
-    let mut token = String::new();
-    for _ in 0..MAX_PAGES {
-        let page = client
-            .list_agents(ListAgentsRequest {
-                filter: Some(f.clone()),
-                output_mask: None,
-                page_size: 0,
-                page_token: token,
-            })
-            .await
-            .map_err(rpc(verb))?
-            .into_inner();
-        agents.extend(page.agents);
-        if page.next_page_token.is_empty() {
-            break;
+    let agents = all_pages(|page_token| {
+        let (mut client, filter) = (client.clone(), f.clone());
+        async move {
+            let page = client
+                .list_agents(ListAgentsRequest {
+                    filter: Some(filter),
+                    output_mask: None,
+                    page_size: 0,
+                    page_token,
+                })
+                .await
+                .map_err(rpc(verb))?
+                .into_inner();
+            Ok((page.agents, page.next_page_token))
         }
-        token = page.next_page_token;
-    }
+    })
+    .await?;
     match a.client.output {
         OutputFormat::Json => json(
             out,

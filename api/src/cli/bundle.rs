@@ -18,15 +18,12 @@ use tessera_proto::spire::api::server::bundle::v1::{
 use tessera_proto::spire::api::types;
 
 use super::common::{
-    self, code_name, connect, json, line, rpc, CliError, ClientArgs, OutputFormat,
+    self, all_pages, code_name, connect, json, line, rpc, CliError, ClientArgs, OutputFormat,
 };
 use crate::convert::{bundle_from_proto, bundle_to_proto};
 
 /// Largest bundle file (or stdin) read: far above any real bundle, a bound on a wrong path.
 pub const MAX_BUNDLE_BYTES: u64 = 4 * 1024 * 1024;
-
-/// Most pages `bundle list` follows (a bound on a misbehaving server, not on real data).
-const MAX_PAGES: usize = 100_000;
 
 /// `bundle ...`.
 #[derive(Debug, Subcommand)]
@@ -357,24 +354,22 @@ async fn list(a: ListArgs, out: &mut dyn Write) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    let mut bundles = Vec::new();
-    let mut token = String::new();
-    for _ in 0..MAX_PAGES {
-        let page = client
-            .list_federated_bundles(ListFederatedBundlesRequest {
-                output_mask: None,
-                page_size: 0,
-                page_token: token,
-            })
-            .await
-            .map_err(rpc(VERB))?
-            .into_inner();
-        bundles.extend(page.bundles);
-        token = page.next_page_token;
-        if token.is_empty() {
-            break;
+    let bundles = all_pages(|page_token| {
+        let mut client = client.clone();
+        async move {
+            let page = client
+                .list_federated_bundles(ListFederatedBundlesRequest {
+                    output_mask: None,
+                    page_size: 0,
+                    page_token,
+                })
+                .await
+                .map_err(rpc(VERB))?
+                .into_inner();
+            Ok((page.bundles, page.next_page_token))
         }
-    }
+    })
+    .await?;
     match a.client.output {
         OutputFormat::Json => json(
             out,

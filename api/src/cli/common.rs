@@ -127,6 +127,29 @@ pub fn rpc(verb: &'static str) -> impl Fn(tonic::Status) -> CliError {
     move |status| CliError::Rpc { verb, status }
 }
 
+/// Most pages a listing verb reads: a bound on a server that keeps answering with a next page.
+pub const MAX_PAGES: usize = 100_000;
+
+/// Every item of a paged listing: `page(token)` fetches one page and returns its items and
+/// the next page token, until the token is empty (at most [`MAX_PAGES`] pages).
+pub async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>, CliError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), CliError>>,
+{
+    let mut all = Vec::new();
+    let mut token = String::new();
+    for _ in 0..MAX_PAGES {
+        let (items, next) = page(token).await?;
+        all.extend(items);
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    Ok(all)
+}
+
 /// A channel to the admin API over the Unix socket at `path`.
 pub async fn connect(verb: &'static str, path: &Path) -> Result<Channel, CliError> {
     let socket = path.to_owned();

@@ -19,11 +19,8 @@ use tessera_proto::spire::api::server::entry::v1::{
 
 pub use self::data::{MAX_DATA_BYTES, MAX_DATA_ENTRIES};
 use self::wire::{entry_id, filter};
-use super::common::{connect, json, line, rpc, CliError, ClientArgs, OutputFormat};
+use super::common::{all_pages, connect, json, line, rpc, CliError, ClientArgs, OutputFormat};
 use super::render::{entry_json, entry_pretty};
-
-/// Most pages `entry show` follows (a bound on a misbehaving server, not on real data).
-const MAX_PAGES: usize = 100_000;
 
 /// `entry ...`.
 #[derive(Debug, Subcommand)]
@@ -240,26 +237,23 @@ async fn show(a: ShowArgs, out: &mut dyn Write) -> Result<(), CliError> {
             .map_err(rpc(VERB))?
             .into_inner()],
         None => {
-            let mut all = Vec::new();
-            let mut token = String::new();
-            for _ in 0..MAX_PAGES {
-                let page = client
-                    .list_entries(ListEntriesRequest {
-                        filter: Some(filter.clone()),
-                        output_mask: None,
-                        page_size: 0,
-                        page_token: token,
-                    })
-                    .await
-                    .map_err(rpc(VERB))?
-                    .into_inner();
-                all.extend(page.entries);
-                if page.next_page_token.is_empty() {
-                    break;
+            all_pages(|page_token| {
+                let (mut client, filter) = (client.clone(), filter.clone());
+                async move {
+                    let page = client
+                        .list_entries(ListEntriesRequest {
+                            filter: Some(filter),
+                            output_mask: None,
+                            page_size: 0,
+                            page_token,
+                        })
+                        .await
+                        .map_err(rpc(VERB))?
+                        .into_inner();
+                    Ok((page.entries, page.next_page_token))
                 }
-                token = page.next_page_token;
-            }
-            all
+            })
+            .await?
         }
     };
     match a.client.output {

@@ -27,13 +27,10 @@ use tessera_proto::spire::api::types::federation_relationship::BundleEndpointPro
 use self::input::{from_data, from_flags};
 use super::bundle::{bundle_json, item_failure, BundleFormat};
 use super::common::{
-    self, code_name, connect, json, line, rpc, CliError, ClientArgs, OutputFormat,
+    self, all_pages, code_name, connect, json, line, rpc, CliError, ClientArgs, OutputFormat,
 };
 use crate::admin::REFRESH_STATUS_METADATA;
 use crate::timefmt::format_unix;
-
-/// Most pages `federation list` follows (a bound on a misbehaving server).
-const MAX_PAGES: usize = 100_000;
 
 /// `federation ...`.
 #[derive(Debug, Subcommand)]
@@ -367,25 +364,23 @@ async fn show(a: ShowArgs, out: &mut dyn Write) -> Result<(), CliError> {
 
 async fn list(a: ListArgs, out: &mut dyn Write) -> Result<(), CliError> {
     const VERB: &str = "federation list";
-    let mut c = client(VERB, &a.client).await?;
-    let mut all = Vec::new();
-    let mut token = String::new();
-    for _ in 0..MAX_PAGES {
-        let page = c
-            .list_federation_relationships(ListFederationRelationshipsRequest {
-                output_mask: None,
-                page_size: 0,
-                page_token: token,
-            })
-            .await
-            .map_err(rpc(VERB))?
-            .into_inner();
-        all.extend(page.federation_relationships);
-        token = page.next_page_token;
-        if token.is_empty() {
-            break;
+    let c = client(VERB, &a.client).await?;
+    let all = all_pages(|page_token| {
+        let mut c = c.clone();
+        async move {
+            let page = c
+                .list_federation_relationships(ListFederationRelationshipsRequest {
+                    output_mask: None,
+                    page_size: 0,
+                    page_token,
+                })
+                .await
+                .map_err(rpc(VERB))?
+                .into_inner();
+            Ok((page.federation_relationships, page.next_page_token))
         }
-    }
+    })
+    .await?;
     match a.client.output {
         OutputFormat::Json => json(
             out,
