@@ -268,6 +268,7 @@ pub async fn run(
     settings: Settings,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    settings.metrics.watch_cache(&source);
     if let Some(addr) = config.health_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

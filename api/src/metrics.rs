@@ -4,7 +4,8 @@
 //! Families (prefix `tessera_server_`):
 //! - gauges `entries`, `agents`, `join_tokens_pending`, `log_head_seq`,
 //!   `actor_in_flight{actor}`, `signing_queued`, `bundle_sequence`, `x509_cas{status}`,
-//!   `jwt_keys{status}`, `active_ca_not_after_seconds`;
+//!   `jwt_keys{status}`, `active_ca_not_after_seconds`, `active_jwt_key_not_after_seconds`,
+//!   `signing_queue_capacity` (the `signing_queued` limit, for a saturation ratio);
 //! - counter `svids_signed_total{kind,outcome}`: SVIDs by `kind` (`x509`, `jwt`) and `outcome`
 //!   (`ok`; `error`: admitted, then refused or failed; `rejected`: not admitted, queue full or
 //!   batch too large, i.e. `ResourceExhausted`). `rate(..{outcome="ok"}[1m])` is the signing
@@ -47,6 +48,7 @@ pub struct Metrics {
     x509_cas: IntGaugeVec,
     jwt_keys: IntGaugeVec,
     active_ca_expiry: IntGauge,
+    active_jwt_expiry: IntGauge,
 }
 
 /// Building the metric families failed (a duplicate or malformed name: a bug).
@@ -91,6 +93,15 @@ impl Metrics {
             "active_ca_not_after_seconds",
             "Expiry (Unix seconds) of the X.509 CA that signs; 0 when none.",
         )?;
+        let active_jwt_expiry = gauge(
+            "active_jwt_key_not_after_seconds",
+            "Expiry (Unix seconds) of the JWT key that signs; 0 when none.",
+        )?;
+        gauge(
+            "signing_queue_capacity",
+            "Most CSRs and JWTs admitted to the signer at once (limits.max_signing_queue).",
+        )?
+        .set(gauge_value(server.authority.signer().settings().max_queued));
         let x509_cas = IntGaugeVec::new(
             Opts::new(
                 "x509_cas",
@@ -133,6 +144,7 @@ impl Metrics {
             x509_cas,
             jwt_keys,
             active_ca_expiry,
+            active_jwt_expiry,
         }))
     }
 
@@ -195,6 +207,12 @@ impl Metrics {
             }
             let active = status.cas.iter().find(|c| c.status == SlotStatus::Active);
             self.active_ca_expiry.set(active.map_or(0, |c| c.not_after));
+            let active = status
+                .jwt_keys
+                .iter()
+                .find(|k| k.status == SlotStatus::Active);
+            self.active_jwt_expiry
+                .set(active.map_or(0, |k| k.not_after));
         }
     }
 

@@ -1,8 +1,15 @@
 //! Prometheus metrics of the Workload API: streams open, calls by outcome, latency (whole call
-//! for unary RPCs; time to the first message for streams).
+//! for unary RPCs; time to the first message for streams); and, once [`Metrics::watch_cache`]
+//! is given the identity source, the cache read at each scrape: `cached_x509_svids` and
+//! `earliest_x509_svid_not_after_seconds` (Unix seconds; 0 while none is held).
 
 use std::sync::Arc;
 
+use tessera_actors::agent::view::{IdentitySnapshot, WorkloadSource};
+use tokio::sync::watch;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -85,6 +92,22 @@ impl Metrics {
         self.calls.with_label_values(&[method, code]).get()
     }
 
+    /// Exports the cache of `source` (X509-SVIDs held, the earliest expiry among them), read
+    /// from its current snapshot at each scrape. Call once; a second call is refused by the
+    /// registry and logged (a bug, not a reason to stop serving).
+    pub fn watch_cache(&self, source: &Arc<dyn WorkloadSource>) {
+        let collector = match CacheCollector::new(source.identities()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache metrics not exported");
+                return;
+            }
+        };
+        if let Err(e) = self.registry.register(Box::new(collector)) {
+            tracing::warn!(error = %e, "cache metrics not exported");
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -104,6 +127,71 @@ impl Metrics {
             .with_label_values(&[method, code_name(code)])
             .inc();
         self.latency.with_label_values(&[method]).observe(seconds);
+    }
+}
+
+const CACHED: &str = "cached_x509_svids";
+const EARLIEST: &str = "earliest_x509_svid_not_after_seconds";
+
+/// Reads the identity snapshot on each scrape, so the gauges are never stale.
+#[derive(Debug)]
+struct CacheCollector {
+    identities: watch::Receiver<Arc<IdentitySnapshot>>,
+    descs: Vec<Desc>,
+}
+
+impl CacheCollector {
+    fn new(identities: watch::Receiver<Arc<IdentitySnapshot>>) -> Result<Self, prometheus::Error> {
+        let desc = |name: &str, help: &str| {
+            Desc::new(name.to_owned(), help.into(), Vec::new(), Default::default())
+        };
+        let descs = vec![
+            desc(
+                CACHED,
+                "X509-SVIDs the agent holds now (signed, not yet dropped).",
+            )?,
+            desc(
+                EARLIEST,
+                "Expiry (Unix seconds) of the X509-SVID held that expires first; 0 when none.",
+            )?,
+        ];
+        Ok(Self { identities, descs })
+    }
+}
+
+impl Collector for CacheCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let (held, earliest) = {
+            let snapshot = self.identities.borrow();
+            let mut held = 0usize;
+            let mut earliest: Option<i64> = None;
+            for svid in snapshot.identities.iter().filter_map(|i| i.svid.as_ref()) {
+                held += 1;
+                earliest = Some(earliest.map_or(svid.not_after, |e| e.min(svid.not_after)));
+            }
+            (held, earliest.unwrap_or(0))
+        };
+        // Exact below 2^53: counts and Unix seconds.
+        [held as f64, earliest as f64]
+            .into_iter()
+            .zip(&self.descs)
+            .map(|(value, desc)| {
+                let mut gauge = proto::Gauge::default();
+                gauge.set_value(value);
+                let mut m = proto::Metric::default();
+                m.set_gauge(gauge);
+                let mut family = MetricFamily::default();
+                family.set_name(desc.fq_name.clone());
+                family.set_help(desc.help.clone());
+                family.set_field_type(MetricType::GAUGE);
+                family.set_metric(vec![m]);
+                family
+            })
+            .collect()
     }
 }
 
@@ -148,6 +236,28 @@ mod tests {
         assert!(text.contains("tessera_agent_workload_api_calls_total{code=\"PermissionDenied\",method=\"FetchJWTSVID\"} 1"), "{text}");
         assert!(
             text.contains("tessera_agent_workload_api_call_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cache_gauges_read_the_snapshot_at_each_scrape() {
+        let m = Metrics::new().unwrap();
+        let (_tx, rx) = watch::channel(Arc::new(IdentitySnapshot::default()));
+        m.registry()
+            .register(Box::new(CacheCollector::new(rx).unwrap()))
+            .unwrap();
+        let text = m.render();
+        assert!(
+            text.contains("tessera_agent_cached_x509_svids 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tessera_agent_earliest_x509_svid_not_after_seconds 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE tessera_agent_cached_x509_svids gauge"),
             "{text}"
         );
     }
