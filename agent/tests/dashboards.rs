@@ -470,6 +470,14 @@ async fn every_dashboard_and_alert_query_names_exported_metrics_and_labels() {
         not_after(&svid),
         "the only SVID held is the one fetched"
     );
+    // The agent synced (a snapshot or a resumption at least, and the entry created above):
+    // the time of its last sync is within the last minute, its cursor past 0.
+    let last_sync = value(&agent_text, "tessera_agent_last_sync_seconds");
+    assert!(
+        last_sync <= now + 1.0 && now - last_sync < 60.0,
+        "last sync at {last_sync}, now {now}"
+    );
+    assert!(value(&agent_text, "tessera_agent_sync_cursor") > 0.0);
     assert!(value(&server_text, "tessera_server_signing_queue_capacity") > 0.0);
     assert!(
         value(

@@ -1,8 +1,13 @@
 //! Prometheus metrics of the node side, registered in the agent's registry (served on
 //! `/metrics` with the Workload API's): which server the agent uses, how often it switched,
-//! and how each sync stream started (resumed from the cursor, or a full snapshot).
+//! how each sync stream started (resumed from the cursor, or a full snapshot), when the
+//! agent last received a sync message and the cursor it holds.
 
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::sync::Arc;
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use tessera_actors::agent::server_client::SyncMessage;
+use tessera_eventlog::{Clock, SystemClock};
 
 /// The node side's metrics.
 #[derive(Debug, Clone)]
@@ -10,11 +15,23 @@ pub(crate) struct NodeMetrics {
     server: IntGaugeVec,
     switches: IntCounter,
     sync_starts: IntCounterVec,
+    last_sync: IntGauge,
+    cursor: IntGauge,
+    /// Time of `last_sync`.
+    clock: Arc<dyn Clock>,
 }
 
 impl NodeMetrics {
-    /// Registers the metrics in `registry`.
+    /// Registers the metrics in `registry`, timed by the system clock.
     pub(crate) fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Self::register_with_clock(registry, Arc::new(SystemClock))
+    }
+
+    /// Registers the metrics in `registry`, timed by `clock`.
+    pub(crate) fn register_with_clock(
+        registry: &Registry,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, prometheus::Error> {
         let server = IntGaugeVec::new(
             Opts::new(
                 "server_connected",
@@ -33,13 +50,26 @@ impl NodeMetrics {
             ),
             &["kind"],
         )?;
+        let last_sync = IntGauge::new(
+            "last_sync_seconds",
+            "Unix time (seconds) of the last sync message received from a server and handed to the agent's cache (snapshot, resumed, change or checkpoint); 0 before the first. Servers send one at least at every stream start (each agent_connection_max_age).",
+        )?;
+        let cursor = IntGauge::new(
+            "sync_cursor",
+            "Event-log seq of the agent's sync cursor, as of the last snapshot, resumption or checkpoint received; 0 before the first.",
+        )?;
         registry.register(Box::new(server.clone()))?;
         registry.register(Box::new(switches.clone()))?;
         registry.register(Box::new(sync_starts.clone()))?;
+        registry.register(Box::new(last_sync.clone()))?;
+        registry.register(Box::new(cursor.clone()))?;
         Ok(Self {
             server,
             switches,
             sync_starts,
+            last_sync,
+            cursor,
+            clock,
         })
     }
 
@@ -68,6 +98,38 @@ impl NodeMetrics {
         self.sync_starts.with_label_values(&[kind]).inc();
     }
 
+    /// `message` came from the server and goes to the cache: the time of the last sync is
+    /// now, and the cursor moves as the cache's does (set by a snapshot or a resumption,
+    /// raised by a checkpoint; changes do not move it).
+    pub(crate) fn synced(&self, message: &SyncMessage) {
+        let now = self.clock.now_unix_nanos().div_euclid(1_000_000_000);
+        self.last_sync.set(now);
+        let at = |seq: u64| i64::try_from(seq).unwrap_or(i64::MAX);
+        match message {
+            SyncMessage::Snapshot { seq, .. } => self.cursor.set(at(*seq)),
+            SyncMessage::Resumed { cursor } => self.cursor.set(at(*cursor)),
+            SyncMessage::Checkpoint { seq } => {
+                self.cursor.set(self.cursor.get().max(at(*seq)));
+            }
+            SyncMessage::Upsert { .. }
+            | SyncMessage::Remove { .. }
+            | SyncMessage::BundleUpdated { .. }
+            | SyncMessage::BundleRemoved { .. } => {}
+        }
+    }
+
+    /// Unix seconds of the last sync message (0 before the first).
+    #[cfg(test)]
+    pub(crate) fn last_sync(&self) -> i64 {
+        self.last_sync.get()
+    }
+
+    /// The cursor gauge.
+    #[cfg(test)]
+    pub(crate) fn cursor(&self) -> i64 {
+        self.cursor.get()
+    }
+
     /// The gauge of `address`.
     #[cfg(test)]
     pub(crate) fn connected(&self, address: &str) -> i64 {
@@ -83,6 +145,11 @@ impl NodeMetrics {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tessera_eventlog::ManualClock;
+    use tessera_identity::EntryId;
+
     use super::*;
     use crate::workload_api::Metrics;
 
@@ -106,5 +173,52 @@ mod tests {
             NodeMetrics::register(workload.registry()).is_err(),
             "registered once"
         );
+    }
+
+    #[test]
+    fn a_sync_message_sets_the_time_from_the_clock_and_moves_the_cursor_like_the_cache() {
+        let clock = ManualClock::at_unix_secs(1_700_000_000);
+        let workload = Metrics::new().unwrap();
+        let node =
+            NodeMetrics::register_with_clock(workload.registry(), Arc::new(clock.clone())).unwrap();
+        let text = workload.render();
+        assert!(text.contains("tessera_agent_last_sync_seconds 0"), "{text}");
+        assert!(text.contains("tessera_agent_sync_cursor 0"), "{text}");
+
+        node.synced(&SyncMessage::Snapshot {
+            seq: 40,
+            entries: Vec::new(),
+            bundles: Vec::new(),
+        });
+        assert_eq!((node.last_sync(), node.cursor()), (1_700_000_000, 40));
+
+        clock.advance(Duration::from_millis(90_500));
+        node.synced(&SyncMessage::Remove {
+            seq: 41,
+            id: EntryId::new("e1").unwrap(),
+        });
+        assert_eq!(
+            (node.last_sync(), node.cursor()),
+            (1_700_000_090, 40),
+            "a change is a sync but does not move the cursor"
+        );
+
+        node.synced(&SyncMessage::Checkpoint { seq: 41 });
+        node.synced(&SyncMessage::Checkpoint { seq: 39 });
+        assert_eq!(
+            node.cursor(),
+            41,
+            "a checkpoint never moves the cursor back"
+        );
+
+        clock.advance(Duration::from_secs(10));
+        node.synced(&SyncMessage::Resumed { cursor: 41 });
+        let text = workload.render();
+        for line in [
+            "tessera_agent_last_sync_seconds 1700000100",
+            "tessera_agent_sync_cursor 41",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
     }
 }

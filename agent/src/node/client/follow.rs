@@ -6,7 +6,9 @@
 //! - when the connection is dropped because a call failed over, the stream ends too, so the
 //!   sync follows the calls to the new server;
 //! - how the server started it (resumed from the cursor, or a snapshot) is logged with the
-//!   server's address and counted.
+//!   server's address and counted;
+//! - each message passed on sets the time of the last sync and the cursor gauges (the sync
+//!   loop hands every message to the cache, which applies it).
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
@@ -68,6 +70,9 @@ pub(super) fn follow(
                 if std::mem::take(&mut s.first) {
                     started(&s, &message);
                 }
+                if let Some(m) = s.link.metrics() {
+                    m.synced(&message);
+                }
                 Some((Ok(message), s))
             }
         }
@@ -127,6 +132,11 @@ mod tests {
         ))
         .await;
         assert_eq!(got, messages);
+        assert!(
+            metrics.last_sync() > 0,
+            "the messages set the time of the last sync"
+        );
+        assert_eq!(metrics.cursor(), 8, "resumed at 7, then checkpoint 8");
         assert!(
             link.current().is_none(),
             "the next reconnection picks a server again"
