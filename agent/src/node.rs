@@ -171,7 +171,7 @@ pub async fn start(
     registry: &prometheus::Registry,
 ) -> Result<NodeHandle, NodeError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let metrics = NodeMetrics::register(registry)
+    let metrics = NodeMetrics::register_with_clock(registry, clock.clone())
         .map_err(|e| NodeError::Start(format!("node metrics: {e}")))?;
     let random: Arc<dyn RandomSource> = Arc::new(OsRandom::new());
     let servers = Arc::new(Servers::new(config.servers.clone(), random));
