@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use tessera_actors::agent::server_client::SyncMessage;
-use tessera_eventlog::{Clock, SystemClock};
+use tessera_eventlog::Clock;
 
 /// The node side's metrics.
 #[derive(Debug, Clone)]
@@ -22,9 +22,10 @@ pub(crate) struct NodeMetrics {
 }
 
 impl NodeMetrics {
-    /// Registers the metrics in `registry`, timed by the system clock.
+    /// Registers the metrics in `registry`, timed by the system clock (tests).
+    #[cfg(test)]
     pub(crate) fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        Self::register_with_clock(registry, Arc::new(SystemClock))
+        Self::register_with_clock(registry, Arc::new(tessera_eventlog::SystemClock))
     }
 
     /// Registers the metrics in `registry`, timed by `clock`.
