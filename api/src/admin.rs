@@ -16,12 +16,15 @@ mod eventlog;
 mod svid;
 mod trustdomain;
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use tessera_actors::server::supervisor::Server;
 use tessera_edge::authority::{MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE};
 use tessera_edge::peer::{PeerPolicy, TrackRequests};
+use tessera_identity::TrustDomain;
 use tessera_proto::spire::api::server::agent::v1::agent_server::AgentServer;
 use tessera_proto::spire::api::server::bundle::v1::bundle_server::BundleServer;
 use tessera_proto::spire::api::server::entry::v1::entry_server::EntryServer;
@@ -76,6 +79,39 @@ impl AdminContext {
             limits,
             federation,
         })
+    }
+
+    /// One page of a map keyed by trust domain (federation relationships, federated
+    /// bundles): the items after `page_token` (a trust domain name; empty: from the start),
+    /// converted, and the next page token (the page's last trust domain; empty at the end).
+    pub fn page_by_trust_domain<V, T>(
+        &self,
+        map: &BTreeMap<TrustDomain, V>,
+        page_size: i32,
+        page_token: &str,
+        mut convert: impl FnMut(&TrustDomain, &V) -> T,
+    ) -> Result<(Vec<T>, String), ApiError> {
+        let page_size = self.page_size(page_size)?;
+        let after = if page_token.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(crate::convert::trust_domain("page_token", page_token)?)
+        };
+        let mut page = map.range((after, Bound::Unbounded));
+        let mut last = None;
+        let items = page
+            .by_ref()
+            .take(page_size)
+            .map(|(td, v)| {
+                last = Some(td);
+                convert(td, v)
+            })
+            .collect();
+        let next = match (page.next(), last) {
+            (Some(_), Some(td)) => td.as_str().to_owned(),
+            _ => String::new(),
+        };
+        Ok((items, next))
     }
 
     /// The page size to use for a request's `page_size`: the default when 0, at most the

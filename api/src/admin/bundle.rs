@@ -12,7 +12,6 @@
 //! `AppendBundle` and `PublishJWTAuthority` are not implemented (`Unimplemented`): the
 //! authority owns the own bundle's keys.
 
-use std::ops::Bound;
 use std::sync::Arc;
 
 use tessera_actors::server::federation::{
@@ -264,23 +263,13 @@ impl bundle_server::Bundle for BundleService {
         request: Request<ListFederatedBundlesRequest>,
     ) -> Result<Response<ListFederatedBundlesResponse>, Status> {
         let req = request.into_inner();
-        let page_size = self.ctx.page_size(req.page_size).map_err(status)?;
-        let after = if req.page_token.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(trust_domain("page_token", &req.page_token).map_err(status)?)
-        };
         let view = self.ctx.server.federation.view();
-        let mut page = view.bundles.range((after, Bound::Unbounded));
-        let bundles: Vec<types::Bundle> = page
-            .by_ref()
-            .take(page_size)
-            .map(|(_, b)| bundle_to_proto(b, req.output_mask.as_ref()))
-            .collect();
-        let next_page_token = match (page.next(), bundles.last()) {
-            (Some(_), Some(last)) => last.trust_domain.clone(),
-            _ => String::new(),
-        };
+        let (bundles, next_page_token) = self
+            .ctx
+            .page_by_trust_domain(&view.bundles, req.page_size, &req.page_token, |_, b| {
+                bundle_to_proto(b, req.output_mask.as_ref())
+            })
+            .map_err(status)?;
         Ok(Response::new(ListFederatedBundlesResponse {
             bundles,
             next_page_token,

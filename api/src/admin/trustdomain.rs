@@ -13,7 +13,6 @@
 //! `last_error` (string or null) and `consecutive_failures`, absent until a first attempt.
 //! `federation show` prints it; `grpcurl -v` shows it.
 
-use std::ops::Bound;
 use std::sync::Arc;
 
 use tessera_actors::server::federation::{
@@ -154,29 +153,22 @@ impl trust_domain_server::TrustDomain for TrustDomainService {
         request: Request<ListFederationRelationshipsRequest>,
     ) -> Result<Response<ListFederationRelationshipsResponse>, Status> {
         let req = request.into_inner();
-        let page_size = self.ctx.page_size(req.page_size).map_err(status)?;
-        let after = if req.page_token.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(trust_domain("page_token", &req.page_token).map_err(status)?)
-        };
         let view = self.ctx.server.federation.view();
-        let mut page = view.relationships.range((after, Bound::Unbounded));
-        let federation_relationships: Vec<types::FederationRelationship> = page
-            .by_ref()
-            .take(page_size)
-            .map(|(td, r)| {
-                relationship_to_proto(
-                    r,
-                    view.bundles.get(td).map(Arc::as_ref),
-                    req.output_mask.as_ref(),
-                )
-            })
-            .collect();
-        let next_page_token = match (page.next(), federation_relationships.last()) {
-            (Some(_), Some(last)) => last.trust_domain.clone(),
-            _ => String::new(),
-        };
+        let (federation_relationships, next_page_token) = self
+            .ctx
+            .page_by_trust_domain(
+                &view.relationships,
+                req.page_size,
+                &req.page_token,
+                |td, r| {
+                    relationship_to_proto(
+                        r,
+                        view.bundles.get(td).map(Arc::as_ref),
+                        req.output_mask.as_ref(),
+                    )
+                },
+            )
+            .map_err(status)?;
         Ok(Response::new(ListFederationRelationshipsResponse {
             federation_relationships,
             next_page_token,
