@@ -11,6 +11,7 @@ mod support;
 mod agents;
 mod entries;
 mod eventlog;
+mod federated_bundles;
 mod federation;
 mod plumbing;
 mod socket;
