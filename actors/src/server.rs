@@ -4,6 +4,7 @@ pub mod agent_ops;
 pub mod aggregate;
 pub mod aggregate_actor;
 pub mod authority;
+pub mod checkpoint;
 pub mod events;
 pub mod federation;
 pub mod follow;

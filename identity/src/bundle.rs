@@ -7,7 +7,7 @@ mod error;
 mod jwks;
 mod key;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 
 use serde::{Deserialize, Serialize};
@@ -40,8 +40,15 @@ impl Default for BundleLimits {
 /// authorities (signing keys), with the sequence number and refresh hint of the SPIFFE bundle
 /// format.
 ///
-/// Invariants: X.509 authorities are distinct certificates; JWT key IDs are valid and unique.
+/// Invariants: X.509 authorities are distinct certificates; JWT key IDs are valid and unique;
+/// a taint mark names an authority of the bundle (removing an authority removes its mark).
 /// Serializes (serde) as a struct with the same invariants checked on the way in.
+///
+/// Taint marks (SPIRE's `tainted` flag: an authority an operator no longer trusts to have
+/// signed what is still in use, so holders re-sign) are not part of the serde form: that form
+/// is stored in the event log (federated bundles), whose records never change shape. The
+/// server derives the marks from its authority events and the wire carries them in SPIRE's
+/// `tainted` fields; a bundle read back from serde has none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "BundleData", into = "BundleData")]
 pub struct Bundle {
@@ -50,6 +57,10 @@ pub struct Bundle {
     jwt_authorities: Vec<JwtAuthority>,
     sequence_number: u64,
     refresh_hint: Option<u64>,
+    /// DER of the tainted X.509 authorities (each one of `x509_authorities`).
+    tainted_x509: BTreeSet<Vec<u8>>,
+    /// Key IDs of the tainted JWT authorities (each one of `jwt_authorities`).
+    tainted_jwt: BTreeSet<String>,
 }
 
 impl Bundle {
@@ -61,6 +72,8 @@ impl Bundle {
             jwt_authorities: Vec::new(),
             sequence_number: 0,
             refresh_hint: None,
+            tainted_x509: BTreeSet::new(),
+            tainted_jwt: BTreeSet::new(),
         }
     }
 
@@ -117,7 +130,53 @@ impl Bundle {
     pub fn remove_x509_authority(&mut self, der: &[u8]) -> bool {
         let before = self.x509_authorities.len();
         self.x509_authorities.retain(|a| a.der() != der);
+        self.tainted_x509.remove(der);
         self.x509_authorities.len() != before
+    }
+
+    /// Marks the X.509 authority with these DER bytes tainted; returns `false` (and changes
+    /// nothing) if the bundle has no such authority or it is already tainted.
+    pub fn taint_x509_authority(&mut self, der: &[u8]) -> bool {
+        if !self.x509_authorities.iter().any(|a| a.der() == der) {
+            return false;
+        }
+        self.tainted_x509.insert(der.to_vec())
+    }
+
+    /// Whether the X.509 authority with these DER bytes is in the bundle and tainted.
+    pub fn is_x509_authority_tainted(&self, der: &[u8]) -> bool {
+        self.tainted_x509.contains(der)
+    }
+
+    /// The tainted X.509 authorities, in insertion order.
+    pub fn tainted_x509_authorities(&self) -> impl Iterator<Item = &X509Authority> + '_ {
+        self.x509_authorities
+            .iter()
+            .filter(|a| self.tainted_x509.contains(a.der()))
+    }
+
+    /// Marks the JWT authority with key ID `key_id` tainted; returns `false` (and changes
+    /// nothing) if the bundle has no such key or it is already tainted.
+    pub fn taint_jwt_authority(&mut self, key_id: &str) -> bool {
+        if self.jwt_authority(key_id).is_none() {
+            return false;
+        }
+        self.tainted_jwt.insert(key_id.to_owned())
+    }
+
+    /// Whether the JWT authority with key ID `key_id` is in the bundle and tainted.
+    pub fn is_jwt_authority_tainted(&self, key_id: &str) -> bool {
+        self.tainted_jwt.contains(key_id)
+    }
+
+    /// Key IDs of the tainted JWT authorities, sorted.
+    pub fn tainted_jwt_key_ids(&self) -> impl Iterator<Item = &str> + '_ {
+        self.tainted_jwt.iter().map(String::as_str)
+    }
+
+    /// Whether any authority of the bundle is tainted.
+    pub fn has_taints(&self) -> bool {
+        !self.tainted_x509.is_empty() || !self.tainted_jwt.is_empty()
     }
 
     /// Adds a JWT authority. Adding one identical to a present one is a no-op.
@@ -145,6 +204,7 @@ impl Bundle {
             .jwt_authorities
             .iter()
             .position(|a| a.key_id == key_id)?;
+        self.tainted_jwt.remove(key_id);
         Some(self.jwt_authorities.remove(at))
     }
 

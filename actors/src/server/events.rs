@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tessera_eventlog::{CodecError, Event};
 use tessera_identity::{Bundle, EntryId, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain};
 
+pub use crate::server::checkpoint::CheckpointRecord;
 use crate::server::federation::Relationship;
 
 /// SHA-256 of a join token, hex. The token itself never enters the log.
@@ -231,6 +232,41 @@ pub enum ServerEvent {
         /// Its trust domain.
         trust_domain: TrustDomain,
     },
+    // --- Forced rotation (issue 14, SPIRE's LocalAuthority API).
+    /// An operator tainted an old (no longer signing) X.509 CA: it stays in the bundle,
+    /// marked tainted, and agents re-sign every SVID that chains to it.
+    X509AuthorityTainted {
+        /// The server that emitted the event (`None` on a single server's own log).
+        server_id: Option<String>,
+        /// The CA's authority ID.
+        authority_id: String,
+    },
+    /// An operator revoked a tainted X.509 CA: it leaves the state and the bundle.
+    X509AuthorityRevoked {
+        /// The server that emitted the event.
+        server_id: Option<String>,
+        /// The CA's authority ID.
+        authority_id: String,
+    },
+    /// An operator tainted an old JWT key: it stays in the bundle, marked tainted, and
+    /// agents drop the JWT-SVIDs it signed.
+    JwtAuthorityTainted {
+        /// The server that emitted the event.
+        server_id: Option<String>,
+        /// Its kid.
+        kid: String,
+    },
+    /// An operator revoked a tainted JWT key: it leaves the state and the bundle.
+    JwtAuthorityRevoked {
+        /// The server that emitted the event.
+        server_id: Option<String>,
+        /// Its kid.
+        kid: String,
+    },
+    // --- Audit (issue 14).
+    /// A signed checkpoint of the log: binds a record's seq to its hash, signed with a key
+    /// of the trust domain's authority.
+    CheckpointSigned(CheckpointRecord),
 }
 
 impl ServerEvent {
@@ -244,6 +280,11 @@ impl ServerEvent {
             | Self::ServerJwtKeyPrepared { server_id, .. }
             | Self::ServerJwtKeyActivated { server_id, .. }
             | Self::ServerJwtKeyRetired { server_id, .. } => Some(server_id),
+            Self::X509AuthorityTainted { server_id, .. }
+            | Self::X509AuthorityRevoked { server_id, .. }
+            | Self::JwtAuthorityTainted { server_id, .. }
+            | Self::JwtAuthorityRevoked { server_id, .. } => server_id.as_deref(),
+            Self::CheckpointSigned(c) => c.server_id.as_deref(),
             _ => None,
         }
     }
@@ -260,6 +301,10 @@ impl ServerEvent {
                 | Self::ServerCaRetired { .. }
                 | Self::ServerJwtKeyPrepared { .. }
                 | Self::ServerJwtKeyRetired { .. }
+                | Self::X509AuthorityTainted { .. }
+                | Self::X509AuthorityRevoked { .. }
+                | Self::JwtAuthorityTainted { .. }
+                | Self::JwtAuthorityRevoked { .. }
         )
     }
 }
@@ -297,6 +342,11 @@ impl Event for ServerEvent {
             ServerEvent::FederationRelationshipDeleted { .. } => "FederationRelationshipDeleted",
             ServerEvent::FederatedBundleSet(_) => "FederatedBundleSet",
             ServerEvent::FederatedBundleDeleted { .. } => "FederatedBundleDeleted",
+            ServerEvent::X509AuthorityTainted { .. } => "X509AuthorityTainted",
+            ServerEvent::X509AuthorityRevoked { .. } => "X509AuthorityRevoked",
+            ServerEvent::JwtAuthorityTainted { .. } => "JwtAuthorityTainted",
+            ServerEvent::JwtAuthorityRevoked { .. } => "JwtAuthorityRevoked",
+            ServerEvent::CheckpointSigned(_) => "CheckpointSigned",
         }
     }
 

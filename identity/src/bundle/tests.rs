@@ -393,3 +393,35 @@ fn lookup_by_trust_domain() {
     let h: HashMap<_, _> = [(td("b.org"), b.clone())].into();
     assert_eq!(h.bundle_for(&td("b.org")), Some(&b));
 }
+
+#[test]
+fn taint_marks_name_authorities_of_the_bundle_and_leave_with_them() {
+    let mut b = full_bundle();
+    let untainted = b.clone();
+    let x509 = b.x509_authorities()[0].der().to_vec();
+    let kid = b.jwt_authorities()[0].key_id.clone();
+    assert!(!b.has_taints());
+
+    // Only an authority of the bundle can be tainted, once.
+    assert!(!b.taint_x509_authority(&[1, 2, 3]));
+    assert!(!b.taint_jwt_authority("no-such-kid"));
+    assert!(b.taint_x509_authority(&x509));
+    assert!(!b.taint_x509_authority(&x509));
+    assert!(b.taint_jwt_authority(&kid));
+    assert!(b.is_x509_authority_tainted(&x509));
+    assert!(b.is_jwt_authority_tainted(&kid));
+    assert_eq!(b.tainted_x509_authorities().count(), 1);
+    assert_eq!(b.tainted_jwt_key_ids().collect::<Vec<_>>(), vec![kid.as_str()]);
+    assert_ne!(b, untainted, "a taint is a change of the bundle");
+
+    // The serde form (stored in the log) does not carry marks.
+    let back: Bundle = serde_json::from_value(serde_json::to_value(&b).unwrap()).unwrap();
+    assert!(!back.has_taints());
+    assert_eq!(back, untainted);
+
+    // Removing an authority removes its mark.
+    assert!(b.remove_x509_authority(&x509));
+    assert!(!b.is_x509_authority_tainted(&x509));
+    assert!(b.remove_jwt_authority(&kid).is_some());
+    assert!(!b.has_taints());
+}

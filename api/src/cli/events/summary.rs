@@ -219,6 +219,23 @@ pub fn summary(event: Option<&ServerEvent>, about: &About) -> String {
             b.x509_authorities().len(),
             b.jwt_authorities().len()
         ),
+        E::X509AuthorityTainted {
+            server_id,
+            authority_id,
+        }
+        | E::X509AuthorityRevoked {
+            server_id,
+            authority_id,
+        } => format!("{}x509 authority {authority_id}", by(server_id.as_deref())),
+        E::JwtAuthorityTainted { server_id, kid } | E::JwtAuthorityRevoked { server_id, kid } => {
+            format!("{}jwt key {kid}", by(server_id.as_deref()))
+        }
+        E::CheckpointSigned(c) => format!(
+            "{}checkpoint of seq {} signed with jwt key {}",
+            by(c.server_id.as_deref()),
+            c.seq,
+            c.kid
+        ),
     }
 }
 
