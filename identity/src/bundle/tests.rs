@@ -411,7 +411,10 @@ fn taint_marks_name_authorities_of_the_bundle_and_leave_with_them() {
     assert!(b.is_x509_authority_tainted(&x509));
     assert!(b.is_jwt_authority_tainted(&kid));
     assert_eq!(b.tainted_x509_authorities().count(), 1);
-    assert_eq!(b.tainted_jwt_key_ids().collect::<Vec<_>>(), vec![kid.as_str()]);
+    assert_eq!(
+        b.tainted_jwt_key_ids().collect::<Vec<_>>(),
+        vec![kid.as_str()]
+    );
     assert_ne!(b, untainted, "a taint is a change of the bundle");
 
     // The serde form (stored in the log) does not carry marks.
