@@ -92,6 +92,14 @@ pub mod spire {
                 }
             }
 
+            /// `spire.api.server.localauthority`.
+            pub mod localauthority {
+                /// `spire.api.server.localauthority.v1`: service `LocalAuthority`.
+                pub mod v1 {
+                    tonic::include_proto!("spire.api.server.localauthority.v1");
+                }
+            }
+
             /// `spire.api.server.svid`.
             pub mod svid {
                 /// `spire.api.server.svid.v1`: service `SVID`.

@@ -84,6 +84,30 @@ fn spire_services_have_spire_names() {
                 "RefreshBundle",
             ],
         ),
+        (
+            "spire/api/server/localauthority/v1/localauthority.proto",
+            "LocalAuthority",
+            "spire.api.server.localauthority.v1.LocalAuthority",
+            vec![
+                "GetJWTAuthorityState",
+                "PrepareJWTAuthority",
+                "ActivateJWTAuthority",
+                "TaintJWTAuthority",
+                "RevokeJWTAuthority",
+                "GetX509AuthorityState",
+                "PrepareX509Authority",
+                "ActivateX509Authority",
+                "TaintX509Authority",
+                "TaintX509UpstreamAuthority",
+                "RevokeX509Authority",
+                "RevokeX509UpstreamAuthority",
+                "GetWITAuthorityState",
+                "PrepareWITAuthority",
+                "ActivateWITAuthority",
+                "TaintWITAuthority",
+                "RevokeWITAuthority",
+            ],
+        ),
     ];
     for (path, service, full_name, methods) in cases {
         let f = file(&set, path);
@@ -306,3 +330,46 @@ fn spire_types_keep_spire_field_numbers() {
 }
 
 // === Tessera's own services ===
+
+#[test]
+fn local_authority_keeps_spire_field_numbers() {
+    let set = descriptor_set();
+    let f = file(
+        &set,
+        "spire/api/server/localauthority/v1/localauthority.proto",
+    );
+    assert_eq!(f.package(), "spire.api.server.localauthority.v1");
+    assert_numbers(
+        message(f, "AuthorityState"),
+        &[
+            ("authority_id", 1),
+            ("expires_at", 2),
+            ("upstream_authority_subject_key_id", 3),
+        ],
+    );
+    for state in [
+        "GetX509AuthorityStateResponse",
+        "GetJWTAuthorityStateResponse",
+    ] {
+        assert_numbers(
+            message(f, state),
+            &[("active", 1), ("prepared", 2), ("old", 3)],
+        );
+    }
+    for request in [
+        "ActivateX509AuthorityRequest",
+        "TaintX509AuthorityRequest",
+        "RevokeX509AuthorityRequest",
+        "ActivateJWTAuthorityRequest",
+        "TaintJWTAuthorityRequest",
+        "RevokeJWTAuthorityRequest",
+    ] {
+        assert_numbers(message(f, request), &[("authority_id", 1)]);
+    }
+    for request in [
+        "TaintX509UpstreamAuthorityRequest",
+        "RevokeX509UpstreamAuthorityRequest",
+    ] {
+        assert_numbers(message(f, request), &[("subject_key_id", 1)]);
+    }
+}
