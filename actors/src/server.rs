@@ -17,4 +17,5 @@ pub mod state;
 pub mod supervisor;
 pub mod sync;
 pub mod sync_hub;
+pub mod sync_lag;
 pub mod tokens;

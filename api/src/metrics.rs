@@ -12,12 +12,17 @@
 //!   rate;
 //! - histogram `signing_duration_seconds{kind}`: per admitted SVID, the time from admission
 //!   to the signed result (queueing included), buckets 50 µs to 5 s; its `_count` equals the
-//!   `ok` plus `error` counts.
+//!   `ok` plus `error` counts;
+//! - the event log's appends and the agents' sync lag: `log_appends_total{outcome}`,
+//!   `log_append_duration_seconds`, `agents_connected`, `agent_sync_lag_records` (see
+//!   [`log_sync`]).
 //!
 //! Gauges are read from the actors when scraped, so they are never stale and cost nothing
 //! between scrapes. The signing families are the signer's own atomic counters (every signing
 //! path goes through it), copied out on scrape by a custom collector. `/live` answers 200 while the actors run; `/ready` answers 200 once the
 //! registry answers a read, 503 otherwise (overloaded, failed, stopping).
+
+mod log_sync;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +36,8 @@ use tessera_actors::server::authority::SlotStatus;
 use tessera_actors::server::supervisor::Server;
 use tessera_edge::health::Health;
 use tokio::net::TcpListener;
+
+use self::log_sync::{family, label, latency_metric, LogSyncCollector};
 
 /// What the endpoint reads.
 #[derive(Debug)]
@@ -130,6 +137,7 @@ impl Metrics {
         registry.register(Box::new(SigningCollector::new(
             server.authority.signer().clone(),
         )?))?;
+        registry.register(Box::new(LogSyncCollector::new(server.clone())?))?;
         Ok(Arc::new(Self {
             server,
             failed: AtomicBool::new(false),
@@ -287,24 +295,10 @@ impl Collector for SigningCollector {
                 m.set_counter(counter);
                 signed.push(m);
             }
-            let latency = snapshot.latency(kind);
-            let mut h = proto::Histogram::default();
-            h.set_sample_count(latency.count());
-            h.set_sample_sum(latency.sum_seconds());
-            h.set_bucket(
-                latency
-                    .buckets()
-                    .map(|(upper, n)| {
-                        let mut b = proto::Bucket::default();
-                        b.set_upper_bound(upper);
-                        b.set_cumulative_count(n);
-                        b
-                    })
-                    .collect(),
-            );
-            let mut m = proto::Metric::from_label(vec![label("kind", kind.label())]);
-            m.set_histogram(h);
-            durations.push(m);
+            durations.push(latency_metric(
+                snapshot.latency(kind),
+                vec![label("kind", kind.label())],
+            ));
         }
         [
             (SIGNED, MetricType::COUNTER, signed),
@@ -312,23 +306,9 @@ impl Collector for SigningCollector {
         ]
         .into_iter()
         .zip(&self.descs)
-        .map(|((name, kind, metrics), desc)| {
-            let mut family = MetricFamily::default();
-            family.set_name(name.into());
-            family.set_help(desc.help.clone());
-            family.set_field_type(kind);
-            family.set_metric(metrics);
-            family
-        })
+        .map(|((name, kind, metrics), desc)| family(name, &desc.help, kind, metrics))
         .collect()
     }
-}
-
-fn label(name: &str, value: &str) -> proto::LabelPair {
-    let mut pair = proto::LabelPair::default();
-    pair.set_name(name.into());
-    pair.set_value(value.into());
-    pair
 }
 
 fn slot_label(s: SlotStatus) -> &'static str {

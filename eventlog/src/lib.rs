@@ -28,6 +28,7 @@ pub mod error;
 pub mod export;
 pub mod local;
 pub mod log;
+pub mod metrics;
 pub mod pg;
 pub mod record;
 pub mod snapshot;

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorRef, SupervisionEvent};
+use tessera_eventlog::metrics::{AppendStats, MeteredLog};
 use tessera_eventlog::typed::decode_state_stream;
 use tessera_eventlog::{Clock, EventLog, TypedLog};
 use tessera_identity::{EntryLimits, TrustDomain};
@@ -46,6 +47,7 @@ use crate::server::registry::{Registry, RegistrySettings};
 use crate::server::state::ServerState;
 use crate::server::sync::SyncIndex;
 use crate::server::sync_hub::{SyncHub, SyncHubArgs, SyncHubHandle};
+use crate::server::sync_lag::SyncCursors;
 use crate::server::tokens::Tokens;
 
 static INSTANCE: AtomicU64 = AtomicU64::new(0);
@@ -153,6 +155,10 @@ pub struct Server {
     pub journal: ActorRef<JournalMsg>,
     /// The log.
     pub log: TypedLog<ServerEvent>,
+    /// Appends to the log by outcome, and their latency (for the metrics endpoint).
+    pub append_stats: Arc<AppendStats>,
+    /// Where each open sync stream is in the log (for the sync-lag metrics).
+    pub sync_cursors: Arc<SyncCursors>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Randomness.
@@ -269,6 +275,8 @@ impl Server {
             Duration::from_secs(u64::from(settings.entry_limits.max_x509_svid_ttl_secs));
         signer.max_jwt_svid_ttl =
             Duration::from_secs(u64::from(settings.entry_limits.max_jwt_svid_ttl_secs));
+        let append_stats = Arc::new(AppendStats::default());
+        let log: Arc<dyn EventLog> = Arc::new(MeteredLog::new(log, append_stats.clone()));
         let typed = TypedLog::<ServerEvent>::new(log.clone());
         let (state, seq) = replay(&typed).await?;
         let (state, registry_copy, sync_copy) = index_copies(state).await?;
@@ -416,6 +424,8 @@ impl Server {
             renewals: Arc::new(Renewals::new(settings.max_tracked_svids)),
             journal,
             log: typed,
+            append_stats,
+            sync_cursors: Arc::new(SyncCursors::default()),
             clock,
             random,
             settings,

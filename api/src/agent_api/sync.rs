@@ -163,6 +163,8 @@ async fn run(
                 }
             }
         };
+        // The seq this stream has delivered, for the sync-lag metrics; unregisters on return.
+        let cursor = deps.server.sync_cursors.open(agent.clone(), seq);
         loop {
             tokio::select! {
                 update = updates.recv() => {
@@ -171,6 +173,7 @@ async fn run(
                     if send_update(&tx, update).await.is_err() {
                         return;
                     }
+                    cursor.advance(seq);
                 }
                 changed = bundles.changed() => {
                     if changed.is_err() {

@@ -11,6 +11,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tessera_eventlog::metrics::LatencyHistogram;
+
 use super::error::SignError;
 
 /// The kind of SVID signed.
@@ -83,50 +85,13 @@ impl SignOutcome {
     }
 }
 
-/// Upper bounds (nanoseconds) of the latency buckets: 50 µs (one P-256 signature) to 5 s (a
-/// deep queue under a reconnect storm), roughly 1-2.5-5 per decade.
-const BOUNDS_NANOS: [u64; 16] = [
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-];
-
-/// Number of finite latency buckets.
-pub const LATENCY_BUCKETS: usize = BOUNDS_NANOS.len();
-
-/// The current monotonic time, for latency only.
-// A latency metric needs a monotonic clock, which `Clock` (wall time, manual in tests) is not;
-// the reading never feeds a decision, so tests and simulations stay deterministic.
-#[allow(clippy::disallowed_methods)]
-pub(super) fn monotonic_now() -> Instant {
-    Instant::now()
-}
+pub use tessera_eventlog::metrics::{monotonic_now, LatencySnapshot, LATENCY_BUCKETS};
 
 /// Lock-free counters and histograms of the signer; shared by its clones.
 #[derive(Debug, Default)]
 pub struct SigningMetrics {
     counts: [[AtomicU64; 3]; 2],
-    latency: [Histogram; 2],
-}
-
-#[derive(Debug, Default)]
-struct Histogram {
-    /// Per bucket (not cumulative); the last one is over the largest bound.
-    buckets: [AtomicU64; LATENCY_BUCKETS + 1],
-    sum_nanos: AtomicU64,
+    latency: [LatencyHistogram; 2],
 }
 
 impl SigningMetrics {
@@ -146,23 +111,9 @@ impl SigningMetrics {
 
     /// Observes `n` SVIDs of `kind` that each took `elapsed` from admission to result.
     pub fn observe(&self, kind: SvidKind, elapsed: Duration, n: usize) {
-        if n == 0 {
-            return;
+        if let Some(h) = self.latency.get(kind.index()) {
+            h.observe(elapsed, as_u64(n));
         }
-        let Some(h) = self.latency.get(kind.index()) else {
-            return;
-        };
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = BOUNDS_NANOS
-            .iter()
-            .position(|&bound| nanos <= bound)
-            .unwrap_or(LATENCY_BUCKETS);
-        let n = as_u64(n);
-        if let Some(b) = h.buckets.get(bucket) {
-            b.fetch_add(n, Ordering::Relaxed);
-        }
-        h.sum_nanos
-            .fetch_add(nanos.saturating_mul(n), Ordering::Relaxed);
     }
 
     /// Counts (and, when admitted, observes) `n` SVIDs of one request that ended with `outcome`.
@@ -183,21 +134,7 @@ impl SigningMetrics {
             .counts
             .each_ref()
             .map(|k| k.each_ref().map(|c| c.load(Ordering::Relaxed)));
-        let latency = self.latency.each_ref().map(|h| {
-            let mut cumulative = [0u64; LATENCY_BUCKETS];
-            let mut running = 0u64;
-            for (i, b) in h.buckets.iter().enumerate() {
-                running = running.saturating_add(b.load(Ordering::Relaxed));
-                if let Some(slot) = cumulative.get_mut(i) {
-                    *slot = running;
-                }
-            }
-            LatencySnapshot {
-                cumulative,
-                count: running,
-                sum_nanos: h.sum_nanos.load(Ordering::Relaxed),
-            }
-        });
+        let latency = self.latency.each_ref().map(LatencyHistogram::snapshot);
         SigningMetricsSnapshot { counts, latency }
     }
 }
@@ -224,40 +161,6 @@ impl SigningMetricsSnapshot {
         // `index` is 0 or 1 and the array has two elements.
         &self.latency[kind.index()]
     }
-}
-
-/// A latency histogram: cumulative counts per upper bound, as Prometheus wants them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LatencySnapshot {
-    cumulative: [u64; LATENCY_BUCKETS],
-    count: u64,
-    sum_nanos: u64,
-}
-
-impl LatencySnapshot {
-    /// `(upper bound in seconds, observations at or under it)`, ascending; the implicit
-    /// `+Inf` bucket is [`LatencySnapshot::count`].
-    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        BOUNDS_NANOS
-            .iter()
-            .zip(self.cumulative.iter())
-            .map(|(&bound, &n)| (nanos_to_secs(bound), n))
-    }
-
-    /// Observations.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// Sum of the observations, in seconds.
-    pub fn sum_seconds(&self) -> f64 {
-        nanos_to_secs(self.sum_nanos)
-    }
-}
-
-// Exact below 2^53 ns (104 days of summed latency); a float is what Prometheus carries.
-fn nanos_to_secs(nanos: u64) -> f64 {
-    nanos as f64 / 1e9
 }
 
 fn as_u64(n: usize) -> u64 {
