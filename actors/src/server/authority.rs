@@ -12,6 +12,11 @@
 //! folded from `CaPrepared`/`CaActivated`/`CaRetired` and the `JwtKey*` events, and the trust
 //! bundle they imply: the trust anchors of every CA not yet retired and every JWT key not yet
 //! retired (with its expiry), whose sequence number goes up by one on every change of content.
+//! Forced rotation (SPIRE's LocalAuthority API, `actor/local.rs`): an operator may taint an
+//! old CA or key (`X509AuthorityTainted`, `JwtAuthorityTainted`: it stays in the bundle with
+//! a taint mark, so agents re-sign what chains to it and drop JWT-SVIDs it signed), then
+//! revoke it (`X509AuthorityRevoked`, `JwtAuthorityRevoked`: it leaves the state and the
+//! bundle). Only the owner's own old ones can be tainted, only tainted ones revoked.
 //! Rotation timing is the pure [`rotation::plan`]. Private keys never enter it: records carry
 //! the key manager's `key_ref`.
 
@@ -25,6 +30,8 @@ pub mod rotation;
 mod servers_tests;
 pub mod signer;
 #[cfg(test)]
+mod taint_tests;
+#[cfg(test)]
 pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;
@@ -35,8 +42,9 @@ use serde::{Deserialize, Serialize};
 use tessera_identity::{Bundle, TrustDomain};
 
 pub use self::actor::{
-    AuthorityActor, AuthorityArgs, AuthorityCallError, AuthorityHandle, AuthorityMsg,
-    AuthoritySettings, AuthorityStatus, SettingsError, SlotSummary, TickError, TickReport,
+    AuthorityActor, AuthorityArgs, AuthorityCallError, AuthorityHandle, AuthorityKind,
+    AuthorityMsg, AuthoritySettings, AuthorityStatus, LocalAuthority, LocalAuthorityError,
+    LocalStep, SettingsError, SlotSummary, TickError, TickReport,
 };
 pub use self::ca::{build_ca, build_jwt_key, CaBuildError, CaSettings, PreparedCa, PreparedJwtKey};
 pub use self::rotation::{plan, Fraction, RotationAction, RotationSettings};
@@ -86,6 +94,10 @@ pub struct CaSlot {
     /// The server that owns it (signs with it); `None` for the single server of a log from
     /// before several servers.
     pub server: Option<String>,
+    /// An operator tainted it (only an old one can be): it stays in the bundle, marked, until
+    /// revoked or expired.
+    #[serde(default)]
+    pub tainted: bool,
 }
 
 /// A JWT signing key and where it is in its life.
@@ -97,6 +109,9 @@ pub struct JwtSlot {
     pub status: SlotStatus,
     /// The server that owns it; `None` as for [`CaSlot::server`].
     pub server: Option<String>,
+    /// An operator tainted it, as [`CaSlot::tainted`].
+    #[serde(default)]
+    pub tainted: bool,
 }
 
 /// Which slots are this server's own: the ones it rotates and signs with. Every server folds
@@ -136,6 +151,27 @@ pub enum AuthorityCommand {
     },
     /// Drop a prepared or old JWT key from the state and the bundle.
     RetireJwtKey {
+        /// Its kid.
+        kid: String,
+    },
+    /// Mark one of the owner's old, self-signed CAs tainted (SPIRE's `TaintX509Authority`).
+    TaintCa {
+        /// Its authority ID.
+        authority_id: String,
+    },
+    /// Drop one of the owner's tainted CAs from the state and the bundle (SPIRE's
+    /// `RevokeX509Authority`).
+    RevokeCa {
+        /// Its authority ID.
+        authority_id: String,
+    },
+    /// Mark one of the owner's old JWT keys tainted (SPIRE's `TaintJWTAuthority`).
+    TaintJwtKey {
+        /// Its kid.
+        kid: String,
+    },
+    /// Drop one of the owner's tainted JWT keys (SPIRE's `RevokeJWTAuthority`).
+    RevokeJwtKey {
         /// Its kid.
         kid: String,
     },
@@ -209,6 +245,51 @@ pub enum AuthorityError {
         kind: &'static str,
         /// The ID.
         id: String,
+    },
+    /// Tainting one that is not old: the active one (it signs) or the prepared one.
+    #[error("{kind} {id} is the {status} one: only the old authority can be tainted; activate the prepared one first")]
+    TaintNotOld {
+        /// `X.509 CA` or `JWT key`.
+        kind: &'static str,
+        /// The ID.
+        id: String,
+        /// `active` or `prepared`.
+        status: &'static str,
+    },
+    /// Tainting one already tainted.
+    #[error("{kind} {id} is already tainted; revoke it to remove it from the bundle")]
+    AlreadyTainted {
+        /// `X.509 CA` or `JWT key`.
+        kind: &'static str,
+        /// The ID.
+        id: String,
+    },
+    /// Revoking one that was not tainted first.
+    #[error("{kind} {id} is not tainted: only a tainted authority can be revoked; taint it first")]
+    NotTainted {
+        /// `X.509 CA` or `JWT key`.
+        kind: &'static str,
+        /// The ID.
+        id: String,
+    },
+    /// Tainting or revoking a CA signed by an upstream authority: its trust anchor is the
+    /// upstream's, shared with the CAs that upstream signs, so the upstream is tainted instead.
+    #[error("X.509 CA {id} is signed by an upstream authority (subject key ID {upstream}): a local authority can't be tainted or revoked when an upstream authority signs it; taint the upstream authority instead (`upstreamauthority taint --subjectKeyID {upstream}`)")]
+    UpstreamSigned {
+        /// The CA's authority ID.
+        id: String,
+        /// The upstream authority's subject key ID, hex (empty when unknown).
+        upstream: String,
+    },
+    /// Tainting or revoking another server's CA or key: each server manages its own.
+    #[error("{kind} {id} belongs to server {server}; taint or revoke it on that server")]
+    NotOwn {
+        /// `X.509 CA` or `JWT key`.
+        kind: &'static str,
+        /// The ID.
+        id: String,
+        /// Its server (`-` when recorded without one).
+        server: String,
     },
 }
 

@@ -18,6 +18,7 @@
 //! [`AuthorityHandle`] (`max_in_flight`); beyond it callers get `Overloaded` at once.
 
 mod handle;
+mod local;
 mod settings;
 mod steps;
 #[cfg(test)]
@@ -33,6 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use self::handle::{AuthorityCallError, AuthorityHandle};
+pub use self::local::{AuthorityKind, LocalAuthority, LocalAuthorityError, LocalStep};
 pub use self::settings::{AuthoritySettings, SettingsError};
 use self::steps::{
     finish_tick, fold, forget_keys, load_signing_keys, published_bundle, record_built, rotate, sync,
@@ -69,6 +71,24 @@ pub enum AuthorityMsg {
     GetBundle(RpcReplyPort<Option<Bundle>>),
     /// What the authority holds and is doing.
     Status(RpcReplyPort<AuthorityStatus>),
+    /// This server's own CAs or JWT keys (LocalAuthority `Get*AuthorityState`).
+    LocalState(AuthorityKind, RpcReplyPort<Vec<LocalAuthority>>),
+    /// Build and record a new prepared CA or JWT key now (LocalAuthority `Prepare*`).
+    Prepare(
+        AuthorityKind,
+        RpcReplyPort<Result<LocalAuthority, LocalAuthorityError>>,
+    ),
+    /// Activate, taint or revoke the named CA or JWT key of this server.
+    Step {
+        /// CA or JWT key.
+        kind: AuthorityKind,
+        /// What to do.
+        step: LocalStep,
+        /// Its authority ID or kid.
+        id: String,
+        /// The outcome: the authority after the step (before it, for a revocation).
+        reply: RpcReplyPort<Result<LocalAuthority, LocalAuthorityError>>,
+    },
     /// Internal: CAs and keys a tick asked for were built (sent by the actor to itself).
     Built(Box<Built>),
     /// A committed record, from the follower task.
@@ -84,6 +104,9 @@ impl std::fmt::Debug for AuthorityMsg {
             Self::MintJwt(request, _) => write!(f, "MintJwt({})", request.spiffe_id),
             Self::GetBundle(_) => f.write_str("GetBundle"),
             Self::Status(_) => f.write_str("Status"),
+            Self::LocalState(kind, _) => write!(f, "LocalState({kind:?})"),
+            Self::Prepare(kind, _) => write!(f, "Prepare({kind:?})"),
+            Self::Step { kind, step, id, .. } => write!(f, "Step({kind:?}, {step:?}, {id})"),
             Self::Built(_) => f.write_str("Built"),
             Self::Committed(seq, _) => write!(f, "Committed({seq})"),
         }
@@ -253,6 +276,11 @@ pub struct Built {
     ca: Option<(Result<PreparedCa, CaBuildError>, bool)>,
     jwt: Option<(Result<PreparedJwtKey, CaBuildError>, bool)>,
     failure: Option<String>,
+    /// A manual prepare's caller, answered once this is recorded.
+    manual: Option<(
+        AuthorityKind,
+        RpcReplyPort<Result<LocalAuthority, LocalAuthorityError>>,
+    )>,
 }
 
 impl Actor for AuthorityActor {
@@ -348,10 +376,30 @@ impl Actor for AuthorityActor {
                     rotate(&myself, state).await?;
                 }
             }
-            AuthorityMsg::Built(built) => {
+            AuthorityMsg::Built(mut built) => {
                 state.building = false;
-                record_built(state, *built).await?;
-                finish_tick(state);
+                match built.manual.take() {
+                    Some((kind, reply)) => {
+                        local::finish_prepare(&myself, state, *built, kind, reply).await?;
+                    }
+                    None => {
+                        record_built(state, *built).await?;
+                        finish_tick(state);
+                    }
+                }
+            }
+            AuthorityMsg::LocalState(kind, reply) => {
+                let _ = reply.send(local::own(&state.authority, kind));
+            }
+            AuthorityMsg::Prepare(kind, reply) => local::start_prepare(&myself, state, kind, reply),
+            AuthorityMsg::Step {
+                kind,
+                step,
+                id,
+                reply,
+            } => {
+                let outcome = local::step(state, kind, step, id).await?;
+                let _ = reply.send(outcome);
             }
             AuthorityMsg::Committed(seq, event) => {
                 if is_next(state.seq, seq, "authority")? {

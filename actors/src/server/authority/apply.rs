@@ -13,6 +13,10 @@ use crate::server::events::{CaRecord, JwtKeyRecord, ServerEvent};
 struct Content {
     x509: Vec<Vec<u8>>,
     jwt: Vec<(String, Vec<u8>, i64)>,
+    /// Certificates of tainted self-signed CAs (each one of `x509`).
+    tainted_x509: Vec<Vec<u8>>,
+    /// Kids of tainted JWT keys.
+    tainted_jwt: Vec<String>,
 }
 
 impl Authority {
@@ -58,6 +62,26 @@ impl Authority {
             ServerEvent::JwtKeyRetired { kid } | ServerEvent::ServerJwtKeyRetired { kid, .. } => {
                 self.jwt_keys.retain(|s| s.record.kid != *kid);
             }
+            ServerEvent::X509AuthorityTainted { authority_id, .. } => {
+                for slot in &mut self.cas {
+                    if slot.record.authority_id == *authority_id {
+                        slot.tainted = true;
+                    }
+                }
+            }
+            ServerEvent::X509AuthorityRevoked { authority_id, .. } => {
+                self.cas.retain(|s| s.record.authority_id != *authority_id);
+            }
+            ServerEvent::JwtAuthorityTainted { kid, .. } => {
+                for slot in &mut self.jwt_keys {
+                    if slot.record.kid == *kid {
+                        slot.tainted = true;
+                    }
+                }
+            }
+            ServerEvent::JwtAuthorityRevoked { kid, .. } => {
+                self.jwt_keys.retain(|s| s.record.kid != *kid);
+            }
             _ => return,
         }
         if self.content() != before {
@@ -72,6 +96,7 @@ impl Authority {
                 record: record.clone(),
                 status: SlotStatus::Prepared,
                 server: server.cloned(),
+                tainted: false,
             });
         }
     }
@@ -82,6 +107,7 @@ impl Authority {
                 record: record.clone(),
                 status: SlotStatus::Prepared,
                 server: server.cloned(),
+                tainted: false,
             });
         }
     }
@@ -104,7 +130,26 @@ impl Authority {
                 )
             })
             .collect();
-        Content { x509, jwt }
+        // Only a self-signed CA's own certificate is marked: an upstream root is shared by
+        // every CA it signs (decide refuses to taint those).
+        let tainted_x509 = self
+            .cas
+            .iter()
+            .filter(|s| s.tainted && s.record.trust_anchors.contains(&s.record.cert_der))
+            .map(|s| s.record.cert_der.clone())
+            .collect();
+        let tainted_jwt = self
+            .jwt_keys
+            .iter()
+            .filter(|s| s.tainted)
+            .map(|s| s.record.kid.clone())
+            .collect();
+        Content {
+            x509,
+            jwt,
+            tainted_x509,
+            tainted_jwt,
+        }
     }
 
     /// Rebuilds the bundle from the slots (when the trust domain is known). Records that do
@@ -117,7 +162,7 @@ impl Authority {
         let content = self.content();
         let mut bundle = Bundle::new(td);
         bundle.set_sequence_number(self.bundle_sequence);
-        for der in content.x509 {
+        for der in content.x509.iter().cloned() {
             match X509Authority::from_der(der) {
                 Ok(a) => {
                     bundle.add_x509_authority(a);
@@ -127,7 +172,7 @@ impl Authority {
                 }
             }
         }
-        for (kid, spki, not_after) in content.jwt {
+        for (kid, spki, not_after) in content.jwt.iter().cloned() {
             let added = PublicKey::from_spki_der(&spki)
                 .map_err(|e| e.to_string())
                 .and_then(|public_key| {
@@ -142,6 +187,12 @@ impl Authority {
             if let Err(e) = added {
                 tracing::error!(kid = %kid, error = %e, "authority: JWT key left out of the bundle");
             }
+        }
+        for der in &content.tainted_x509 {
+            bundle.taint_x509_authority(der);
+        }
+        for kid in &content.tainted_jwt {
+            bundle.taint_jwt_authority(kid);
         }
         self.bundle = Some(bundle);
     }

@@ -4,6 +4,7 @@
 use tessera_identity::{PublicKey, X509Authority, MAX_KEY_ID_LEN};
 use x509_parser::parse_x509_certificate;
 
+use super::x509::upstream_authority_id;
 use super::{Authority, AuthorityCommand, AuthorityError, AuthorityReply, SlotStatus, CA, JWT_KEY};
 use crate::server::aggregate::Decision;
 use crate::server::events::{CaRecord, JwtKeyRecord, ServerEvent};
@@ -59,6 +60,88 @@ impl Authority {
                     None => ServerEvent::JwtKeyRetired { kid },
                 })
             }
+            AuthorityCommand::TaintCa { authority_id } => {
+                let slot = self.own_slot_of(CA, &authority_id, self.ca(&authority_id), |s| {
+                    (s.status, s.tainted, s.server.as_deref())
+                })?;
+                self.check_local_ca(&authority_id)?;
+                let server_id = self.emitter();
+                taint(CA, authority_id, slot, |authority_id| {
+                    ServerEvent::X509AuthorityTainted {
+                        server_id,
+                        authority_id,
+                    }
+                })
+            }
+            AuthorityCommand::RevokeCa { authority_id } => {
+                let slot = self.own_slot_of(CA, &authority_id, self.ca(&authority_id), |s| {
+                    (s.status, s.tainted, s.server.as_deref())
+                })?;
+                self.check_local_ca(&authority_id)?;
+                let server_id = self.emitter();
+                revoke(CA, authority_id, slot, |authority_id| {
+                    ServerEvent::X509AuthorityRevoked {
+                        server_id,
+                        authority_id,
+                    }
+                })
+            }
+            AuthorityCommand::TaintJwtKey { kid } => {
+                let slot = self.own_slot_of(JWT_KEY, &kid, self.jwt_key(&kid), |s| {
+                    (s.status, s.tainted, s.server.as_deref())
+                })?;
+                let server_id = self.emitter();
+                taint(JWT_KEY, kid, slot, |kid| ServerEvent::JwtAuthorityTainted {
+                    server_id,
+                    kid,
+                })
+            }
+            AuthorityCommand::RevokeJwtKey { kid } => {
+                let slot = self.own_slot_of(JWT_KEY, &kid, self.jwt_key(&kid), |s| {
+                    (s.status, s.tainted, s.server.as_deref())
+                })?;
+                let server_id = self.emitter();
+                revoke(JWT_KEY, kid, slot, |kid| ServerEvent::JwtAuthorityRevoked {
+                    server_id,
+                    kid,
+                })
+            }
+        }
+    }
+
+    /// A slot's status and taint, for tainting and revoking: it must exist and be this
+    /// server's own (each server manages its own authorities, as SPIRE's are local).
+    fn own_slot_of<S>(
+        &self,
+        kind: &'static str,
+        id: &str,
+        slot: Option<&S>,
+        view: impl Fn(&S) -> (SlotStatus, bool, Option<&str>),
+    ) -> Result<(SlotStatus, bool), AuthorityError> {
+        let Some((status, tainted, server)) = slot.map(view) else {
+            return Err(AuthorityError::Unknown {
+                kind,
+                id: shown(id),
+            });
+        };
+        if !self.owns(server) {
+            return Err(AuthorityError::NotOwn {
+                kind,
+                id: shown(id),
+                server: server.unwrap_or("-").to_owned(),
+            });
+        }
+        Ok((status, tainted))
+    }
+
+    /// A CA that an upstream authority signed cannot be tainted or revoked on its own.
+    fn check_local_ca(&self, authority_id: &str) -> Result<(), AuthorityError> {
+        match self.ca(authority_id).map(|s| &s.record) {
+            Some(record) if !is_self_signed(record) => Err(AuthorityError::UpstreamSigned {
+                id: shown(authority_id),
+                upstream: upstream_authority_id(record).unwrap_or_default(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -199,6 +282,47 @@ fn retire(
             reply: AuthorityReply::Recorded,
         }),
     }
+}
+
+fn taint(
+    kind: &'static str,
+    id: String,
+    (status, tainted): (SlotStatus, bool),
+    event: impl FnOnce(String) -> ServerEvent,
+) -> Result<Decision<AuthorityReply>, AuthorityError> {
+    match status {
+        SlotStatus::Active | SlotStatus::Prepared => Err(AuthorityError::TaintNotOld {
+            kind,
+            id,
+            status: status.name(),
+        }),
+        SlotStatus::Old if tainted => Err(AuthorityError::AlreadyTainted { kind, id }),
+        SlotStatus::Old => Ok(Decision {
+            events: vec![event(id)],
+            reply: AuthorityReply::Recorded,
+        }),
+    }
+}
+
+fn revoke(
+    kind: &'static str,
+    id: String,
+    (status, tainted): (SlotStatus, bool),
+    event: impl FnOnce(String) -> ServerEvent,
+) -> Result<Decision<AuthorityReply>, AuthorityError> {
+    // Only an old one can be tainted, so a tainted one is old.
+    if !tainted || status != SlotStatus::Old {
+        return Err(AuthorityError::NotTainted { kind, id });
+    }
+    Ok(Decision {
+        events: vec![event(id)],
+        reply: AuthorityReply::Recorded,
+    })
+}
+
+/// Whether a CA is its own trust anchor (no upstream authority signed it).
+pub(super) fn is_self_signed(record: &CaRecord) -> bool {
+    upstream_authority_id(record).is_none()
 }
 
 fn check_id(id: &str) -> Result<(), String> {

@@ -8,6 +8,7 @@ use rcgen::{CertificateParams, DistinguishedName, DnType, DnValue, SanType};
 use serde::{Deserialize, Serialize};
 use tessera_eventlog::Clock;
 use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::ParsedExtension;
 use x509_parser::parse_x509_certificate;
 
 use crate::random::{random_array, RandomSource};
@@ -154,6 +155,45 @@ pub(crate) fn cert_info(der: &[u8]) -> Result<CertInfo, String> {
         self_signed: cert.subject().as_raw() == cert.issuer().as_raw()
             && cert.verify_signature(None).is_ok(),
     })
+}
+
+/// The subject key identifier, hex, of the upstream certificate that signed a CA: `None` for
+/// a self-signed CA (no upstream chain, its own certificate its trust anchor). Read from the
+/// CA's authorityKeyIdentifier, else the subjectKeyIdentifier of the certificate above it.
+pub(crate) fn upstream_authority_id(record: &crate::server::events::CaRecord) -> Option<String> {
+    if record.upstream_chain.is_empty()
+        && record.trust_anchors.iter().all(|a| *a == record.cert_der)
+    {
+        return None;
+    }
+    let from_aki = parse_one(&record.cert_der).ok().and_then(|cert| {
+        cert.extensions()
+            .iter()
+            .find_map(|ext| match ext.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                    aki.key_identifier.as_ref().map(|k| hex::encode(k.0))
+                }
+                _ => None,
+            })
+    });
+    from_aki.or_else(|| {
+        record
+            .upstream_chain
+            .first()
+            .or(record.trust_anchors.first())
+            .and_then(|der| subject_key_id(der))
+    })
+}
+
+/// The subjectKeyIdentifier of a certificate, hex (lowercase).
+pub(crate) fn subject_key_id(der: &[u8]) -> Option<String> {
+    let cert = parse_one(der).ok()?;
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(hex::encode(k.0)),
+            _ => None,
+        })
 }
 
 fn parse_one(der: &[u8]) -> Result<X509Certificate<'_>, String> {

@@ -9,7 +9,10 @@ use tessera_identity::Bundle;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::{AuthorityActor, AuthorityArgs, AuthorityMsg, AuthorityStatus, TickError, TickReport};
+use super::{
+    AuthorityActor, AuthorityArgs, AuthorityKind, AuthorityMsg, AuthorityStatus, LocalAuthority,
+    LocalAuthorityError, LocalStep, TickError, TickReport,
+};
 use crate::server::authority::signer::{
     AgentSvidRequest, IssuedX509Svid, JwtSvid, JwtSvidRequest, SignError, Signer, SvidRejection,
     X509SvidRequest,
@@ -135,6 +138,47 @@ impl AuthorityHandle {
     /// [`AuthorityCallError::Overloaded`] or [`AuthorityCallError::Unavailable`].
     pub async fn status(&self) -> Result<AuthorityStatus, AuthorityCallError> {
         self.call(AuthorityMsg::Status).await
+    }
+
+    /// This server's own CAs or JWT keys, in the order they were prepared.
+    ///
+    /// # Errors
+    /// [`AuthorityCallError::Overloaded`] or [`AuthorityCallError::Unavailable`].
+    pub async fn local_state(
+        &self,
+        kind: AuthorityKind,
+    ) -> Result<Vec<LocalAuthority>, AuthorityCallError> {
+        self.call(|port| AuthorityMsg::LocalState(kind, port)).await
+    }
+
+    /// Builds and records a new prepared CA or JWT key now (not activated).
+    ///
+    /// # Errors
+    /// The call's [`AuthorityCallError`]; inside, the step's [`LocalAuthorityError`].
+    pub async fn prepare(
+        &self,
+        kind: AuthorityKind,
+    ) -> Result<Result<LocalAuthority, LocalAuthorityError>, AuthorityCallError> {
+        self.call(|port| AuthorityMsg::Prepare(kind, port)).await
+    }
+
+    /// Activates, taints or revokes one of this server's CAs or JWT keys.
+    ///
+    /// # Errors
+    /// The call's [`AuthorityCallError`]; inside, the step's [`LocalAuthorityError`].
+    pub async fn local_step(
+        &self,
+        kind: AuthorityKind,
+        step: LocalStep,
+        id: String,
+    ) -> Result<Result<LocalAuthority, LocalAuthorityError>, AuthorityCallError> {
+        self.call(|reply| AuthorityMsg::Step {
+            kind,
+            step,
+            id,
+            reply,
+        })
+        .await
     }
 
     /// The bundle as the actor holds it (normally equal to [`AuthorityHandle::bundle`]).

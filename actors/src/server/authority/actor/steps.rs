@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use ractor::{ActorProcessingErr, ActorRef};
 use tessera_identity::Bundle;
+use tracing::Instrument;
 
 use super::{AuthorityMsg, AuthorityState, Built, TickError};
 use crate::random::random_array;
@@ -91,12 +92,14 @@ pub(super) async fn rotate(
                     )
                 }),
                 failure: None,
+                manual: None,
             }
         });
         let built = job.await.unwrap_or_else(|e| Built {
             ca: None,
             jwt: None,
             failure: Some(format!("the build job failed: {e}")),
+            manual: None,
         });
         // If the actor is gone, so is the need.
         let _ = myself.send_message(AuthorityMsg::Built(Box::new(built)));
@@ -159,7 +162,60 @@ pub(super) async fn record_built(
 /// with another server, catch up and decide again (bounded). `Ok(false)` if the aggregate
 /// refused it (a bug in planning, reported as a rotation error) or the log was unavailable
 /// (the next tick tries again). A log failure stops the actor.
-async fn persist(
+pub(super) async fn persist(
+    state: &mut AuthorityState,
+    command: AuthorityCommand,
+) -> Result<bool, ActorProcessingErr> {
+    let span = span_of(&command);
+    let done = persist_untraced(state, command)
+        .instrument(span.clone())
+        .await;
+    if let Ok(true) = done {
+        span.in_scope(|| tracing::info!("authority: recorded"));
+    }
+    done
+}
+
+/// The span a command's persistence runs in: `authority.prepare` and `authority.activate`
+/// (rotation's and manual), `authority.retire`, `authority.taint`, `authority.revoke`; with
+/// the kind and the authority ID or kid, never key material.
+fn span_of(command: &AuthorityCommand) -> tracing::Span {
+    use tracing::info_span;
+    match command {
+        AuthorityCommand::RecordPreparedCa(r) => {
+            info_span!("authority.prepare", kind = "x509", authority_id = %r.authority_id, not_after = r.not_after)
+        }
+        AuthorityCommand::RecordPreparedJwtKey(r) => {
+            info_span!("authority.prepare", kind = "jwt", authority_id = %r.kid, not_after = r.not_after)
+        }
+        AuthorityCommand::ActivateCa { authority_id } => {
+            info_span!("authority.activate", kind = "x509", authority_id = %authority_id)
+        }
+        AuthorityCommand::ActivateJwtKey { kid } => {
+            info_span!("authority.activate", kind = "jwt", authority_id = %kid)
+        }
+        AuthorityCommand::RetireCa { authority_id } => {
+            info_span!("authority.retire", kind = "x509", authority_id = %authority_id)
+        }
+        AuthorityCommand::RetireJwtKey { kid } => {
+            info_span!("authority.retire", kind = "jwt", authority_id = %kid)
+        }
+        AuthorityCommand::TaintCa { authority_id } => {
+            info_span!("authority.taint", kind = "x509", authority_id = %authority_id)
+        }
+        AuthorityCommand::TaintJwtKey { kid } => {
+            info_span!("authority.taint", kind = "jwt", authority_id = %kid)
+        }
+        AuthorityCommand::RevokeCa { authority_id } => {
+            info_span!("authority.revoke", kind = "x509", authority_id = %authority_id)
+        }
+        AuthorityCommand::RevokeJwtKey { kid } => {
+            info_span!("authority.revoke", kind = "jwt", authority_id = %kid)
+        }
+    }
+}
+
+async fn persist_untraced(
     state: &mut AuthorityState,
     command: AuthorityCommand,
 ) -> Result<bool, ActorProcessingErr> {
@@ -241,7 +297,11 @@ pub(in crate::server::authority) async fn fold(state: &mut AuthorityState, event
         | ServerEvent::ServerCaRetired {
             authority_id: id, ..
         }
-        | ServerEvent::ServerJwtKeyRetired { kid: id, .. } = event
+        | ServerEvent::ServerJwtKeyRetired { kid: id, .. }
+        | ServerEvent::X509AuthorityRevoked {
+            authority_id: id, ..
+        }
+        | ServerEvent::JwtAuthorityRevoked { kid: id, .. } = event
         {
             state.unusable.remove(id);
         }
