@@ -7,6 +7,7 @@ pub use tessera_edge::duration;
 pub mod file;
 pub mod sds;
 pub mod servers;
+pub mod telemetry;
 pub mod workload_api;
 
 use std::net::{IpAddr, SocketAddr};
@@ -211,6 +212,8 @@ pub struct AgentConfig {
     pub rotation: RotationConfig,
     /// `/live`, `/ready` and `/metrics`; `None`: off.
     pub health_addr: Option<SocketAddr>,
+    /// `[telemetry]`: OTLP export of spans.
+    pub telemetry: tessera_edge::telemetry::TelemetryConfig,
 }
 
 impl AgentConfig {
@@ -412,6 +415,7 @@ impl AgentConfig {
                 batch_size: r.batch_size,
             },
             health_addr,
+            telemetry: telemetry::telemetry(&file.telemetry)?,
         })
     }
 }

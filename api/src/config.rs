@@ -4,12 +4,14 @@
 //! the rule.
 
 mod agent_api;
+pub mod audit;
 mod authority;
 pub use tessera_edge::duration;
 pub mod admin_socket;
 pub mod federation;
 pub mod file;
 pub mod store;
+pub mod telemetry;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -222,6 +224,10 @@ pub struct Config {
     pub server_id: Option<String>,
     /// `[federation]` and `[limits.federation]`: bundle endpoint, relationships, bounds.
     pub federation: federation::FederationConfig,
+    /// `[telemetry]`: OTLP export of spans.
+    pub telemetry: tessera_edge::telemetry::TelemetryConfig,
+    /// `[audit]`: when signed checkpoints of the event log are due.
+    pub audit: audit::AuditConfig,
 }
 
 impl Config {
@@ -403,6 +409,8 @@ impl Config {
             store,
             server_id,
             federation,
+            telemetry: telemetry::telemetry(&file.telemetry)?,
+            audit: file.audit.config()?,
         })
     }
 

@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub rotation: RotationSection,
     /// `[health_checks]`.
     pub health_checks: HealthChecksSection,
+    /// `[telemetry]`: OTLP export of spans.
+    pub telemetry: tessera_edge::telemetry::TelemetrySection,
 }
 
 /// `[agent]`.

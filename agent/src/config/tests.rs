@@ -331,3 +331,36 @@ fn log_format_is_text_by_default_json_on_request_and_refused_otherwise() {
     assert!(err.starts_with("agent.log_format \"xml\""), "{err}");
     assert!(err.contains("\"text\" or \"json\""), "{err}");
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_read_from_its_section() {
+    let c = AgentConfig::load(None, &Overrides::default()).unwrap();
+    assert!(!c.telemetry.enabled());
+    assert_eq!(c.telemetry.service_name, "tessera-agent");
+    let c = load_text(
+        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nservice_name = \"node-7\"\n\
+         sampling_ratio = 0.0\n[telemetry.resource_attributes]\n\"host.name\" = \"n7\"\n",
+    )
+    .unwrap();
+    assert!(c.telemetry.enabled());
+    assert_eq!(c.telemetry.service_name, "node-7");
+    assert_eq!(c.telemetry.sampling_ratio, 0.0);
+    assert_eq!(c.telemetry.resource_attributes["host.name"], "n7");
+    for (text, key) in [
+        (
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1\"\n",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "[telemetry]\nsampling_ratio = -1.0\n",
+            "telemetry.sampling_ratio",
+        ),
+        (
+            "[telemetry.resource_attributes]\n\"service.name\" = \"x\"\n",
+            "telemetry.resource_attributes.\"service.name\"",
+        ),
+    ] {
+        let err = load_text(text).unwrap_err().to_string();
+        assert!(err.starts_with(key), "{text}: {err}");
+    }
+}

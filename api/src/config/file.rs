@@ -34,6 +34,10 @@ pub struct FileConfig {
     pub admin_socket: super::admin_socket::AdminSocketSection,
     /// `[federation]`: the bundle endpoint and the trust domains federated with.
     pub federation: super::federation::FederationSection,
+    /// `[telemetry]`: OTLP export of spans.
+    pub telemetry: tessera_edge::telemetry::TelemetrySection,
+    /// `[audit]`: signed checkpoints of the event log.
+    pub audit: super::audit::AuditSection,
 }
 
 /// `[server]`: SPIRE's `server { ... }` block.

@@ -263,3 +263,80 @@ fn bad_values_name_their_key() {
         .to_string();
     assert!(err.contains("bind_port"), "{err}");
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_read_from_its_section() {
+    let c = Config::load(None, &Overrides::default()).unwrap();
+    assert!(!c.telemetry.enabled());
+    assert_eq!(c.telemetry.service_name, "tessera-server");
+    assert_eq!(c.telemetry.sampling_ratio, 1.0);
+    let c = load_text(
+        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nsampling_ratio = 0.5\n\
+         [telemetry.resource_attributes]\n\"deployment.environment\" = \"staging\"\n",
+    )
+    .unwrap();
+    assert!(c.telemetry.enabled());
+    assert_eq!(c.telemetry.service_name, "tessera-server");
+    assert_eq!(c.telemetry.sampling_ratio, 0.5);
+    assert_eq!(
+        c.telemetry.resource_attributes["deployment.environment"],
+        "staging"
+    );
+    for (text, key) in [
+        (
+            "[telemetry]\notlp_endpoint = \"localhost:4317\"\n",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "[telemetry]\nsampling_ratio = 2.0\n",
+            "telemetry.sampling_ratio",
+        ),
+        (
+            "[telemetry]\nservice_name = \"\"\n",
+            "telemetry.service_name",
+        ),
+    ] {
+        let err = load_text(text).unwrap_err().to_string();
+        assert!(err.starts_with(key), "{text}: {err}");
+    }
+    let err = load_text("[telemetry]\nendpoint = \"http://a:1\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("endpoint"), "{err}");
+}
+
+#[test]
+fn audit_checkpoints_have_defaults_and_zero_turns_a_trigger_off() {
+    let c = Config::load(None, &Overrides::default()).unwrap();
+    assert_eq!(c.audit.checkpoint_every_records, 1000);
+    assert_eq!(c.audit.checkpoint_interval, Duration::from_secs(600));
+    let c =
+        load_text("[audit]\ncheckpoint_every_records = 0\ncheckpoint_interval = \"0s\"\n").unwrap();
+    assert_eq!(c.audit.checkpoint_every_records, 0);
+    assert_eq!(c.audit.checkpoint_interval, Duration::ZERO);
+    let c = load_text("[audit]\ncheckpoint_every_records = 50\ncheckpoint_interval = \"1h30m\"\n")
+        .unwrap();
+    assert_eq!(c.audit.checkpoint_every_records, 50);
+    assert_eq!(c.audit.checkpoint_interval, Duration::from_secs(5400));
+    let err = load_text("[audit]\ncheckpoint_interval = \"10ms\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("audit.checkpoint_interval \"10ms\"") && err.contains("\"0s\""),
+        "{err}"
+    );
+    for (text, key) in [
+        (
+            "[audit]\ncheckpoint_every_records = -1\n",
+            "checkpoint_every_records",
+        ),
+        (
+            "[audit]\ncheckpoint_interval = \"ten minutes\"\n",
+            "checkpoint_interval",
+        ),
+        ("[audit]\ncheckpoint_every = 5\n", "checkpoint_every"),
+    ] {
+        let err = load_text(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}
