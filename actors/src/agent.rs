@@ -9,4 +9,5 @@ pub mod rotation;
 pub mod runtime;
 pub mod server_client;
 pub mod svid_cache;
+pub mod taint;
 pub mod view;

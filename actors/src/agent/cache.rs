@@ -4,13 +4,14 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tessera_identity::{Bundle, EntryId, RegistrationEntry, SelectorSet, TrustDomain};
 
 use crate::agent::server_client::SyncMessage;
+use crate::agent::taint::BundleIndex;
 use crate::agent::view::{HeldX509Svid, Identity, IdentitySnapshot};
 
 /// A stored SVID with its key (the cache file is 0600, under the agent's data dir).
@@ -41,6 +42,15 @@ pub struct Cache {
     pub svids: BTreeMap<EntryId, StoredSvid>,
     /// Bumped on every change that workloads can see.
     pub generation: u64,
+    /// Entries whose SVID must be re-signed at once (forced rotation): it chains to a tainted
+    /// authority of its trust domain's bundle, or to none the bundle holds (revoked before it
+    /// was re-signed). Derived from `svids` and `bundles` on every bundle change, and for
+    /// each SVID stored while its bundle has taints (one signed by a tainted CA stays in: the
+    /// core backs off before asking again, see `RETRY_FAILED_AFTER`). Not stored: stored
+    /// bundles carry no taint marks either; the server sends the marked bundle again on every
+    /// resume and snapshot, and its arrival fills this again.
+    #[serde(skip)]
+    resign: BTreeSet<EntryId>,
 }
 
 impl Cache {
@@ -60,9 +70,16 @@ impl Cache {
                     .collect();
                 self.cursor = seq;
                 self.svids.retain(|id, _| entries.contains_key(id));
-                let changed = entries != self.entries || bundles != self.bundles;
+                let bundles_changed = bundles != self.bundles;
+                let changed = bundles_changed || entries != self.entries;
                 self.entries = entries;
                 self.bundles = bundles;
+                if bundles_changed {
+                    self.refresh_resign();
+                } else {
+                    let svids = &self.svids;
+                    self.resign.retain(|id| svids.contains_key(id));
+                }
                 changed
             }
             SyncMessage::Resumed { .. } => false,
@@ -72,16 +89,24 @@ impl Cache {
             }
             SyncMessage::Remove { id, .. } => {
                 self.svids.remove(&id);
+                self.resign.remove(&id);
                 self.entries.remove(&id).is_some()
             }
             SyncMessage::BundleUpdated { bundle, .. } => {
-                let old = self
-                    .bundles
-                    .insert(bundle.trust_domain().clone(), bundle.clone());
-                old.as_ref() != Some(&bundle)
+                let td = bundle.trust_domain().clone();
+                let old = self.bundles.insert(td.clone(), bundle.clone());
+                let changed = old.as_ref() != Some(&bundle);
+                if changed {
+                    self.refresh_resign_for(&td);
+                }
+                changed
             }
             SyncMessage::BundleRemoved { trust_domain, .. } => {
-                self.bundles.remove(&trust_domain).is_some()
+                let removed = self.bundles.remove(&trust_domain).is_some();
+                if removed {
+                    self.refresh_resign_for(&trust_domain);
+                }
+                removed
             }
             SyncMessage::Checkpoint { seq } => {
                 self.cursor = self.cursor.max(seq);
@@ -94,9 +119,20 @@ impl Cache {
         changed
     }
 
-    /// Stores a freshly signed SVID.
+    /// Stores a freshly signed SVID; it leaves the forced-rotation set unless its bundle has
+    /// taints and it chains to a tainted authority too (see [`Cache::needs_resign`]).
     pub fn store_svid(&mut self, id: EntryId, svid: StoredSvid) {
-        if self.entries.contains_key(&id) {
+        if let Some(entry) = self.entries.get(&id) {
+            let tainted = self
+                .bundles
+                .get(entry.spiffe_id.trust_domain())
+                .filter(|b| b.has_taints())
+                .is_some_and(|b| BundleIndex::new(b).judge(&svid.cert_chain).needs_resign());
+            if tainted {
+                self.resign.insert(id.clone());
+            } else {
+                self.resign.remove(&id);
+            }
             self.svids.insert(id, svid);
             self.generation += 1;
         }
@@ -107,12 +143,59 @@ impl Cache {
         let before = self.svids.len();
         for id in ids {
             self.svids.remove(id);
+            self.resign.remove(id);
         }
         let changed = self.svids.len() != before;
         if changed {
             self.generation += 1;
         }
         changed
+    }
+
+    /// Whether the SVID of `id` must be re-signed at once (see the `resign` field: it chains
+    /// to a tainted authority, or to none of its bundle's).
+    pub fn needs_resign(&self, id: &EntryId) -> bool {
+        self.resign.contains(id)
+    }
+
+    /// How many SVIDs must be re-signed at once.
+    pub fn resign_pending(&self) -> usize {
+        self.resign.len()
+    }
+
+    /// Judges every held SVID against its trust domain's bundle again (after the cache was
+    /// loaded or built by hand; [`Cache::apply`] does it on every bundle change).
+    pub fn refresh_resign(&mut self) {
+        self.resign.clear();
+        let tds: BTreeSet<TrustDomain> = self
+            .svids
+            .keys()
+            .filter_map(|id| self.entries.get(id))
+            .map(|e| e.spiffe_id.trust_domain().clone())
+            .collect();
+        for td in &tds {
+            self.refresh_resign_for(td);
+        }
+    }
+
+    /// Judges the held SVIDs of `td`'s entries against `td`'s bundle again.
+    fn refresh_resign_for(&mut self, td: &TrustDomain) {
+        let entries = &self.entries;
+        let of_td = |id: &EntryId| {
+            entries
+                .get(id)
+                .is_some_and(|e| e.spiffe_id.trust_domain() == td)
+        };
+        self.resign.retain(|id| !of_td(id));
+        let Some(bundle) = self.bundles.get(td) else {
+            return;
+        };
+        let index = BundleIndex::new(bundle);
+        for (id, svid) in &self.svids {
+            if of_td(id) && index.judge(&svid.cert_chain).needs_resign() {
+                self.resign.insert(id.clone());
+            }
+        }
     }
 
     /// The workload entries a workload with `selectors` matches at `now` (selectors all among

@@ -12,18 +12,23 @@
 //! (not behind a bulk round), answers the caller once it is signed, and evicts what the plan
 //! says.
 //!
+//! Forced rotation (tainted authorities) is in `forced`; signing rounds in `sign`.
+//!
 //! Mailbox: fed by one sync loop (at the server's rate), its own timers and signing tasks,
 //! and Workload API requests (JWTs, uses), which are bounded by the Workload API's stream and
 //! call limits.
 
 mod demand;
+mod forced;
+mod sign;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use rcgen::CertificateParams;
 use tessera_eventlog::Clock;
 use tessera_identity::{EntryId, SelectorSet, SpiffeId, TrustDomain};
 use tokio::sync::watch;
@@ -34,7 +39,6 @@ use crate::agent::server_client::{ClientError, ServerClient, SignedX509, SyncMes
 use crate::agent::svid_cache::{self, Usage};
 use crate::agent::view::{HeldJwtSvid, IdentitySnapshot, JwtFetchError};
 use crate::clock::unix_secs;
-use crate::keys::SigningKeyPair;
 
 /// Most JWT-SVIDs cached at once; beyond it expired and then oldest ones are dropped.
 pub const MAX_CACHED_JWTS: usize = 10_000;
@@ -201,6 +205,8 @@ impl Actor for AgentCore {
         myself: ActorRef<AgentMsg>,
         (args, snapshots): Self::Arguments,
     ) -> Result<AgentState, ActorProcessingErr> {
+        let mut args = args;
+        args.cache.refresh_resign();
         let snapshot = args.cache.snapshot(&args.trust_domain);
         snapshots.send_replace(Arc::new(snapshot));
         let _ = myself.send_message(AgentMsg::Rotate);
@@ -252,7 +258,16 @@ impl Actor for AgentCore {
                     _ => None,
                 };
                 let removed = matches!(m, SyncMessage::Remove { .. });
+                let bundles = matches!(
+                    m,
+                    SyncMessage::Snapshot { .. }
+                        | SyncMessage::BundleUpdated { .. }
+                        | SyncMessage::BundleRemoved { .. }
+                );
                 let changed = state.args.cache.apply(m);
+                if changed && bundles {
+                    state.bundles_changed();
+                }
                 if changed {
                     if let Some(upserted) = view_changed {
                         state.view_changed(upserted.as_ref());
@@ -290,7 +305,7 @@ impl Actor for AgentCore {
                             let not_before =
                                 leaf_not_before(&signed.cert_chain).map_or(now, |nb| nb.max(now));
                             state.args.cache.store_svid(
-                                id,
+                                id.clone(),
                                 StoredSvid {
                                     cert_chain: signed.cert_chain,
                                     key_pkcs8: key,
@@ -299,6 +314,7 @@ impl Actor for AgentCore {
                                     entry_revision: revision,
                                 },
                             );
+                            state.check_resigned(&id, now);
                         }
                         Err(reason) => {
                             tracing::warn!(entry = %id, %reason, "server refused to sign an SVID");
@@ -342,6 +358,9 @@ impl Actor for AgentCore {
                 state.fetch_jwt(&myself, id, audience, reply)
             }
             AgentMsg::JwtMinted(key, jwt, refresh_at) => {
+                if state.is_jwt_tainted(&jwt) {
+                    return Ok(());
+                }
                 if state.jwts.len() >= MAX_CACHED_JWTS {
                     let now = unix_secs(state.args.clock.as_ref());
                     state.jwts.retain(|_, (j, _)| j.expires_at > now);
@@ -492,76 +511,6 @@ impl AgentState {
         self.bulk_round = self.sign(myself, bulk, true);
     }
 
-    /// Starts one signing round for `ids` (those not already in flight): keys and CSRs are
-    /// made off the runtime's threads, the result comes back as `Signed` (`bulk`) or
-    /// `SignedOnDemand`. Returns the entries of the round.
-    fn sign(&mut self, myself: &ActorRef<AgentMsg>, ids: Vec<EntryId>, bulk: bool) -> Vec<EntryId> {
-        let batch: Vec<(EntryId, u64)> = ids
-            .into_iter()
-            .filter(|id| !self.in_flight.contains(id))
-            .filter_map(|id| self.args.cache.entries.get(&id).map(|e| (id, e.revision)))
-            .collect();
-        if batch.is_empty() {
-            return Vec::new();
-        }
-        let round: Vec<EntryId> = batch.iter().map(|(id, _)| id.clone()).collect();
-        self.in_flight.extend(round.iter().cloned());
-        let client = self.args.client.clone();
-        let me = myself.clone();
-        let key_type = self.args.rotation.key_type;
-        let ids = round.clone();
-        tokio::spawn(async move {
-            // Key generation is CPU work: off the runtime's worker threads.
-            let prepared = tokio::task::spawn_blocking(move || {
-                batch
-                    .into_iter()
-                    .filter_map(|(id, revision)| {
-                        let key = SigningKeyPair::generate(key_type).ok()?;
-                        let csr = CertificateParams::new(Vec::<String>::new())
-                            .ok()?
-                            .serialize_request(&key)
-                            .ok()?;
-                        Some((id, revision, key.pkcs8_der().to_vec(), csr.der().to_vec()))
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
-            let requests = prepared
-                .iter()
-                .map(|(id, _, _, csr)| (id.clone(), csr.clone()))
-                .collect();
-            let message = match client.sign_x509(requests).await {
-                Ok(outcomes) => {
-                    let mut results: Vec<SignedItem> = prepared
-                        .into_iter()
-                        .zip(outcomes)
-                        .map(|((id, revision, key, _), outcome)| (id, revision, key, outcome))
-                        .collect();
-                    // An entry whose key or CSR could not be made got no outcome: it must
-                    // still leave the in-flight set.
-                    if results.len() < ids.len() {
-                        let answered: HashSet<EntryId> =
-                            results.iter().map(|(id, ..)| id.clone()).collect();
-                        for id in ids.iter().filter(|id| !answered.contains(*id)) {
-                            let reason = "the agent could not make a key or CSR".to_owned();
-                            results.push((id.clone(), 0, Vec::new(), Err(reason)));
-                        }
-                    }
-                    if bulk {
-                        AgentMsg::Signed(results)
-                    } else {
-                        AgentMsg::SignedOnDemand(results)
-                    }
-                }
-                Err(e) if bulk => AgentMsg::SignFailed(e),
-                Err(e) => AgentMsg::OnDemandFailed(ids, e),
-            };
-            let _ = me.send_message(message);
-        });
-        round
-    }
-
     fn fetch_jwt(
         &mut self,
         myself: &ActorRef<AgentMsg>,
@@ -582,7 +531,7 @@ impl AgentState {
         let key: JwtKey = (entry.spiffe_id.clone(), audience.iter().cloned().collect());
         let now = unix_secs(self.args.clock.as_ref());
         if let Some((jwt, refresh_at)) = self.jwts.get(&key) {
-            if now < *refresh_at {
+            if now < *refresh_at && !self.is_jwt_tainted(jwt) {
                 let _ = reply.send(Ok(jwt.clone()));
                 return;
             }

@@ -54,7 +54,8 @@ pub fn renew_at(svid: &StoredSvid, settings: &RotationSettings, seed: &[u8]) -> 
     svid.not_before + (lifetime as f64 * fraction) as i64
 }
 
-/// Entries that need an SVID now: none yet, a stale one (entry changed), or past renewal.
+/// Entries that need an SVID now: none yet, a stale one (entry changed), past renewal, or
+/// one of a tainted or revoked authority ([`Cache::needs_resign`]).
 /// Returns them in id order, and the next time something falls due (if any).
 pub fn due(cache: &Cache, now: i64, settings: &RotationSettings) -> (Vec<EntryId>, Option<i64>) {
     let mut due = Vec::new();
@@ -62,7 +63,11 @@ pub fn due(cache: &Cache, now: i64, settings: &RotationSettings) -> (Vec<EntryId
     for e in cache.workload_entries() {
         match cache.svids.get(&e.id) {
             Some(svid) if svid.entry_revision == e.revision => {
-                let at = renew_at(svid, settings, e.id.as_str().as_bytes());
+                let at = if cache.needs_resign(&e.id) {
+                    now
+                } else {
+                    renew_at(svid, settings, e.id.as_str().as_bytes())
+                };
                 if at <= now {
                     due.push(e.id.clone());
                 } else {

@@ -10,7 +10,8 @@
 //!   size: the size is a soft limit;
 //! - beyond the size, the least recently used SVIDs that no workload holds are evicted;
 //! - every SVID kept is renewed when due (half its lifetime with jitter, see
-//!   [`renew_at`](crate::agent::rotation::renew_at)), or at once when its entry changed.
+//!   [`renew_at`](crate::agent::rotation::renew_at)), or at once when its entry changed or
+//!   it chains to a tainted or revoked authority ([`crate::agent::taint`]), a batch per round.
 //!
 //! Pure and deterministic: no actor, no clock, no I/O. The agent core and the simulator call
 //! [`plan`] on every rotation check. Its cost is proportional to the SVIDs held, the entries
@@ -140,7 +141,12 @@ pub fn plan(
             continue;
         }
         let unservable = svid.entry_revision != entry.revision || svid.not_after <= now;
-        let at = renew_at(svid, settings, id.as_str().as_bytes());
+        // Forced rotation: an SVID of a tainted (or revoked) authority is due now.
+        let at = if cache.needs_resign(id) {
+            now
+        } else {
+            renew_at(svid, settings, id.as_str().as_bytes())
+        };
         if unservable && usage.is_held(id) {
             plan.on_demand.push(id.clone());
         } else if unservable || at <= now {

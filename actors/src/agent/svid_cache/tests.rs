@@ -260,3 +260,48 @@ fn given_more_due_than_a_batch_then_bulk_holds_one_batch_renewals_first() {
     let p = plan(&c, &Usage::default(), &none(), 100, &settings);
     assert_eq!(p.bulk, ids(10..14), "nothing due: the fill, a batch of it");
 }
+
+#[test]
+fn given_a_tainted_ca_then_its_svids_are_due_now_a_batch_per_round_held_or_not() {
+    use crate::agent::taint::test_pki::{bundle, TestCa};
+    let (old, new) = (TestCa::root("old"), TestCa::root("new"));
+    let mut c = cache(6, []);
+    for i in 0..6 {
+        let ca = if i < 5 { &old } else { &new };
+        let chain = ca.chain(&format!("spiffe://example.org/w{i}"), &[]);
+        c.store_svid(
+            id(i),
+            StoredSvid {
+                cert_chain: chain,
+                ..svid(0)
+            },
+        );
+    }
+    let settings = RotationSettings {
+        batch: 2,
+        ..size(10)
+    };
+    // Fresh SVIDs at 100: nothing due.
+    assert!(plan(&c, &Usage::default(), &none(), 100, &settings)
+        .bulk
+        .is_empty());
+
+    c.apply(SyncMessage::BundleUpdated {
+        seq: 2,
+        bundle: bundle(&[&old, &new], &[&old]),
+    });
+    let mut usage = Usage::default();
+    usage.hold(&id(3), 100);
+    let p = plan(&c, &usage, &none(), 100, &settings);
+    assert_eq!(p.bulk, ids(0..2), "a batch, in id order");
+    assert!(p.on_demand.is_empty(), "still servable: no on-demand round");
+    // The next round (0 and 1 in flight) takes the next batch, the held one among them.
+    let in_flight: HashSet<EntryId> = ids(0..2).into_iter().collect();
+    let p = plan(&c, &usage, &in_flight, 100, &settings);
+    assert_eq!(p.bulk, ids(2..4));
+    // Never the one of the new CA; its renewal stays at half-life.
+    let in_flight: HashSet<EntryId> = ids(0..5).into_iter().collect();
+    let p = plan(&c, &usage, &in_flight, 100, &settings);
+    assert!(p.bulk.is_empty());
+    assert!(p.next.is_some_and(|n| (1_440..=2_160).contains(&n)));
+}
