@@ -363,7 +363,7 @@ impl Event for ServerEvent {
 /// DER fields: raw bytes where the encoding is binary (the log, snapshots: unchanged), base64
 /// text where it is human-readable (the JSON of `events tail`), which an array of numbers
 /// would not be.
-mod der_text {
+pub(crate) mod der_text {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

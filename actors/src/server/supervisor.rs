@@ -8,7 +8,8 @@
 //!  ├─ Tokens       AggregateActor<Tokens>
 //!  ├─ Federation   AggregateActor<Federation>: relationships, federated bundles
 //!  ├─ Authority    X.509 CA and JWT keys: rotation timer, signing (off-thread, bounded)
-//!  └─ SyncHub      per-agent authorised views, fan-out of changes
+//!  ├─ SyncHub      per-agent authorised views, fan-out of changes
+//!  └─ Checkpointer signs the log's head every so many records or minutes (if enabled)
 //! ```
 //!
 //! Start-up replays once: the latest snapshot plus the tail of the log, folded into a
@@ -37,6 +38,7 @@ use crate::random::RandomSource;
 use crate::server::agent_ops::Renewals;
 use crate::server::aggregate_actor::{AggregateActor, AggregateArgs, AggregateHandle};
 use crate::server::authority::{AuthorityActor, AuthorityArgs, AuthorityHandle, AuthoritySettings};
+use crate::server::checkpoint::{CheckpointSettings, Checkpointer, CheckpointerArgs};
 use crate::server::events::ServerEvent;
 use crate::server::federation::{Federation, FederationHandle, FederationSettings, FederationView};
 use crate::server::follow::DEFAULT_CONFLICT_RETRIES;
@@ -93,6 +95,9 @@ pub struct ServerSettings {
     /// Bounds of the federation aggregate (its `own` trust domain is set from
     /// `trust_domain` at start).
     pub federation: FederationSettings,
+    /// When the log's head is signed (config `[audit]`; default every 1 000 records or
+    /// 10 minutes, whichever comes first, if there are new records).
+    pub checkpoint: CheckpointSettings,
 }
 
 impl ServerSettings {
@@ -114,6 +119,7 @@ impl ServerSettings {
             prune_interval: Some(Duration::from_secs(300)),
             max_tracked_svids: 1_000_000,
             federation: FederationSettings::default(),
+            checkpoint: CheckpointSettings::default(),
         }
     }
 }
@@ -400,6 +406,13 @@ impl Server {
         )
         .await
         .map_err(|e| spawn_err("sync-hub", e))?;
+        if settings.checkpoint.enabled() {
+            let args = CheckpointerArgs::for_server(&settings, &typed, authority.signer(), &clock);
+            let name = Some(format!("checkpointer-{instance}"));
+            Actor::spawn_linked(name, Checkpointer, args, cell.clone())
+                .await
+                .map_err(|e| spawn_err("checkpointer", e))?;
+        }
         let (journal, _) = Actor::spawn_linked(
             Some(format!("journal-{instance}")),
             Journal,

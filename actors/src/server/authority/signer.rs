@@ -47,6 +47,7 @@ pub use self::x509::sign_x509_blocking;
 use self::x509::{check_dns_names, sign_chunk, Job};
 use super::x509::{now_secs, random_serial, secs, NOT_BEFORE_CUSHION_SECS};
 use crate::random::RandomSource;
+use crate::server::events::JwtKeyRecord;
 
 /// CSRs signed per blocking job: big batches spread over the pool, small ones pay one hop.
 pub const CHUNK: usize = 64;
@@ -407,6 +408,46 @@ impl Signer {
             })
             .await?;
         token.map_err(SignError::Rejected)
+    }
+
+    /// Signs a log checkpoint's `message` (which names `kid`, see
+    /// [`checkpoint`](crate::server::checkpoint)) with the installed JWT key, off the actor
+    /// threads; the key's record and the signature (as for a JWS with that key).
+    ///
+    /// # Errors
+    /// [`SignError::NoActiveJwtKey`] without an unexpired key of that `kid` (none yet, or it
+    /// rotated since `kid` was read: try again); [`SignError::Internal`] if the key fails.
+    pub async fn sign_checkpoint(
+        &self,
+        kid: &str,
+        message: Vec<u8>,
+    ) -> Result<(JwtKeyRecord, Vec<u8>), SignError> {
+        let no_key = |reason: String| SignError::NoActiveJwtKey { reason };
+        let key = self
+            .read()
+            .jwt
+            .clone()
+            .ok_or_else(|| no_key("none prepared yet".into()))?;
+        if key.record.kid != kid {
+            return Err(no_key(format!(
+                "the key rotated from {kid} to {}",
+                key.record.kid
+            )));
+        }
+        if key.record.not_after <= now_secs(self.inner.clock.as_ref()) {
+            return Err(no_key(format!(
+                "key {kid} expired at {}",
+                key.record.not_after
+            )));
+        }
+        let signed = self
+            .run(Priority::OnDemand, move || {
+                key.key.sign_jws(&message).map(|s| (key.record.clone(), s))
+            })
+            .await?;
+        signed.map_err(|e| SignError::Internal {
+            reason: format!("signing a log checkpoint: {e}"),
+        })
     }
 
     /// Counts `n` SVIDs of a request refused before admission, and passes the error on.
