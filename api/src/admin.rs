@@ -13,6 +13,7 @@ mod agent;
 mod bundle;
 mod entry;
 mod eventlog;
+mod localauthority;
 mod svid;
 mod trustdomain;
 
@@ -28,6 +29,7 @@ use tessera_identity::TrustDomain;
 use tessera_proto::spire::api::server::agent::v1::agent_server::AgentServer;
 use tessera_proto::spire::api::server::bundle::v1::bundle_server::BundleServer;
 use tessera_proto::spire::api::server::entry::v1::entry_server::EntryServer;
+use tessera_proto::spire::api::server::localauthority::v1::local_authority_server::LocalAuthorityServer;
 use tessera_proto::spire::api::server::svid::v1::svid_server::SvidServer;
 use tessera_proto::spire::api::server::trustdomain::v1::trust_domain_server::TrustDomainServer;
 use tessera_proto::tessera::eventlog::v1::event_log_server::EventLogServer;
@@ -41,6 +43,7 @@ pub use self::agent::AgentService;
 pub use self::bundle::BundleService;
 pub use self::entry::EntryService;
 pub use self::eventlog::EventLogService;
+pub use self::localauthority::LocalAuthorityService;
 pub use self::svid::SvidService;
 pub use self::trustdomain::{refresh_status_json, TrustDomainService, REFRESH_STATUS_METADATA};
 use crate::config::admin_socket::AdminSocketConfig;
@@ -142,7 +145,7 @@ pub enum ServeError {
 }
 
 /// The gRPC services served on the admin socket: what reflection lists.
-pub fn served_names() -> [&'static str; 9] {
+pub fn served_names() -> [&'static str; 10] {
     [
         <EntryServer<EntryService> as NamedService>::NAME,
         <AgentServer<AgentService> as NamedService>::NAME,
@@ -150,6 +153,7 @@ pub fn served_names() -> [&'static str; 9] {
         <SvidServer<SvidService> as NamedService>::NAME,
         <TrustDomainServer<TrustDomainService> as NamedService>::NAME,
         <EventLogServer<EventLogService> as NamedService>::NAME,
+        <LocalAuthorityServer<LocalAuthorityService> as NamedService>::NAME,
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -212,6 +216,9 @@ pub async fn serve_with(
     health
         .set_serving::<EventLogServer<EventLogService>>()
         .await;
+    health
+        .set_serving::<LocalAuthorityServer<LocalAuthorityService>>()
+        .await;
     health.set_service_status("", ServingStatus::Serving).await;
 
     tonic::transport::Server::builder()
@@ -234,6 +241,10 @@ pub async fn serve_with(
         .add_service(SvidServer::new(SvidService::new(ctx.clone())).max_decoding_message_size(max))
         .add_service(
             TrustDomainServer::new(TrustDomainService::new(ctx.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            LocalAuthorityServer::new(LocalAuthorityService::new(ctx.clone()))
                 .max_decoding_message_size(max),
         )
         .add_service(EventLogServer::new(EventLogService::new(ctx)).max_decoding_message_size(max))

@@ -9,6 +9,7 @@ pub mod entry;
 pub mod events;
 pub mod federation;
 pub mod healthcheck;
+pub mod localauthority;
 pub mod log;
 pub mod render;
 pub mod svid;
@@ -67,6 +68,10 @@ pub enum Command {
     /// The event log's storage: copy a sled log into PostgreSQL (offline).
     #[command(subcommand)]
     Log(log::LogCommand),
+    /// This server's X.509 CA and JWT key: forced rotation (show, prepare, activate, taint,
+    /// revoke).
+    #[command(subcommand, name = "localauthority")]
+    LocalAuthority(localauthority::LocalAuthorityCommand),
 }
 
 /// `run`.
@@ -145,6 +150,7 @@ pub async fn dispatch(command: Command, out: &mut dyn Write) -> Result<(), CliEr
         Command::Jwt(c) => svid::run_jwt(c, out).await,
         Command::Events(c) => events::run(c, out).await,
         Command::Log(c) => log::run(c, out).await,
+        Command::LocalAuthority(c) => localauthority::run(c, out).await,
     }
 }
 

@@ -11,6 +11,8 @@
 //! | a limit (registry full, actor or signing queue overloaded, batch too large) | `ResourceExhausted` |
 //! | actor down or timed out, log failure, no active CA/JWT key yet | `Unavailable` (the caller may retry) |
 //! | a federated bundle entries still federate with, deleted in `RESTRICT` mode | `FailedPrecondition` (SPIRE's) |
+//! | a LocalAuthority step out of order (taint the active one, revoke an untainted one, prepare with one prepared) | `FailedPrecondition` |
+//! | a LocalAuthority authority ID the server does not hold | `InvalidArgument` (SPIRE's) |
 //! | a bundle refresh that failed, or no refresher running | `Unavailable` |
 //! | a damaged log (hash chain broken) | `DataLoss` |
 //! | a wiring bug | `Internal` |
@@ -23,7 +25,9 @@
 use tessera_actors::attestation::AttestError;
 use tessera_actors::server::agent_ops::{ItemError, OpsError};
 use tessera_actors::server::aggregate_actor::CommandError;
-use tessera_actors::server::authority::{AuthorityCallError, SignError, SvidRejection};
+use tessera_actors::server::authority::{
+    AuthorityCallError, AuthorityError, LocalAuthorityError, SignError, SvidRejection,
+};
 use tessera_actors::server::federation::FederationError;
 use tessera_actors::server::nodes::NodeError;
 use tessera_actors::server::registry::{EntryRejection, RegistryError};
@@ -233,6 +237,35 @@ impl ToCode for SignError {
             SignError::NoActiveCa { .. }
             | SignError::NoActiveJwtKey { .. }
             | SignError::Internal { .. } => Code::Unavailable,
+            _ => Code::Internal,
+        }
+    }
+}
+
+/// Forced rotation (LocalAuthority): a step out of order is `FailedPrecondition` (the
+/// message names the step to take first); an ID the server does not hold is
+/// `InvalidArgument`, as in SPIRE.
+impl ToCode for AuthorityError {
+    fn code(&self) -> Code {
+        match self {
+            AuthorityError::Unknown { .. } => Code::InvalidArgument,
+            AuthorityError::Duplicate { .. } => Code::AlreadyExists,
+            // A record the server built itself: a bug, not the caller's input.
+            AuthorityError::InvalidRecord { .. } => Code::Internal,
+            _ => Code::FailedPrecondition,
+        }
+    }
+}
+
+impl ToCode for LocalAuthorityError {
+    fn code(&self) -> Code {
+        match self {
+            LocalAuthorityError::Rejected(e) => e.code(),
+            LocalAuthorityError::KeyUnavailable { .. } => Code::FailedPrecondition,
+            // A build under way, a failed build or log write: retry.
+            LocalAuthorityError::Busy { .. } | LocalAuthorityError::Failed(_) => {
+                Code::Unavailable
+            }
             _ => Code::Internal,
         }
     }

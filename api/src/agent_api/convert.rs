@@ -13,7 +13,7 @@ pub fn bundle(b: &Bundle) -> types::Bundle {
             .iter()
             .map(|a| types::X509Certificate {
                 asn1: a.der().to_vec(),
-                tainted: false,
+                tainted: b.is_x509_authority_tainted(a.der()),
             })
             .collect(),
         jwt_authorities: b
@@ -23,7 +23,7 @@ pub fn bundle(b: &Bundle) -> types::Bundle {
                 public_key: k.public_key.to_spki_der(),
                 key_id: k.key_id.clone(),
                 expires_at: k.expires_at.unwrap_or(0),
-                tainted: false,
+                tainted: b.is_jwt_authority_tainted(&k.key_id),
             })
             .collect(),
         refresh_hint: b.refresh_hint().map(|h| h as i64).unwrap_or(0),

@@ -24,7 +24,7 @@ pub fn bundle_to_proto(b: &Bundle, mask: Option<&types::BundleMask>) -> types::B
                 .iter()
                 .map(|a| types::X509Certificate {
                     asn1: a.der().to_vec(),
-                    tainted: false,
+                    tainted: b.is_x509_authority_tainted(a.der()),
                 })
                 .collect()
         } else {
@@ -37,7 +37,7 @@ pub fn bundle_to_proto(b: &Bundle, mask: Option<&types::BundleMask>) -> types::B
                     public_key: a.public_key.to_spki_der(),
                     key_id: a.key_id.clone(),
                     expires_at: a.expires_at.unwrap_or(0),
-                    tainted: false,
+                    tainted: b.is_jwt_authority_tainted(&a.key_id),
                 })
                 .collect()
         } else {
