@@ -1,5 +1,6 @@
 //! Wire → domain for what the agent receives from the server (entries and bundles of its
-//! sync stream). Every field is parsed; a malformed one is an error naming it.
+//! sync stream). Every field is parsed; a malformed one is an error naming it. A bundle's
+//! `tainted` flags become its taint marks (there is no reverse: the agent sends no bundles).
 
 use tessera_identity::{
     Bundle, EntryId, JwtAuthority, PublicKey, RegistrationEntry, Selector, SelectorSet, SpiffeId,
@@ -63,6 +64,10 @@ pub fn bundle_from_proto(b: &types::Bundle) -> Result<Bundle, String> {
             X509Authority::from_der(c.asn1.clone())
                 .map_err(|e| format!("x509_authorities: {e}"))?,
         );
+        // SPIRE's `tainted`: the agent re-signs what chains to it (forced rotation).
+        if c.tainted {
+            bundle.taint_x509_authority(&c.asn1);
+        }
     }
     for k in &b.jwt_authorities {
         let public_key =
@@ -74,8 +79,71 @@ pub fn bundle_from_proto(b: &types::Bundle) -> Result<Bundle, String> {
                 expires_at: (k.expires_at != 0).then_some(k.expires_at),
             })
             .map_err(|e| format!("jwt_authorities: {e}"))?;
+        if k.tainted {
+            bundle.taint_jwt_authority(&k.key_id);
+        }
     }
     bundle.set_sequence_number(b.sequence_number);
     bundle.set_refresh_hint(u64::try_from(b.refresh_hint).ok().filter(|h| *h > 0));
     Ok(bundle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca(cn: &str) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn tainted_flags_become_the_bundles_taint_marks() {
+        let (old, new) = (ca("old"), ca("new"));
+        let key =
+            rcgen::PublicKeyData::subject_public_key_info(&rcgen::KeyPair::generate().unwrap());
+        let jwt = |kid: &str, tainted: bool| types::JwtKey {
+            public_key: key.clone(),
+            key_id: kid.into(),
+            expires_at: 0,
+            tainted,
+        };
+        let wire = types::Bundle {
+            trust_domain: "example.org".into(),
+            x509_authorities: vec![
+                types::X509Certificate {
+                    asn1: old.clone(),
+                    tainted: true,
+                },
+                types::X509Certificate {
+                    asn1: new.clone(),
+                    tainted: false,
+                },
+            ],
+            jwt_authorities: vec![jwt("k-old", true), jwt("k-new", false)],
+            sequence_number: 3,
+            ..types::Bundle::default()
+        };
+        let b = bundle_from_proto(&wire).unwrap();
+        assert!(b.is_x509_authority_tainted(&old));
+        assert!(!b.is_x509_authority_tainted(&new));
+        assert_eq!(b.tainted_jwt_key_ids().collect::<Vec<_>>(), vec!["k-old"]);
+
+        // Without the flags, no marks.
+        let mut clean = wire;
+        clean
+            .x509_authorities
+            .iter_mut()
+            .for_each(|c| c.tainted = false);
+        clean
+            .jwt_authorities
+            .iter_mut()
+            .for_each(|k| k.tainted = false);
+        assert!(!bundle_from_proto(&clean).unwrap().has_taints());
+    }
 }

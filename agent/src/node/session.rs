@@ -19,6 +19,8 @@ use tessera_actors::agent::core::{AgentArgs, PersistFn};
 use tessera_actors::agent::rotation::RotationSettings;
 use tessera_actors::agent::runtime::{AgentRuntime, Backoff};
 use tessera_actors::agent::server_client::{ClientError, Refusal};
+use tessera_actors::agent::taint::chains_to_tainted;
+use tessera_actors::agent::view::{IdentitySnapshot, WorkloadSource};
 use tessera_actors::random::OsRandom;
 use tessera_eventlog::Clock;
 use tokio::sync::watch;
@@ -100,7 +102,12 @@ impl Session {
         .map_err(|e| NodeError::Start(e.to_string()))?;
         let (refused_tx, refused) = watch::channel(None);
         let refused_tx = Arc::new(refused_tx);
-        let renewal = spawn_renewal(shared.clone(), identity.clone(), refused_tx);
+        let renewal = spawn_renewal(
+            shared.clone(),
+            identity.clone(),
+            refused_tx,
+            runtime.identities(),
+        );
         Ok(Self {
             runtime,
             identity,
@@ -163,11 +170,13 @@ impl Session {
     }
 }
 
-/// Renews the agent SVID at half its lifetime; a refusal ends the session.
+/// Renews the agent SVID at half its lifetime, or at once when the synced bundle taints the
+/// authority it chains to (forced rotation); a refusal ends the session.
 fn spawn_renewal(
     shared: Arc<Shared>,
     mut identity: ClientIdentity,
     refused: Arc<watch::Sender<Option<Refusal>>>,
+    mut snapshots: watch::Receiver<Arc<IdentitySnapshot>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -176,7 +185,15 @@ fn spawn_renewal(
                 Some((nb, na)) => (nb + (na - nb) / 2 - now).max(1),
                 None => 60,
             };
-            tokio::time::sleep(Duration::from_secs(u64::try_from(wait).unwrap_or(60))).await;
+            let half_life =
+                tokio::time::sleep(Duration::from_secs(u64::try_from(wait).unwrap_or(60)));
+            let forced = tokio::select! {
+                () = half_life => false,
+                () = tainted(&mut snapshots, &identity) => true,
+            };
+            if forced {
+                tracing::info!("the agent SVID chains to a tainted authority; renewing it now");
+            }
             match renew(&shared.client).await {
                 Ok(new) => {
                     if let Err(e) = shared.store.save_identity(&new) {
@@ -188,6 +205,11 @@ fn spawn_renewal(
                     }
                     identity = new;
                     tracing::info!("agent SVID renewed");
+                    if forced && tainted_now(&snapshots, &identity) {
+                        // The server signed it with a tainted CA again: no renewal loop.
+                        tracing::warn!(retry_in = ?RENEW_RETRY, "the renewed agent SVID still chains to a tainted authority");
+                        tokio::time::sleep(RENEW_RETRY).await;
+                    }
                 }
                 Err(ClientError::Refused(reason)) => {
                     tracing::warn!(%reason, "the server refused to renew the agent SVID");
@@ -201,6 +223,33 @@ fn spawn_renewal(
             }
         }
     })
+}
+
+/// Resolves once the synced bundle marks an authority that `identity` chains to tainted.
+async fn tainted(
+    snapshots: &mut watch::Receiver<Arc<IdentitySnapshot>>,
+    identity: &ClientIdentity,
+) {
+    loop {
+        if tainted_now(snapshots, identity) {
+            snapshots.mark_unchanged();
+            return;
+        }
+        if snapshots.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+fn tainted_now(
+    snapshots: &watch::Receiver<Arc<IdentitySnapshot>>,
+    identity: &ClientIdentity,
+) -> bool {
+    snapshots
+        .borrow()
+        .bundle
+        .as_ref()
+        .is_some_and(|b| chains_to_tainted(&identity.cert_chain, b))
 }
 
 async fn renew(client: &GrpcClient) -> Result<ClientIdentity, ClientError> {
