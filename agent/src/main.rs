@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tessera_agent::cli::{self, Cli, Command, RunArgs};
 use tessera_agent::config::AgentConfig;
-use tessera_edge::cli::{exit_code, init_tracing_as, run_client, run_daemon, Chain};
+use tessera_edge::cli::{exit_code, init_tracing_with, run_client, run_daemon, Chain};
 use tessera_edge::shutdown::DEFAULT_GRACE;
 
 fn main() -> ExitCode {
@@ -27,11 +27,19 @@ fn main() -> ExitCode {
 fn run(args: RunArgs) -> Result<(), String> {
     let config = AgentConfig::load(args.config.as_deref(), &args.overrides())
         .map_err(|e| format!("run: {e}"))?;
-    init_tracing_as(config.log_level.directive(), config.log_format);
-    run_daemon("tessera-agent", DEFAULT_GRACE, |shutdown| {
+    let telemetry = init_tracing_with(
+        config.log_level.directive(),
+        config.log_format,
+        &config.telemetry,
+    )
+    .map_err(|e| format!("run: {e}"))?;
+    let outcome = run_daemon("tessera-agent", DEFAULT_GRACE, |shutdown| {
         tessera_agent::run::run(config, shutdown)
     })
-    .map_err(|e| format!("run: {}", Chain(&e)))
+    .map_err(|e| format!("run: {}", Chain(&e)));
+    // The last spans (those of the shutdown itself) go out before the process exits.
+    telemetry.shutdown();
+    outcome
 }
 
 fn client(command: Command) -> Result<(), String> {

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tessera_edge::cli::{exit_code, init_tracing_as, run_client, run_daemon, Chain};
+use tessera_edge::cli::{exit_code, init_tracing_with, run_client, run_daemon, Chain};
 use tessera_edge::shutdown::DEFAULT_GRACE;
 use tessera_server::cli::{self, Cli, Command, RunArgs};
 use tessera_server::config::Config;
@@ -31,11 +31,19 @@ fn main() -> ExitCode {
 fn run(args: RunArgs) -> Result<(), String> {
     let config =
         Config::load(args.config.as_deref(), &args.overrides()).map_err(|e| format!("run: {e}"))?;
-    init_tracing_as(config.log_level.directive(), config.log_format);
-    run_daemon("tessera-server", DEFAULT_GRACE, |shutdown| {
+    let telemetry = init_tracing_with(
+        config.log_level.directive(),
+        config.log_format,
+        &config.telemetry,
+    )
+    .map_err(|e| format!("run: {e}"))?;
+    let outcome = run_daemon("tessera-server", DEFAULT_GRACE, |shutdown| {
         tessera_server::daemon::run(config, shutdown)
     })
-    .map_err(|e| format!("run: {}", Chain(&e)))
+    .map_err(|e| format!("run: {}", Chain(&e)));
+    // The last spans (those of the shutdown itself) go out before the process exits.
+    telemetry.shutdown();
+    outcome
 }
 
 fn client(command: Command) -> Result<(), String> {

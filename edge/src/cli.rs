@@ -4,7 +4,8 @@
 //! - [`normalize_args`]: SPIRE's single-dash long flags (`-spiffeID`) for clap.
 //! - [`init_tracing_as`]: logs to stderr at the configured level, `TESSERA_LOG` (an
 //!   `EnvFilter` directive) overriding it, as text (colours only on a terminal) or as one JSON
-//!   object per line ([`LogFormat`], SPIRE's `log_format`); [`init_tracing`] is text.
+//!   object per line ([`LogFormat`], SPIRE's `log_format`); [`init_tracing`] is text;
+//!   [`init_tracing_with`] also exports spans over OTLP when `[telemetry]` says so.
 //! - [`run_daemon`]: a multi-threaded runtime, the SIGINT/SIGTERM handlers of
 //!   [`crate::shutdown::Signals`] installed before the process starts, and the process run
 //!   until it returns; a second stop signal, or the grace running out, ends it at once.
@@ -20,9 +21,12 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::{SubscriberInitExt, TryInitError};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::shutdown::{Shutdown, SignalError, Signals};
+use crate::telemetry::{pipeline, Telemetry, TelemetryConfig, TelemetryError};
 
 /// The environment variable whose `EnvFilter` directive overrides the configured log level.
 pub const LOG_ENV: &str = "TESSERA_LOG";
@@ -123,18 +127,47 @@ pub fn init_tracing(default_directive: &str) {
 /// `info`) unless `TESSERA_LOG` is set. A second call does nothing (the first subscriber
 /// stays).
 pub fn init_tracing_as(default_directive: &str, format: LogFormat) {
+    let _ = install(default_directive, format, None);
+}
+
+/// [`init_tracing_as`], and, when `telemetry` names an OTLP endpoint, every INFO-or-finer span
+/// of Tessera exported there (whatever the log level: the log filter applies to the log
+/// lines only). Keep the returned guard and call [`Telemetry::shutdown`] once the process has
+/// stopped, so the last spans are sent.
+pub fn init_tracing_with(
+    default_directive: &str,
+    format: LogFormat,
+    telemetry: &TelemetryConfig,
+) -> Result<Telemetry, TelemetryError> {
+    let (guard, otel) = pipeline::layer::<Registry>(telemetry)?;
+    let otel = otel.map(|layer| layer.with_filter(EnvFilter::new(SPAN_DIRECTIVE)));
+    // A second call keeps the first subscriber (as init_tracing_as does).
+    let _ = install(default_directive, format, otel.map(Layer::boxed));
+    Ok(guard)
+}
+
+/// Which spans are exported: Tessera's own and the RPC spans, at INFO; not the HTTP/2 and
+/// TLS libraries' (nor the exporter's own gRPC client's).
+const SPAN_DIRECTIVE: &str = "warn,tessera_edge=info,tessera_server=info,tessera_agent=info,\
+     tessera_actors=info,tessera_eventlog=info";
+
+fn install(
+    default_directive: &str,
+    format: LogFormat,
+    otel: Option<Box<dyn Layer<Registry> + Send + Sync>>,
+) -> Result<(), TryInitError> {
     let filter =
         EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default_directive));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
         // A collector parses every line: no colour codes, and the current span's fields.
-        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+        LogFormat::Json => fmt.json().with_ansi(false).boxed(),
     };
+    tracing_subscriber::registry()
+        .with(otel)
+        .with(fmt.with_filter(filter))
+        .try_init()
 }
 
 /// Runs a long-lived process: builds a multi-threaded runtime whose threads are named
