@@ -678,3 +678,96 @@ async fn a_bundle_too_large_for_the_agents_budget_is_left_out_not_sent() {
     let _ = r.stop.send(());
     r.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tainted_authority_reaches_the_agents_stream_marked_and_a_revoked_one_leaves_it() {
+    use tessera_actors::server::authority::{AuthorityKind, LocalStep};
+
+    let r = start().await;
+    token(&r.server, "tok-taint", None).await;
+    let (chain, key, _) = attest(r.addr, &r.bundle, "tok-taint").await.unwrap();
+    let mut client = AgentServerClient::new(channel(r.addr, &r.bundle, Some((&chain, &key))).await);
+    let mut sync = within(client.sync_events(SyncRequest {
+        cursor: 0,
+        max_message_bytes: 0,
+    }))
+    .await
+    .unwrap()
+    .into_inner();
+    read_snapshot(&mut sync).await;
+
+    // Rotate by hand: the first CA and JWT key become old, then tainted.
+    let authority = &r.server.authority;
+    let (old_ca, old_kid) = (
+        authority.signer().active_authority_id().unwrap(),
+        authority.signer().active_kid().unwrap(),
+    );
+    for kind in [AuthorityKind::X509, AuthorityKind::Jwt] {
+        let next = authority.prepare(kind).await.unwrap().unwrap();
+        authority
+            .local_step(kind, LocalStep::Activate, next.id)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    authority
+        .local_step(AuthorityKind::X509, LocalStep::Taint, old_ca.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    authority
+        .local_step(AuthorityKind::Jwt, LocalStep::Taint, old_kid.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    let old_root = r.bundle.x509_authorities()[0].der().to_vec();
+
+    // The open stream gets the bundle with both marks (bounded: one update per step at most).
+    let mut marked = false;
+    for _ in 0..20 {
+        match within(sync.next()).await.unwrap().unwrap().event.unwrap() {
+            Event::BundleUpdated(u) => {
+                let b = u.bundle.unwrap();
+                let x509 = b.x509_authorities.iter().find(|a| a.asn1 == old_root);
+                let jwt = b.jwt_authorities.iter().find(|k| k.key_id == old_kid);
+                if x509.is_some_and(|a| a.tainted) && jwt.is_some_and(|k| k.tainted) {
+                    assert!(
+                        b.x509_authorities
+                            .iter()
+                            .filter(|a| a.asn1 != old_root)
+                            .all(|a| !a.tainted),
+                        "only the old root is marked"
+                    );
+                    marked = true;
+                    break;
+                }
+            }
+            Event::Checkpoint(_) => {}
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    assert!(marked, "no BundleUpdated with the taint marks");
+
+    // Revoked: the old root leaves the agent's bundle.
+    authority
+        .local_step(AuthorityKind::X509, LocalStep::Revoke, old_ca)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..20 {
+        match within(sync.next()).await.unwrap().unwrap().event.unwrap() {
+            Event::BundleUpdated(u) => {
+                let b = u.bundle.unwrap();
+                if !b.x509_authorities.iter().any(|a| a.asn1 == old_root) {
+                    gone = true;
+                    break;
+                }
+            }
+            Event::Checkpoint(_) => {}
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    assert!(gone, "the revoked root is still sent");
+    let _ = r.stop.send(());
+}

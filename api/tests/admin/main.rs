@@ -13,6 +13,7 @@ mod entries;
 mod eventlog;
 mod federated_bundles;
 mod federation;
+mod localauthority;
 mod plumbing;
 mod socket;
 mod svids;
