@@ -33,6 +33,8 @@ mod proxy;
 mod servers;
 #[path = "e2e/svid_cache.rs"]
 mod svid_cache;
+#[path = "e2e/taint.rs"]
+mod taint;
 
 use std::time::Duration;
 
