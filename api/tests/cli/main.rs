@@ -16,5 +16,6 @@ mod entries;
 mod ergonomics;
 mod events;
 mod federation;
+mod localauthority;
 mod startup;
 mod svids;
