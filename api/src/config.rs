@@ -442,6 +442,8 @@ impl Config {
         });
         s.key_manager = key_manager;
         s.federation = self.federation.settings.clone();
+        s.checkpoint.every_records = self.audit.checkpoint_every_records;
+        s.checkpoint.interval = self.audit.checkpoint_interval;
         s
     }
 }

@@ -28,6 +28,7 @@ use tessera_actors::server::aggregate_actor::CommandError;
 use tessera_actors::server::authority::{
     AuthorityCallError, AuthorityError, LocalAuthorityError, SignError, SvidRejection,
 };
+use tessera_actors::server::checkpoint::scan::ScanError;
 use tessera_actors::server::federation::FederationError;
 use tessera_actors::server::nodes::NodeError;
 use tessera_actors::server::registry::{EntryRejection, RegistryError};
@@ -212,6 +213,16 @@ impl ToCode for LogError {
             LogError::Storage { .. } | LogError::Closed { .. } | LogError::Unavailable { .. } => {
                 Code::Unavailable
             }
+        }
+    }
+}
+
+impl ToCode for ScanError {
+    fn code(&self) -> Code {
+        match self {
+            ScanError::Log(e) => e.code(),
+            // A stored checkpoint that does not decode: the history is damaged.
+            _ => Code::DataLoss,
         }
     }
 }

@@ -4,10 +4,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use tessera_actors::server::checkpoint::scan;
 use tessera_eventlog::{Digest32, EventLog, Record};
+use tessera_proto::tessera::eventlog::v1::verify_response::Fault;
 use tessera_proto::tessera::eventlog::v1::{
-    event_log_server, GetRequest, HeadRequest, HeadResponse, Record as PbRecord, TailRequest,
-    VerifyRequest, VerifyResponse,
+    event_log_server, Checkpoint, GetRequest, HeadRequest, HeadResponse, LatestCheckpointRequest,
+    Record as PbRecord, TailRequest, VerifyRequest, VerifyResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -161,9 +163,16 @@ impl event_log_server::EventLog for EventLogService {
                 rule: format!("must not be after to_seq ({to})"),
             }));
         }
-        if from == 1 && to == head {
+        if req.anchor_seq > 0 {
+            if let Some(failed) =
+                check_anchor(log.as_ref(), head, req.anchor_seq, &req.anchor_hash).await?
+            {
+                return Ok(Response::new(failed));
+            }
+        }
+        let mut response = if from == 1 && to == head {
             let report = log.verify().await.map_err(status)?;
-            return Ok(Response::new(VerifyResponse {
+            VerifyResponse {
                 ok: report.is_ok(),
                 records_checked: report.records_checked,
                 first_bad_seq: report.fault.as_ref().map_or(0, |f| f.seq),
@@ -177,9 +186,58 @@ impl event_log_server::EventLog for EventLogService {
                 } else {
                     report.head.hash.0.to_vec()
                 },
-            }));
+                ..VerifyResponse::default()
+            }
+        } else {
+            verify_range(log.clone(), from, to).await?
+        };
+        if !response.ok {
+            response.set_fault(Fault::Chain);
+            return Ok(Response::new(response));
         }
-        Ok(Response::new(verify_range(log, from, to).await?))
+        let trust_domain = &self.ctx.server.settings.trust_domain;
+        let audit = scan::audit(log.as_ref(), trust_domain, from, to)
+            .await
+            .map_err(status)?;
+        response.checkpoints_checked = audit.checked;
+        if let Some((seq, reason)) = audit.first_bad {
+            response.ok = false;
+            response.first_bad_seq = seq;
+            response.reason = format!("signed checkpoint in record {seq}: {reason}");
+            response.set_fault(Fault::Checkpoint);
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn latest_checkpoint(
+        &self,
+        _request: Request<LatestCheckpointRequest>,
+    ) -> Result<Response<Checkpoint>, Status> {
+        let log = self.log();
+        let head = log.head().seq;
+        let found = scan::find_latest(log.as_ref(), head, None)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| {
+                status(ApiError::NotFound(format!(
+                    "the log (head seq {head}) has no signed checkpoint yet; the server signs \
+                     one once enough records or time have passed since the last (see the \
+                     [audit] checkpoint settings), as long as it has an active JWT key"
+                )))
+            })?;
+        let c = found.checkpoint;
+        Ok(Response::new(Checkpoint {
+            record_seq: found.record_seq,
+            recorded_at: Some(crate::convert::timestamp(found.recorded_at)),
+            trust_domain: self.ctx.server.settings.trust_domain.to_string(),
+            server_id: c.server_id.unwrap_or_default(),
+            seq: c.seq,
+            hash: c.hash,
+            signed_at: c.signed_at,
+            kid: c.kid,
+            public_key_der: c.public_key_der,
+            signature: c.signature,
+        }))
     }
 
     async fn head(&self, _request: Request<HeadRequest>) -> Result<Response<HeadResponse>, Status> {
@@ -200,6 +258,62 @@ impl event_log_server::EventLog for EventLogService {
             recorded_at,
         }))
     }
+}
+
+/// The failure, if the log no longer holds the anchored record (`anchor_seq`, `anchor_hash`).
+async fn check_anchor(
+    log: &dyn EventLog,
+    head: u64,
+    anchor_seq: u64,
+    anchor_hash: &[u8],
+) -> Result<Option<VerifyResponse>, Status> {
+    if anchor_hash.len() != 32 {
+        return Err(status(ConvertError::Invalid {
+            field: "anchor_hash",
+            value: hex::encode(anchor_hash),
+            rule: "must be the 32-byte SHA-256 of the anchored record".into(),
+        }));
+    }
+    let failed = |first_bad_seq, reason, fault| {
+        let mut r = VerifyResponse {
+            ok: false,
+            first_bad_seq,
+            reason,
+            ..VerifyResponse::default()
+        };
+        r.set_fault(fault);
+        Some(r)
+    };
+    if head < anchor_seq {
+        return Ok(failed(
+            head + 1,
+            format!(
+                "log truncated: the anchor covers seq {anchor_seq} but the log ends at seq {head}"
+            ),
+            Fault::Truncated,
+        ));
+    }
+    let found = log.read(anchor_seq, 1).await.map_err(status)?;
+    Ok(match found.first() {
+        Some(r) if r.seq == anchor_seq && r.hash.0[..] == *anchor_hash => None,
+        Some(r) if r.seq == anchor_seq => failed(
+            anchor_seq,
+            format!(
+                "log rewritten at or before seq {anchor_seq}: the anchor has hash {}, the log's \
+                 record there has hash {}",
+                hex::encode(anchor_hash),
+                r.hash
+            ),
+            Fault::Rewritten,
+        ),
+        _ => failed(
+            anchor_seq,
+            format!(
+                "log truncated: the anchor covers seq {anchor_seq}, which the log no longer has"
+            ),
+            Fault::Truncated,
+        ),
+    })
 }
 
 /// Walks `from..=to`, anchored on the stored hash of `from - 1`.
@@ -232,6 +346,7 @@ async fn verify_range(
             first_bad_seq: seq,
             reason,
             last_good_hash: last_good.map(|h| h.0.to_vec()).unwrap_or_default(),
+            ..VerifyResponse::default()
         };
     while let Some(r) = records.next().await {
         let r = r?;
@@ -278,5 +393,6 @@ async fn verify_range(
         first_bad_seq: 0,
         reason: String::new(),
         last_good_hash: last_good.map(|h| h.0.to_vec()).unwrap_or_default(),
+        ..VerifyResponse::default()
     })
 }

@@ -1,8 +1,11 @@
-//! `events tail|show|verify|who`: read and audit the event log.
+//! `events tail|show|verify|who|checkpoint`: read and audit the event log.
 //!
 //! `tail` filters and summarises records (filter.rs, summary.rs, tail.rs); `who` replays the
-//! log to say which entries granted an identity to which agents, and when (who.rs).
+//! log to say which entries granted an identity to which agents, and when (who.rs);
+//! `checkpoint` saves the latest signed checkpoint as an anchor, which `verify --anchor`
+//! checks the log against (checkpoint.rs).
 
+mod checkpoint;
 mod filter;
 mod summary;
 mod tail;
@@ -11,9 +14,8 @@ mod who;
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use serde_json::json;
 use tessera_proto::tessera::eventlog::v1::event_log_client::EventLogClient;
-use tessera_proto::tessera::eventlog::v1::{GetRequest, VerifyRequest};
+use tessera_proto::tessera::eventlog::v1::GetRequest;
 
 use super::common::{connect, json, line, rpc, CliError, ClientArgs, OutputFormat};
 use super::render::record_json;
@@ -27,11 +29,22 @@ pub enum EventsCommand {
     Tail(TailArgs),
     /// Prints one record.
     Show(ShowArgs),
-    /// Recomputes the hash chain and reports the first record that does not match.
+    /// Recomputes the hash chain, checks every signed checkpoint, and reports the first
+    /// record that does not match; with --anchor, also that the log still holds the anchor.
     Verify(VerifyArgs),
     /// Replays the log: which entries granted a SPIFFE ID to which agents, over which
     /// intervals, with the seqs that opened and closed each grant.
     Who(WhoArgs),
+    /// Prints the latest signed checkpoint of the log; with --output json, as an anchor
+    /// document to keep outside the server for `events verify --anchor`.
+    Checkpoint(CheckpointArgs),
+}
+
+/// `events checkpoint`.
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// `events tail`.
@@ -114,6 +127,11 @@ pub struct VerifyArgs {
     /// Last record to check (0: the head).
     #[arg(long = "toSeq", visible_alias = "to-seq", default_value_t = 0)]
     pub to_seq: u64,
+    /// An anchor saved by `events checkpoint --output json`: its signature is checked, then
+    /// that the log still has the anchored record (not truncated before it, not rewritten
+    /// at or before it).
+    #[arg(long = "anchor")]
+    pub anchor: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -123,8 +141,9 @@ pub async fn run(cmd: EventsCommand, out: &mut dyn Write) -> Result<(), CliError
     match cmd {
         EventsCommand::Tail(a) => tail::run(a, out).await,
         EventsCommand::Show(a) => show(a, out).await,
-        EventsCommand::Verify(a) => verify(a, out).await,
+        EventsCommand::Verify(a) => checkpoint::verify(a, out).await,
         EventsCommand::Who(a) => who::run(a, out).await,
+        EventsCommand::Checkpoint(a) => checkpoint::latest(a, out).await,
     }
 }
 
@@ -157,55 +176,4 @@ async fn show(a: ShowArgs, out: &mut dyn Write) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-async fn verify(a: VerifyArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    const VERB: &str = "events verify";
-    let mut client = EventLogClient::new(connect(VERB, &a.client.socket_path).await?);
-    let r = client
-        .verify(VerifyRequest {
-            from_seq: a.from_seq,
-            to_seq: a.to_seq,
-        })
-        .await
-        .map_err(rpc(VERB))?
-        .into_inner();
-    match a.client.output {
-        OutputFormat::Json => json(
-            out,
-            &json!({
-                "ok": r.ok,
-                "records_checked": r.records_checked,
-                "first_bad_seq": r.first_bad_seq,
-                "reason": r.reason,
-                "last_good_hash": hex::encode(&r.last_good_hash),
-            }),
-        ),
-        OutputFormat::Pretty if r.ok => line(
-            out,
-            format!(
-                "OK: {} records verified; last hash {}",
-                r.records_checked,
-                hex::encode(&r.last_good_hash)
-            ),
-        ),
-        OutputFormat::Pretty => line(
-            out,
-            format!(
-                "FAILED at seq {}: {} ({} records before it verified; last good hash {})",
-                r.first_bad_seq,
-                r.reason,
-                r.records_checked,
-                hex::encode(&r.last_good_hash)
-            ),
-        ),
-    }
-    if r.ok {
-        Ok(())
-    } else {
-        Err(CliError::Failed {
-            verb: VERB,
-            message: format!("the hash chain breaks at seq {}", r.first_bad_seq),
-        })
-    }
 }

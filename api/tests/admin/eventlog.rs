@@ -132,6 +132,7 @@ async fn tail_get_head_and_verify() {
         .verify(VerifyRequest {
             from_seq: b + 2,
             to_seq: b + 4,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -143,6 +144,7 @@ async fn tail_get_head_and_verify() {
         .verify(VerifyRequest {
             from_seq: 1,
             to_seq: b + 9,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -151,6 +153,7 @@ async fn tail_get_head_and_verify() {
         .verify(VerifyRequest {
             from_seq: b + 4,
             to_seq: b + 2,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -11,6 +11,7 @@ mod support;
 
 mod agents;
 mod audit;
+mod checkpoint;
 mod durability;
 mod entries;
 mod ergonomics;

@@ -53,6 +53,13 @@ fn tessera_services_have_their_documented_shapes() {
             ("Get", "GetRequest", "Record", false, false),
             ("Verify", "VerifyRequest", "VerifyResponse", false, false),
             ("Head", "HeadRequest", "HeadResponse", false, false),
+            (
+                "LatestCheckpoint",
+                "LatestCheckpointRequest",
+                "Checkpoint",
+                false,
+                false,
+            ),
         ],
     );
     assert_numbers(
