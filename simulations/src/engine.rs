@@ -11,7 +11,8 @@
 //!   `IdentitySnapshot::for_workload` ([`agent`]);
 //!   the stream with latency, loss, reconnect backoff and failover ([`sync`]);
 //! - checkers on every relevant step, incremental ([`checks`]); the fleet, churn, faults and
-//!   scripted timelines ([`fleet`]).
+//!   scripted timelines ([`fleet`]); an operator's forced rotations ([`forced`]) and how the
+//!   fleet moves off an old CA ([`migration`]).
 //!
 //! ```text
 //!   Queue<Ev> ──pop──▶ World::handle ──▶ log.commit ──▶ SyncIndex / Authority (real)
@@ -22,7 +23,9 @@
 mod agent;
 mod checks;
 mod fleet;
+mod forced;
 mod log;
+mod migration;
 mod queue;
 mod real;
 pub mod rng;
@@ -148,6 +151,8 @@ enum Ev {
     FaultEnd(usize),
     /// A scripted fact.
     Script(usize),
+    /// A step of a `[[timeline]]` forced rotation.
+    Forced { item: usize, step: forced::Step },
 }
 
 /// A CA seen in the log: what an SVID's issuer must find in a bundle.
@@ -158,6 +163,12 @@ struct CaInfo {
     /// The server that prepared it (`None`: the shared authority's).
     owner: Option<usize>,
     anchors: Vec<Vec<u8>>,
+    /// `crypto = "fast"` with a `[[timeline]]`: one real leaf this CA signed, through the real
+    /// template, that every stand-in SVID of it carries, so the agent's taint judge (which
+    /// reads X.509) sees real bytes.
+    template: Option<Vec<u8>>,
+    /// When an operator revoked it, virtual ms.
+    revoked_ms: Option<u64>,
 }
 
 /// Everything a run holds.
@@ -193,6 +204,10 @@ struct World<'s> {
     events: u64,
     /// Always empty: the simulated agent plans only when no round is in flight.
     nothing_in_flight: std::collections::HashSet<EntryId>,
+    /// Per `[[timeline]]` item, its forced rotation once started.
+    forced: Vec<Option<forced::Forced>>,
+    /// Moves off an old CA being measured.
+    migrations: Vec<migration::Tracker>,
 }
 
 impl<'s> World<'s> {
@@ -239,12 +254,15 @@ impl<'s> World<'s> {
             },
             events: 0,
             nothing_in_flight: agent::no_entries(),
+            forced: Vec::new(),
+            migrations: Vec::new(),
         };
         for k in 0..sc.servers {
             world.queue.push(0, Ev::Tick(k));
         }
         world.queue.push(60_000, Ev::Minute);
         world.schedule_fleet();
+        world.schedule_timeline();
         Ok(world)
     }
 
@@ -323,6 +341,7 @@ impl<'s> World<'s> {
             Ev::FaultStart(i) => self.fault(i, true),
             Ev::FaultEnd(i) => self.fault(i, false),
             Ev::Script(i) => self.script(i),
+            Ev::Forced { item, step } => self.forced_step(item, step)?,
         }
         Ok(())
     }
@@ -372,6 +391,7 @@ impl<'s> World<'s> {
     }
 
     fn finish(mut self) -> RunMetrics {
+        self.finish_migrations();
         for (name, runs) in checks::NAMES.iter().zip(self.check_runs) {
             self.metrics.checks.insert((*name).to_owned(), runs);
         }

@@ -77,4 +77,58 @@ pub struct RunMetrics {
     pub checks: BTreeMap<String, u64>,
     /// The violation that stopped the run, if any.
     pub violation: Option<Violation>,
+    /// Each CA change the fleet had to follow, in the order they started: scheduled
+    /// activations and forced rotations (`[[timeline]]`).
+    #[serde(default)]
+    pub rotations: Vec<RotationRecord>,
+}
+
+/// What started a fleet's move off a CA.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationKind {
+    /// The rotation timer activated the prepared CA: SVIDs of the old one are replaced as
+    /// they fall due (half-life), no sooner. Measured from the activation.
+    #[default]
+    Scheduled,
+    /// An operator's forced rotation (prepare, activate, taint, maybe revoke): SVIDs of the
+    /// tainted CA are re-signed at once. Measured from the taint.
+    Forced,
+}
+
+/// One CA change and how the fleet followed it, all times in virtual ms since the start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationRecord {
+    /// Scheduled or forced.
+    pub kind: RotationKind,
+    /// The server whose CA changed.
+    pub server: u32,
+    /// The CA the fleet moves off ("#1 of server 0"); empty if the change never got that far.
+    pub old_ca: String,
+    /// Forced: when the new CA was prepared (or the prepared one taken).
+    pub prepared_ms: Option<u64>,
+    /// When the new CA was activated.
+    pub activated_ms: Option<u64>,
+    /// Forced: when the old CA was tainted: the start of the measurement.
+    pub tainted_ms: Option<u64>,
+    /// Forced: when the tainted CA was revoked.
+    pub revoked_ms: Option<u64>,
+    /// Forced: a step the authority refused, and why (the steps after it were not taken).
+    pub refused: Option<String>,
+    /// Agents holding an SVID of the old CA at the start (or receiving one later).
+    pub affected_agents: u64,
+    /// SVIDs of the old CA those agents held at the start.
+    pub affected_svids: u64,
+    /// SVIDs of the old CA replaced by one of another CA after the start.
+    pub replaced_svids: u64,
+    /// Per agent that moved off the old CA entirely: from the start to its last SVID of the
+    /// old CA replaced (or dropped), ms; in agent order.
+    pub agent_done_ms: Vec<u64>,
+    /// Forced, per affected agent that received it: from the taint to the agent applying
+    /// the bundle carrying the taint mark, ms; in agent order.
+    pub taint_received_ms: Vec<u64>,
+    /// At the end: agents still holding an SVID of the old CA.
+    pub agents_remaining: u64,
+    /// At the end: unexpired SVIDs of the old CA still held (served) by live agents.
+    pub svids_remaining: u64,
 }

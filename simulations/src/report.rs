@@ -13,6 +13,7 @@
 
 mod percentile;
 mod plot;
+mod rotation;
 mod rss;
 mod text;
 
@@ -22,6 +23,7 @@ use crate::metrics::{MinuteSample, RunMetrics, Violation};
 
 pub use self::percentile::nearest_rank;
 pub use self::plot::{plot_svg, queue_svg, signing_svg};
+pub use self::rotation::RotationSummary;
 pub use self::rss::peak_rss_bytes;
 pub use self::text::{format_virtual_time, render_text};
 
@@ -170,6 +172,9 @@ pub struct Summary {
     pub checkers: Vec<CheckerSummary>,
     /// The violation that stopped the run, if any.
     pub violation: Option<Violation>,
+    /// Each CA change the fleet followed (scheduled activations, forced rotations), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotations: Vec<RotationSummary>,
 }
 
 /// The first index holding the largest value, and the value (`(0, 0)` for none).
@@ -263,6 +268,11 @@ impl Summary {
             },
             checkers,
             violation: m.violation.clone(),
+            rotations: m
+                .rotations
+                .iter()
+                .map(RotationSummary::from_record)
+                .collect(),
         }
     }
 }

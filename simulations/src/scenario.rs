@@ -6,8 +6,12 @@
 //! A scenario may instead carry a scripted timeline ([`Scenario::script`], in memory only,
 //! built by what-if replay from a real log): its entry and agent events are applied at their
 //! times as recorded facts, and the `[fleet]` generator then makes nothing.
+//!
+//! `[[timeline]]` items are an operator's actions at given times ([`TimelineAction`]: a
+//! forced rotation, as with SPIRE's `localauthority` commands).
 
 mod sections;
+mod timeline;
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,6 +23,7 @@ pub use self::sections::{
     Agent, Checks, Churn, Crypto, Fault, FaultKind, Fleet, Fraction, Network, Server,
     DEFAULT_SIGNING_RATE,
 };
+pub use self::timeline::{ActionKind, TimelineAction};
 
 /// One recorded fact of a scripted timeline, applied at `at_ms` (virtual milliseconds from
 /// the start) without a decision: `EntryCreated`, `EntryUpdated`, `EntryDeleted`,
@@ -65,6 +70,8 @@ pub struct Scenario {
     pub checks: Checks,
     /// Outages and partitions.
     pub faults: Vec<Fault>,
+    /// An operator's actions (forced rotations), in the file as `[[timeline]]`.
+    pub timeline: Vec<TimelineAction>,
     /// A recorded timeline to apply instead of the generated fleet (in memory only).
     #[serde(skip)]
     pub script: Vec<Scripted>,
@@ -87,6 +94,7 @@ impl Default for Scenario {
             churn: Churn::default(),
             checks: Checks::default(),
             faults: Vec::new(),
+            timeline: Vec::new(),
             script: Vec::new(),
         }
     }
@@ -309,6 +317,37 @@ impl Scenario {
                     &format!("faults[{i}].fraction"),
                     f.fraction.to_string(),
                     "must be 0 to 1",
+                );
+            }
+        }
+        self.validate_timeline()
+    }
+
+    /// Checks the `[[timeline]]` items.
+    fn validate_timeline(&self) -> Result<(), ScenarioError> {
+        for (i, t) in self.timeline.iter().enumerate() {
+            let invalid = |key: &str, value: String, fix: String| {
+                Err(ScenarioError::Invalid {
+                    key: format!("timeline[{i}].{key}"),
+                    value,
+                    fix,
+                })
+            };
+            if t.at >= self.duration {
+                return invalid(
+                    "at",
+                    tessera_edge::duration::format_duration(t.at),
+                    format!(
+                        "must fall inside the run (duration = {:?}); move it earlier or run longer",
+                        tessera_edge::duration::format_duration(self.duration)
+                    ),
+                );
+            }
+            if t.server >= self.servers {
+                return invalid(
+                    "server",
+                    t.server.to_string(),
+                    "must name a server: 0 to servers - 1".into(),
                 );
             }
         }

@@ -58,6 +58,7 @@ fn metrics(violation: bool) -> RunMetrics {
             detail: "served an SVID that expired at 1:02:03.000".into(),
             seed: 42,
         }),
+        rotations: Vec::new(),
     }
 }
 

@@ -152,6 +152,7 @@ impl World<'_> {
         a.used = used;
         a.usage.forget_vanished(&a.cache);
         self.recount(agent);
+        self.recheck_migration(agent);
         self.rotate(agent);
     }
 
@@ -220,7 +221,9 @@ impl World<'_> {
         let plan = svid_cache::plan(&a.cache, &a.usage, &self.nothing_in_flight, now, &settings);
         if !plan.evict.is_empty() {
             a.cache.evict_svids(&plan.evict);
+            self.recheck_migration(agent);
         }
+        let a = &mut self.agents[agent as usize];
         let items: Vec<(EntryId, u64)> = plan
             .on_demand
             .into_iter()

@@ -4,7 +4,10 @@
 //!   unexpired — at each SVID's expiry instant (when one expires rather than being renewed),
 //!   at each agent's audit and at the end;
 //! - `svid_chains_to_held_bundle`: every SVID the agent serves has its issuer's trust anchor
-//!   in the agent's bundle — on SVID arrival, on every bundle change, at audits;
+//!   in the agent's bundle — on SVID arrival, on every bundle change, at audits. After a
+//!   forced rotation's revoke this is the revoke rule: once an agent has applied the bundle
+//!   without the revoked CA, it serves no unexpired SVID of that CA (the detail names the
+//!   revoke: the CA was revoked before this agent re-signed);
 //! - `ca_in_bundle_before_use`: an SVID reaches an agent only once its CA is in that agent's
 //!   bundle — on SVID arrival;
 //! - `no_missed_or_repeated_update`: each agent's applied seqs strictly increase (every
@@ -107,12 +110,30 @@ impl World<'_> {
             }
         }
         if let Some(id) = broken {
-            self.violate(
-                CHAINS,
-                agent,
-                Some(&id),
-                "the agent serves an SVID whose CA is not in its bundle".into(),
-            );
+            let detail = self.unchained_detail(agent, &id);
+            self.violate(CHAINS, agent, Some(&id), detail);
+        }
+    }
+
+    /// What a `svid_chains_to_held_bundle` violation says: a revoked CA is named as such.
+    fn unchained_detail(&self, agent: u32, id: &EntryId) -> String {
+        let a = &self.agents[agent as usize];
+        let issuer = a.cache.svids.get(id).and_then(|s| self.issuer_of(s));
+        match issuer.and_then(|ca| self.cas.get(ca as usize)) {
+            Some(ca) => match ca.revoked_ms {
+                Some(at) => format!(
+                    "the agent serves an SVID of CA {}, revoked at {}: the revoke reached the \
+                     agent before it re-signed that SVID (revoke later, once no agent holds \
+                     SVIDs of the tainted CA)",
+                    ca.name,
+                    crate::report::format_virtual_time(at)
+                ),
+                None => format!(
+                    "the agent serves an SVID of CA {} whose CA is not in its bundle",
+                    ca.name
+                ),
+            },
+            None => "the agent serves an SVID whose CA is not in its bundle".into(),
         }
     }
 
@@ -156,12 +177,8 @@ impl World<'_> {
         }
         self.count_check(CHAINS);
         if let Some(id) = unchained {
-            self.violate(
-                CHAINS,
-                agent,
-                Some(&id),
-                "served an SVID whose CA is not in the agent's bundle".into(),
-            );
+            let detail = self.unchained_detail(agent, &id);
+            self.violate(CHAINS, agent, Some(&id), detail);
         }
     }
 

@@ -5,17 +5,25 @@
 //!
 //! Keys and ECDSA signatures use the OS generator, so certificate bytes differ between runs;
 //! nothing the report holds depends on them (serials and validity come from the run).
+//!
+//! `crypto = "fast"` with a `[[timeline]]`: each CA signs one template leaf here when it is
+//! prepared, and every stand-in SVID of that CA carries it, so the agent's taint judge
+//! (`taint::BundleIndex`, which matches the leaf's authority key identifier against each
+//! authority's subject key identifier) reads real certificates at the cost of one signature
+//! per CA.
 
 use rcgen::CertificateParams;
 use tessera_actors::agent::cache::StoredSvid;
 use tessera_actors::keys::{KeyType, SigningKeyPair};
 use tessera_actors::server::authority::signer::sign_x509_blocking;
-use tessera_actors::server::authority::SubjectName;
+use tessera_actors::server::authority::{SigningCa, SubjectName};
+use tessera_actors::server::events::CaRecord;
 use tessera_identity::SpiffeId;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::World;
+use crate::scenario::Crypto;
 
 /// Largest CSR the signer accepts (its default).
 const MAX_CSR_BYTES: usize = 16 * 1024;
@@ -71,5 +79,43 @@ impl World<'_> {
             not_after: issued.not_after,
             entry_revision,
         })
+    }
+}
+
+impl World<'_> {
+    /// The template leaf of a CA just prepared (see the module's doc), when the run needs
+    /// one: `crypto = "fast"` with a `[[timeline]]`. `None` otherwise, or if the CA's key is
+    /// not one of the servers' (then its SVIDs are the 16-byte stand-ins).
+    pub(super) fn template_for(&self, record: &CaRecord) -> Option<Vec<u8>> {
+        if self.sc.crypto != Crypto::Fast || self.sc.timeline.is_empty() {
+            return None;
+        }
+        let key = self
+            .servers
+            .iter()
+            .find_map(|s| s.loaded.get(&record.key_ref))?
+            .clone();
+        let ca = SigningCa::new(record.clone(), key);
+        let leaf_key = SigningKeyPair::generate(KeyType::EcP256).ok()?;
+        let csr = CertificateParams::new(Vec::<String>::new())
+            .and_then(|p| p.serialize_request(&leaf_key))
+            .ok()?;
+        let spiffe_id = SpiffeId::from_path(&self.td, "/sim/template").ok()?;
+        // A fixed serial per CA: the template is the only leaf signed for real.
+        let mut serial = [0u8; 16];
+        serial[0] = 0x01;
+        serial[8..].copy_from_slice(&(self.cas.len() as u64).to_be_bytes());
+        let issued = sign_x509_blocking(
+            &ca,
+            &SubjectName::spire_svid(),
+            MAX_CSR_BYTES,
+            csr.der().to_vec(),
+            spiffe_id,
+            serial,
+            record.not_before,
+            record.not_after,
+        )
+        .ok()?;
+        issued.cert_chain.into_iter().next()
     }
 }

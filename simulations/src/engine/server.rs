@@ -21,6 +21,7 @@ use tessera_identity::TrustDomain;
 
 use super::{CaInfo, Ev, World};
 use crate::engine::sync::Delivery;
+use crate::metrics::RotationKind;
 
 /// One server.
 pub struct ServerModel {
@@ -114,10 +115,13 @@ impl World<'_> {
                         Some(k) => format!("#{nth} of server {k}"),
                         None => format!("#{nth} of the shared authority"),
                     };
+                    let template = self.template_for(record);
                     self.cas.push(CaInfo {
                         name,
                         owner,
                         anchors: record.trust_anchors.clone(),
+                        template,
+                        revoked_ms: None,
                     });
                 }
                 ServerEvent::CaActivated { .. } => self.activations[0] += 1,
@@ -244,7 +248,14 @@ impl World<'_> {
                 RotationAction::PrepareCa { activate } => self.prepare_ca(k, activate)?,
                 RotationAction::PrepareJwtKey { activate } => self.prepare_jwt(k, activate)?,
                 RotationAction::ActivateCa { authority_id } => {
-                    self.persist(k, AuthorityCommand::ActivateCa { authority_id })?
+                    let old = self.servers[k as usize].signing.map(|s| s.ca);
+                    self.persist(k, AuthorityCommand::ActivateCa { authority_id })?;
+                    // The fleet moves off the old CA as its SVIDs fall due.
+                    if let Some(old) = old {
+                        let record = self.new_rotation_record(RotationKind::Scheduled, k);
+                        self.metrics.rotations[record].activated_ms = Some(self.now_ms);
+                        self.start_migration(record, old, None);
+                    }
                 }
                 RotationAction::RetireCa { authority_id } => {
                     self.persist(k, AuthorityCommand::RetireCa { authority_id })?
@@ -260,7 +271,7 @@ impl World<'_> {
         Ok(())
     }
 
-    fn prepare_ca(&mut self, k: u32, activate: bool) -> Result<(), super::SimError> {
+    pub(super) fn prepare_ca(&mut self, k: u32, activate: bool) -> Result<(), super::SimError> {
         let random = SeededRandom::new(self.rng.next_u64());
         let now = self.now_s();
         let settings = CaSettings {

@@ -57,8 +57,23 @@ impl World<'_> {
             ca.copy_from_slice(&leaf[4..8]);
             return Some(u32::from_be_bytes(ca));
         }
+        if let Some(ca) = self
+            .cas
+            .iter()
+            .position(|c| c.template.as_deref() == Some(leaf.as_slice()))
+        {
+            return Some(ca as u32);
+        }
         let authority_id = super::real::authority_key_id(leaf)?;
         self.ca_ix.get(&authority_id).copied()
+    }
+
+    /// A fast SVID's leaf: its CA's template if it has one, else the 16-byte stand-in.
+    fn fast_leaf(&self, ca: u32, serial: u64) -> Vec<u8> {
+        match self.cas.get(ca as usize).and_then(|c| c.template.clone()) {
+            Some(template) => template,
+            None => fast_cert(ca, serial),
+        }
     }
 
     /// Sends a round of `items` for signing.
@@ -212,7 +227,7 @@ impl World<'_> {
             self.svid_serial += 1;
             let svid = match self.sc.crypto {
                 Crypto::Fast => Ok(StoredSvid {
-                    cert_chain: vec![fast_cert(ca_ix, self.svid_serial)],
+                    cert_chain: vec![self.fast_leaf(ca_ix, self.svid_serial)],
                     key_pkcs8: Vec::new(),
                     not_before,
                     not_after,
@@ -290,15 +305,23 @@ impl World<'_> {
                                 continue;
                             }
                             self.check_arrival(agent, &id, &svid);
+                            if self.migrating() {
+                                let cache = &self.agents[agent as usize].cache;
+                                let old = cache.svids.get(&id).and_then(|s| self.issuer_of(s));
+                                self.note_store(agent, old, &svid);
+                            }
                             let was = self.served(agent, &id);
-                            self.agents[agent as usize]
-                                .cache
-                                .store_svid(id.clone(), svid);
+                            let cache = &mut self.agents[agent as usize].cache;
+                            cache.store_svid(id.clone(), svid);
+                            // Signed by a tainted CA again (in flight across the taint): the
+                            // core asks again only after its back-off, as for a refusal.
+                            any_refused |= cache.needs_resign(&id);
                             self.served_changed(agent, &id, was);
                         }
                         Err(_) => any_refused = true,
                     }
                 }
+                self.recheck_migration(agent);
                 if any_refused {
                     self.agents[agent as usize].hold_until_ms = self.now_ms + retry;
                 }

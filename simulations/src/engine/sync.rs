@@ -175,6 +175,7 @@ impl World<'_> {
                 });
                 // The bundle first: the round the view change starts is checked against it.
                 self.bundle_changed(agent);
+                self.migration_bundle_changed(agent);
                 self.after_view_change(agent, true);
             }
             Delivery::Resume {
@@ -269,9 +270,14 @@ impl World<'_> {
         a.cache.apply(SyncMessage::Checkpoint { seq });
         if has_bundle {
             self.bundle_changed(agent);
+            self.migration_bundle_changed(agent);
         }
         if has_changes {
             self.after_view_change(agent, false);
+        } else if has_bundle && self.agents[agent as usize].cache.resign_pending() > 0 {
+            // A taint mark (or a revocation) made SVIDs due now: the core's rotation check
+            // after a bundle change.
+            self.rotate(agent);
         }
     }
 }

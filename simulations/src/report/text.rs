@@ -17,7 +17,7 @@ pub fn format_virtual_time(ms: u64) -> String {
 }
 
 /// `1234567` → `1,234,567`.
-fn grouped(n: u64) -> String {
+pub(super) fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -29,7 +29,7 @@ fn grouped(n: u64) -> String {
     out
 }
 
-fn opt(v: Option<u64>) -> String {
+pub(super) fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".to_owned(), grouped)
 }
 
@@ -156,6 +156,9 @@ pub fn render_text(s: &Summary, info: Option<&RunInfo>) -> String {
     );
     row(&mut out, "reconnects", &grouped(s.reconnects));
     row(&mut out, "CA rotations", &grouped(s.ca_rotations));
+    for r in &s.rotations {
+        super::rotation::render(&mut out, r, LABEL);
+    }
     row(
         &mut out,
         "unserved identities",
