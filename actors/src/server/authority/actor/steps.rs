@@ -290,7 +290,13 @@ fn fail(state: &mut AuthorityState, reason: String) -> ActorProcessingErr {
 /// Folds committed events (this server's or another's) and brings the signer, the bundle and
 /// the loaded keys in line.
 pub(in crate::server::authority) async fn fold(state: &mut AuthorityState, events: &[ServerEvent]) {
+    // Keys of this server's CAs and JWT keys that leave the state: deleted whether or not
+    // they were loaded (an old one's key is not reloaded after a restart).
+    let mut leaving = Vec::new();
     for event in events {
+        if let Some(key_ref) = own_key_leaving(&state.authority, event) {
+            leaving.push(key_ref);
+        }
         state.authority.apply(event);
         if let ServerEvent::CaRetired { authority_id: id }
         | ServerEvent::JwtKeyRetired { kid: id }
@@ -306,8 +312,32 @@ pub(in crate::server::authority) async fn fold(state: &mut AuthorityState, event
             state.unusable.remove(id);
         }
     }
-    let retired = sync(state);
+    let mut retired = sync(state);
+    for key_ref in leaving {
+        if !retired.contains(&key_ref) {
+            retired.push(key_ref);
+        }
+    }
     forget_keys(state, retired).await;
+}
+
+/// The key reference of this server's own CA or JWT key that `event` retires or revokes.
+fn own_key_leaving(authority: &Authority, event: &ServerEvent) -> Option<String> {
+    match event {
+        ServerEvent::CaRetired { authority_id }
+        | ServerEvent::ServerCaRetired { authority_id, .. }
+        | ServerEvent::X509AuthorityRevoked { authority_id, .. } => authority
+            .ca(authority_id)
+            .filter(|s| authority.owns(s.server.as_deref()))
+            .map(|s| s.record.key_ref.clone()),
+        ServerEvent::JwtKeyRetired { kid }
+        | ServerEvent::ServerJwtKeyRetired { kid, .. }
+        | ServerEvent::JwtAuthorityRevoked { kid, .. } => authority
+            .jwt_key(kid)
+            .filter(|s| authority.owns(s.server.as_deref()))
+            .map(|s| s.record.key_ref.clone()),
+        _ => None,
+    }
 }
 
 /// Brings the signer and the published bundle in line with the aggregate; returns the loaded

@@ -10,6 +10,7 @@ use tessera_eventlog::{LocalLog, ManualClock, TypedLog};
 use super::*;
 use crate::random::SeededRandom;
 use crate::server::authority::signer::{AgentSvidRequest, JwtSvidRequest, X509SvidRequest};
+use crate::server::authority::AuthorityError;
 use crate::server::authority::test_support::{clock_at, csr, id, td, verify, verify_jwt, T0};
 use crate::server::keys::{KeyType, MemoryKeyManager};
 
@@ -418,5 +419,106 @@ async fn with_an_interval_it_rotates_on_its_own_from_the_start() {
         logged = h.logged().await;
     }
     assert_eq!(kinds(&logged)[..2], ["CaPrepared", "CaActivated"]);
+    stop(handle, join).await;
+}
+
+// === Manual steps (LocalAuthority) ===
+
+async fn local(handle: &AuthorityHandle, kind: AuthorityKind) -> Vec<LocalAuthority> {
+    handle.local_state(kind).await.unwrap()
+}
+
+#[tokio::test]
+async fn manual_steps_persist_before_replying_and_survive_a_restart() {
+    let h = Harness::new();
+    let (handle, join) = h.start().await;
+    handle.tick().await.unwrap();
+    let a = handle.signer().active_authority_id().unwrap();
+
+    let b = handle.prepare(AuthorityKind::X509).await.unwrap().unwrap();
+    assert_eq!(b.status, SlotStatus::Prepared);
+    // Recorded before the reply.
+    assert!(
+        matches!(h.logged().await.last(), Some(ServerEvent::CaPrepared(r)) if r.authority_id == b.id)
+    );
+    assert_eq!(
+        handle.signer().active_authority_id(),
+        Some(a.clone()),
+        "not yet"
+    );
+
+    let step = |s, id: &str| handle.local_step(AuthorityKind::X509, s, id.to_owned());
+    let activated = step(LocalStep::Activate, &b.id).await.unwrap().unwrap();
+    assert_eq!(activated.status, SlotStatus::Active);
+    assert_eq!(handle.signer().active_authority_id(), Some(b.id.clone()));
+    assert_eq!(
+        h.logged().await.last(),
+        Some(&ServerEvent::CaActivated {
+            authority_id: b.id.clone()
+        })
+    );
+    let tainted = step(LocalStep::Taint, &a).await.unwrap().unwrap();
+    assert!(tainted.tainted);
+    let refused = step(LocalStep::Taint, &b.id).await.unwrap().unwrap_err();
+    assert!(matches!(
+        refused,
+        LocalAuthorityError::Rejected(AuthorityError::TaintNotOld { .. })
+    ));
+    let bundle = handle.bundle().unwrap();
+    assert_eq!(bundle.tainted_x509_authorities().count(), 1);
+    stop(handle, join).await;
+
+    // A restart folds the taint back, mark included.
+    let (handle, join) = h.start().await;
+    let state = local(&handle, AuthorityKind::X509).await;
+    assert!(state.iter().any(|s| s.id == a && s.tainted), "{state:?}");
+    assert_eq!(handle.bundle(), Some(bundle));
+    let keys_before = h.keys.key_refs().len();
+    let revoked = handle
+        .local_step(AuthorityKind::X509, LocalStep::Revoke, a.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.id, a);
+    assert!(local(&handle, AuthorityKind::X509)
+        .await
+        .iter()
+        .all(|s| s.id != a));
+    assert_eq!(
+        h.keys.key_refs().len(),
+        keys_before - 1,
+        "its key is deleted"
+    );
+    assert_eq!(handle.bundle().unwrap().x509_authorities().len(), 1);
+    stop(handle, join).await;
+}
+
+#[tokio::test]
+async fn a_manual_prepare_is_refused_while_one_is_prepared_and_rotation_activates_it() {
+    let h = Harness::new();
+    let (handle, join) = h.start().await;
+    handle.tick().await.unwrap();
+    let next = handle.prepare(AuthorityKind::Jwt).await.unwrap().unwrap();
+    let again = handle
+        .prepare(AuthorityKind::Jwt)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(
+            again,
+            LocalAuthorityError::Rejected(AuthorityError::AlreadyPrepared { .. })
+        ),
+        "{again:?}"
+    );
+    // Half-life: rotation does not build another; at 5/6 it activates the manual one.
+    h.at(T0 + 3000);
+    assert_eq!(kinds(&handle.tick().await.unwrap().events), ["CaPrepared"]);
+    h.at(T0 + 5000);
+    let report = handle.tick().await.unwrap();
+    assert!(report.events.contains(&ServerEvent::JwtKeyActivated {
+        kid: next.id.clone()
+    }));
+    assert_eq!(handle.signer().active_kid(), Some(next.id));
     stop(handle, join).await;
 }
