@@ -175,6 +175,19 @@ pub enum AuthorityCommand {
         /// Its kid.
         kid: String,
     },
+    /// Mark tainted the upstream root that signed the owner's old CAs (SPIRE's
+    /// `TaintX509UpstreamAuthority`): each of those CAs is tainted, and the root is marked in
+    /// the bundle.
+    TaintUpstream {
+        /// The upstream root's subject key ID, hex.
+        subject_key_id: String,
+    },
+    /// Drop the owner's tainted CAs that the upstream root signed, and with them the root
+    /// from the bundle (SPIRE's `RevokeX509UpstreamAuthority`).
+    RevokeUpstream {
+        /// The upstream root's subject key ID, hex.
+        subject_key_id: String,
+    },
 }
 
 /// What a command did.
@@ -280,6 +293,29 @@ pub enum AuthorityError {
         id: String,
         /// The upstream authority's subject key ID, hex (empty when unknown).
         upstream: String,
+    },
+    /// No old CA of this server was signed by an upstream authority with this subject key ID.
+    #[error("no CA of this server is signed by an upstream authority with subject key ID {id}; `localauthority x509 show` prints the upstream authority of each CA")]
+    UnknownUpstream {
+        /// The subject key ID asked for.
+        id: String,
+    },
+    /// The upstream authority signs the active (or the prepared) CA: it cannot be tainted.
+    #[error("the upstream authority {id} signs the {status} CA {ca}; configure another upstream authority, then prepare and activate a CA it signs, before tainting this one")]
+    UpstreamInUse {
+        /// The upstream authority's subject key ID.
+        id: String,
+        /// `active` or `prepared`.
+        status: &'static str,
+        /// The CA it signs.
+        ca: String,
+    },
+    /// The upstream certificate that signed the CAs is an intermediate, not a root of the
+    /// bundle: there is nothing in the bundle to mark (SPIRE marks bundle roots only).
+    #[error("the upstream authority {id} is not a root of the bundle (an intermediate signed the CAs); only an upstream root can be tainted")]
+    UpstreamNotRoot {
+        /// The upstream authority's subject key ID.
+        id: String,
     },
     /// Tainting or revoking another server's CA or key: each server manages its own.
     #[error("{kind} {id} belongs to server {server}; taint or revoke it on that server")]

@@ -4,6 +4,7 @@
 
 use tessera_identity::{Bundle, JwtAuthority, PublicKey, X509Authority};
 
+use super::x509::{subject_key_id, upstream_authority_id};
 use super::{Authority, CaSlot, JwtSlot, SlotStatus};
 use crate::server::events::{CaRecord, JwtKeyRecord, ServerEvent};
 
@@ -130,14 +131,23 @@ impl Authority {
                 )
             })
             .collect();
-        // Only a self-signed CA's own certificate is marked: an upstream root is shared by
-        // every CA it signs (decide refuses to taint those).
-        let tainted_x509 = self
-            .cas
-            .iter()
-            .filter(|s| s.tainted && s.record.trust_anchors.contains(&s.record.cert_der))
-            .map(|s| s.record.cert_der.clone())
-            .collect();
+        // A self-signed CA marks its own certificate; a CA an upstream root signed marks that
+        // root (decide taints such CAs only through their upstream, all of them at once).
+        let mut tainted_x509: Vec<Vec<u8>> = Vec::new();
+        for slot in self.cas.iter().filter(|s| s.tainted) {
+            let marked = match upstream_authority_id(&slot.record) {
+                None => Some(slot.record.cert_der.clone()),
+                Some(upstream) => slot
+                    .record
+                    .trust_anchors
+                    .iter()
+                    .find(|a| subject_key_id(a).as_deref() == Some(upstream.as_str()))
+                    .cloned(),
+            };
+            if let Some(der) = marked.filter(|d| !tainted_x509.contains(d)) {
+                tainted_x509.push(der);
+            }
+        }
         let tainted_jwt = self
             .jwt_keys
             .iter()

@@ -4,10 +4,13 @@
 use tessera_identity::{PublicKey, X509Authority, MAX_KEY_ID_LEN};
 use x509_parser::parse_x509_certificate;
 
-use super::x509::upstream_authority_id;
+use super::x509::{subject_key_id as subject_key_id_of, upstream_authority_id};
 use super::{Authority, AuthorityCommand, AuthorityError, AuthorityReply, SlotStatus, CA, JWT_KEY};
 use crate::server::aggregate::Decision;
 use crate::server::events::{CaRecord, JwtKeyRecord, ServerEvent};
+
+/// What an upstream root is called in messages.
+const UPSTREAM: &str = "upstream authority";
 
 /// Longest authority ID or key reference accepted, in bytes.
 const MAX_ID_LEN: usize = 256;
@@ -86,6 +89,12 @@ impl Authority {
                     }
                 })
             }
+            AuthorityCommand::TaintUpstream { subject_key_id } => {
+                self.decide_upstream(subject_key_id, true)
+            }
+            AuthorityCommand::RevokeUpstream { subject_key_id } => {
+                self.decide_upstream(subject_key_id, false)
+            }
             AuthorityCommand::TaintJwtKey { kid } => {
                 let slot = self.own_slot_of(JWT_KEY, &kid, self.jwt_key(&kid), |s| {
                     (s.status, s.tainted, s.server.as_deref())
@@ -132,6 +141,70 @@ impl Authority {
             });
         }
         Ok((status, tainted))
+    }
+
+    /// Taints (or revokes) every old CA of this server that the upstream root
+    /// `subject_key_id` signed: one `X509AuthorityTainted` (`X509AuthorityRevoked`) each.
+    fn decide_upstream(
+        &self,
+        subject_key_id: String,
+        taint: bool,
+    ) -> Result<Decision<AuthorityReply>, AuthorityError> {
+        let id = shown(&subject_key_id.to_ascii_lowercase());
+        let signed: Vec<&super::CaSlot> = self
+            .cas()
+            .iter()
+            .filter(|s| self.owns(s.server.as_deref()))
+            .filter(|s| upstream_authority_id(&s.record).as_deref() == Some(id.as_str()))
+            .collect();
+        if signed.is_empty() {
+            return Err(AuthorityError::UnknownUpstream { id });
+        }
+        if let Some(live) = signed.iter().find(|s| s.status != SlotStatus::Old) {
+            return Err(AuthorityError::UpstreamInUse {
+                id,
+                status: live.status.name(),
+                ca: live.record.authority_id.clone(),
+            });
+        }
+        let is_root = signed.iter().any(|s| {
+            s.record
+                .trust_anchors
+                .iter()
+                .any(|a| subject_key_id_of(a).as_deref() == Some(id.as_str()))
+        });
+        if !is_root {
+            return Err(AuthorityError::UpstreamNotRoot { id });
+        }
+        let server_id = self.emitter();
+        let events: Vec<ServerEvent> = if taint {
+            if signed.iter().all(|s| s.tainted) {
+                return Err(AuthorityError::AlreadyTainted { kind: UPSTREAM, id });
+            }
+            signed
+                .iter()
+                .filter(|s| !s.tainted)
+                .map(|s| ServerEvent::X509AuthorityTainted {
+                    server_id: server_id.clone(),
+                    authority_id: s.record.authority_id.clone(),
+                })
+                .collect()
+        } else {
+            if signed.iter().any(|s| !s.tainted) {
+                return Err(AuthorityError::NotTainted { kind: UPSTREAM, id });
+            }
+            signed
+                .iter()
+                .map(|s| ServerEvent::X509AuthorityRevoked {
+                    server_id: server_id.clone(),
+                    authority_id: s.record.authority_id.clone(),
+                })
+                .collect()
+        };
+        Ok(Decision {
+            events,
+            reply: AuthorityReply::Recorded,
+        })
     }
 
     /// A CA that an upstream authority signed cannot be tainted or revoked on its own.

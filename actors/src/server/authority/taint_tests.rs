@@ -354,3 +354,106 @@ fn the_tainted_flag_survives_a_snapshot_round_trip() {
         .unwrap()
         .is_x509_authority_tainted(&a.cert_der));
 }
+
+/// CA `a` signed by upstream root `r1`, then CA `b` signed by `r2` (the upstream changed):
+/// `a` old, `b` active.
+fn upstream_rotated() -> (Vec<ServerEvent>, CaRecord, CaRecord, UpstreamCa, UpstreamCa) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = MemoryKeyManager::new();
+    let build = |root: &UpstreamCa, seed| {
+        let settings = CaSettings {
+            upstream: Some(write_upstream(dir.path(), &[root], &root.key, None)),
+            ttl: std::time::Duration::from_secs(600),
+            ..CaSettings::default()
+        };
+        build_ca(&td(), &settings, &keys, &SeededRandom::new(seed), T0)
+            .unwrap()
+            .record
+    };
+    let r1 = UpstreamCa::root(T0 - 100, T0 + 3600, &rcgen::PKCS_ECDSA_P256_SHA256);
+    let r2 = UpstreamCa::root(T0 - 100, T0 + 3600, &rcgen::PKCS_ECDSA_P256_SHA256);
+    let (a, b) = (build(&r1, 1), build(&r2, 2));
+    let log = vec![
+        ServerEvent::CaPrepared(a.clone()),
+        ServerEvent::CaActivated {
+            authority_id: a.authority_id.clone(),
+        },
+        ServerEvent::CaPrepared(b.clone()),
+        ServerEvent::CaActivated {
+            authority_id: b.authority_id.clone(),
+        },
+    ];
+    (log, a, b, r1, r2)
+}
+
+#[test]
+fn an_upstream_root_is_tainted_through_its_old_cas_then_revoked_with_them() {
+    let (mut log, a, b, r1, r2) = upstream_rotated();
+    let state = given(&log);
+    let skid = |r: &UpstreamCa| super::x509::subject_key_id(&r.der).unwrap();
+    let taint = |r: &UpstreamCa| AuthorityCommand::TaintUpstream {
+        subject_key_id: skid(r).to_ascii_uppercase(),
+    };
+    let revoke = |r: &UpstreamCa| AuthorityCommand::RevokeUpstream {
+        subject_key_id: skid(r),
+    };
+
+    // The root signing the active CA, an unknown one, or revoking first: refused.
+    assert!(matches!(
+        when(&state, taint(&r2)),
+        Err(AuthorityError::UpstreamInUse { status: "active", ca, .. }) if ca == b.authority_id
+    ));
+    assert!(matches!(
+        when(
+            &state,
+            AuthorityCommand::TaintUpstream {
+                subject_key_id: "abcd".into()
+            }
+        ),
+        Err(AuthorityError::UnknownUpstream { .. })
+    ));
+    assert!(matches!(
+        when(&state, revoke(&r1)),
+        Err(AuthorityError::NotTainted { .. })
+    ));
+
+    // Taint r1 (its ID in any case): a is tainted, r1 marked in the bundle, r2 not.
+    let events = when(&state, taint(&r1)).unwrap();
+    assert_eq!(
+        events,
+        vec![ServerEvent::X509AuthorityTainted {
+            server_id: None,
+            authority_id: a.authority_id.clone(),
+        }]
+    );
+    log.extend(events);
+    let state = given(&log);
+    let bundle = state.bundle().unwrap();
+    assert!(bundle.is_x509_authority_tainted(&r1.der));
+    assert!(!bundle.is_x509_authority_tainted(&r2.der));
+    assert!(matches!(
+        when(&state, taint(&r1)),
+        Err(AuthorityError::AlreadyTainted { .. })
+    ));
+
+    // Revoke r1: a leaves the state, r1 the bundle.
+    let events = when(&state, revoke(&r1)).unwrap();
+    assert_eq!(
+        events,
+        vec![ServerEvent::X509AuthorityRevoked {
+            server_id: None,
+            authority_id: a.authority_id.clone(),
+        }]
+    );
+    log.extend(events);
+    let state = given(&log);
+    assert!(state.ca(&a.authority_id).is_none());
+    let roots: Vec<&[u8]> = state
+        .bundle()
+        .unwrap()
+        .x509_authorities()
+        .iter()
+        .map(|x| x.der())
+        .collect();
+    assert_eq!(roots, vec![r2.der.as_slice()]);
+}

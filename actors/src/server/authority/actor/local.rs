@@ -38,6 +38,11 @@ pub enum LocalStep {
     Taint,
     /// Remove a tainted one.
     Revoke,
+    /// X.509 only: taint every old CA the named upstream root signed (the ID is the root's
+    /// subject key ID, hex); the root is marked in the bundle.
+    TaintUpstream,
+    /// X.509 only: remove every tainted CA the named upstream root signed, and the root.
+    RevokeUpstream,
 }
 
 /// One of this server's own authorities, as the LocalAuthority API shows it.
@@ -269,8 +274,23 @@ pub(super) async fn step(
         (AuthorityKind::Jwt, LocalStep::Revoke) => {
             AuthorityCommand::RevokeJwtKey { kid: id.clone() }
         }
+        (_, LocalStep::TaintUpstream) => AuthorityCommand::TaintUpstream {
+            subject_key_id: id.to_ascii_lowercase(),
+        },
+        (_, LocalStep::RevokeUpstream) => AuthorityCommand::RevokeUpstream {
+            subject_key_id: id.to_ascii_lowercase(),
+        },
     };
-    let before = find(&state.authority, kind, &id);
+    let upstream = matches!(step, LocalStep::TaintUpstream | LocalStep::RevokeUpstream);
+    // For an upstream step: the first of this server's CAs the upstream signed.
+    let before = if upstream {
+        let wanted = id.to_ascii_lowercase();
+        own(&state.authority, AuthorityKind::X509)
+            .into_iter()
+            .find(|a| a.upstream_authority_id.as_deref() == Some(wanted.as_str()))
+    } else {
+        find(&state.authority, kind, &id)
+    };
     if step == LocalStep::Activate {
         // Only this server's own prepared one: the shared aggregate knows other servers'.
         match &before {
@@ -317,7 +337,8 @@ pub(super) async fn step(
     }
     let after = match step {
         // Gone from the state: answer with what it was.
-        LocalStep::Revoke => before,
+        LocalStep::Revoke | LocalStep::RevokeUpstream => before,
+        LocalStep::TaintUpstream => before.and_then(|b| find(&state.authority, kind, &b.id)),
         LocalStep::Activate | LocalStep::Taint => find(&state.authority, kind, &id),
     };
     Ok(after.ok_or_else(|| {

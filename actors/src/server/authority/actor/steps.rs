@@ -212,6 +212,12 @@ fn span_of(command: &AuthorityCommand) -> tracing::Span {
         AuthorityCommand::RevokeJwtKey { kid } => {
             info_span!("authority.revoke", kind = "jwt", authority_id = %kid)
         }
+        AuthorityCommand::TaintUpstream { subject_key_id } => {
+            info_span!("authority.taint", kind = "x509_upstream", authority_id = %subject_key_id)
+        }
+        AuthorityCommand::RevokeUpstream { subject_key_id } => {
+            info_span!("authority.revoke", kind = "x509_upstream", authority_id = %subject_key_id)
+        }
     }
 }
 
