@@ -410,3 +410,61 @@ async fn the_audit_names_a_checkpoint_whose_record_was_changed_or_whose_key_is_n
         1
     );
 }
+
+#[tokio::test]
+async fn two_servers_on_one_log_share_the_count_and_do_not_both_checkpoint() {
+    let (clock, key, signer_a) = key_and_signer(KeyType::EcP256);
+    let (_c, key_b, signer_b) = key_and_signer(KeyType::EcP256);
+    let log = log_with(&key, 0).await;
+    log.append(
+        &[ServerEvent::ServerJwtKeyPrepared {
+            server_id: "b".into(),
+            record: key_b.clone(),
+        }],
+        AppendCondition::Any,
+    )
+    .await
+    .unwrap();
+    let spawn = |server: &str, signer: &Signer| {
+        Actor::spawn(
+            None,
+            Checkpointer,
+            CheckpointerArgs {
+                log: log.clone(),
+                signer: signer.clone(),
+                clock: Arc::new(clock.clone()),
+                trust_domain: td(),
+                server_id: Some(server.into()),
+                settings: settings(4, 0),
+            },
+        )
+    };
+    let (a, a_handle) = spawn("a", &signer_a).await.unwrap();
+    let (b, b_handle) = spawn("b", &signer_b).await.unwrap();
+    assert_eq!(tick(&b).await, TickOutcome::NotDue);
+    append_records(&log, 2).await;
+    assert!(matches!(
+        tick(&a).await,
+        TickOutcome::Appended { covers: 4, .. }
+    ));
+    // B sees A's checkpoint: its count starts again, so no second checkpoint of seq 4.
+    assert_eq!(tick(&b).await, TickOutcome::NotDue);
+    append_records(&log, 4).await;
+    assert!(matches!(
+        tick(&b).await,
+        TickOutcome::Appended { covers: 9, .. }
+    ));
+    assert_eq!(tick(&a).await, TickOutcome::NotDue);
+    let latest = find_latest(log.raw().as_ref(), 10, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.checkpoint.server_id.as_deref(), Some("b"));
+    assert_eq!(latest.checkpoint.kid, key_b.kid);
+    let report = audit(log.raw().as_ref(), &td(), 1, 10).await.unwrap();
+    assert_eq!((report.checked, report.first_bad), (2, None));
+    for (actor, handle) in [(a, a_handle), (b, b_handle)] {
+        actor.stop(None);
+        handle.await.unwrap();
+    }
+}
