@@ -122,10 +122,10 @@ pub struct RotationRecord {
     /// SVIDs of the old CA replaced by one of another CA after the start.
     pub replaced_svids: u64,
     /// Per agent that moved off the old CA entirely: from the start to its last SVID of the
-    /// old CA replaced (or dropped), ms; in agent order.
+    /// old CA replaced (or dropped), ms; in the order agents finished.
     pub agent_done_ms: Vec<u64>,
     /// Forced, per affected agent that received it: from the taint to the agent applying
-    /// the bundle carrying the taint mark, ms; in agent order.
+    /// the bundle carrying the taint mark, ms; in the order agents applied it.
     pub taint_received_ms: Vec<u64>,
     /// At the end: agents still holding an SVID of the old CA.
     pub agents_remaining: u64,

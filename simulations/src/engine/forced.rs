@@ -65,9 +65,12 @@ impl World<'_> {
     pub(super) fn forced_step(&mut self, item: usize, step: Step) -> Result<(), SimError> {
         let action = self.sc.timeline[item].clone();
         let k = action.server;
-        if self.forced[item].as_ref().is_some_and(|f| f.stopped) {
+        // Every later step follows the prepare, which makes the state.
+        let state = self.forced[item].clone();
+        if state.as_ref().is_some_and(|f| f.stopped) || (state.is_none() && step != Step::Prepare) {
             return Ok(());
         }
+        let state = state.unwrap_or_default();
         if !self.servers[k as usize].up {
             // The command needs its server: the operator tries again.
             let tick = u64::try_from(self.sc.server.rotation_tick.as_millis()).unwrap_or(10_000);
@@ -103,7 +106,7 @@ impl World<'_> {
                 self.next_step(item, Step::Activate, ms(action.activate_after));
             }
             Step::Activate => {
-                let Some(prepared) = self.forced_state(item).prepared.clone() else {
+                let Some(prepared) = state.prepared.clone() else {
                     return self.refuse(item, "activate: no CA was prepared".into());
                 };
                 let authority = &self.servers[k as usize].authority;
@@ -133,18 +136,20 @@ impl World<'_> {
                             .refuse(item, "activate: the prepared CA is gone (expired)".into())
                     }
                 };
-                let record = self.forced_state(item).record;
+                let record = state.record;
                 self.metrics.rotations[record].activated_ms = Some(now_ms);
                 if let Some(old) = &old {
                     if let Some(&ca) = self.ca_ix.get(old) {
                         self.metrics.rotations[record].old_ca = self.cas[ca as usize].name.clone();
                     }
                 }
-                self.forced_mut(item).old = old;
+                if let Some(f) = self.forced[item].as_mut() {
+                    f.old = old;
+                }
                 self.next_step(item, Step::Taint, ms(action.taint_after));
             }
             Step::Taint => {
-                let Some(old) = self.forced_state(item).old.clone() else {
+                let Some(old) = state.old.clone() else {
                     return self.refuse(item, "taint: there was no CA active before".into());
                 };
                 let der = self.servers[k as usize]
@@ -157,7 +162,7 @@ impl World<'_> {
                 if let Err(e) = self.operator(k, command) {
                     return self.refuse(item, format!("taint: {e}"));
                 }
-                let record = self.forced_state(item).record;
+                let record = state.record;
                 self.metrics.rotations[record].tainted_ms = Some(now_ms);
                 if let Some(&ca) = self.ca_ix.get(&old) {
                     self.start_migration(record, ca, der);
@@ -167,7 +172,7 @@ impl World<'_> {
                 }
             }
             Step::Revoke => {
-                let Some(old) = self.forced_state(item).old.clone() else {
+                let Some(old) = state.old.clone() else {
                     return Ok(());
                 };
                 let command = AuthorityCommand::RevokeCa {
@@ -176,7 +181,7 @@ impl World<'_> {
                 if let Err(e) = self.operator(k, command) {
                     return self.refuse(item, format!("revoke: {e}"));
                 }
-                let record = self.forced_state(item).record;
+                let record = state.record;
                 self.metrics.rotations[record].revoked_ms = Some(now_ms);
                 if let Some(&ca) = self.ca_ix.get(&old) {
                     self.cas[ca as usize].revoked_ms = Some(now_ms);
@@ -193,28 +198,14 @@ impl World<'_> {
         );
     }
 
-    fn forced_state(&self, item: usize) -> &Forced {
-        // Made by the prepare step, which every later step follows.
-        static NONE: Forced = Forced {
-            record: 0,
-            prepared: None,
-            old: None,
-            stopped: true,
-        };
-        self.forced[item].as_ref().unwrap_or(&NONE)
-    }
-
-    fn forced_mut(&mut self, item: usize) -> &mut Forced {
-        self.forced[item].get_or_insert_with(Forced::default)
-    }
-
     /// A step the aggregate refused: recorded, and the action ends.
     fn refuse(&mut self, item: usize, reason: String) -> Result<(), SimError> {
-        let record = self.forced_state(item).record;
-        if let Some(r) = self.metrics.rotations.get_mut(record) {
-            r.refused = Some(reason);
+        if let Some(f) = self.forced[item].as_mut() {
+            f.stopped = true;
+            if let Some(r) = self.metrics.rotations.get_mut(f.record) {
+                r.refused = Some(reason);
+            }
         }
-        self.forced_mut(item).stopped = true;
         Ok(())
     }
 
