@@ -1,5 +1,6 @@
 //! The server's own X.509-SVID (`spiffe://<td>/spire/server`) for the agent API's TLS: issued
-//! by the authority at start, renewed at half its lifetime, and the live bundle kept in step
+//! by the authority at start, renewed at half its lifetime (at once when a bundle change
+//! taints or revokes the CA it chains to: forced rotation), and the live bundle kept in step
 //! with CA rotation, so agents with SVIDs from a new CA are accepted at once.
 
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
+use tessera_actors::agent::taint::BundleIndex;
 use tessera_actors::server::authority::{AuthorityHandle, X509SvidRequest};
 use tessera_eventlog::Clock;
 use tessera_identity::{SpiffeId, SERVER_PATH};
@@ -33,6 +35,7 @@ pub async fn start(deps: &AgentApiDeps) -> Result<Arc<LiveTls>, AgentApiError> {
     let live = Arc::new(LiveTls::new(bundle));
     let clock = deps.server.clock.clone();
     let (key, lifetime) = issue(&authority, &server_id, clock.as_ref()).await?;
+    let mut chain = chain_of(&key);
     live.set_server_key(key);
 
     let task_live = live.clone();
@@ -50,12 +53,19 @@ pub async fn start(deps: &AgentApiDeps) -> Result<Arc<LiveTls>, AgentApiError> {
                     }
                     let current = bundles.borrow_and_update().clone();
                     if let Some(b) = current {
+                        // Forced rotation: an SVID of a tainted (or revoked) CA is renewed
+                        // now, or agents that trust the new bundle refuse the next connection.
+                        if BundleIndex::new(&b).judge(&chain).needs_resign() {
+                            tracing::info!("the server SVID chains to a tainted or revoked CA; renewing it now");
+                            renewal.set(tokio::time::sleep(Duration::ZERO));
+                        }
                         task_live.set_bundle(b);
                     }
                 }
                 () = &mut renewal => {
                     match issue(&authority, &server_id, clock.as_ref()).await {
                         Ok((key, lifetime)) => {
+                            chain = chain_of(&key);
                             task_live.set_server_key(key);
                             renewal.set(tokio::time::sleep(lifetime / 2));
                         }
@@ -69,6 +79,11 @@ pub async fn start(deps: &AgentApiDeps) -> Result<Arc<LiveTls>, AgentApiError> {
         }
     });
     Ok(live)
+}
+
+/// The certificate chain (DER, leaf first) of a server key.
+fn chain_of(key: &CertifiedKey) -> Vec<Vec<u8>> {
+    key.cert.iter().map(|c| c.as_ref().to_vec()).collect()
 }
 
 /// A fresh key pair and an SVID for `server_id` signed by the authority: the TLS key and the
