@@ -53,10 +53,9 @@ async fn tainting_the_old_ca_re_signs_every_open_streams_svids_and_revoking_it_l
     for i in 0..WORKLOADS {
         create(&p, &format!("/w{i}"), &[]);
     }
-    let old_id = authority_id(&p.server, &["localauthority", "x509", "show"], "active");
-    let old_roots = roots(&p.server);
-    assert_eq!(old_roots.len(), 1, "one CA before the rotation");
-    let old = old_roots[0].clone();
+    let roots_before = roots(&p.server);
+    assert_eq!(roots_before.len(), 1, "one CA before the rotation");
+    let first_ca = roots_before[0].clone();
 
     // Several workloads, each with its own client and open stream, each holding every SVID
     // (all entries select this test's uid).
@@ -74,7 +73,7 @@ async fn tainting_the_old_ca_re_signs_every_open_streams_svids_and_revoking_it_l
                         assert!(ctx
                             .svids()
                             .iter()
-                            .all(|s| signed_by(s.leaf().as_ref(), &old)));
+                            .all(|s| signed_by(s.leaf().as_ref(), &first_ca)));
                         return;
                     }
                 }
@@ -84,59 +83,74 @@ async fn tainting_the_old_ca_re_signs_every_open_streams_svids_and_revoking_it_l
         streams.push(s);
     }
 
-    // The rotation, as an SRE would run it.
-    let new_id = authority_id(
-        &p.server,
-        &["localauthority", "x509", "prepare"],
-        "prepared_authority",
-    );
-    assert_ne!(new_id, old_id);
-    let new = roots(&p.server)
-        .into_iter()
-        .find(|r| *r != old)
-        .expect("the prepared CA is in the bundle");
-    p.server.ok(&[
-        "localauthority",
-        "x509",
-        "activate",
-        "--authorityID",
-        &new_id,
-    ]);
-    p.server
-        .ok(&["localauthority", "x509", "taint", "--authorityID", &old_id]);
+    // Twice: the second rotation starts from a CA that was itself prepared by hand.
+    let mut old = first_ca;
+    for round in 0..2 {
+        let old_id = authority_id(&p.server, &["localauthority", "x509", "show"], "active");
+        // The rotation, as an SRE would run it.
+        let new_id = authority_id(
+            &p.server,
+            &["localauthority", "x509", "prepare"],
+            "prepared_authority",
+        );
+        assert_ne!(new_id, old_id);
+        let new = roots(&p.server)
+            .into_iter()
+            .find(|r| *r != old)
+            .expect("the prepared CA is in the bundle");
+        p.server.ok(&[
+            "localauthority",
+            "x509",
+            "activate",
+            "--authorityID",
+            &new_id,
+        ]);
+        p.server
+            .ok(&["localauthority", "x509", "taint", "--authorityID", &old_id]);
 
-    // Every stream gets every SVID signed by the new CA, on the stream it already had open.
-    for s in &mut streams {
-        within("SVIDs re-signed by the new CA", async {
-            loop {
-                let ctx = s.next().await.expect("the stream stays open").unwrap();
-                let leaves: Vec<&[u8]> = ctx.svids().iter().map(|s| s.leaf().as_ref()).collect();
-                if leaves.len() == WORKLOADS && leaves.iter().all(|l| signed_by(l, &new)) {
-                    assert!(leaves.iter().all(|l| !signed_by(l, &old)));
-                    return;
-                }
-            }
-        })
-        .await;
-    }
+        // Every stream gets every SVID signed by the new CA, on the stream it already had
+        // open.
+        for s in &mut streams {
+            within(
+                &format!("round {round}: SVIDs re-signed by the new CA"),
+                async {
+                    loop {
+                        let ctx = s.next().await.expect("the stream stays open").unwrap();
+                        let leaves: Vec<&[u8]> =
+                            ctx.svids().iter().map(|s| s.leaf().as_ref()).collect();
+                        if leaves.len() == WORKLOADS && leaves.iter().all(|l| signed_by(l, &new)) {
+                            assert!(leaves.iter().all(|l| !signed_by(l, &old)));
+                            return;
+                        }
+                    }
+                },
+            )
+            .await;
+        }
 
-    // Revoke: the old root leaves every stream's bundle; the new one is there.
-    p.server
-        .ok(&["localauthority", "x509", "revoke", "--authorityID", &old_id]);
-    assert_eq!(roots(&p.server), vec![new.clone()]);
-    for s in &mut streams {
-        within("the bundle without the old root", async {
-            loop {
-                let ctx = s.next().await.expect("the stream stays open").unwrap();
-                let bundle = ctx.bundle_set().get(&example_org()).expect("own bundle");
-                let ders: Vec<&[u8]> = bundle.authorities().iter().map(|a| a.as_ref()).collect();
-                if !ders.contains(&old.as_slice()) {
-                    assert!(ders.contains(&new.as_slice()), "the new root stays");
-                    return;
-                }
-            }
-        })
-        .await;
+        // Revoke: the old root leaves every stream's bundle; the new one is there.
+        p.server
+            .ok(&["localauthority", "x509", "revoke", "--authorityID", &old_id]);
+        assert_eq!(roots(&p.server), vec![new.clone()]);
+        for s in &mut streams {
+            within(
+                &format!("round {round}: the bundle without the old root"),
+                async {
+                    loop {
+                        let ctx = s.next().await.expect("the stream stays open").unwrap();
+                        let bundle = ctx.bundle_set().get(&example_org()).expect("own bundle");
+                        let ders: Vec<&[u8]> =
+                            bundle.authorities().iter().map(|a| a.as_ref()).collect();
+                        if !ders.contains(&old.as_slice()) {
+                            assert!(ders.contains(&new.as_slice()), "the new root stays");
+                            return;
+                        }
+                    }
+                },
+            )
+            .await;
+        }
+        old = new;
     }
     let mut agent = p.agent;
     assert!(
