@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tessera_identity::{Selector, SelectorSet};
+use tracing::Instrument;
 
 use self::process::ProcessCheck;
 
@@ -119,6 +120,18 @@ impl Attestors {
     /// so that a caller is never served on a partial picture it did not ask for, and with
     /// [`AttestError::CallerChanged`] if the caller exited or its pid was reused meanwhile.
     pub async fn attest(&self, caller: &PeerCredentials) -> Result<SelectorSet, AttestError> {
+        let span = tracing::info_span!(
+            "attest_workload",
+            pid = caller.pid,
+            uid = caller.uid,
+            selectors = tracing::field::Empty,
+        );
+        let selectors = self.attest_all(caller).instrument(span.clone()).await?;
+        span.record("selectors", selectors.len());
+        Ok(selectors)
+    }
+
+    async fn attest_all(&self, caller: &PeerCredentials) -> Result<SelectorSet, AttestError> {
         // `/proc/<pid>/stat` and `status` are kernel-generated and never wait on a disk.
         let stamp = self.check.record(caller)?;
         let runs = self.attestors.iter().map(|a| async move {

@@ -16,6 +16,8 @@
 //! - the LRU SVID cache: eager up to its size, on demand beyond, eviction, a soft limit for
 //!   open streams (`e2e/svid_cache.rs`);
 //! - two trust domains federating with both bundle endpoint profiles (`e2e/federation.rs`).
+//! - OpenTelemetry: one trace from a Workload API call through the server's signing, across
+//!   both processes, with no secret in any attribute (`e2e/tracing.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
@@ -33,6 +35,8 @@ mod proxy;
 mod servers;
 #[path = "e2e/svid_cache.rs"]
 mod svid_cache;
+#[path = "e2e/tracing.rs"]
+mod traces;
 #[path = "e2e/taint.rs"]
 mod taint;
 

@@ -226,6 +226,8 @@ pub async fn serve_with(
         .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
         .max_frame_size(MAX_FRAME_SIZE)
         .layer(TrackRequests)
+        // One span per admin RPC (`rpc.method`), exported when [telemetry] is on.
+        .layer(tessera_edge::telemetry::TraceLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

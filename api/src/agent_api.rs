@@ -131,6 +131,8 @@ pub async fn serve(
         .initial_connection_window_size(2 * 1024 * 1024)
         // GOAWAY at the max age; the connection itself cuts at age plus grace (`TlsConn`).
         .max_connection_age(limits.connection_max_age)
+        // One span per RPC, continuing the agent's trace (`traceparent`).
+        .layer(tessera_edge::telemetry::TraceLayer)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

@@ -62,11 +62,13 @@ pub enum AgentMsg {
     Signed(Vec<SignedItem>),
     /// A signing round failed as a whole.
     SignFailed(ClientError),
-    /// A JWT-SVID for an entry and audience.
+    /// A JWT-SVID for an entry and audience; the span is the caller's (a Workload API call):
+    /// a mint it causes runs in it, so the server's span joins the call's trace.
     FetchJwt(
         EntryId,
         Vec<String>,
         RpcReplyPort<Result<HeldJwtSvid, JwtFetchError>>,
+        tracing::Span,
     ),
     /// A JWT-SVID was minted (from the mint task), for the cache.
     JwtMinted(JwtKey, HeldJwtSvid, i64),
@@ -89,6 +91,9 @@ pub enum AgentMsg {
         hold: bool,
         /// Answered when the SVIDs are there (or will not come).
         reply: RpcReplyPort<u64>,
+        /// The caller's span (a Workload API call): a signing round this use starts is its
+        /// child, so one trace runs from the call to the server's signing.
+        span: tracing::Span,
     },
     /// The hold of a `Use` ends (the stream closed).
     Release(u64),
@@ -105,7 +110,7 @@ impl std::fmt::Debug for AgentMsg {
             AgentMsg::Rotate => f.write_str("Rotate"),
             AgentMsg::Signed(r) => write!(f, "Signed({} results)", r.len()),
             AgentMsg::SignFailed(e) => write!(f, "SignFailed({e})"),
-            AgentMsg::FetchJwt(id, aud, _) => write!(f, "FetchJwt({id}, {aud:?})"),
+            AgentMsg::FetchJwt(id, aud, ..) => write!(f, "FetchJwt({id}, {aud:?})"),
             AgentMsg::JwtMinted(k, _, _) => write!(f, "JwtMinted({})", k.0),
             AgentMsg::Cursor(_) => f.write_str("Cursor"),
             AgentMsg::Flush => f.write_str("Flush"),
@@ -352,10 +357,11 @@ impl Actor for AgentCore {
                 selectors,
                 hold,
                 reply,
-            } => state.use_identities(&myself, subscription, selectors, hold, reply),
+                span,
+            } => state.use_identities(&myself, subscription, selectors, hold, reply, &span),
             AgentMsg::Release(subscription) => state.release(subscription),
-            AgentMsg::FetchJwt(id, audience, reply) => {
-                state.fetch_jwt(&myself, id, audience, reply)
+            AgentMsg::FetchJwt(id, audience, reply, span) => {
+                state.fetch_jwt(&myself, id, audience, reply, span)
             }
             AgentMsg::JwtMinted(key, jwt, refresh_at) => {
                 if state.is_jwt_tainted(&jwt) {
@@ -495,7 +501,7 @@ impl AgentState {
             .filter(|id| !self.failed.contains_key(id))
             .collect();
         for chunk in on_demand.chunks(batch) {
-            self.sign(myself, chunk.to_vec(), false);
+            self.sign(myself, chunk.to_vec(), false, None);
         }
         // One bulk round at a time; the round's end checks again. This keeps a burst of
         // changes from asking for the same renewals once per change.
@@ -508,7 +514,7 @@ impl AgentState {
             .filter(|id| !self.failed.contains_key(id))
             .take(batch)
             .collect();
-        self.bulk_round = self.sign(myself, bulk, true);
+        self.bulk_round = self.sign(myself, bulk, true, None);
     }
 
     fn fetch_jwt(
@@ -517,6 +523,7 @@ impl AgentState {
         id: EntryId,
         audience: Vec<String>,
         reply: RpcReplyPort<Result<HeldJwtSvid, JwtFetchError>>,
+        caller: tracing::Span,
     ) {
         let Some(entry) = self
             .args
@@ -539,7 +546,7 @@ impl AgentState {
         let client = self.args.client.clone();
         let me = myself.clone();
         let (spiffe_id, hint) = (entry.spiffe_id.clone(), entry.hint.clone());
-        tokio::spawn(async move {
+        let task = async move {
             let outcome = client.mint_jwt(id, audience).await;
             let answer = match outcome {
                 Ok(minted) => {
@@ -557,6 +564,7 @@ impl AgentState {
                 Err(e) => Err(JwtFetchError::Unavailable(e.to_string())),
             };
             let _ = reply.send(answer);
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, caller));
     }
 }

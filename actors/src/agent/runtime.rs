@@ -167,6 +167,7 @@ impl WorkloadSource for AgentRuntime {
                 selectors: selectors.clone(),
                 hold,
                 reply: tx.into(),
+                span: tracing::Span::current(),
             };
             if self.core.send_message(message).is_err() {
                 return InUse::default();
@@ -199,7 +200,12 @@ impl WorkloadSource for AgentRuntime {
             let audience = audience.to_vec();
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.core
-                .send_message(AgentMsg::FetchJwt(id, audience, tx.into()))
+                .send_message(AgentMsg::FetchJwt(
+                    id,
+                    audience,
+                    tx.into(),
+                    tracing::Span::current(),
+                ))
                 .map_err(|e| JwtFetchError::Unavailable(e.to_string()))?;
             match tokio::time::timeout(self.jwt_timeout, rx).await {
                 Ok(Ok(answer)) => answer,

@@ -17,8 +17,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use ractor::ActorRef;
 use tessera_eventlog::typed::TypedError;
-use tessera_eventlog::{AppendCondition, AppendReceipt, LogError, TypedLog};
+use tessera_eventlog::{AppendCondition, AppendReceipt, Event, LogError, TypedLog};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::random::{random_u64, RandomSource};
 use crate::server::events::ServerEvent;
@@ -87,8 +88,40 @@ pub(crate) enum Written {
     Failed(String),
 }
 
-/// Appends `events` only if the log's head is still `folded`.
+/// Appends `events` only if the log's head is still `folded`. One span per append (every
+/// server actor appends here): the kind of the first event, how many, and the committed seq.
 pub(crate) async fn append_at(
+    log: &TypedLog<ServerEvent>,
+    events: &[ServerEvent],
+    folded: u64,
+) -> Written {
+    let span = tracing::info_span!(
+        "append_events",
+        kind = events.first().map(Event::kind).unwrap_or(""),
+        events = events.len(),
+        expect_head = folded,
+        seq = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let written = append_at_inner(log, events, folded)
+        .instrument(span.clone())
+        .await;
+    match &written {
+        Written::Committed(receipt) => {
+            span.record("seq", receipt.last_seq);
+            span.record("outcome", "committed");
+        }
+        Written::Conflict => {
+            span.record("outcome", "conflict");
+        }
+        Written::Unavailable(_) | Written::Failed(_) => {
+            span.record("outcome", "failed");
+        }
+    }
+    written
+}
+
+async fn append_at_inner(
     log: &TypedLog<ServerEvent>,
     events: &[ServerEvent],
     folded: u64,

@@ -19,14 +19,17 @@ use futures::FutureExt;
 use tessera_actors::agent::server_client::{
     ClientError, MintedJwt, Refusal, ServerClient, SignedX509, SyncMessage,
 };
+use tessera_edge::telemetry::TraceInterceptor;
 use tessera_identity::{Bundle, EntryId, TrustDomain};
 use tessera_proto::tessera::agent::v1::agent_server_client::AgentServerClient;
 use tessera_proto::tessera::agent::v1::{
     BatchSignX509SvidRequest, MintJwtSvidRequest, RenewAgentRequest, SignX509SvidParams,
     SyncRequest, AGENT_BANNED, AGENT_REFUSAL_KEY,
 };
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::Code;
+use tracing::Instrument;
 
 use self::link::{Connection, Link};
 use super::metrics::NodeMetrics;
@@ -153,7 +156,7 @@ impl GrpcClient {
     /// next one (when there is another).
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: Fn(AgentServerClient<Channel>) -> Fut,
+        F: Fn(Rpc) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
         let mut retried = false;
@@ -219,8 +222,12 @@ impl GrpcClient {
     }
 }
 
-fn rpc(channel: &Channel) -> AgentServerClient<Channel> {
-    AgentServerClient::new(channel.clone())
+/// A client of the agent API whose calls carry the current span's `traceparent`, so that
+/// the server's spans join the agent's trace.
+type Rpc = AgentServerClient<InterceptedService<Channel, TraceInterceptor>>;
+
+fn rpc(channel: &Channel) -> Rpc {
+    AgentServerClient::with_interceptor(channel.clone(), TraceInterceptor)
         .max_decoding_message_size(MAX_SYNC_MESSAGE_BYTES as usize)
 }
 
@@ -261,6 +268,11 @@ impl ServerClient for GrpcClient {
         &self,
         requests: Vec<(EntryId, Vec<u8>)>,
     ) -> BoxFuture<'_, Result<Vec<Result<SignedX509, String>>, ClientError>> {
+        let span = tracing::info_span!(
+            "sign_x509_request",
+            otel.kind = "client",
+            csrs = requests.len()
+        );
         async move {
             let params: Vec<SignX509SvidParams> = requests
                 .into_iter()
@@ -292,6 +304,7 @@ impl ServerClient for GrpcClient {
                 })
                 .collect())
         }
+        .instrument(span)
         .boxed()
     }
 
@@ -300,6 +313,11 @@ impl ServerClient for GrpcClient {
         entry: EntryId,
         audience: Vec<String>,
     ) -> BoxFuture<'_, Result<MintedJwt, ClientError>> {
+        let span = tracing::info_span!(
+            "mint_jwt",
+            entry_id = entry.as_str(),
+            audiences = audience.len()
+        );
         async move {
             let entry_id = entry.as_str().to_owned();
             let svid = self
@@ -323,6 +341,7 @@ impl ServerClient for GrpcClient {
                 issued_at: svid.issued_at,
             })
         }
+        .instrument(span)
         .boxed()
     }
 }

@@ -21,6 +21,7 @@ use tessera_proto::tessera::agent::v1::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
+use tracing::Instrument;
 
 use super::{convert, AgentApiDeps};
 use crate::status::{agent_refusal, status, ToCode};
@@ -37,7 +38,10 @@ pub fn run(
     wait: Duration,
 ) -> std::pin::Pin<Box<dyn futures::Stream<Item = Result<AttestResponse, Status>> + Send>> {
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(async move {
+    // The attestation outlives the RPC's span (which ends with the response headers): its own
+    // span, a child of the RPC's, follows it to the end. No token or key is ever a field.
+    let span = tracing::info_span!("attest_agent", otel.name = "attest_agent");
+    let task = async move {
         tokio::time::sleep(wait).await;
         let limit = deps.settings.limits.attestation_timeout;
         let outcome = tokio::time::timeout(limit, attest(&deps, input, &tx))
@@ -54,7 +58,8 @@ pub fn run(
             tracing::info!(code = ?status.code(), message = status.message(), "attestation refused");
         }
         let _ = tx.send(message).await;
-    });
+    };
+    tokio::spawn(task.instrument(span));
     Box::pin(ReceiverStream::new(rx))
 }
 

@@ -18,6 +18,7 @@ use tessera_proto::tessera::agent::v1::{
     RenewAgentResponse, SignX509SvidResult, SyncRequest, SyncResponse,
 };
 use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::auth::{authenticate, Caller};
 use super::limits::{Counter, LimitError, RateLimiter};
@@ -237,14 +238,24 @@ impl AgentServer for AgentService {
                 })
             })?;
         let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
+        // The signing itself, in the RPC's span (and so in the agent's trace). Not the agent's
+        // ID: a join-token agent's ID holds its token.
+        let sign_span = tracing::info_span!(
+            "sign",
+            otel.name = "sign_x509_svids",
+            csrs = items.len(),
+            signed = tracing::field::Empty,
+        );
         let outcomes = sign_x509_for_agent(
             &self.deps.server,
             &caller.agent,
             items,
             limits.max_sign_batch,
         )
+        .instrument(sign_span.clone())
         .await
         .map_err(status)?;
+        sign_span.record("signed", outcomes.iter().filter(|o| o.is_ok()).count());
         let results = ids
             .into_iter()
             .zip(outcomes)
@@ -282,6 +293,14 @@ impl AgentServer for AgentService {
                 })
             })?;
         let ttl = (req.ttl > 0).then(|| Duration::from_secs(req.ttl.unsigned_abs().into()));
+        // The entry only: neither the JWT nor the agent's ID (a join-token agent's ID holds its
+        // token) is a field.
+        let mint_span = tracing::info_span!(
+            "mint",
+            otel.name = "mint_jwt_svid",
+            entry_id = %req.entry_id,
+            audiences = req.audience.len(),
+        );
         let (entry, svid) = mint_jwt_for_agent(
             &self.deps.server,
             &caller.agent,
@@ -290,6 +309,7 @@ impl AgentServer for AgentService {
             ttl,
             limits.audiences.max_audiences,
         )
+        .instrument(mint_span)
         .await
         .map_err(status)?;
         Ok(Response::new(MintJwtSvidResponse {

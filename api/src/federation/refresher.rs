@@ -36,6 +36,7 @@ use tessera_identity::TrustDomain;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::fetch::{BundleSource, Fetcher};
 use super::metrics::FederationMetrics;
@@ -352,9 +353,23 @@ impl<F: BundleSource> Refresher<F> {
             let relationship = t.relationship.clone();
             let (fetcher, federation) = (self.fetcher.clone(), self.federation.clone());
             let launched = relationship.clone();
-            let task = fetches
-                .tasks
-                .spawn(async move { attempt(&fetcher, &federation, &launched).await });
+            // One span per refresh (a trace of its own): trust domain, URL (no userinfo, by
+            // the relationship's rule), outcome.
+            let span = tracing::info_span!(
+                "federation_refresh",
+                trust_domain = %td,
+                url = %relationship.bundle_endpoint_url,
+                outcome = tracing::field::Empty,
+                sequence = tracing::field::Empty,
+            );
+            let task = fetches.tasks.spawn(
+                async move {
+                    let outcome = attempt(&fetcher, &federation, &launched).await;
+                    record_outcome(&tracing::Span::current(), &outcome);
+                    outcome
+                }
+                .instrument(span),
+            );
             fetches.launches.insert(
                 task.id(),
                 Launch {
@@ -507,6 +522,25 @@ async fn attempt(
             reason: format!("the fetched bundle could not be stored: {e}"),
         },
     }
+}
+
+/// Puts an attempt's outcome on its span.
+fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
+    let name = match outcome {
+        Outcome::Stored {
+            changed: true,
+            sequence,
+            ..
+        } => {
+            span.record("sequence", *sequence);
+            "stored"
+        }
+        Outcome::Stored { .. } => "unchanged",
+        Outcome::Gone => "gone",
+        Outcome::Superseded => "superseded",
+        Outcome::Failed { kind, .. } => kind,
+    };
+    span.record("outcome", name);
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -18,6 +18,7 @@ impl AgentState {
         selectors: SelectorSet,
         hold: bool,
         reply: RpcReplyPort<u64>,
+        caller: &tracing::Span,
     ) {
         let now = unix_secs(self.args.clock.as_ref());
         let matched = self.args.cache.matching(&selectors, now);
@@ -49,7 +50,7 @@ impl AgentState {
             .cloned()
             .collect();
         for chunk in wanted.chunks(self.args.rotation.batch.max(1)) {
-            self.sign(myself, chunk.to_vec(), false);
+            self.sign(myself, chunk.to_vec(), false, caller.id());
         }
         self.waiters.push((missing, reply));
         self.answer_waiters();

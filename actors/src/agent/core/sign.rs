@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use ractor::ActorRef;
 use rcgen::CertificateParams;
 use tessera_identity::EntryId;
+use tracing::Instrument;
 
 use super::{AgentMsg, AgentState, SignedItem};
 use crate::keys::SigningKeyPair;
@@ -15,11 +16,16 @@ impl AgentState {
     /// Starts one signing round for `ids` (those not already in flight): keys and CSRs are
     /// made off the runtime's threads, the result comes back as `Signed` (`bulk`) or
     /// `SignedOnDemand`. Returns the entries of the round.
+    ///
+    /// The round is a span (`sign_x509_batch`): a child of `parent` (the Workload API call
+    /// that asked for an SVID on demand), or the root of its own trace (rotation, eager
+    /// signing after sync). The request to the server carries it (`traceparent`).
     pub(super) fn sign(
         &mut self,
         myself: &ActorRef<AgentMsg>,
         ids: Vec<EntryId>,
         bulk: bool,
+        parent: Option<tracing::Id>,
     ) -> Vec<EntryId> {
         let batch: Vec<(EntryId, u64)> = ids
             .into_iter()
@@ -35,7 +41,13 @@ impl AgentState {
         let me = myself.clone();
         let key_type = self.args.rotation.key_type;
         let ids = round.clone();
-        tokio::spawn(async move {
+        let span = tracing::info_span!(
+            parent: parent,
+            "sign_x509_batch",
+            bulk,
+            csrs = round.len()
+        );
+        let task = async move {
             // Key generation is CPU work: off the runtime's worker threads.
             let prepared = tokio::task::spawn_blocking(move || {
                 batch
@@ -83,7 +95,8 @@ impl AgentState {
                 Err(e) => AgentMsg::OnDemandFailed(ids, e),
             };
             let _ = me.send_message(message);
-        });
+        };
+        tokio::spawn(task.instrument(span));
         round
     }
 }
