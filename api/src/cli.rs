@@ -13,6 +13,7 @@ pub mod localauthority;
 pub mod log;
 pub mod render;
 pub mod svid;
+pub mod upstreamauthority;
 pub mod validate;
 
 use std::io::Write;
@@ -72,6 +73,9 @@ pub enum Command {
     /// revoke).
     #[command(subcommand, name = "localauthority")]
     LocalAuthority(localauthority::LocalAuthorityCommand),
+    /// The upstream root that signed this server's old CAs: taint, revoke.
+    #[command(subcommand, name = "upstreamauthority")]
+    UpstreamAuthority(upstreamauthority::UpstreamAuthorityCommand),
 }
 
 /// `run`.
@@ -151,6 +155,7 @@ pub async fn dispatch(command: Command, out: &mut dyn Write) -> Result<(), CliEr
         Command::Events(c) => events::run(c, out).await,
         Command::Log(c) => log::run(c, out).await,
         Command::LocalAuthority(c) => localauthority::run(c, out).await,
+        Command::UpstreamAuthority(c) => upstreamauthority::run(c, out).await,
     }
 }
 

@@ -259,7 +259,9 @@ impl ToCode for SignError {
 impl ToCode for AuthorityError {
     fn code(&self) -> Code {
         match self {
-            AuthorityError::Unknown { .. } => Code::InvalidArgument,
+            AuthorityError::Unknown { .. } | AuthorityError::UnknownUpstream { .. } => {
+                Code::InvalidArgument
+            }
             AuthorityError::Duplicate { .. } => Code::AlreadyExists,
             // A record the server built itself: a bug, not the caller's input.
             AuthorityError::InvalidRecord { .. } => Code::Internal,
@@ -274,9 +276,7 @@ impl ToCode for LocalAuthorityError {
             LocalAuthorityError::Rejected(e) => e.code(),
             LocalAuthorityError::KeyUnavailable { .. } => Code::FailedPrecondition,
             // A build under way, a failed build or log write: retry.
-            LocalAuthorityError::Busy { .. } | LocalAuthorityError::Failed(_) => {
-                Code::Unavailable
-            }
+            LocalAuthorityError::Busy { .. } | LocalAuthorityError::Failed(_) => Code::Unavailable,
             _ => Code::Internal,
         }
     }

@@ -9,8 +9,10 @@
 //! one) → revoke (naming the tainted one). A step out of order is `FailedPrecondition` with the
 //! next step to take; an empty ID or one this server does not hold is `InvalidArgument`, as in
 //! SPIRE. `Get*AuthorityState` shows the active, the prepared and the most recent old one.
-//! The upstream-authority methods and WIT authorities are not in Tessera yet
-//! (`Unimplemented`).
+//! With an upstream authority, a CA it signed is tainted and revoked through the upstream
+//! root (`TaintX509UpstreamAuthority`, `RevokeX509UpstreamAuthority`, by the root's subject key
+//! ID): every old CA it signed at once, the root marked and then removed. WIT authorities are
+//! not in Tessera (`Unimplemented`).
 
 use std::sync::Arc;
 
@@ -22,8 +24,10 @@ use tessera_proto::spire::api::server::localauthority::v1::{
     GetX509AuthorityStateResponse, PrepareJwtAuthorityRequest, PrepareJwtAuthorityResponse,
     PrepareX509AuthorityRequest, PrepareX509AuthorityResponse, RevokeJwtAuthorityRequest,
     RevokeJwtAuthorityResponse, RevokeX509AuthorityRequest, RevokeX509AuthorityResponse,
+    RevokeX509UpstreamAuthorityRequest, RevokeX509UpstreamAuthorityResponse,
     TaintJwtAuthorityRequest, TaintJwtAuthorityResponse, TaintX509AuthorityRequest,
-    TaintX509AuthorityResponse,
+    TaintX509AuthorityResponse, TaintX509UpstreamAuthorityRequest,
+    TaintX509UpstreamAuthorityResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -91,9 +95,11 @@ impl LocalAuthorityService {
         authority_id: String,
     ) -> Result<AuthorityState, Status> {
         if authority_id.is_empty() {
-            return Err(status(ConvertError::Missing {
-                field: "authority_id",
-            }));
+            let field = match step {
+                LocalStep::TaintUpstream | LocalStep::RevokeUpstream => "subject_key_id",
+                _ => "authority_id",
+            };
+            return Err(status(ConvertError::Missing { field }));
         }
         let done = self
             .ctx
@@ -169,6 +175,32 @@ impl local_authority_server::LocalAuthority for LocalAuthorityService {
         let id = request.into_inner().authority_id;
         Ok(Response::new(RevokeJwtAuthorityResponse {
             revoked_authority: Some(self.step(AuthorityKind::Jwt, LocalStep::Revoke, id).await?),
+        }))
+    }
+
+    async fn taint_x509_upstream_authority(
+        &self,
+        request: Request<TaintX509UpstreamAuthorityRequest>,
+    ) -> Result<Response<TaintX509UpstreamAuthorityResponse>, Status> {
+        let id = request.into_inner().subject_key_id.to_ascii_lowercase();
+        let signed = self
+            .step(AuthorityKind::X509, LocalStep::TaintUpstream, id)
+            .await?;
+        Ok(Response::new(TaintX509UpstreamAuthorityResponse {
+            upstream_authority_subject_key_id: signed.upstream_authority_subject_key_id,
+        }))
+    }
+
+    async fn revoke_x509_upstream_authority(
+        &self,
+        request: Request<RevokeX509UpstreamAuthorityRequest>,
+    ) -> Result<Response<RevokeX509UpstreamAuthorityResponse>, Status> {
+        let id = request.into_inner().subject_key_id.to_ascii_lowercase();
+        let signed = self
+            .step(AuthorityKind::X509, LocalStep::RevokeUpstream, id)
+            .await?;
+        Ok(Response::new(RevokeX509UpstreamAuthorityResponse {
+            upstream_authority_subject_key_id: signed.upstream_authority_subject_key_id,
         }))
     }
 

@@ -148,3 +148,108 @@ fn jwt_forced_rotation_step_by_step() {
     assert!(jwks.contains(&next) && !jwks.contains(&first), "{jwks}");
     server.stop();
 }
+
+/// A self-signed upstream root: its certificate and key, PEM.
+fn upstream_root(cn: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn an_upstream_root_is_tainted_then_revoked_after_the_upstream_changes() {
+    let ws = Workspace::new();
+    let (cert, key) = (
+        ws.path().join("upstream.crt"),
+        ws.path().join("upstream.key"),
+    );
+    let install = |(c, k): (String, String)| {
+        std::fs::write(&cert, c).unwrap();
+        std::fs::write(&key, k).unwrap();
+    };
+    install(upstream_root("Upstream One"));
+    let config = ws.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream_authority.disk]\ncert_file_path = {:?}\nkey_file_path = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    )
+    .unwrap();
+    let server = ws.start_with(&["--config", config.to_str().unwrap()]);
+    let s = server.socket.as_path();
+    let state = ok_json(s, &["localauthority", "x509", "show"]);
+    let first = state["active"]["authority_id"].as_str().unwrap().to_owned();
+    let one = state["active"]["upstream_authority_subject_key_id"]
+        .as_str()
+        .expect("the upstream's subject key ID")
+        .to_owned();
+
+    // The upstream changes (a new root on disk); a CA it signs is prepared and activated.
+    install(upstream_root("Upstream Two"));
+    let next = ok_json(s, &["localauthority", "x509", "prepare"])["prepared_authority"].clone();
+    let two = next["upstream_authority_subject_key_id"].as_str().unwrap();
+    assert_ne!(two, one);
+    let next_id = next["authority_id"].as_str().unwrap();
+    ok(
+        s,
+        &[
+            "localauthority",
+            "x509",
+            "activate",
+            "--authorityID",
+            next_id,
+        ],
+    );
+    assert_eq!(roots(&ok(s, &["bundle", "show"])), 2);
+
+    // The local CA cannot be tainted on its own; the upstream signing the active one neither.
+    let e = fails(
+        s,
+        &["localauthority", "x509", "taint", "--authorityID", &first],
+    );
+    assert!(
+        e.contains("FailedPrecondition") && e.contains("upstreamauthority taint"),
+        "{e}"
+    );
+    let e = fails(s, &["upstreamauthority", "taint", "--subjectKeyID", two]);
+    assert!(
+        e.contains("FailedPrecondition") && e.contains("signs the active CA"),
+        "{e}"
+    );
+    let e = fails(s, &["upstreamauthority", "revoke", "--subjectKeyID", &one]);
+    assert!(e.contains("not tainted"), "{e}");
+
+    let out = ok(s, &["upstreamauthority", "taint", "-subjectKeyID", &one]);
+    assert_eq!(
+        out,
+        format!("Tainted X.509 upstream authority:\n  Subject Key ID: {one}\n")
+    );
+    let revoked = ok_json(s, &["upstreamauthority", "revoke", "--subjectKeyID", &one]);
+    assert_eq!(revoked["upstream_authority_subject_key_id"], one.as_str());
+    assert_eq!(roots(&ok(s, &["bundle", "show"])), 1);
+    let shown = ok(s, &["localauthority", "x509", "show"]);
+    assert!(shown.contains("No old X.509 authority found"), "{shown}");
+    assert!(
+        shown.contains(&format!("Upstream authority Subject Key ID: {two}")),
+        "{shown}"
+    );
+    let tail = ok(s, &["events", "tail"]);
+    assert!(
+        tail.contains("X509AuthorityTainted") && tail.contains("X509AuthorityRevoked"),
+        "{tail}"
+    );
+    server.stop();
+}
