@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use tessera_sim::metrics::{MinuteSample, RunMetrics, Violation};
+use tessera_sim::metrics::{MinuteSample, RotationKind, RotationRecord, RunMetrics, Violation};
 use tessera_sim::report::{
     nearest_rank, plot_svg, queue_svg, render_text, signing_svg, to_json, CheckerOutcome, RunInfo,
     Summary,
@@ -165,6 +165,51 @@ fn text_names_the_violation_and_the_reproduce_command() {
     assert!(clean.contains("peak 9,000 (minute 24:03)"), "{clean}");
     assert!(clean.contains("not run (proved nothing)"), "{clean}");
     assert!(!clean.contains("wall time"), "{clean}");
+}
+
+#[test]
+fn a_forced_rotation_is_summarised_over_agents_and_shown() {
+    let mut m = metrics(false);
+    assert!(
+        !to_json(&m).contains("\"rotations\""),
+        "no rotation, no key"
+    );
+    m.rotations.push(RotationRecord {
+        kind: RotationKind::Forced,
+        server: 0,
+        old_ca: "#2 of the shared authority".into(),
+        prepared_ms: Some(23_400_000),
+        activated_ms: Some(23_460_000),
+        tainted_ms: Some(23_460_000),
+        revoked_ms: None,
+        refused: None,
+        affected_agents: 100,
+        affected_svids: 500,
+        replaced_svids: 500,
+        agent_done_ms: (1..=100).rev().map(|i| i * 100).collect(),
+        taint_received_ms: vec![20; 100],
+        agents_remaining: 0,
+        svids_remaining: 0,
+    });
+    let s = Summary::from_metrics(&m);
+    let r = &s.rotations[0];
+    assert_eq!(
+        (r.done_p50_ms, r.done_p99_ms, r.done_max_ms, r.agents_done),
+        (Some(5_000), Some(9_900), Some(10_000), 100)
+    );
+    let text = render_text(&s, None);
+    assert!(text.contains("tainted 6:31:00.000, revoked -"), "{text}");
+    assert!(
+        text.contains("p50 5,000 ms, p99 9,900 ms, max 10,000 ms over 100 agents"),
+        "{text}"
+    );
+    assert!(
+        text.contains("0 unexpired SVIDs of the old CA on 0 agents"),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&to_json(&m)).unwrap();
+    assert_eq!(v["summary"]["rotations"][0]["kind"], "forced");
+    assert_eq!(v["summary"]["rotations"][0]["done_max_ms"], 10_000);
 }
 
 /// The `points` of the polyline that has `n` points, if there is one.

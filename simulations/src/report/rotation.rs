@@ -135,6 +135,10 @@ pub(super) fn render(out: &mut String, r: &RotationSummary, width: usize) {
     if let Some(refused) = &r.refused {
         line("  refused", refused.clone());
     }
+    if r.affected_agents == 0 {
+        line("  fleet", "no agent held an SVID of the old CA".into());
+        return;
+    }
     line(
         "  fleet",
         format!(
