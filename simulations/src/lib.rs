@@ -2,7 +2,8 @@
 //! time (DESIGN.md §8), and replay of a real server log.
 //!
 //! Owns: the discrete-event engine ([`engine`]), scenarios ([`scenario`]), the fault model,
-//! the checkers, what a run measured ([`metrics`]) and how it is reported ([`report`]), the
+//! an operator's timeline (forced rotations through the real authority commands), the
+//! checkers, what a run measured ([`metrics`]) and how it is reported ([`report`]), the
 //! read-only replay of a server's log ([`replay`]), and the in-process agent↔server transport
 //! ([`in_process`]) that end-to-end tests of the agent logic use without sockets.
 //!
