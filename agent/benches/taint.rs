@@ -26,7 +26,8 @@
 //!    no longer holds it;
 //! 5. the 999 entries deleted, and the stream back to the anchor alone.
 //!
-//! `TESSERA_BENCH_QUICK=1`: 2 iterations instead of [`ITERATIONS`].
+//! `TESSERA_BENCH_QUICK=1`: 2 iterations instead of [`ITERATIONS`]; `TESSERA_BENCH_KEEP=1`:
+//! the processes' data dirs and logs are kept (their path is printed).
 
 // A benchmark measures wall time by definition; the library ban on clocks does not apply.
 #![allow(
@@ -332,7 +333,15 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    // TESSERA_BENCH_KEEP=1 keeps the processes' logs and data for a look afterwards.
+    let keep = std::env::var("TESSERA_BENCH_KEEP").is_ok();
+    let dir = tempfile::Builder::new()
+        .disable_cleanup(keep)
+        .tempdir()
+        .unwrap();
+    if keep {
+        println!("data and logs kept in {}", dir.path().display());
+    }
     let server = ServerProc::start(dir.path(), 0);
     let bundle = server.bundle_file();
     let token = server.token();
