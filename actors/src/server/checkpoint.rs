@@ -35,7 +35,9 @@ use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use tessera_identity::{EcCurve, PublicKey, TrustDomain};
 
-pub use self::actor::{Checkpointer, CheckpointerArgs, CheckpointerMsg, TickOutcome};
+pub use self::actor::{
+    checkpoint_once, Checkpointer, CheckpointerArgs, CheckpointerMsg, TickOutcome,
+};
 pub use self::cadence::{Cadence, CheckpointSettings};
 use crate::server::events::der_text;
 

@@ -9,6 +9,7 @@ mod jwt;
 mod support;
 
 mod agents;
+mod checkpoint;
 mod entries;
 mod eventlog;
 mod federated_bundles;

@@ -100,6 +100,18 @@ impl CheckpointerArgs {
     }
 }
 
+/// One tick without an actor: what the checkpointer would do now, started fresh on `args`
+/// (tools, tests). The cadence is the one a starting checkpointer has.
+///
+/// # Errors
+/// A [`ScanError`](super::scan::ScanError) if the log cannot be read at the start.
+pub async fn checkpoint_once(
+    args: CheckpointerArgs,
+) -> Result<TickOutcome, super::scan::ScanError> {
+    let mut state = CheckpointerState::new(args).await?;
+    Ok(state.tick().await)
+}
+
 /// The checkpointer's state.
 #[derive(Debug)]
 pub struct CheckpointerState {
@@ -124,24 +136,7 @@ impl Actor for Checkpointer {
         _myself: ActorRef<CheckpointerMsg>,
         args: CheckpointerArgs,
     ) -> Result<CheckpointerState, ActorProcessingErr> {
-        // Counting starts at the last checkpoint in the window (it resets the count), or at
-        // the window's start: a log with `every_records` records and no checkpoint among
-        // them is due at the first tick.
-        let head = args.log.raw().head().seq;
-        let window = args.settings.start_window();
-        let now = now_secs(args.clock.as_ref());
-        let latest = find_latest(args.log.raw().as_ref(), head, Some(window)).await?;
-        let (from, last_at) = match &latest {
-            Some(found) => (found.record_seq, found.checkpoint.signed_at),
-            None => (head.saturating_sub(window), now),
-        };
-        let cadence = Cadence::new(args.settings.clone(), from, last_at);
-        Ok(CheckpointerState {
-            args,
-            cadence,
-            seen_hash: Digest32::GENESIS,
-            timer: None,
-        })
+        Ok(CheckpointerState::new(args).await?)
     }
 
     async fn post_start(
@@ -194,6 +189,27 @@ impl Actor for Checkpointer {
 }
 
 impl CheckpointerState {
+    /// Counting starts at the last checkpoint in the window (it resets the count), or at the
+    /// window's start: a log with `every_records` records and no checkpoint among them is
+    /// due at the first tick.
+    async fn new(args: CheckpointerArgs) -> Result<Self, super::scan::ScanError> {
+        let head = args.log.raw().head().seq;
+        let window = args.settings.start_window();
+        let now = now_secs(args.clock.as_ref());
+        let latest = find_latest(args.log.raw().as_ref(), head, Some(window)).await?;
+        let (from, last_at) = match &latest {
+            Some(found) => (found.record_seq, found.checkpoint.signed_at),
+            None => (head.saturating_sub(window), now),
+        };
+        let cadence = Cadence::new(args.settings.clone(), from, last_at);
+        Ok(Self {
+            args,
+            cadence,
+            seen_hash: Digest32::GENESIS,
+            timer: None,
+        })
+    }
+
     async fn tick(&mut self) -> TickOutcome {
         if let Err(e) = self.catch_up().await {
             return TickOutcome::Failed(format!("reading the log: {e}"));
