@@ -10,8 +10,8 @@ use tessera_eventlog::{LocalLog, ManualClock, TypedLog};
 use super::*;
 use crate::random::SeededRandom;
 use crate::server::authority::signer::{AgentSvidRequest, JwtSvidRequest, X509SvidRequest};
-use crate::server::authority::AuthorityError;
 use crate::server::authority::test_support::{clock_at, csr, id, td, verify, verify_jwt, T0};
+use crate::server::authority::AuthorityError;
 use crate::server::keys::{KeyType, MemoryKeyManager};
 
 /// CA and JWT key TTL of these tests: prepare at ~3000 s, activate at ~5000 s.
@@ -521,4 +521,68 @@ async fn a_manual_prepare_is_refused_while_one_is_prepared_and_rotation_activate
     }));
     assert_eq!(handle.signer().active_kid(), Some(next.id));
     stop(handle, join).await;
+}
+
+/// Records the name and `authority_id` field of every span opened (a minimal subscriber, so
+/// the test needs no subscriber crate).
+#[derive(Default, Clone)]
+struct SpanLog(Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+struct AuthorityIdField<'a>(&'a mut String);
+
+impl tracing::field::Visit for AuthorityIdField<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "authority_id" {
+            *self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl tracing::Subscriber for SpanLog {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut id = String::new();
+        span.record(&mut AuthorityIdField(&mut id));
+        let mut log = self.0.lock().unwrap();
+        log.push((span.metadata().name().to_owned(), id));
+        tracing::span::Id::from_u64(log.len() as u64)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn preparation_and_activation_run_in_spans_naming_the_authority() {
+    let spans = SpanLog::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let h = Harness::new();
+    let (handle, join) = h.start().await;
+    handle.tick().await.unwrap();
+    let ca = handle.signer().active_authority_id().unwrap();
+    let kid = handle.signer().active_kid().unwrap();
+    let next = handle.prepare(AuthorityKind::X509).await.unwrap().unwrap();
+    handle
+        .local_step(AuthorityKind::X509, LocalStep::Activate, next.id.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    stop(handle, join).await;
+
+    let seen = spans.0.lock().unwrap().clone();
+    let has = |name: &str, id: &str| seen.iter().any(|(n, i)| n == name && i == id);
+    for (name, id) in [
+        ("authority.prepare", &ca),
+        ("authority.activate", &ca),
+        ("authority.prepare", &kid),
+        ("authority.activate", &kid),
+        ("authority.prepare", &next.id),
+        ("authority.activate", &next.id),
+    ] {
+        assert!(has(name, id), "no {name} span for {id}: {seen:?}");
+    }
 }
