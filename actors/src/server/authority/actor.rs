@@ -14,7 +14,13 @@
 //! go through decide → persist → apply at once; new CAs and keys are built on the blocking
 //! pool and come back as `Built`, which persists them (and replies to the ticks waiting).
 //! Signing messages are admitted against the signer's bound in the handler and signed in a
-//! task, so the actor never waits on crypto. Mailbox: bounded at the door by
+//! task, so the actor never waits on crypto. Forced rotation (SPIRE's LocalAuthority API,
+//! `local.rs`): `Prepare` builds like a tick (and replies once recorded), `Step` activates,
+//! taints or revokes a named CA or JWT key of this server (emitting `X509AuthorityTainted`,
+//! `X509AuthorityRevoked`, `JwtAuthorityTainted`, `JwtAuthorityRevoked` besides the above),
+//! `LocalState` lists this server's own. Preparation, activation, retirement, taint and
+//! revocation each run in a span (`authority.prepare`, `authority.activate`, ...) carrying
+//! the authority ID or kid. Mailbox: bounded at the door by
 //! [`AuthorityHandle`] (`max_in_flight`); beyond it callers get `Overloaded` at once.
 
 mod handle;
