@@ -186,7 +186,7 @@ mod tests {
         let buckets: Vec<(f64, u64)> = h
             .get_bucket()
             .iter()
-            .map(|b| (b.get_upper_bound(), b.get_cumulative_count()))
+            .map(|b| (b.upper_bound(), b.cumulative_count()))
             .collect();
         assert_eq!(buckets[0], (0.0, 1));
         assert_eq!(buckets[3], (5.0, 3));
