@@ -13,8 +13,9 @@ use tracing::{Event, Level, Metadata, Subscriber};
 use super::*;
 use crate::random::SeededRandom;
 
-/// The actors `Server::start` links to the supervisor.
-const CHILDREN: usize = 7;
+/// The actors `Server::start` links to the supervisor (the checkpointer included: it is on
+/// by default).
+const CHILDREN: usize = 8;
 
 /// The supervisor's log lines: level and `field=value` text.
 #[derive(Default)]
