@@ -236,7 +236,7 @@ pub async fn serve_with_sds(
         .max_frame_size(MAX_FRAME_SIZE)
         .layer(TrackRequests)
         // One span per Workload API / SDS call (attestation and on-demand signing nest in it).
-        .layer(tessera_edge::telemetry::TraceLayer)
+        .layer(tessera_edge::telemetry::TraceLayer::LOCAL_CALLERS)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

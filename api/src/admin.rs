@@ -227,7 +227,7 @@ pub async fn serve_with(
         .max_frame_size(MAX_FRAME_SIZE)
         .layer(TrackRequests)
         // One span per admin RPC (`rpc.method`), exported when [telemetry] is on.
-        .layer(tessera_edge::telemetry::TraceLayer)
+        .layer(tessera_edge::telemetry::TraceLayer::TRUSTED_CALLERS)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

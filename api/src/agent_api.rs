@@ -132,7 +132,7 @@ pub async fn serve(
         // GOAWAY at the max age; the connection itself cuts at age plus grace (`TlsConn`).
         .max_connection_age(limits.connection_max_age)
         // One span per RPC, continuing the agent's trace (`traceparent`).
-        .layer(tessera_edge::telemetry::TraceLayer)
+        .layer(tessera_edge::telemetry::TraceLayer::TRUSTED_CALLERS)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

@@ -1,7 +1,8 @@
 //! W3C trace context (`traceparent`, `tracestate`) across gRPC, so that the server's spans
 //! continue the trace the agent started: [`TraceInterceptor`] writes the current span's
 //! context into a client call's metadata; [`TraceLayer`] gives a server one span per RPC
-//! (`rpc.method`), parented on the caller's context when the request carries one.
+//! (`rpc.method`), parented on the caller's context when the request carries one and the
+//! callers are trusted to choose it (agents, admins; never the Workload API's local users).
 //!
 //! With telemetry off, spans have no OpenTelemetry context: nothing is written, and a
 //! received `traceparent` only parents spans that are never exported.
@@ -79,14 +80,34 @@ impl tonic::service::Interceptor for TraceInterceptor {
 /// (`otel.name` = `package.Service/Method`, fields `rpc.system`, `rpc.service`,
 /// `rpc.method`), a child of the caller's span when the request carries `traceparent`.
 /// Handlers' spans nest inside it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceLayer;
+///
+/// [`TraceLayer::LOCAL_CALLERS`] is for servers whose callers are not trusted to choose the
+/// trace (the Workload API: any local user): it never continues their `traceparent`, so a
+/// caller cannot force its calls to be sampled or attach them to another trace.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceLayer {
+    continue_callers: bool,
+}
+
+impl TraceLayer {
+    /// Continues the caller's trace (authenticated callers: agents over mTLS, admins).
+    pub const TRUSTED_CALLERS: TraceLayer = TraceLayer {
+        continue_callers: true,
+    };
+    /// Always starts a new trace, whatever the request carries.
+    pub const LOCAL_CALLERS: TraceLayer = TraceLayer {
+        continue_callers: false,
+    };
+}
 
 impl<S> tower::Layer<S> for TraceLayer {
     type Service = TraceService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TraceService { inner }
+        TraceService {
+            inner,
+            continue_callers: self.continue_callers,
+        }
     }
 }
 
@@ -94,6 +115,7 @@ impl<S> tower::Layer<S> for TraceLayer {
 #[derive(Debug, Clone)]
 pub struct TraceService<S> {
     inner: S,
+    continue_callers: bool,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for TraceService<S>
@@ -110,15 +132,25 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let span = rpc_span(request.uri().path());
-        continue_trace(&span, request.headers());
+        if self.continue_callers {
+            continue_trace(&span, request.headers());
+        }
         let _entered = span.enter();
         self.inner.call(request).instrument(span.clone())
     }
 }
 
+/// Longest RPC name a span takes from a request path, in characters.
+const MAX_RPC_NAME_CHARS: usize = 128;
+
 /// The span of one RPC whose path is `/package.Service/Method`.
 pub fn rpc_span(path: &str) -> tracing::Span {
     let full = path.strip_prefix('/').unwrap_or(path);
+    // The path is the caller's (an unknown method still gets here): bounded, never a huge name.
+    let full = match full.char_indices().nth(MAX_RPC_NAME_CHARS) {
+        Some((at, _)) => &full[..at],
+        None => full,
+    };
     let (service, method) = full.split_once('/').unwrap_or((full, ""));
     tracing::info_span!(
         "rpc",
@@ -180,11 +212,57 @@ mod tests {
         assert!(metadata.get("traceparent").is_none());
     }
 
+    /// The trace ID the inner service sees under `layer`, for a request carrying `remote()`.
+    fn trace_seen_under(layer: TraceLayer) -> TraceId {
+        use opentelemetry::trace::TracerProvider as _;
+        use tower::{Layer as _, Service as _};
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut seen = None;
+            let mut service = layer.layer(tower::service_fn(|_: http::Request<()>| {
+                seen = Some(
+                    tracing::Span::current()
+                        .context()
+                        .span()
+                        .span_context()
+                        .trace_id(),
+                );
+                std::future::ready(Ok::<_, std::convert::Infallible>(()))
+            }));
+            let mut metadata = MetadataMap::new();
+            let cx = Context::new().with_remote_span_context(remote());
+            TraceContextPropagator::new()
+                .inject_context(&cx, &mut MetadataInjector(&mut metadata));
+            let mut request = http::Request::new(());
+            *request.uri_mut() = http::Uri::from_static("/SpiffeWorkloadAPI/FetchX509SVID");
+            *request.headers_mut() = metadata.into_headers();
+            drop(service.call(request));
+            seen.expect("the inner service ran")
+        })
+    }
+
+    #[test]
+    fn local_callers_cannot_choose_the_trace_trusted_ones_continue_theirs() {
+        assert_eq!(
+            trace_seen_under(TraceLayer::TRUSTED_CALLERS),
+            remote().trace_id()
+        );
+        let local = trace_seen_under(TraceLayer::LOCAL_CALLERS);
+        assert_ne!(local, remote().trace_id());
+        assert_ne!(local, TraceId::INVALID, "a new trace of its own");
+    }
+
     #[test]
     fn rpc_spans_are_named_after_the_method() {
         // The name is read by the OpenTelemetry layer; here only that odd paths do not panic.
         let _ = rpc_span("/tessera.agent.v1.AgentServer/BatchSignX509Svid");
         let _ = rpc_span("");
         let _ = rpc_span("/no-method");
+        let _ = rpc_span(&format!("/{}é/{}", "x".repeat(200), "y".repeat(10_000)));
     }
 }
