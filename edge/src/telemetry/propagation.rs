@@ -236,8 +236,7 @@ mod tests {
             }));
             let mut metadata = MetadataMap::new();
             let cx = Context::new().with_remote_span_context(remote());
-            TraceContextPropagator::new()
-                .inject_context(&cx, &mut MetadataInjector(&mut metadata));
+            TraceContextPropagator::new().inject_context(&cx, &mut MetadataInjector(&mut metadata));
             let mut request = http::Request::new(());
             *request.uri_mut() = http::Uri::from_static("/SpiffeWorkloadAPI/FetchX509SVID");
             *request.headers_mut() = metadata.into_headers();
