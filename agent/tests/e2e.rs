@@ -35,10 +35,10 @@ mod proxy;
 mod servers;
 #[path = "e2e/svid_cache.rs"]
 mod svid_cache;
-#[path = "e2e/tracing.rs"]
-mod traces;
 #[path = "e2e/taint.rs"]
 mod taint;
+#[path = "e2e/tracing.rs"]
+mod traces;
 
 use std::time::Duration;
 
