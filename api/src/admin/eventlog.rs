@@ -163,6 +163,15 @@ impl event_log_server::EventLog for EventLogService {
                 rule: format!("must not be after to_seq ({to})"),
             }));
         }
+        if req.anchor_seq > 0 && (from > 1 || to < head) {
+            // The anchor's record is only proved by re-hashing the chain from seq 1 through
+            // it: a narrower range would trust stored hashes it did not recompute.
+            return Err(status(ConvertError::Invalid {
+                field: "from_seq",
+                value: format!("{from}..{to}"),
+                rule: "an anchor is checked against the whole log; drop --fromSeq/--toSeq".into(),
+            }));
+        }
         if req.anchor_seq > 0 {
             if let Some(failed) =
                 check_anchor(log.as_ref(), head, req.anchor_seq, &req.anchor_hash).await?
@@ -225,6 +234,22 @@ impl event_log_server::EventLog for EventLogService {
                      [audit] checkpoint settings), as long as it has an active JWT key"
                 )))
             })?;
+        // Handed out as an anchor to keep: checked first (signature, key from the log, the
+        // hash it covers), so a forged or damaged record is never passed on as one.
+        let trust_domain = &self.ctx.server.settings.trust_domain;
+        let audit = scan::audit(
+            log.as_ref(),
+            trust_domain,
+            found.record_seq,
+            found.record_seq,
+        )
+        .await
+        .map_err(status)?;
+        if let Some((seq, reason)) = audit.first_bad {
+            return Err(Status::data_loss(format!(
+                "the latest signed checkpoint (record {seq}) does not verify: {reason}; run                  `events verify` and investigate before keeping any anchor"
+            )));
+        }
         let c = found.checkpoint;
         Ok(Response::new(Checkpoint {
             record_seq: found.record_seq,

@@ -110,5 +110,16 @@ async fn latest_checkpoint_and_verify_with_an_anchor() {
     let short = client.verify(verify(c.seq, vec![1; 31])).await.unwrap_err();
     assert_eq!(short.code(), Code::InvalidArgument);
     assert!(short.message().contains("anchor_hash"), "{short:?}");
+
+    // An anchor is only proved by re-hashing from seq 1: a narrower range is refused.
+    let narrow = client
+        .verify(VerifyRequest {
+            from_seq: 2,
+            ..verify(c.seq, c.hash.clone())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(narrow.code(), Code::InvalidArgument);
+    assert!(narrow.message().contains("whole log"), "{narrow:?}");
     f.stop().await;
 }

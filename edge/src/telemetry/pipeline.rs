@@ -1,7 +1,10 @@
 //! The OTLP pipeline: a [`tracing_opentelemetry`] layer whose tracer hands finished spans to
 //! the SDK's batch processor, which exports them over OTLP/gRPC (tonic) to the configured
-//! collector. Sampling is parent-based: a span continued from a caller follows the caller's
-//! decision; a new trace is kept with probability `sampling_ratio`.
+//! collector. Sampling: a new trace is kept with probability `sampling_ratio` (decided on its
+//! trace ID); a span under a local parent follows it; a span continued from a remote caller
+//! that says "sampled" is decided on the trace ID again, so a peer (even one not yet
+//! authenticated, on the agent API) cannot force its calls to be exported. With the same
+//! ratio on agent and server the decisions agree, since both hash the same trace ID.
 //!
 //! The exporter's gRPC channel lives on a small runtime of its own (one worker thread,
 //! `otlp-export`), so it is built before the process's runtime exists and keeps exporting
@@ -16,7 +19,7 @@ use std::time::Duration;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{ParentBasedSampler, Sampler, SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::registry::LookupSpan;
@@ -29,6 +32,12 @@ pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Name of the instrumentation scope of every span.
 pub const SCOPE: &str = "tessera";
+
+/// The sampler described in the module doc.
+fn sampler(ratio: f64) -> ParentBasedSampler {
+    ParentBasedSampler::new(Sampler::TraceIdRatioBased(ratio))
+        .with_remote_parent_sampled(Sampler::TraceIdRatioBased(ratio))
+}
 
 /// Why the OTLP pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -125,9 +134,7 @@ where
         .build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            config.sampling_ratio,
-        ))))
+        .with_sampler(sampler(config.sampling_ratio))
         .with_resource(resource)
         .build();
     let tracer = provider.tracer(SCOPE);
@@ -139,4 +146,38 @@ where
         },
         Some(layer),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry::Context;
+    use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
+
+    use super::*;
+
+    fn decision(ratio: f64, remote: bool) -> SamplingDecision {
+        let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let parent = SpanContext::new(
+            trace_id,
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            remote,
+            TraceState::default(),
+        );
+        let cx = Context::new().with_remote_span_context(parent);
+        sampler(ratio)
+            .should_sample(Some(&cx), trace_id, "rpc", &SpanKind::Server, &[], &[])
+            .decision
+    }
+
+    #[test]
+    fn a_remote_caller_saying_sampled_cannot_override_the_ratio() {
+        assert_eq!(decision(0.0, true), SamplingDecision::Drop);
+        assert_eq!(decision(1.0, true), SamplingDecision::RecordAndSample);
+        // A local parent's decision is followed.
+        assert_eq!(decision(0.0, false), SamplingDecision::RecordAndSample);
+    }
 }

@@ -97,9 +97,12 @@ pub async fn find_latest(
 
 /// Checks every checkpoint in records `from..=to`: its signature (for `trust_domain`); that it
 /// covers an earlier record whose stored hash is the one it signed; and that its public key
-/// is the one the log recorded for its `kid` when the key was prepared (a `kid` never
-/// prepared in the range is a fault only when the range starts at seq 1). Stops at the first
-/// that fails.
+/// is the one the log recorded for its `kid` when the key was prepared, and that the key was
+/// not retired, tainted or revoked before it (keys are followed from seq 1, whatever the
+/// range). Stops at the first that fails. Without an anchor kept outside the server, this
+/// proves the checkpoints were signed by keys the log itself introduced: someone who can
+/// rewrite the log and has a key of their own can forge both; `events verify --anchor`
+/// closes that.
 ///
 /// # Errors
 /// [`ScanError::Log`] if the log cannot be read (a checkpoint that does not decode is a
@@ -110,9 +113,11 @@ pub async fn audit(
     from: u64,
     to: u64,
 ) -> Result<Audit, ScanError> {
-    let mut keys: HashMap<String, Vec<u8>> = HashMap::new();
+    // Keys are learnt from seq 1 whatever the range, so a narrower range never turns the key
+    // check off; a key stops being trusted once retired, tainted or revoked.
+    let mut keys = Keys::default();
     let mut audit = Audit::default();
-    let mut next = from.max(1);
+    let mut next = 1;
     while next <= to {
         let want = usize::try_from((to - next + 1).min(CHUNK)).unwrap_or(1);
         let records = log.read(next, want).await?;
@@ -122,19 +127,9 @@ pub async fn audit(
         next = last.seq + 1;
         for r in records.iter().filter(|r| r.seq <= to) {
             match r.kind.as_str() {
-                "JwtKeyPrepared" | "ServerJwtKeyPrepared" => {
-                    match typed::decode::<ServerEvent>(r) {
-                        Ok(ServerEvent::JwtKeyPrepared(k))
-                        | Ok(ServerEvent::ServerJwtKeyPrepared { record: k, .. }) => {
-                            keys.insert(k.kid, k.public_key_der);
-                        }
-                        // Not ours to judge: the chain check covers the record itself.
-                        _ => {}
-                    }
-                }
-                KIND => {
+                KIND if r.seq >= from => {
                     let fault = match checkpoint_in(r) {
-                        Ok(Some(c)) => check_one(log, trust_domain, &keys, from, r.seq, &c).await?,
+                        Ok(Some(c)) => check_one(log, trust_domain, &keys, r.seq, &c).await?,
                         Ok(None) => None,
                         Err(e) => Some(format!("the checkpoint does not decode: {e}")),
                     };
@@ -144,6 +139,13 @@ pub async fn audit(
                     }
                     audit.checked += 1;
                 }
+                KIND => {}
+                kind if Keys::follows(kind) => {
+                    // Not ours to judge if it does not decode: the chain check covers it.
+                    if let Ok(event) = typed::decode::<ServerEvent>(r) {
+                        keys.fold(event, r.seq);
+                    }
+                }
                 _ => {}
             }
         }
@@ -151,12 +153,53 @@ pub async fn audit(
     Ok(audit)
 }
 
+/// The JWT keys the log has prepared, and those it no longer trusts to sign.
+#[derive(Debug, Default)]
+struct Keys {
+    trusted: HashMap<String, Vec<u8>>,
+    /// kid → why and from which seq it is no longer trusted.
+    ended: HashMap<String, String>,
+}
+
+impl Keys {
+    fn follows(kind: &str) -> bool {
+        matches!(
+            kind,
+            "JwtKeyPrepared"
+                | "ServerJwtKeyPrepared"
+                | "JwtKeyRetired"
+                | "ServerJwtKeyRetired"
+                | "JwtAuthorityTainted"
+                | "JwtAuthorityRevoked"
+        )
+    }
+
+    fn fold(&mut self, event: ServerEvent, seq: u64) {
+        let (kid, why) = match event {
+            ServerEvent::JwtKeyPrepared(k)
+            | ServerEvent::ServerJwtKeyPrepared { record: k, .. } => {
+                self.ended.remove(&k.kid);
+                self.trusted.insert(k.kid, k.public_key_der);
+                return;
+            }
+            ServerEvent::JwtKeyRetired { kid } | ServerEvent::ServerJwtKeyRetired { kid, .. } => {
+                (kid, "retired")
+            }
+            ServerEvent::JwtAuthorityTainted { kid, .. } => (kid, "tainted"),
+            ServerEvent::JwtAuthorityRevoked { kid, .. } => (kid, "revoked"),
+            _ => return,
+        };
+        if self.trusted.remove(&kid).is_some() {
+            self.ended.insert(kid, format!("{why} in record {seq}"));
+        }
+    }
+}
+
 /// Why the checkpoint `c` in record `record_seq` fails, if it does.
 async fn check_one(
     log: &dyn EventLog,
     trust_domain: &TrustDomain,
-    keys: &HashMap<String, Vec<u8>>,
-    from: u64,
+    keys: &Keys,
     record_seq: u64,
     c: &CheckpointRecord,
 ) -> Result<Option<String>, ScanError> {
@@ -169,20 +212,26 @@ async fn check_one(
     if let Err(e) = c.verify(trust_domain) {
         return Ok(Some(e.to_string()));
     }
-    match keys.get(&c.kid) {
-        Some(key) if *key != c.public_key_der => {
+    match (keys.trusted.get(&c.kid), keys.ended.get(&c.kid)) {
+        (Some(key), _) if *key != c.public_key_der => {
             return Ok(Some(format!(
                 "the checkpoint's public key is not the one the log recorded for kid {:?}",
                 c.kid
             )))
         }
-        None if from <= 1 => {
+        (Some(_), _) => {}
+        (None, Some(ended)) => {
+            return Ok(Some(format!(
+                "the checkpoint is signed with kid {:?}, which the log no longer trusted: {ended}",
+                c.kid
+            )))
+        }
+        (None, None) => {
             return Ok(Some(format!(
                 "the checkpoint is signed with kid {:?}, which the log never prepared before it",
                 c.kid
             )))
         }
-        _ => {}
     }
     let covered = log.read(c.seq, 1).await?;
     Ok(match covered.first() {

@@ -401,14 +401,53 @@ async fn the_audit_names_a_checkpoint_whose_record_was_changed_or_whose_key_is_n
         .unwrap();
     assert_eq!(seq, 4);
     assert!(reason.contains("never prepared"), "{reason}");
-    // From a later seq the key's record is out of range: the signature alone is checked.
-    assert_eq!(
-        audit(log.raw().as_ref(), &td(), 2, 4)
-            .await
-            .unwrap()
-            .checked,
-        1
-    );
+    // A range starting later still knows every key from seq 1: no unknown key slips through.
+    let (seq, reason) = audit(log.raw().as_ref(), &td(), 2, 4)
+        .await
+        .unwrap()
+        .first_bad
+        .unwrap();
+    assert_eq!(seq, 4);
+    assert!(reason.contains("never prepared"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_checkpoint_signed_after_its_key_was_tainted_or_retired_fails_the_audit() {
+    let (_c, key, signer) = key_and_signer(KeyType::EcP256);
+    for ended in [
+        ServerEvent::JwtAuthorityTainted {
+            server_id: None,
+            kid: key.kid.clone(),
+        },
+        ServerEvent::JwtKeyRetired {
+            kid: key.kid.clone(),
+        },
+    ] {
+        let log = log_with(&key, 2).await;
+        let hash = log.raw().head().hash.0;
+        let before = signed(&signer, &key, log.raw().head().seq, &hash).await;
+        log.append(
+            &[ServerEvent::CheckpointSigned(before)],
+            AppendCondition::Any,
+        )
+        .await
+        .unwrap();
+        log.append(&[ended], AppendCondition::Any).await.unwrap();
+        let head = log.raw().head();
+        let after = signed(&signer, &key, head.seq, &head.hash.0).await;
+        log.append(
+            &[ServerEvent::CheckpointSigned(after)],
+            AppendCondition::Any,
+        )
+        .await
+        .unwrap();
+        let to = log.raw().head().seq;
+        let report = audit(log.raw().as_ref(), &td(), 1, to).await.unwrap();
+        assert_eq!(report.checked, 1, "the checkpoint before is good");
+        let (seq, reason) = report.first_bad.unwrap();
+        assert_eq!(seq, to);
+        assert!(reason.contains("no longer trusted"), "{reason}");
+    }
 }
 
 #[tokio::test]

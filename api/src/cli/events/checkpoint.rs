@@ -158,14 +158,19 @@ fn load_anchor(
         path: path.to_path_buf(),
         source,
     };
-    let len = std::fs::metadata(path).map_err(io)?.len();
-    if len > MAX_ANCHOR_BYTES {
+    // Read through a bound (a FIFO or a file growing under us has no trustworthy length).
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, MAX_ANCHOR_BYTES + 1),
+        &mut text,
+    )
+    .map_err(io)?;
+    if text.len() as u64 > MAX_ANCHOR_BYTES {
         return Err(bad(format!(
-            "the file is {len} bytes; an anchor is under {MAX_ANCHOR_BYTES} (write one with \
+            "the file is over {MAX_ANCHOR_BYTES} bytes; an anchor is smaller (write one with \
              `events checkpoint --output json > FILE`)"
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(io)?;
     let anchor: Anchor = serde_json::from_str(&text).map_err(|e| {
         bad(format!(
             "not an anchor document ({e}); write one with `events checkpoint --output json > FILE`"
