@@ -151,16 +151,23 @@ impl Authority {
         taint: bool,
     ) -> Result<Decision<AuthorityReply>, AuthorityError> {
         let id = shown(&subject_key_id.to_ascii_lowercase());
-        let signed: Vec<&super::CaSlot> = self
+        let by_root: Vec<&super::CaSlot> = self
             .cas()
             .iter()
-            .filter(|s| self.owns(s.server.as_deref()))
             .filter(|s| upstream_authority_id(&s.record).as_deref() == Some(id.as_str()))
+            .collect();
+        let signed: Vec<&super::CaSlot> = by_root
+            .iter()
+            .copied()
+            .filter(|s| self.owns(s.server.as_deref()))
             .collect();
         if signed.is_empty() {
             return Err(AuthorityError::UnknownUpstream { id });
         }
-        if let Some(live) = signed.iter().find(|s| s.status != SlotStatus::Old) {
+        // Every server's CAs count here, not only this one's: the bundle marks the root for
+        // all, so tainting it while another server still signs under it would make agents
+        // re-sign that server's fresh SVIDs forever.
+        if let Some(live) = by_root.iter().find(|s| s.status != SlotStatus::Old) {
             return Err(AuthorityError::UpstreamInUse {
                 id,
                 status: live.status.name(),

@@ -355,24 +355,31 @@ fn the_tainted_flag_survives_a_snapshot_round_trip() {
         .is_x509_authority_tainted(&a.cert_der));
 }
 
+/// A CA signed by upstream `root`.
+fn ca_under(root: &UpstreamCa, seed: u64) -> CaRecord {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = CaSettings {
+        upstream: Some(write_upstream(dir.path(), &[root], &root.key, None)),
+        ttl: std::time::Duration::from_secs(600),
+        ..CaSettings::default()
+    };
+    build_ca(
+        &td(),
+        &settings,
+        &MemoryKeyManager::new(),
+        &SeededRandom::new(seed),
+        T0,
+    )
+    .unwrap()
+    .record
+}
+
 /// CA `a` signed by upstream root `r1`, then CA `b` signed by `r2` (the upstream changed):
 /// `a` old, `b` active.
 fn upstream_rotated() -> (Vec<ServerEvent>, CaRecord, CaRecord, UpstreamCa, UpstreamCa) {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = MemoryKeyManager::new();
-    let build = |root: &UpstreamCa, seed| {
-        let settings = CaSettings {
-            upstream: Some(write_upstream(dir.path(), &[root], &root.key, None)),
-            ttl: std::time::Duration::from_secs(600),
-            ..CaSettings::default()
-        };
-        build_ca(&td(), &settings, &keys, &SeededRandom::new(seed), T0)
-            .unwrap()
-            .record
-    };
     let r1 = UpstreamCa::root(T0 - 100, T0 + 3600, &rcgen::PKCS_ECDSA_P256_SHA256);
     let r2 = UpstreamCa::root(T0 - 100, T0 + 3600, &rcgen::PKCS_ECDSA_P256_SHA256);
-    let (a, b) = (build(&r1, 1), build(&r2, 2));
+    let (a, b) = (ca_under(&r1, 1), ca_under(&r2, 2));
     let log = vec![
         ServerEvent::CaPrepared(a.clone()),
         ServerEvent::CaActivated {
@@ -456,4 +463,38 @@ fn an_upstream_root_is_tainted_through_its_old_cas_then_revoked_with_them() {
         .map(|x| x.der())
         .collect();
     assert_eq!(roots, vec![r2.der.as_slice()]);
+}
+
+#[test]
+fn an_upstream_root_another_server_still_signs_under_is_not_tainted() {
+    // "me" moved off root r1 (its CA a is old, b under r2 active); "other" still has its
+    // active CA c under r1. Tainting r1 would mark it for every agent, so "me" is refused.
+    let r1 = UpstreamCa::root(T0 - 100, T0 + 3600, &rcgen::PKCS_ECDSA_P256_SHA256);
+    let r2 = UpstreamCa::root(T0 - 100, T0 + 3600, &rcgen::PKCS_ECDSA_P256_SHA256);
+    let (a, b, c) = (ca_under(&r1, 1), ca_under(&r2, 2), ca_under(&r1, 3));
+    let on = |server: &str, r: &CaRecord| {
+        vec![
+            ServerEvent::ServerCaPrepared {
+                server_id: server.into(),
+                record: r.clone(),
+            },
+            ServerEvent::ServerCaActivated {
+                server_id: server.into(),
+                authority_id: r.authority_id.clone(),
+            },
+        ]
+    };
+    let mut log = on("me", &a);
+    log.extend(on("me", &b));
+    log.extend(on("other", &c));
+    let mut state = given(&log);
+    state.set_owner(Owner {
+        server_id: "me".into(),
+        adopt_unowned: false,
+    });
+    let skid = super::x509::subject_key_id(&r1.der).unwrap();
+    assert!(matches!(
+        when(&state, AuthorityCommand::TaintUpstream { subject_key_id: skid }),
+        Err(AuthorityError::UpstreamInUse { status: "active", ca, .. }) if ca == c.authority_id
+    ));
 }
