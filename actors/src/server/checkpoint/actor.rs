@@ -54,7 +54,7 @@ pub enum TickOutcome {
     NotDue,
     /// Due, but there is no JWT key to sign with yet (or it just rotated).
     NoKey(String),
-    /// Another record (another server's) committed first; the next tick decides again.
+    /// Another server's checkpoint committed first; nothing was appended.
     Lost,
     /// Reading, signing or appending failed.
     Failed(String),
@@ -224,13 +224,30 @@ impl CheckpointerState {
             Err(SignError::NoActiveJwtKey { reason }) => return TickOutcome::NoKey(reason),
             Err(e) => return TickOutcome::Failed(format!("signing: {e}")),
         };
-        let event = ServerEvent::CheckpointSigned(record);
-        match self
+        let event = [ServerEvent::CheckpointSigned(record)];
+        let appended = match self
             .args
             .log
-            .append(&[event], AppendCondition::ExpectHead(covers))
+            .append(&event, AppendCondition::ExpectHead(covers))
             .await
         {
+            Err(TypedError::Log(LogError::Conflict { .. })) => {
+                // The head moved while we signed. If another server's checkpoint came in
+                // meanwhile, ours is not needed; otherwise it still proves seq `covers` (only
+                // a checkpoint of a seq before its own record is asked for), so it goes in
+                // wherever the head is now: under sustained writes a checkpoint is late,
+                // never skipped.
+                if let Err(e) = self.catch_up().await {
+                    return TickOutcome::Failed(format!("reading the log: {e}"));
+                }
+                if !self.cadence.due(now) {
+                    return TickOutcome::Lost;
+                }
+                self.args.log.append(&event, AppendCondition::Any).await
+            }
+            other => other,
+        };
+        match appended {
             Ok(receipt) => {
                 self.cadence.observe(receipt.first_seq, Some(now));
                 TickOutcome::Appended {

@@ -507,3 +507,107 @@ async fn two_servers_on_one_log_share_the_count_and_do_not_both_checkpoint() {
         handle.await.unwrap();
     }
 }
+
+/// A log on which another writer slips one record in just before the first conditional
+/// append, as a busy server's other actors do while the checkpointer signs.
+#[derive(Debug)]
+struct Busy {
+    inner: Arc<dyn tessera_eventlog::EventLog>,
+    slipped: std::sync::atomic::AtomicBool,
+}
+
+impl tessera_eventlog::EventLog for Busy {
+    fn append(
+        &self,
+        batch: Vec<tessera_eventlog::NewRecord>,
+        condition: AppendCondition,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<tessera_eventlog::AppendReceipt, tessera_eventlog::LogError>,
+    > {
+        Box::pin(async move {
+            let conditional = matches!(condition, AppendCondition::ExpectHead(_));
+            if conditional && !self.slipped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let other = tessera_eventlog::typed::encode(&ServerEvent::JoinTokenExpired {
+                    token_hash: TokenHash("f".repeat(64)),
+                })
+                .unwrap();
+                self.inner.append(vec![other], AppendCondition::Any).await?;
+            }
+            self.inner.append(batch, condition).await
+        })
+    }
+    fn read(
+        &self,
+        from_seq: u64,
+        limit: usize,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<Vec<tessera_eventlog::Record>, tessera_eventlog::LogError>,
+    > {
+        self.inner.read(from_seq, limit)
+    }
+    fn subscribe(&self, from_seq: u64) -> tessera_eventlog::Subscription {
+        self.inner.subscribe(from_seq)
+    }
+    fn head(&self) -> tessera_eventlog::Head {
+        self.inner.head()
+    }
+    fn verify(
+        &self,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<tessera_eventlog::VerifyReport, tessera_eventlog::LogError>,
+    > {
+        self.inner.verify()
+    }
+    fn save_snapshot(
+        &self,
+        seq: u64,
+        data: Vec<u8>,
+    ) -> futures::future::BoxFuture<'_, Result<(), tessera_eventlog::LogError>> {
+        self.inner.save_snapshot(seq, data)
+    }
+    fn latest_snapshot(
+        &self,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<Option<tessera_eventlog::Snapshot>, tessera_eventlog::LogError>,
+    > {
+        self.inner.latest_snapshot()
+    }
+    fn location(&self) -> std::path::PathBuf {
+        self.inner.location()
+    }
+}
+
+#[tokio::test]
+async fn a_checkpoint_whose_head_moved_while_it_was_signed_still_goes_in() {
+    let (clock, key, signer) = key_and_signer(KeyType::EcP256);
+    let plain = log_with(&key, 3).await;
+    let log = TypedLog::<ServerEvent>::new(Arc::new(Busy {
+        inner: plain.raw().clone(),
+        slipped: std::sync::atomic::AtomicBool::new(false),
+    }));
+    let args = CheckpointerArgs {
+        log: log.clone(),
+        signer,
+        clock: Arc::new(clock),
+        trust_domain: td(),
+        server_id: None,
+        settings: settings(2, 0),
+    };
+    let (actor, handle) = Actor::spawn(None, Checkpointer, args).await.unwrap();
+    // Head 4 (the key + 3 records) is signed; a record slips in at 5 before the append.
+    assert!(matches!(
+        tick(&actor).await,
+        TickOutcome::Appended {
+            record_seq: 6,
+            covers: 4
+        }
+    ));
+    let report = audit(log.raw().as_ref(), &td(), 1, 6).await.unwrap();
+    assert_eq!((report.checked, report.first_bad), (1, None));
+    actor.stop(None);
+    handle.await.unwrap();
+}
